@@ -1,0 +1,208 @@
+//! Claiming a flow run: who may create its Job.
+//!
+//! Prefect's orchestration ABORTs a `Pending` proposal on a run that is
+//! already Pending, Running, Cancelling or Cancelled, so of several claimants
+//! one wins. But it *accepts* `Pending` on a Completed, Failed or Crashed run
+//! (measured on 3.9.1), so a stale or redelivered message must never claim.
+//! The rules here close that gap:
+//!
+//! * A message names the run and the SCHEDULED-type state it was published
+//!   for. The claim is proposed only while the run is still in exactly that
+//!   state (same state id), read in one batched call for all messages at hand.
+//! * The claim's `transition_id` is derived from (run id, state id), so the
+//!   claim of one message is always the same proposal. Re-proposing it after a
+//!   crash is answered REJECT with our own Pending state (Prefect's duplicate
+//!   transition rule), which we recognise as our claim.
+//! * A run found Pending with our `transition_id` was claimed by us and the
+//!   claimant died before acking: we resume it (the Job name is derived from
+//!   the same key, so creating it again cannot make a second Job).
+
+use prefect_client::{ClaimOutcome as PrefectClaim, FlowRun, OrchestrationResult, StateType};
+use uuid::Uuid;
+
+/// What to do with a message, given the run as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimDecision {
+    /// The run is still in the published state: propose the claim.
+    Propose,
+    /// We claimed this run for this message before; carry on.
+    Resume,
+    /// Leave the run alone and drop the message.
+    Skip(SkipReason),
+}
+
+/// Why a message is dropped without touching the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The run no longer exists.
+    RunDeleted,
+    /// The run has left the state the message was published for.
+    StateMoved { state_type: String, state_name: String },
+    /// Prefect refused the claim: another claimant won, or the run became
+    /// ineligible (e.g. `AwaitingConcurrencySlot`, or Cancelled).
+    NotClaimed { reason: String },
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::RunDeleted => write!(f, "the flow run no longer exists"),
+            SkipReason::StateMoved {
+                state_type,
+                state_name,
+            } => write!(f, "the flow run is now {state_name} ({state_type})"),
+            SkipReason::NotClaimed { reason } => write!(f, "Prefect refused the claim: {reason}"),
+        }
+    }
+}
+
+/// The transition id of the claim made for a message: the same for every
+/// delivery of the message, different for every scheduled state of the run.
+pub fn claim_transition_id(flow_run_id: Uuid, state_id: Uuid) -> Uuid {
+    prefect_client::claim_transition_id(flow_run_id, state_id)
+}
+
+/// Decides from the run's current state whether the message may claim it.
+pub fn decide(state_id: Uuid, transition_id: Uuid, run: Option<&FlowRun>) -> ClaimDecision {
+    let Some(run) = run else {
+        return ClaimDecision::Skip(SkipReason::RunDeleted);
+    };
+    let Some(state) = run.state.as_ref() else {
+        return ClaimDecision::Skip(SkipReason::StateMoved {
+            state_type: "NONE".into(),
+            state_name: "without state".into(),
+        });
+    };
+    if run.is_still_scheduled_as(state_id) {
+        return ClaimDecision::Propose;
+    }
+    if state.state_type == StateType::Pending
+        && state.state_details.transition_id == Some(transition_id)
+    {
+        return ClaimDecision::Resume;
+    }
+    ClaimDecision::Skip(SkipReason::StateMoved {
+        state_type: state.state_type.as_str().to_string(),
+        state_name: state.display_name().to_string(),
+    })
+}
+
+/// The answer to a claim proposal, in the dispatcher's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    /// The run is ours: create its Job.
+    Claimed,
+    /// Not ours; drop the message.
+    Refused(SkipReason),
+    /// Prefect asked us to wait and propose again.
+    Wait(std::time::Duration),
+}
+
+/// Interprets Prefect's answer to our `Pending` proposal. A REJECT that
+/// returns our own Pending state (a re-sent proposal whose first attempt
+/// committed) is a claim; a REJECT with another state (for example
+/// `AwaitingConcurrencySlot`) and an ABORT are refusals.
+pub fn interpret(result: &OrchestrationResult, transition_id: Uuid) -> ClaimOutcome {
+    match result.claim_outcome(transition_id) {
+        PrefectClaim::Claimed(_) => ClaimOutcome::Claimed,
+        PrefectClaim::Lost { reason } => ClaimOutcome::Refused(SkipReason::NotClaimed {
+            reason: reason.unwrap_or_else(|| "aborted".into()),
+        }),
+        PrefectClaim::Redirected(state) => ClaimOutcome::Refused(SkipReason::NotClaimed {
+            reason: match state {
+                Some(state) => format!("the run was redirected to {}", state.display_name()),
+                None => "rejected".into(),
+            },
+        }),
+        PrefectClaim::Wait { delay_seconds } => {
+            ClaimOutcome::Wait(std::time::Duration::from_secs(delay_seconds.clamp(1, 300) as u64))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run_in(state_type: &str, state_id: Uuid, transition_id: Option<Uuid>) -> FlowRun {
+        serde_json::from_value(json!({
+            "id": "0b0e4a6e-5d0a-4a35-9d8a-1f6f0d8c9b11",
+            "name": "crimson-otter",
+            "flow_id": "5f8a1a5e-0000-4000-8000-000000000001",
+            "state": {
+                "id": state_id,
+                "type": state_type,
+                "name": "whatever",
+                "state_details": { "transition_id": transition_id },
+            },
+        }))
+        .expect("a flow run")
+    }
+
+    fn ids() -> (Uuid, Uuid) {
+        let state = Uuid::from_u128(7);
+        let run = Uuid::parse_str("0b0e4a6e-5d0a-4a35-9d8a-1f6f0d8c9b11").unwrap();
+        (state, claim_transition_id(run, state))
+    }
+
+    #[test]
+    fn a_run_still_in_the_published_state_is_claimed() {
+        let (state, transition) = ids();
+        assert_eq!(decide(state, transition, Some(&run_in("SCHEDULED", state, None))), ClaimDecision::Propose);
+    }
+
+    #[test]
+    fn a_run_rescheduled_under_a_new_state_is_not_claimed_by_the_old_message() {
+        let (state, transition) = ids();
+        let run = run_in("SCHEDULED", Uuid::from_u128(8), None);
+        assert!(matches!(decide(state, transition, Some(&run)), ClaimDecision::Skip(SkipReason::StateMoved { .. })));
+    }
+
+    #[test]
+    fn finished_runs_are_never_claimed() {
+        // Prefect would ACCEPT a Pending proposal on these: the check is ours.
+        let (state, transition) = ids();
+        for finished in ["COMPLETED", "FAILED", "CRASHED", "CANCELLED", "RUNNING", "CANCELLING"] {
+            let run = run_in(finished, state, Some(transition));
+            assert!(
+                matches!(decide(state, transition, Some(&run)), ClaimDecision::Skip(_)),
+                "{finished} must not be claimed"
+            );
+        }
+    }
+
+    #[test]
+    fn our_own_pending_claim_is_resumed_and_a_rivals_is_not() {
+        let (state, transition) = ids();
+        let ours = run_in("PENDING", Uuid::from_u128(9), Some(transition));
+        assert_eq!(decide(state, transition, Some(&ours)), ClaimDecision::Resume);
+        let rival = run_in("PENDING", Uuid::from_u128(9), Some(Uuid::from_u128(10)));
+        assert!(matches!(decide(state, transition, Some(&rival)), ClaimDecision::Skip(_)));
+    }
+
+    #[test]
+    fn a_deleted_run_is_skipped() {
+        let (state, transition) = ids();
+        assert_eq!(decide(state, transition, None), ClaimDecision::Skip(SkipReason::RunDeleted));
+    }
+
+    fn result(value: serde_json::Value) -> OrchestrationResult {
+        serde_json::from_value(value).expect("an orchestration result")
+    }
+
+    #[test]
+    fn accept_and_duplicate_reject_are_claims_abort_is_not() {
+        let (_, transition) = ids();
+        let accepted = result(json!({"status": "ACCEPT", "state": {"id": Uuid::from_u128(1), "type": "PENDING", "name": "Pending", "state_details": {"transition_id": transition}}, "details": {"type": "accept_details"}}));
+        assert_eq!(interpret(&accepted, transition), ClaimOutcome::Claimed);
+        let duplicate = result(json!({"status": "REJECT", "state": {"id": Uuid::from_u128(1), "type": "PENDING", "name": "Pending", "state_details": {"transition_id": transition}}, "details": {"type": "reject_details", "reason": "This run has already made this state transition."}}));
+        assert_eq!(interpret(&duplicate, transition), ClaimOutcome::Claimed);
+        let aborted = result(json!({"status": "ABORT", "state": null, "details": {"type": "abort_details", "reason": "This run is in a PENDING state and cannot transition to a PENDING state."}}));
+        assert!(matches!(interpret(&aborted, transition), ClaimOutcome::Refused(_)));
+        let slot = result(json!({"status": "REJECT", "state": {"id": Uuid::from_u128(2), "type": "SCHEDULED", "name": "AwaitingConcurrencySlot", "state_details": {}}, "details": {"type": "reject_details"}}));
+        assert!(matches!(interpret(&slot, transition), ClaimOutcome::Refused(_)));
+        let wait = result(json!({"status": "WAIT", "state": null, "details": {"type": "wait_details", "delay_seconds": 3}}));
+        assert_eq!(interpret(&wait, transition), ClaimOutcome::Wait(std::time::Duration::from_secs(3)));
+    }
+}

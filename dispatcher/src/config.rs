@@ -1,0 +1,144 @@
+//! The dispatcher's flags. The Job options are the seed agent's
+//! (`--namespace`, `--env`, `--image-pull-secrets`, `--service-account-name`,
+//! `--image-pull-policy`, `--cpu-request/--cpu-limit/--mem-request/--mem-limit`)
+//! and act as defaults that a deployment's or run's job variables override.
+
+use std::time::Duration;
+
+/// Dispatcher settings, each with an environment fallback.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DispatcherConfig {
+    /// The Prefect work pool whose runs this dispatcher creates Jobs for.
+    #[arg(long = "work-pool", short = 'p', env = "PREFECT_K8S_WORK_POOL", default_value = "kubernetes")]
+    pub work_pool: String,
+    /// The worker name shown on flow runs and in the Jobs' labels.
+    #[arg(long = "name", env = "PREFECT_K8S_WORKER_NAME", default_value = "prefect-k8s")]
+    pub worker_name: String,
+    /// Most runs this replica handles at once.
+    #[arg(long, env = "PREFECT_K8S_DISPATCH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Seconds a replica may hold a message without progress before NATS
+    /// hands it to another replica.
+    #[arg(long, env = "PREFECT_K8S_ACK_WAIT_SECONDS", default_value_t = 60)]
+    pub ack_wait_seconds: u64,
+    /// Deliveries after which a message that keeps failing is dead-lettered
+    /// (and its run Crashed when Prefect can be reached).
+    #[arg(long, env = "PREFECT_K8S_MAX_DELIVERIES", default_value_t = 50)]
+    pub max_deliveries: i64,
+    /// Seconds the work pool's base job template is cached.
+    #[arg(long, env = "PREFECT_K8S_TEMPLATE_CACHE_SECONDS", default_value_t = 30)]
+    pub template_cache_seconds: u64,
+    #[command(flatten)]
+    pub job: JobOptions,
+    /// Credentials forwarded to flow-run pods; set by the binary from the
+    /// Prefect options, never from a flag of their own.
+    #[arg(skip)]
+    pub credentials: FlowCredentials,
+}
+
+/// The Prefect credentials flow-run pods receive when no Secret is named.
+#[derive(Clone, Default)]
+pub struct FlowCredentials {
+    pub api_key: Option<String>,
+    pub auth_string: Option<String>,
+}
+
+impl std::fmt::Debug for FlowCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowCredentials")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("auth_string", &self.auth_string.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Agent-wide Job defaults, as the seed agent's flags named them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct JobOptions {
+    /// Namespace for flow-run Jobs when the job variables name none.
+    #[arg(long = "namespace", short = 'n', env = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Environment variables for every flow run, `KEY=VALUE` (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Image pull secrets for flow-run pods (repeat or comma-separate).
+    #[arg(long = "image-pull-secrets", short = 'i', env = "IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    pub image_pull_secrets: Vec<String>,
+    /// Service account for flow-run pods.
+    #[arg(long = "service-account-name", env = "SERVICE_ACCOUNT_NAME")]
+    pub service_account_name: Option<String>,
+    /// `imagePullPolicy` for flow-run containers: Always, IfNotPresent or Never.
+    #[arg(long = "image-pull-policy", env = "IMAGE_PULL_POLICY")]
+    pub image_pull_policy: Option<String>,
+    #[arg(long = "cpu-request", env = "JOB_CPU_REQUEST")]
+    pub cpu_request: Option<String>,
+    #[arg(long = "cpu-limit", env = "JOB_CPU_LIMIT")]
+    pub cpu_limit: Option<String>,
+    #[arg(long = "mem-request", visible_alias = "memory-request", env = "JOB_MEM_REQUEST")]
+    pub memory_request: Option<String>,
+    #[arg(long = "mem-limit", visible_alias = "memory-limit", env = "JOB_MEM_LIMIT")]
+    pub memory_limit: Option<String>,
+    /// Extra labels for flow-run Jobs and pods, `KEY=VALUE` (repeatable).
+    #[arg(long = "job-label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// A Secret holding the Prefect API key for flow-run pods, `NAME` or
+    /// `NAME:KEY` (key defaults to `value`). When set, the key reaches pods as
+    /// a secretKeyRef, never as plain text in the Job.
+    #[arg(long = "api-key-secret", env = "PREFECT_K8S_API_KEY_SECRET")]
+    pub api_key_secret: Option<String>,
+    /// The Prefect API URL flow-run pods use, when it differs from the
+    /// dispatcher's own (e.g. an in-cluster service name).
+    #[arg(long = "flow-api-url", env = "PREFECT_K8S_FLOW_API_URL")]
+    pub flow_api_url: Option<String>,
+}
+
+impl DispatcherConfig {
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.ack_wait_seconds.max(5))
+    }
+
+    /// Settings for a test or an embedding: a pool, defaults for the rest.
+    pub fn for_pool(work_pool: impl Into<String>) -> Self {
+        DispatcherConfig {
+            work_pool: work_pool.into(),
+            worker_name: "prefect-k8s".into(),
+            concurrency: 16,
+            ack_wait_seconds: 60,
+            max_deliveries: 50,
+            template_cache_seconds: 30,
+            job: JobOptions::default(),
+            credentials: FlowCredentials::default(),
+        }
+    }
+}
+
+/// Splits `KEY=VALUE` pairs, naming the flag in the error.
+pub fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Vec<(String, String)>, String> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("{flag} expects KEY=VALUE, got {pair:?}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_split_on_the_first_equals_sign() {
+        let pairs = parse_pairs("--env", &["A=1".into(), "B=x=y".into()]).unwrap();
+        assert_eq!(pairs, vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+    }
+
+    #[test]
+    fn a_pair_without_key_is_an_error_naming_the_flag() {
+        let error = parse_pairs("--env", &["=1".into()]).unwrap_err();
+        assert!(error.contains("--env"), "{error}");
+        assert!(parse_pairs("--job-label", &["novalue".into()]).is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! `dispatcher`: claims due flow runs from NATS JetStream and creates their
+//! Kubernetes Jobs. Thin binary over the `dispatcher` library.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use service_runtime::{health::Health, nats::NatsOptions, prefect::PrefectOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "dispatcher", version, about = "Creates Kubernetes Jobs for due Prefect flow runs")]
+struct Cli {
+    #[command(flatten)]
+    prefect: PrefectOptions,
+    #[command(flatten)]
+    nats: NatsOptions,
+    #[command(flatten)]
+    dispatcher: dispatcher::DispatcherConfig,
+    /// Address of the gRPC health service.
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8082")]
+    health_addr: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    service_runtime::telemetry::init();
+    let mut cli = Cli::parse();
+    cli.dispatcher.credentials = dispatcher::config::FlowCredentials {
+        api_key: cli.prefect.effective_api_key(),
+        auth_string: cli.prefect.auth_string.clone().filter(|a| !a.is_empty()),
+    };
+    let shutdown = service_runtime::shutdown::token_on_signal();
+    let health = Health::serve(cli.health_addr, "dispatcher", shutdown.clone())
+        .await
+        .with_context(|| format!("binding the health service on {}", cli.health_addr))?;
+    let prefect = service_runtime::prefect::client(&cli.prefect, &cli.dispatcher.worker_name)
+        .context("configuring the Prefect client")?;
+    let kube = service_runtime::kubernetes::client().await?;
+    let nats = service_runtime::nats::connect(&cli.nats, "prefect-k8s-dispatcher").await?;
+    health.serving().await;
+    let stats = Arc::new(dispatcher::DispatchStats::default());
+    let result = dispatcher::run(cli.dispatcher, prefect, kube, nats, shutdown, stats).await;
+    health.not_serving().await;
+    result.map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

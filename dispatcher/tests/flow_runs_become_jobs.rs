@@ -1,0 +1,336 @@
+//! Issue 3's acceptance: flow runs become exactly one correct Job each,
+//! through the poller, JetStream and the dispatchers, with the real
+//! nats-server, the real Prefect server and the Kubernetes API emulator.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use async_nats::jetstream;
+use dispatcher::DispatchStats;
+use flow_run_proto::{subjects, DeadLetter, FlowRunDue};
+use futures::StreamExt;
+use prefect_client::{StateCreate, StateType};
+use prost::Message;
+use serde_json::json;
+use support::{eventually, Stack};
+
+fn scripted() -> kube_emulator::Runtime {
+    kube_emulator::Runtime::Scripted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_run_becomes_exactly_one_job() {
+    let mut stack = Stack::start(scripted()).await;
+    stack.spawn_poller(stack.poller_config()).await;
+    let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
+    stack.wait_for_pool().await;
+    let deployment = stack.deployment(json!({})).await;
+    let run = stack.run_of(&deployment, None).await;
+
+    eventually("the run's infrastructure_pid is recorded", || async {
+        stack.run(run.id).await.infrastructure_pid.is_some()
+    })
+    .await;
+    eventually("the run's Job exists", || async { !stack.jobs_of(run.id).await.is_empty() }).await;
+
+    let jobs = stack.jobs_of(run.id).await;
+    assert_eq!(jobs.len(), 1, "exactly one Job");
+    let job = &jobs[0];
+    let name = job.metadata.name.clone().unwrap();
+    let namespace = job.metadata.namespace.clone().unwrap();
+    let pid = stack.run(run.id).await.infrastructure_pid.unwrap();
+    assert_eq!(pid, format!("{namespace}:{name}"), "the pid names the Job");
+    assert_eq!(namespace, "default", "the template's default namespace");
+    let labels = job.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("prefect.io/flow-run-id"), Some(&run.id.to_string()));
+    assert_eq!(labels.get("prefect.io/deployment-id"), Some(&deployment.id.to_string()));
+    let container = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.name, "prefect-job");
+    assert_eq!(
+        container.args.clone().unwrap_or_default(),
+        vec!["prefect", "flow-run", "execute"]
+    );
+    let env: HashMap<String, String> = container
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| (e.name, v)))
+        .collect();
+    assert_eq!(env.get("PREFECT__FLOW_RUN_ID"), Some(&run.id.to_string()));
+    assert_eq!(env.get("PREFECT_API_URL"), Some(&stack.prefect_server.api_url()));
+
+    // The run was claimed by us and is no longer Scheduled: later polls must
+    // not produce another Job.
+    let state = stack.run(run.id).await.state.unwrap();
+    assert_ne!(state.state_type, StateType::Scheduled);
+    eventually("a few more polls have happened", || async {
+        DispatchStats::get(&stats.submitted) >= 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(stack.jobs_of(run.id).await.len(), 1, "still exactly one Job");
+    stack.stop_services().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_runs_with_two_pollers_and_three_dispatchers_make_two_hundred_jobs() {
+    let mut stack = Stack::start(scripted()).await;
+    stack.spawn_poller(stack.poller_config()).await;
+    stack.wait_for_pool().await;
+    let deployment = stack.deployment(json!({})).await;
+    let mut runs = Vec::new();
+    for _ in 0..200 {
+        runs.push(stack.run_of(&deployment, None).await.id);
+    }
+    let mut second = stack.poller_config();
+    second.worker_name = "prefect-k8s-second".into();
+    stack.spawn_poller(second).await;
+    let mut all_stats = Vec::new();
+    for replica in 0..3 {
+        let mut config = stack.dispatcher_config();
+        config.worker_name = format!("dispatcher-{replica}");
+        config.concurrency = 8;
+        all_stats.push(stack.spawn_dispatcher(config).await);
+    }
+
+    eventually("every run has a Job", || async { stack.all_flow_run_jobs().await.len() >= 200 }).await;
+    // Let redeliveries and later polls settle, then count again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let jobs = stack.all_flow_run_jobs().await;
+    let mut per_run: HashMap<String, usize> = HashMap::new();
+    for job in &jobs {
+        let id = job.metadata.labels.as_ref().unwrap()["prefect.io/flow-run-id"].clone();
+        *per_run.entry(id).or_default() += 1;
+    }
+    assert_eq!(jobs.len(), 200, "200 Jobs in all");
+    for run in &runs {
+        assert_eq!(per_run.get(&run.to_string()), Some(&1), "run {run} has exactly one Job");
+    }
+    let submitted: u64 = all_stats.iter().map(|s| DispatchStats::get(&s.submitted)).sum();
+    assert!(submitted >= 200);
+    stack.stop_services().await;
+}
+
+/// Every run has exactly one Job, and none is left Pending without one.
+async fn assert_one_job_per_run(stack: &Stack, runs: &[uuid::Uuid]) {
+    for run in runs {
+        let jobs = stack.jobs_of(*run).await;
+        assert_eq!(jobs.len(), 1, "run {run} has exactly one Job");
+        let current = stack.run(*run).await;
+        let pid = current.infrastructure_pid.clone().expect("pid recorded");
+        assert_eq!(
+            pid,
+            format!(
+                "{}:{}",
+                jobs[0].metadata.namespace.clone().unwrap(),
+                jobs[0].metadata.name.clone().unwrap()
+            )
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilling_a_dispatcher_mid_batch_leaves_exactly_one_job_per_run() {
+    let mut stack = Stack::start(scripted()).await;
+    stack.spawn_poller(stack.poller_config()).await;
+    stack.wait_for_pool().await;
+    let deployment = stack.deployment(json!({})).await;
+    let mut runs = Vec::new();
+    for _ in 0..60 {
+        runs.push(stack.run_of(&deployment, None).await.id);
+    }
+
+    // A real dispatcher process, killed with SIGKILL once it has started.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .env("PREFECT_API_URL", stack.prefect_server.api_url())
+        .env("NATS_URL", stack.nats.url())
+        .env("KUBECONFIG", stack.emulator.kubeconfig_path())
+        .env("PREFECT_K8S_WORK_POOL", &stack.pool)
+        .env("RUST_LOG", "info")
+        .args(["--ack-wait-seconds", "10", "--concurrency", "16"])
+        .args(["--health-addr", &format!("127.0.0.1:{}", test_stack::ports::free_port())])
+        .spawn()
+        .expect("start the dispatcher binary");
+    eventually("the first Jobs exist", || async { !stack.all_flow_run_jobs().await.is_empty() }).await;
+    child.kill().expect("SIGKILL the dispatcher");
+    let _ = child.wait();
+    let created_before_kill = stack.all_flow_run_jobs().await.len();
+    assert!(created_before_kill < runs.len(), "the kill came mid-way ({created_before_kill} Jobs)");
+
+    // A surviving replica picks up the rest, including claims the dead one
+    // made but did not finish.
+    stack.spawn_dispatcher(stack.dispatcher_config()).await;
+    eventually("every run has a Job", || async { stack.all_flow_run_jobs().await.len() >= runs.len() }).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(stack.all_flow_run_jobs().await.len(), runs.len());
+    assert_one_job_per_run(&stack, &runs).await;
+    stack.stop_services().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_nats_server_loses_and_duplicates_nothing() {
+    let mut stack = Stack::start(scripted()).await;
+    stack.spawn_poller(stack.poller_config()).await;
+    stack.wait_for_pool().await;
+    let deployment = stack.deployment(json!({})).await;
+    let mut runs = Vec::new();
+    for _ in 0..30 {
+        runs.push(stack.run_of(&deployment, None).await.id);
+    }
+    // Messages are in the stream, no dispatcher yet: restart the broker.
+    let js = jetstream::new(stack.nats_client().await);
+    eventually("the poller published every run", || async {
+        match js.get_stream(subjects::FLOW_RUNS_STREAM).await {
+            Ok(mut stream) => stream.info().await.map(|i| i.state.messages >= 30).unwrap_or(false),
+            Err(_) => false,
+        }
+    })
+    .await;
+    stack.nats.restart();
+    let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
+    eventually("half the runs have Jobs", || async { stack.all_flow_run_jobs().await.len() >= 15 }).await;
+    // And once more while dispatching.
+    stack.nats.restart();
+    eventually("every run has a Job", || async { stack.all_flow_run_jobs().await.len() >= runs.len() }).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(stack.all_flow_run_jobs().await.len(), runs.len());
+    assert_one_job_per_run(&stack, &runs).await;
+    assert!(DispatchStats::get(&stats.submitted) >= runs.len() as u64);
+    stack.stop_services().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
+    let mut stack = Stack::start(scripted()).await;
+    // No poller: the test publishes the stale messages itself.
+    let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
+    let js = jetstream::new(stack.nats_client().await);
+    service_runtime::nats::ensure_streams(&js).await.unwrap();
+    // The pool must exist for the deployment.
+    stack
+        .prefect
+        .create_work_pool(&prefect_client::WorkPoolCreate::new(
+            &stack.pool,
+            "kubernetes",
+            serde_json::from_str(poller::pool::DEFAULT_BASE_JOB_TEMPLATE).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let deployment = stack.deployment(json!({})).await;
+
+    let finals = [
+        StateCreate::new(StateType::Completed, "Completed"),
+        StateCreate::new(StateType::Failed, "Failed"),
+        StateCreate::crashed("crashed for the test"),
+    ];
+    let mut cases = Vec::new();
+    for final_state in finals {
+        let run = stack.run_of(&deployment, None).await;
+        let scheduled = run.state.clone().unwrap();
+        stack
+            .prefect
+            .set_flow_run_state(run.id, &final_state, true)
+            .await
+            .expect("force the run final");
+        let final_state_id = stack.run(run.id).await.state.unwrap().id;
+        // A message published while the run was Scheduled, redelivered now.
+        let message = FlowRunDue {
+            flow_run_id: run.id.to_string(),
+            state_id: scheduled.id.to_string(),
+            state_name: "Scheduled".into(),
+            flow_run_name: run.name.clone(),
+            flow_id: run.flow_id.to_string(),
+            work_pool_name: stack.pool.clone(),
+            deployment_id: deployment.id.to_string(),
+            deployment_job_variables_json: "{}".into(),
+            flow_run_job_variables_json: "{}".into(),
+            ..Default::default()
+        };
+        js.publish(subjects::due_subject(&stack.pool), message.encode_to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        cases.push((run.id, final_state_id));
+    }
+    eventually("the dispatcher handled the three messages", || async {
+        DispatchStats::get(&stats.skipped) >= 3
+    })
+    .await;
+    for (run, final_state_id) in cases {
+        assert!(stack.jobs_of(run).await.is_empty(), "no Job for finished run {run}");
+        let state = stack.run(run).await.state.unwrap();
+        assert_eq!(state.id, final_state_id, "the finished state of {run} is untouched");
+    }
+    assert_eq!(stats.submitted.load(Ordering::Relaxed), 0);
+    stack.stop_services().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_job_variables_crash_the_run_with_a_message_naming_them() {
+    let mut stack = Stack::start(scripted()).await;
+    stack.spawn_poller(stack.poller_config()).await;
+    stack.spawn_dispatcher(stack.dispatcher_config()).await;
+    stack.wait_for_pool().await;
+    let bad_image = stack.deployment(json!({"image": "Not A Valid/Image:!!"})).await;
+    let bad_cpu = stack.deployment(json!({"cpu_request": "a lot"})).await;
+    let image_run = stack.run_of(&bad_image, None).await;
+    let cpu_run = stack.run_of(&bad_cpu, None).await;
+
+    for (run, needle) in [(image_run.id, "image"), (cpu_run.id, "cpu_request")] {
+        eventually("the run is Crashed", || async {
+            stack.run(run).await.state.map(|s| s.state_type) == Some(StateType::Crashed)
+        })
+        .await;
+        let message = stack.run(run).await.state.unwrap().message.unwrap_or_default();
+        assert!(message.contains(needle), "the message names {needle}: {message}");
+        assert!(stack.jobs_of(run).await.is_empty(), "no Job for an invalid run");
+    }
+    stack.stop_services().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_stream_is_dead_lettered_and_the_dispatcher_keeps_serving() {
+    let mut stack = Stack::start(scripted()).await;
+    let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
+    let js = jetstream::new(stack.nats_client().await);
+    service_runtime::nats::ensure_streams(&js).await.unwrap();
+    js.publish(subjects::due_subject(&stack.pool), b"\x0a\xff\xff garbage".to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually("the garbage is dead-lettered", || async {
+        DispatchStats::get(&stats.dead_lettered) >= 1
+    })
+    .await;
+    let dead = js.get_stream(subjects::DEAD_LETTER_STREAM).await.unwrap();
+    let consumer = dead
+        .create_consumer(jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let letter = consumer
+        .fetch()
+        .max_messages(1)
+        .messages()
+        .await
+        .unwrap()
+        .next()
+        .await
+        .expect("a dead letter")
+        .unwrap();
+    let letter = DeadLetter::decode(letter.payload.as_ref()).unwrap();
+    assert_eq!(letter.payload, b"\x0a\xff\xff garbage".to_vec(), "the original bytes are kept");
+    assert!(letter.reason.contains("not a FlowRunDue"), "{}", letter.reason);
+
+    // The same dispatcher still serves real runs.
+    stack.spawn_poller(stack.poller_config()).await;
+    stack.wait_for_pool().await;
+    let deployment = stack.deployment(json!({})).await;
+    let run = stack.run_of(&deployment, None).await;
+    eventually("the run's Job exists", || async { stack.jobs_of(run.id).await.len() == 1 }).await;
+    stack.stop_services().await;
+}

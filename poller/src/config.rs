@@ -1,0 +1,67 @@
+//! The poller's flags. Names follow Prefect's (`--work-pool`, `--work-queue`)
+//! and the seed agent's (`-l/--label` is an alias of `--work-queue`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Poller settings, each with an environment fallback.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PollerConfig {
+    /// The Prefect work pool to serve; created (type `kubernetes`) if missing.
+    #[arg(long = "work-pool", short = 'p', env = "PREFECT_K8S_WORK_POOL", default_value = "kubernetes")]
+    pub work_pool: String,
+    /// Work queues to poll (repeat or comma-separate); none means all queues.
+    /// `-l/--label` is the seed agent's name for them.
+    #[arg(
+        long = "work-queue",
+        short = 'q',
+        visible_short_alias = 'l',
+        visible_alias = "label",
+        env = "PREFECT_K8S_WORK_QUEUES",
+        value_delimiter = ','
+    )]
+    pub work_queues: Vec<String>,
+    /// How far ahead of their scheduled time runs are published.
+    #[arg(long, env = "PREFECT_WORKER_PREFETCH_SECONDS", default_value_t = 10)]
+    pub prefetch_seconds: u64,
+    /// Seconds between polls.
+    #[arg(long = "poll-interval", env = "PREFECT_WORKER_QUERY_SECONDS", default_value_t = 5.0)]
+    pub poll_interval_seconds: f64,
+    /// Seconds between worker heartbeats.
+    #[arg(long = "heartbeat-interval", env = "PREFECT_WORKER_HEARTBEAT_SECONDS", default_value_t = 30)]
+    pub heartbeat_seconds: u64,
+    /// Most runs asked for in one poll (the server's maximum is 200).
+    #[arg(long, env = "PREFECT_K8S_POLL_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub limit: u32,
+    /// The worker name Prefect shows for this pool.
+    #[arg(long = "name", env = "PREFECT_K8S_WORKER_NAME", default_value = "prefect-k8s")]
+    pub worker_name: String,
+    /// A base job template (JSON) to create the pool with, instead of
+    /// prefect-kubernetes 0.8's default.
+    #[arg(long = "base-job-template", env = "PREFECT_K8S_BASE_JOB_TEMPLATE")]
+    pub base_job_template: Option<PathBuf>,
+}
+
+impl PollerConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.poll_interval_seconds.max(0.05))
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_seconds.max(1))
+    }
+
+    /// Settings for a test or an embedding: pool name, all queues, defaults.
+    pub fn for_pool(work_pool: impl Into<String>) -> Self {
+        PollerConfig {
+            work_pool: work_pool.into(),
+            work_queues: Vec::new(),
+            prefetch_seconds: 10,
+            poll_interval_seconds: 5.0,
+            heartbeat_seconds: 30,
+            limit: 200,
+            worker_name: "prefect-k8s".into(),
+            base_job_template: None,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The poller: finds the flow runs that are due in one Prefect work pool (and,
+//! optionally, only in some of its work queues, the seed agent's "labels") and
+//! publishes each to NATS JetStream as a [`FlowRunDue`] message.
+//!
+//! The poller never claims a run. Publishing is idempotent: the message id is
+//! `<flow run id>:<scheduled state id>`, so the same scheduled state polled
+//! many times (or by two pollers) is stored once within the stream's
+//! duplicate window, and a dispatcher claims only a run still in that state.
+//!
+//! # Layout
+//! - [`config`]: the poller's flags.
+//! - [`pool`]: makes sure the work pool exists, and heartbeats it.
+//! - [`due`]: turns one batched poll into messages (one call per poll for
+//!   deployments and one for flows, none per run).
+//! - [`publish`]: publishes messages and waits for JetStream's acks.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod due;
+pub mod pool;
+pub mod publish;
+
+use std::time::Duration;
+
+use prefect_client::PrefectClient;
+use tokio_util::sync::CancellationToken;
+
+pub use config::PollerConfig;
+pub use flow_run_proto::FlowRunDue;
+
+/// Everything that can stop the poller from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum PollerError {
+    #[error(transparent)]
+    Prefect(#[from] prefect_client::PrefectError),
+    #[error(transparent)]
+    Nats(#[from] service_runtime::nats::NatsSetupError),
+    #[error("invalid base job template: {0}")]
+    Template(String),
+}
+
+/// Runs the poller until `shutdown` is cancelled: ensures the pool, then
+/// heartbeats and polls on their own intervals. A failed poll is logged and
+/// retried on the next tick; it never stops the loop.
+pub async fn run(
+    config: PollerConfig,
+    prefect: PrefectClient,
+    nats: async_nats::Client,
+    shutdown: CancellationToken,
+) -> Result<(), PollerError> {
+    let js = async_nats::jetstream::new(nats);
+    service_runtime::nats::ensure_streams(&js).await?;
+    let pool = pool::ensure_work_pool(&prefect, &config).await?;
+
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        work_pool = %config.work_pool,
+        work_queues = ?config.work_queues,
+        worker = %config.worker_name,
+        api = %prefect.api_url(),
+        "Starting prefect-k8s poller"
+    );
+    tracing::info!("Waiting for flow runs...");
+
+    let heartbeat = tokio::spawn(pool::heartbeat_loop(
+        prefect.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
+
+    let publisher = publish::Publisher::new(js);
+    let mut interval = tokio::time::interval(config.poll_interval());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        // Drain a backlog: when a poll comes back full, poll again at once.
+        loop {
+            match poll_once(&prefect, &publisher, &config, pool.id).await {
+                Ok(outcome) if outcome.full_page && !shutdown.is_cancelled() => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "poll failed; retrying at the next interval");
+                    break;
+                }
+            }
+        }
+    }
+    heartbeat.abort();
+    tracing::info!("poller stopped");
+    Ok(())
+}
+
+/// What one poll did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollOutcome {
+    /// Runs returned by Prefect.
+    pub found: usize,
+    /// Runs stored as new messages (the rest were duplicates).
+    pub published: usize,
+    /// Prefect returned as many runs as asked for: more may be waiting.
+    pub full_page: bool,
+}
+
+/// One poll: a batched read of due runs and their deployments and flows,
+/// then one message per run.
+pub async fn poll_once(
+    prefect: &PrefectClient,
+    publisher: &publish::Publisher,
+    config: &PollerConfig,
+    work_pool_id: uuid::Uuid,
+) -> Result<PollOutcome, publish::PollError> {
+    let before = chrono::Utc::now() + chrono::Duration::seconds(config.prefetch_seconds as i64);
+    let runs = prefect
+        .get_scheduled_flow_runs(
+            &config.work_pool,
+            &config.work_queues,
+            before,
+            Some(config.limit as usize),
+        )
+        .await?;
+    let found = runs.len();
+    let full_page = found >= config.limit as usize;
+    if runs.is_empty() {
+        return Ok(PollOutcome::default());
+    }
+    let messages = due::messages_for(prefect, &config.work_pool, work_pool_id, &config.worker_name, runs).await?;
+    let published = publisher.publish_all(&config.work_pool, &messages).await?;
+    if published > 0 {
+        tracing::info!("Found {published} flow run(s) to submit for execution.");
+    }
+    Ok(PollOutcome {
+        found,
+        published,
+        full_page,
+    })
+}
+
+/// Default timings, shared with the CLI's defaults.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);

@@ -1,0 +1,50 @@
+//! `poller`: publishes the flow runs due in a Prefect work pool to NATS
+//! JetStream. Thin binary over the `poller` library.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use service_runtime::{health::Health, nats::NatsOptions, prefect::PrefectOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "poller", version, about = "Publishes due Prefect flow runs to NATS JetStream")]
+struct Cli {
+    #[command(flatten)]
+    prefect: PrefectOptions,
+    #[command(flatten)]
+    nats: NatsOptions,
+    #[command(flatten)]
+    poller: poller::PollerConfig,
+    /// Address of the gRPC health service.
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    health_addr: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    service_runtime::telemetry::init();
+    let cli = Cli::parse();
+    let shutdown = service_runtime::shutdown::token_on_signal();
+    let health = Health::serve(cli.health_addr, "poller", shutdown.clone())
+        .await
+        .with_context(|| format!("binding the health service on {}", cli.health_addr))?;
+    let prefect = service_runtime::prefect::client(&cli.prefect, &cli.poller.worker_name)
+        .context("configuring the Prefect client")?;
+    let nats = service_runtime::nats::connect(&cli.nats, "prefect-k8s-poller").await?;
+    health.serving().await;
+    let result = poller::run(cli.poller, prefect, nats, shutdown).await;
+    health.not_serving().await;
+    result.map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

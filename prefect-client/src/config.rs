@@ -1,0 +1,308 @@
+//! Client configuration: where the Prefect API is, how to authenticate, and
+//! how patient to be. Secrets are wrapped in [`Secret`] so that neither
+//! `Debug` output nor log lines can reveal them.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::error::PrefectError;
+
+/// Prefect REST API version this client speaks (`X-PREFECT-API-VERSION`).
+pub const API_VERSION: &str = "0.8.4";
+
+/// Prefect release whose client semantics we claim in `User-Agent`. The
+/// server parses the version from the User-Agent and applies current-client
+/// orchestration rules to it.
+pub const PREFECT_CLIENT_VERSION: &str = "3.9.1";
+
+/// A credential. `Debug` prints `Secret(***)`; there is no `Display`, so the
+/// value can only reach a string through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The raw value, for building an `Authorization` header or handing the
+    /// credential to a child process. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+}
+
+/// How transient failures are retried.
+///
+/// A request is retried on HTTP 408/429/502/503 and on transport errors
+/// (connect failures, timeouts, resets), up to `max_retries` extra attempts.
+/// The delay is the server's `Retry-After` when it sends one (never less,
+/// plus up to `jitter_factor` more), else `base_delay * 2^(attempt-1)`
+/// capped at `max_delay` with a symmetric jitter of `jitter_factor`.
+/// Responses carrying `Prefect-Maintenance: true` are retried without
+/// consuming the budget.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Upper bound applied to a server-sent `Retry-After`.
+    pub max_retry_after: Duration,
+    /// 0.0 disables jitter; Prefect's own client uses 0.2.
+    pub jitter_factor: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(300),
+            jitter_factor: 0.2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that never retries (useful when the caller has its own loop).
+    pub fn no_retries() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+/// Everything [`crate::PrefectClient::new`] needs.
+///
+/// `Debug` is hand-written: credentials print as `***`, and a password in
+/// the URL's userinfo is masked too.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Base URL of the API including the `/api` path,
+    /// e.g. `http://127.0.0.1:4200/api`.
+    pub api_url: Url,
+    /// Sent as `Authorization: Bearer <key>` (Prefect Cloud style) unless
+    /// `auth_string` is set.
+    pub api_key: Option<Secret>,
+    /// `user:password` for a self-hosted server with
+    /// `PREFECT_SERVER_API_AUTH_STRING`; sent as `Authorization: Basic
+    /// base64(auth_string)`. Takes priority over `api_key`.
+    pub auth_string: Option<Secret>,
+    /// Timeout of one HTTP attempt (connect + response).
+    pub request_timeout: Duration,
+    /// Timeout for establishing the TCP connection alone.
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Sent as `X-Prefect-Worker-Name` (attribution only).
+    pub worker_name: Option<String>,
+    /// Product token appended to the User-Agent, e.g. `prefect-k8s/0.1.0`.
+    pub product_token: Option<String>,
+    /// Fetch and send CSRF tokens on mutating requests when the server asks
+    /// for them. The client switches this off by itself on the first
+    /// "CSRF protection is disabled." answer.
+    pub csrf_support: bool,
+}
+
+impl ClientConfig {
+    /// Configuration with defaults: no credentials, 30 s per attempt, 5
+    /// retries, CSRF support on.
+    pub fn new(api_url: &str) -> Result<Self, PrefectError> {
+        Ok(ClientConfig {
+            api_url: parse_api_url(api_url)?,
+            api_key: None,
+            auth_string: None,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            worker_name: None,
+            product_token: None,
+            csrf_support: true,
+        })
+    }
+
+    /// Reads `PREFECT_API_URL` (required), `PREFECT_API_KEY`,
+    /// `PREFECT_API_AUTH_STRING`, `PREFECT_API_REQUEST_TIMEOUT` (seconds)
+    /// and `PREFECT_CLIENT_MAX_RETRIES` from the environment.
+    pub fn from_env() -> Result<Self, PrefectError> {
+        let url = std::env::var("PREFECT_API_URL")
+            .map_err(|_| PrefectError::Config("PREFECT_API_URL is not set".into()))?;
+        let mut config = ClientConfig::new(&url)?;
+        config.api_key = non_empty_env("PREFECT_API_KEY").map(Secret::from);
+        config.auth_string = non_empty_env("PREFECT_API_AUTH_STRING").map(Secret::from);
+        if let Some(timeout) = non_empty_env("PREFECT_API_REQUEST_TIMEOUT") {
+            let seconds: f64 = timeout.parse().map_err(|_| {
+                PrefectError::Config(format!(
+                    "PREFECT_API_REQUEST_TIMEOUT is not a number of seconds: {timeout:?}"
+                ))
+            })?;
+            config.request_timeout = Duration::try_from_secs_f64(seconds).map_err(|_| {
+                PrefectError::Config(format!(
+                    "PREFECT_API_REQUEST_TIMEOUT out of range: {timeout:?}"
+                ))
+            })?;
+        }
+        if let Some(retries) = non_empty_env("PREFECT_CLIENT_MAX_RETRIES") {
+            config.retry.max_retries = retries.parse().map_err(|_| {
+                PrefectError::Config(format!(
+                    "PREFECT_CLIENT_MAX_RETRIES is not a count: {retries:?}"
+                ))
+            })?;
+        }
+        Ok(config)
+    }
+
+    pub fn with_api_key(mut self, key: impl Into<Secret>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    pub fn with_auth_string(mut self, auth_string: impl Into<Secret>) -> Self {
+        self.auth_string = Some(auth_string.into());
+        self
+    }
+
+    pub fn with_worker_name(mut self, name: impl Into<String>) -> Self {
+        self.worker_name = Some(name.into());
+        self
+    }
+
+    pub fn with_product_token(mut self, token: impl Into<String>) -> Self {
+        self.product_token = Some(token.into());
+        self
+    }
+
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// `prefect/3.9.1 (API 0.8.4)` followed by the product token, if any.
+    pub fn user_agent(&self) -> String {
+        let base = format!("prefect/{PREFECT_CLIENT_VERSION} (API {API_VERSION})");
+        match &self.product_token {
+            Some(token) => format!("{base} {token}"),
+            None => base,
+        }
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("api_url", &redacted_url(&self.api_url))
+            .field("api_key", &self.api_key)
+            .field("auth_string", &self.auth_string)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
+            .field("worker_name", &self.worker_name)
+            .field("product_token", &self.product_token)
+            .field("csrf_support", &self.csrf_support)
+            .finish()
+    }
+}
+
+/// The URL as text with any userinfo password replaced by `***`.
+pub(crate) fn redacted_url(url: &Url) -> String {
+    if url.password().is_some() {
+        let mut masked = url.clone();
+        // Cannot fail: the URL already has a password, so it has a host.
+        let _ = masked.set_password(Some("***"));
+        masked.to_string()
+    } else {
+        url.to_string()
+    }
+}
+
+fn parse_api_url(text: &str) -> Result<Url, PrefectError> {
+    let mut url = Url::parse(text.trim())
+        .map_err(|err| PrefectError::Config(format!("invalid Prefect API URL: {err}")))?;
+    if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
+        return Err(PrefectError::Config(
+            "the Prefect API URL must be an http(s) URL such as http://127.0.0.1:4200/api".into(),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(PrefectError::Config(
+            "the Prefect API URL must not have a query or fragment".into(),
+        ));
+    }
+    // Normalise away a trailing slash so paths can be appended segment-wise.
+    if url.path().ends_with('/') && url.path() != "/" {
+        let trimmed = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&trimmed);
+    }
+    Ok(url)
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_config_never_prints_credentials() {
+        let config = ClientConfig::new("http://user:url-password@127.0.0.1:4200/api")
+            .unwrap()
+            .with_api_key("pnu_supersecretkey")
+            .with_auth_string("admin:hunter2");
+        let printed = format!("{config:?} {config:#?}");
+        assert!(!printed.contains("pnu_supersecretkey"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("url-password"), "{printed}");
+        assert!(printed.contains("Secret(***)"), "{printed}");
+    }
+
+    #[test]
+    fn trailing_slash_is_normalised() {
+        let config = ClientConfig::new("http://127.0.0.1:4200/api/").unwrap();
+        assert_eq!(config.api_url.as_str(), "http://127.0.0.1:4200/api");
+    }
+
+    #[test]
+    fn non_http_url_is_refused() {
+        assert!(ClientConfig::new("ftp://example/api").is_err());
+        assert!(ClientConfig::new("not a url").is_err());
+    }
+
+    #[test]
+    fn user_agent_carries_prefect_version_and_product() {
+        let config = ClientConfig::new("http://127.0.0.1:4200/api")
+            .unwrap()
+            .with_product_token("prefect-k8s/0.1.0");
+        assert_eq!(
+            config.user_agent(),
+            "prefect/3.9.1 (API 0.8.4) prefect-k8s/0.1.0"
+        );
+    }
+}

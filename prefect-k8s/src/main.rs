@@ -1,0 +1,41 @@
+//! `prefect-k8s`: the operator CLI of the Prefect Kubernetes agent.
+//!
+//! - `prefect-k8s up`: runs the whole stack locally (nats-server, the Prefect
+//!   server, the Kubernetes API emulator, the poller, two dispatchers and the
+//!   reporter), deploys a demo flow, runs it and follows it to its end.
+
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "prefect-k8s", version, about = "Run Prefect flows as Kubernetes Jobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole stack locally with a demo flow.
+    Up(up::UpArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    service_runtime::telemetry::init();
+    match Cli::parse().command {
+        Command::Up(args) => up::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,381 @@
+//! What a `Crashed` proposal says: [`CrashReport`] (the cause plus the pod and container
+//! that show it), the missing Secret/ConfigMap/key parsed from the kubelet's message,
+//! where to read the pod log from, and [`crash_message`], which renders the state message.
+
+use std::fmt;
+
+use crate::observe::{ContainerRole, ContainerView, PodPhase, PodView, TerminatedView};
+
+/// At most this many characters of log tail end up in a state message (whole lines,
+/// the most recent ones).
+pub const MAX_LOG_TAIL_CHARS: usize = 4000;
+
+/// Why the run crashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrashCause {
+    /// A container waited longer than its grace period in `ErrImagePull`,
+    /// `ImagePullBackOff`, `InvalidImageName` or `CreateContainerConfigError`.
+    ContainerCannotStart {
+        grace_seconds: u64,
+        /// For `CreateContainerConfigError`: what is missing, when the message says.
+        missing: Option<MissingReference>,
+    },
+    /// The pod was not scheduled within `pod_watch_timeout_seconds`.
+    PodNotScheduled {
+        timeout_seconds: u64,
+        /// `PodScheduled` reason and message (e.g. `Unschedulable`, `0/3 nodes are available: …`).
+        reason: Option<Box<str>>,
+        message: Option<Box<str>>,
+    },
+    /// The Job created no pod within `pod_watch_timeout_seconds` (quota, missing
+    /// ServiceAccount, admission webhook: see the Job's `FailedCreate` events).
+    NoPodCreated { timeout_seconds: u64 },
+    /// The Job failed: `BackoffLimitExceeded`, `DeadlineExceeded`, `PodFailurePolicy`, …
+    JobFailed {
+        reason: Box<str>,
+        message: Option<Box<str>>,
+    },
+    /// The Job completed but the flow run never reported a final state.
+    JobCompletedWithoutFinalState,
+    /// The Job was deleted before the flow run reached a final state.
+    JobDeleted,
+}
+
+/// The container that shows the crash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashedContainer {
+    pub name: Box<str>,
+    /// Waiting or terminated reason (`ErrImagePull`, `OOMKilled`, `Error`, …).
+    pub reason: Option<Box<str>>,
+    pub exit_code: Option<i32>,
+    /// The kubelet's waiting/termination message.
+    pub message: Option<Box<str>>,
+    /// The container ran at some point, so there is a log to read.
+    pub has_log: bool,
+    /// The reason comes from the previous run of a restarted container (`lastState`):
+    /// read the log with `previous=true`.
+    pub previous_run: bool,
+}
+
+/// The pod that shows the crash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashedPod {
+    pub name: Box<str>,
+    /// `status.reason` / `status.message` (e.g. `Evicted`, `The node was low on resource: memory.`).
+    pub reason: Option<Box<str>>,
+    pub message: Option<Box<str>>,
+    pub container: Option<CrashedContainer>,
+}
+
+/// Where the lead should read the last log lines from (`GET .../pods/{pod}/log?container=…&tailLines=…&previous=…`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSource<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    pub previous: bool,
+}
+
+/// Everything a `Crashed` proposal needs; render it with [`crash_message`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashReport {
+    pub cause: CrashCause,
+    pub namespace: Box<str>,
+    pub job_name: Box<str>,
+    pub pod: Option<CrashedPod>,
+}
+
+impl CrashReport {
+    /// The container log worth appending, if the culprit container ever ran.
+    pub fn log_source(&self) -> Option<LogSource<'_>> {
+        let pod = self.pod.as_ref()?;
+        let container = pod.container.as_ref().filter(|c| c.has_log)?;
+        Some(LogSource {
+            namespace: &self.namespace,
+            pod: &pod.name,
+            container: &container.name,
+            previous: container.previous_run,
+        })
+    }
+}
+
+/// The Secret, ConfigMap or key a `CreateContainerConfigError` complains about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MissingReference {
+    Secret {
+        name: Box<str>,
+    },
+    ConfigMap {
+        name: Box<str>,
+    },
+    /// `object` is `namespace/name` as the kubelet writes it.
+    SecretKey {
+        key: Box<str>,
+        object: Box<str>,
+    },
+    ConfigMapKey {
+        key: Box<str>,
+        object: Box<str>,
+    },
+}
+
+impl MissingReference {
+    /// Parses the kubelet's messages `secret "s" not found`, `configmap "c" not found`,
+    /// `couldn't find key K in Secret ns/s`, `couldn't find key K in ConfigMap ns/c`.
+    pub fn parse(message: &str) -> Option<Self> {
+        if let Some(rest) = after(message, "couldn't find key ") {
+            let (key, rest) = rest.split_once(' ')?;
+            let object = |text: &str| -> Box<str> {
+                text.split_whitespace().next().unwrap_or_default().into()
+            };
+            if let Some(secret) = after(rest, "in Secret ") {
+                return Some(Self::SecretKey {
+                    key: key.into(),
+                    object: object(secret),
+                });
+            }
+            if let Some(config_map) = after(rest, "in ConfigMap ") {
+                return Some(Self::ConfigMapKey {
+                    key: key.into(),
+                    object: object(config_map),
+                });
+            }
+            return None;
+        }
+        let quoted_then_not_found = |prefix: &str| -> Option<Box<str>> {
+            let rest = after(message, prefix)?;
+            let (name, rest) = rest.split_once('"')?;
+            rest.trim_start()
+                .starts_with("not found")
+                .then(|| name.into())
+        };
+        if let Some(name) = quoted_then_not_found("secret \"") {
+            return Some(Self::Secret { name });
+        }
+        quoted_then_not_found("configmap \"").map(|name| Self::ConfigMap { name })
+    }
+}
+
+fn after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    text.find(marker).map(|at| &text[at + marker.len()..])
+}
+
+impl fmt::Display for MissingReference {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Secret { name } => write!(formatter, "Secret \"{name}\" does not exist"),
+            Self::ConfigMap { name } => write!(formatter, "ConfigMap \"{name}\" does not exist"),
+            Self::SecretKey { key, object } => {
+                write!(formatter, "key \"{key}\" is missing from Secret {object}")
+            }
+            Self::ConfigMapKey { key, object } => {
+                write!(
+                    formatter,
+                    "key \"{key}\" is missing from ConfigMap {object}"
+                )
+            }
+        }
+    }
+}
+
+/// Renders the `Crashed` state message: the cause, the Job, the pod, the container,
+/// its reason and exit code, then `Last lines of the pod log:` and `log_tail` when given
+/// and not blank (trimmed to the last [`MAX_LOG_TAIL_CHARS`] characters, whole lines).
+pub fn crash_message(report: &CrashReport, log_tail: Option<&str>) -> String {
+    let mut message = headline(report);
+    if let Some(tail) = log_tail
+        .map(str::trim_end)
+        .filter(|tail| !tail.trim().is_empty())
+    {
+        message.push_str("\n\nLast lines of the pod log:\n");
+        message.push_str(bounded_tail(tail));
+    }
+    message
+}
+
+fn headline(report: &CrashReport) -> String {
+    let job = format!("{}/{}", report.namespace, report.job_name);
+    let pod_name = report.pod.as_ref().map_or("?", |pod| &pod.name);
+    let mut text = match &report.cause {
+        CrashCause::ContainerCannotStart {
+            grace_seconds,
+            missing,
+        } => {
+            let container = report.pod.as_ref().and_then(|pod| pod.container.as_ref());
+            let container_name = container.map_or("?", |c| &c.name);
+            let reason = container.and_then(|c| c.reason.as_deref()).unwrap_or("?");
+            let mut text = format!(
+                "Container \"{container_name}\" of pod {}/{pod_name} (Job {}) could not start: \
+                 it has been waiting in {reason} for more than {grace_seconds} s",
+                report.namespace, report.job_name
+            );
+            if let Some(missing) = missing {
+                text.push_str(&format!(" because {missing}"));
+            }
+            text.push('.');
+            if let Some(detail) = container.and_then(|c| c.message.as_deref()) {
+                text.push_str(&format!(" Kubernetes says: {detail}"));
+                end_sentence(&mut text);
+            }
+            return text;
+        }
+        CrashCause::PodNotScheduled {
+            timeout_seconds,
+            reason,
+            message,
+        } => {
+            let mut text = format!(
+                "Pod {}/{pod_name} (Job {}) was not scheduled within {timeout_seconds} s \
+                 (pod_watch_timeout_seconds)",
+                report.namespace, report.job_name
+            );
+            match (reason, message) {
+                (Some(reason), Some(message)) => text.push_str(&format!(": {reason}: {message}")),
+                (Some(only), None) | (None, Some(only)) => text.push_str(&format!(": {only}")),
+                (None, None) => {}
+            }
+            end_sentence(&mut text);
+            return text;
+        }
+        CrashCause::NoPodCreated { timeout_seconds } => format!(
+            "Kubernetes Job {job} created no pod within {timeout_seconds} s \
+             (pod_watch_timeout_seconds); see the Job's FailedCreate events."
+        ),
+        CrashCause::JobFailed { reason, message } => {
+            let mut text = format!("Kubernetes Job {job} failed: {reason}");
+            if let Some(message) = message {
+                text.push_str(&format!(" ({message})"));
+            }
+            text.push('.');
+            text
+        }
+        CrashCause::JobCompletedWithoutFinalState => format!(
+            "Kubernetes Job {job} completed, but the flow run did not report a final state."
+        ),
+        CrashCause::JobDeleted => {
+            format!("Kubernetes Job {job} was deleted before the flow run reached a final state.")
+        }
+    };
+    if let Some(pod) = &report.pod {
+        text.push(' ');
+        text.push_str(&describe_pod(pod));
+    }
+    text
+}
+
+fn describe_pod(pod: &CrashedPod) -> String {
+    let mut text = format!("Pod {}", pod.name);
+    match (&pod.reason, &pod.message) {
+        (Some(reason), Some(message)) => text.push_str(&format!(" ({reason}: {message})")),
+        (Some(only), None) | (None, Some(only)) => text.push_str(&format!(" ({only})")),
+        (None, None) => {}
+    }
+    if let Some(container) = &pod.container {
+        text.push_str(&format!(", container \"{}\"", container.name));
+        let mut facts = Vec::new();
+        if let Some(reason) = &container.reason {
+            facts.push(reason.to_string());
+        }
+        if let Some(code) = container.exit_code {
+            facts.push(format!("exit code {code}"));
+        }
+        if container.previous_run {
+            facts.push("in its previous run".to_owned());
+        }
+        if !facts.is_empty() {
+            text.push_str(": ");
+            text.push_str(&facts.join(", "));
+        }
+        if let Some(message) = &container.message {
+            text.push_str(&format!(" ({})", message.trim_end()));
+        }
+    }
+    end_sentence(&mut text);
+    text
+}
+
+fn end_sentence(text: &mut String) {
+    let trimmed = text.trim_end().len();
+    text.truncate(trimmed);
+    if !text.ends_with(['.', '!', '?']) {
+        text.push('.');
+    }
+}
+
+fn bounded_tail(tail: &str) -> &str {
+    if tail.len() <= MAX_LOG_TAIL_CHARS {
+        return tail;
+    }
+    let mut start = tail.len() - MAX_LOG_TAIL_CHARS;
+    while !tail.is_char_boundary(start) {
+        start += 1;
+    }
+    match tail[start..].find('\n') {
+        Some(newline) if start + newline + 1 < tail.len() => &tail[start + newline + 1..],
+        _ => &tail[start..],
+    }
+}
+
+/// The pod and container of a Job that best explain a Job-level crash: a failed pod
+/// before a live one before a succeeded one, the newest first.
+pub(crate) fn culprit_pod<'a>(pods: impl Iterator<Item = &'a PodView>) -> Option<CrashedPod> {
+    let rank = |pod: &PodView| match pod.phase {
+        PodPhase::Failed => 2,
+        PodPhase::Succeeded => 0,
+        _ => 1,
+    };
+    let pod = pods.max_by_key(|pod| (rank(pod), pod.finished_at().or(pod.created)))?;
+    let container = pod
+        .failed_container()
+        .or_else(|| {
+            pod.containers
+                .iter()
+                .find(|c| c.role == ContainerRole::Main)
+        })
+        .map(describe_container);
+    Some(CrashedPod {
+        name: pod.name.clone(),
+        reason: pod.status_reason.clone(),
+        message: pod.status_message.clone(),
+        container,
+    })
+}
+
+/// A container that is waiting (never started or restarting) or terminated.
+pub(crate) fn describe_container(container: &ContainerView) -> CrashedContainer {
+    let current: Option<&TerminatedView> = container.terminated.as_deref();
+    let previous: Option<&TerminatedView> = container.last_terminated.as_deref();
+    let ran_before = previous.is_some() || container.restart_count > 0;
+    if let Some(terminated) = current.or(previous) {
+        let from_previous = current.is_none();
+        return CrashedContainer {
+            name: container.name.clone(),
+            reason: Some(terminated.reason.as_str())
+                .filter(|reason| !reason.is_empty())
+                .map(Box::from),
+            exit_code: Some(terminated.exit_code),
+            message: terminated.message.clone(),
+            has_log: true,
+            previous_run: from_previous,
+        };
+    }
+    match container.waiting.as_deref() {
+        Some(waiting) => CrashedContainer {
+            name: container.name.clone(),
+            reason: Some(waiting.reason.as_str().into()),
+            exit_code: None,
+            message: waiting.message.clone(),
+            has_log: ran_before,
+            previous_run: ran_before,
+        },
+        // Running (or state unknown): its current log is the one to read.
+        None => CrashedContainer {
+            name: container.name.clone(),
+            reason: None,
+            exit_code: None,
+            message: None,
+            has_log: true,
+            previous_run: false,
+        },
+    }
+}

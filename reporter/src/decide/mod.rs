@@ -1,0 +1,391 @@
+//! The reporter's `InfrastructurePending`/`Crashed` decisions, as a pure function of one
+//! flow run's Jobs and pods ([`crate::observe`] views), its current Prefect state, the
+//! clock and the grace settings.
+//!
+//! The caller evaluates [`decide`] whenever a Job, a pod or the run's state changes, when a
+//! [`Decision::WaitUntil`] instant is reached, and again right after acting on a proposal
+//! (the run's state has then changed). Rules, per Job of the run:
+//!
+//! | situation | run state | decision |
+//! |---|---|---|
+//! | run final, `PAUSED`, `CANCELLING` | — | `Nothing` |
+//! | Job failed (`Failed`/`FailureTarget` condition, or `failed > backoffLimit`) | `PENDING`/`RUNNING` | `Crashed` after `settle_grace` from the failure (reason, pod, container, exit code) |
+//! | Job complete (`Complete`/`SuccessCriteriaMet`) | `PENDING`/`RUNNING` | `Crashed` after `settle_grace` (the flow reports its own final state just before exiting) |
+//! | Job deleted or being deleted | `PENDING`/`RUNNING` | `Crashed` after `settle_grace` |
+//! | pod pending, container waiting in `ErrImagePull`/`ImagePullBackOff`/`InvalidImageName` | `PENDING`/`RUNNING` | `Crashed` after `image_error_grace`, `WaitUntil` before |
+//! | pod pending, container waiting in `CreateContainerConfigError` | `PENDING`/`RUNNING` | `Crashed` after `config_error_grace` naming the missing Secret/ConfigMap/key |
+//! | pod pending, not scheduled | `PENDING`/`RUNNING` | `Crashed` after the Job's pod-watch timeout from pod creation |
+//! | Job in progress without any pod | `PENDING`/`RUNNING` | `Crashed` after the pod-watch timeout from Job creation |
+//! | pod pending otherwise (or inside a grace period) | `SCHEDULED`, `PENDING` not named `InfrastructurePending` | `ProposeInfrastructurePending` |
+//! | pod failed/evicted/OOM-killed while the Job still has retries | any | `Nothing` (the Job replaces the pod; the Job's failure decides) |
+//!
+//! Across Jobs: a Job's crash (or its pending settle wait) is dropped while another Job of
+//! the same run still serves it (not deleted, not failed, not itself crashing): the
+//! reschedule case. Several crashes: the newest Job's wins. Otherwise
+//! `ProposeInfrastructurePending` beats the earliest `WaitUntil`, which beats `Nothing`.
+
+mod crash;
+
+pub use crash::{
+    crash_message, CrashCause, CrashReport, CrashedContainer, CrashedPod, LogSource,
+    MissingReference, MAX_LOG_TAIL_CHARS,
+};
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use crate::observe::{
+    ContainerView, JobView, PodPhase, PodView, Timestamp, WaitingGraceClass, WaitingView,
+};
+use crate::run_state::FlowRunState;
+use crash::{culprit_pod, describe_container};
+
+/// Grace periods and timeouts of the decisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionSettings {
+    /// How long a container may wait in `ErrImagePull`/`ImagePullBackOff`/`InvalidImageName`
+    /// before the run is crashed. Default 60 s: the kubelet retries a pull after 10 s and
+    /// 20 s, so a registry hiccup (rate limit, 5xx) gets about three attempts.
+    pub image_error_grace: Duration,
+    /// How long a container may wait in `CreateContainerConfigError` (missing Secret,
+    /// ConfigMap or key). Default 30 s: leaves time for a Secret created alongside the run.
+    pub config_error_grace: Duration,
+    /// Pod-watch timeout when the Job carries no `prefect-k8s.io/pod-watch-timeout-seconds`
+    /// annotation. Default 60 s, the default of the `pod_watch_timeout_seconds` job variable.
+    pub default_pod_watch_timeout: Duration,
+    /// How long after a Job ended (completed, failed, deleted) the run may still reach a
+    /// final state by itself before it is crashed. Default 10 s: the flow proposes its
+    /// final state before its process exits, so this only covers a stale read of it.
+    pub settle_grace: Duration,
+}
+
+impl Default for DecisionSettings {
+    fn default() -> Self {
+        Self {
+            image_error_grace: Duration::from_secs(60),
+            config_error_grace: Duration::from_secs(30),
+            default_pod_watch_timeout: Duration::from_secs(60),
+            settle_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One flow run as the decisions see it.
+#[derive(Clone, Copy, Debug)]
+pub struct DecisionInput<'a> {
+    /// The run's current Prefect state.
+    pub run_state: &'a FlowRunState,
+    /// Every Job of the run, including deleted ones kept as tombstones.
+    pub jobs: &'a [JobView],
+    /// Every pod of the run (matched to Jobs by owner uid, else by name).
+    pub pods: &'a [PodView],
+    pub now: Timestamp,
+    pub settings: &'a DecisionSettings,
+}
+
+/// What the caller should do for the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Nothing,
+    /// `set_state {type: PENDING, name: InfrastructurePending, message: "Kubernetes pod is pending."}`.
+    ProposeInfrastructurePending,
+    /// `set_state {type: CRASHED, name: Crashed, message: crash_message(report, log tail)}`.
+    ProposeCrashed(CrashReport),
+    /// Nothing yet; evaluate again at this instant (a grace period or timeout ends).
+    WaitUntil(Timestamp),
+}
+
+/// The decision for one flow run.
+pub fn decide(input: &DecisionInput<'_>) -> Decision {
+    let state = input.run_state.state_type;
+    if state.is_final()
+        || !(input.run_state.may_crash() || input.run_state.wants_infrastructure_pending())
+    {
+        return Decision::Nothing;
+    }
+    let verdicts: Vec<(&JobView, Decision)> = input
+        .jobs
+        .iter()
+        .map(|job| (job, decide_for_job(job, input)))
+        .collect();
+    let serves_run = |job: &JobView, verdict: &Decision| {
+        job.gone_at().is_none()
+            && job.failure().is_none()
+            && !job.backoff_exhausted()
+            && !matches!(verdict, Decision::ProposeCrashed(_))
+    };
+    let served_by_another = |this: &JobView| {
+        verdicts
+            .iter()
+            .any(|(other, verdict)| other.uid != this.uid && serves_run(other, verdict))
+    };
+
+    let mut crash: Option<(&JobView, &CrashReport)> = None;
+    let mut infrastructure_pending = false;
+    let mut wake_at: Option<Timestamp> = None;
+    for (job, verdict) in &verdicts {
+        match verdict {
+            Decision::Nothing => {}
+            Decision::ProposeInfrastructurePending => infrastructure_pending = true,
+            Decision::ProposeCrashed(report) => {
+                if served_by_another(job) {
+                    continue;
+                }
+                if crash.is_none_or(|(chosen, _)| job.created > chosen.created) {
+                    crash = Some((job, report));
+                }
+            }
+            Decision::WaitUntil(at) => {
+                if job_has_ended(job) && served_by_another(job) {
+                    continue;
+                }
+                wake_at = Some(wake_at.map_or(*at, |earlier| earlier.min(*at)));
+            }
+        }
+    }
+    if let Some((_, report)) = crash {
+        return Decision::ProposeCrashed(report.clone());
+    }
+    if infrastructure_pending {
+        return Decision::ProposeInfrastructurePending;
+    }
+    wake_at.map_or(Decision::Nothing, Decision::WaitUntil)
+}
+
+fn job_has_ended(job: &JobView) -> bool {
+    job.gone_at().is_some()
+        || job.failure().is_some()
+        || job.backoff_exhausted()
+        || job.completion().is_some()
+}
+
+fn pods_of<'a>(job: &'a JobView, pods: &'a [PodView]) -> impl Iterator<Item = &'a PodView> + 'a {
+    pods.iter().filter(move |pod| {
+        pod.namespace == job.namespace
+            && match (&pod.job_uid, &pod.job_name) {
+                (Some(uid), _) => *uid == job.uid,
+                (None, Some(name)) => *name == job.name,
+                (None, None) => false,
+            }
+    })
+}
+
+fn decide_for_job(job: &JobView, input: &DecisionInput<'_>) -> Decision {
+    if let Some(ended) = ended_job_crash(job, input) {
+        return ended;
+    }
+    if job.is_suspended() {
+        return Decision::Nothing;
+    }
+    let may_crash = input.run_state.may_crash();
+    let pod_watch_timeout = pod_watch_timeout(job, input.settings);
+    let mut pods = pods_of(job, input.pods).peekable();
+    if pods.peek().is_none() {
+        // No pod at all yet: the controller could not create one (FailedCreate) or is about to.
+        let (Some(timeout), Some(created), true) = (pod_watch_timeout, job.created, may_crash)
+        else {
+            return Decision::Nothing;
+        };
+        return crash_or_wait(later_by(created, timeout), input.now, || CrashReport {
+            cause: CrashCause::NoPodCreated {
+                timeout_seconds: timeout.num_seconds().unsigned_abs(),
+            },
+            namespace: job.namespace.clone(),
+            job_name: job.name.clone(),
+            pod: None,
+        });
+    }
+
+    let mut pending_pod_seen = false;
+    let mut wake_at: Option<Timestamp> = None;
+    for pod in pods.filter(|pod| pod.phase == PodPhase::Pending && !pod.is_terminating()) {
+        pending_pod_seen = true;
+        if !may_crash {
+            continue;
+        }
+        match pending_pod_verdict(job, pod, pod_watch_timeout, input) {
+            Decision::ProposeCrashed(report) => return Decision::ProposeCrashed(report),
+            Decision::WaitUntil(at) => wake_at = Some(wake_at.map_or(at, |w| w.min(at))),
+            Decision::Nothing | Decision::ProposeInfrastructurePending => {}
+        }
+    }
+    if pending_pod_seen && input.run_state.wants_infrastructure_pending() {
+        return Decision::ProposeInfrastructurePending;
+    }
+    wake_at.map_or(Decision::Nothing, Decision::WaitUntil)
+}
+
+/// Crash (or settle wait) for a Job that failed, completed or went away.
+fn ended_job_crash(job: &JobView, input: &DecisionInput<'_>) -> Option<Decision> {
+    let pods = || pods_of(job, input.pods);
+    let (cause, ended_at) = if let Some(failure) = job.failure() {
+        let cause = CrashCause::JobFailed {
+            reason: failure.reason.clone().unwrap_or_else(|| "Failed".into()),
+            message: failure.message.clone(),
+        };
+        (cause, failure.since.or_else(|| job.gone_at()))
+    } else if job.backoff_exhausted() {
+        let cause = CrashCause::JobFailed {
+            reason: "BackoffLimitExceeded".into(),
+            message: Some(
+                format!(
+                    "{} failed pods, backoffLimit {}",
+                    job.failed, job.backoff_limit
+                )
+                .into(),
+            ),
+        };
+        (cause, pods().filter_map(PodView::finished_at).max())
+    } else if let Some(completion) = job.completion() {
+        (
+            CrashCause::JobCompletedWithoutFinalState,
+            completion.since.or_else(|| job.gone_at()),
+        )
+    } else if let Some(gone_at) = job.gone_at() {
+        let cause = if job.succeeded > 0 {
+            CrashCause::JobCompletedWithoutFinalState
+        } else {
+            CrashCause::JobDeleted
+        };
+        (cause, Some(gone_at))
+    } else {
+        return None;
+    };
+    if !input.run_state.may_crash() {
+        return Some(Decision::Nothing);
+    }
+    // Without a timestamp the end is not recent enough to matter: no settle wait.
+    let settle_until = ended_at.map_or(input.now, |at| {
+        later_by(at, to_delta(input.settings.settle_grace))
+    });
+    Some(crash_or_wait(settle_until, input.now, || CrashReport {
+        cause,
+        namespace: job.namespace.clone(),
+        job_name: job.name.clone(),
+        pod: culprit_pod(pods()),
+    }))
+}
+
+/// Crash or wait for one pending pod of an in-progress Job (run may crash).
+fn pending_pod_verdict(
+    job: &JobView,
+    pod: &PodView,
+    pod_watch_timeout: Option<TimeDelta>,
+    input: &DecisionInput<'_>,
+) -> Decision {
+    let settings = input.settings;
+    let mut wake_at: Option<Timestamp> = None;
+    let started_waiting_fallback = pod.scheduled_at().or(pod.created);
+    for container in pod.containers.iter() {
+        let Some(waiting) = container.waiting.as_deref() else {
+            continue;
+        };
+        let Some(class) = waiting.reason.grace_class() else {
+            continue;
+        };
+        let grace = match class {
+            WaitingGraceClass::Image => settings.image_error_grace,
+            WaitingGraceClass::Configuration => settings.config_error_grace,
+        };
+        let since = waiting.first_observed.or(started_waiting_fallback);
+        let deadline = since.map_or(input.now, |since| later_by(since, to_delta(grace)));
+        let decision = crash_or_wait(deadline, input.now, || {
+            container_crash(job, pod, container, waiting, class, grace)
+        });
+        match decision {
+            Decision::WaitUntil(at) => wake_at = Some(wake_at.map_or(at, |w| w.min(at))),
+            crashed => return crashed,
+        }
+    }
+    if pod.is_unscheduled() {
+        if let Some(timeout) = pod_watch_timeout {
+            let since = pod.created.or(pod.scheduled.as_ref().and_then(|s| s.since));
+            let deadline = since.map_or(input.now, |since| later_by(since, timeout));
+            let decision = crash_or_wait(deadline, input.now, || CrashReport {
+                cause: CrashCause::PodNotScheduled {
+                    timeout_seconds: timeout.num_seconds().unsigned_abs(),
+                    reason: pod.scheduled.as_ref().and_then(|s| s.reason.clone()),
+                    message: pod.scheduled.as_ref().and_then(|s| s.message.clone()),
+                },
+                namespace: job.namespace.clone(),
+                job_name: job.name.clone(),
+                pod: Some(CrashedPod {
+                    name: pod.name.clone(),
+                    reason: None,
+                    message: None,
+                    container: None,
+                }),
+            });
+            match decision {
+                Decision::WaitUntil(at) => wake_at = Some(wake_at.map_or(at, |w| w.min(at))),
+                crashed => return crashed,
+            }
+        }
+    }
+    wake_at.map_or(Decision::Nothing, Decision::WaitUntil)
+}
+
+fn container_crash(
+    job: &JobView,
+    pod: &PodView,
+    container: &ContainerView,
+    waiting: &WaitingView,
+    class: WaitingGraceClass,
+    grace: Duration,
+) -> CrashReport {
+    let missing = match class {
+        WaitingGraceClass::Configuration => {
+            waiting.message.as_deref().and_then(MissingReference::parse)
+        }
+        WaitingGraceClass::Image => None,
+    };
+    CrashReport {
+        cause: CrashCause::ContainerCannotStart {
+            grace_seconds: grace.as_secs(),
+            missing,
+        },
+        namespace: job.namespace.clone(),
+        job_name: job.name.clone(),
+        pod: Some(CrashedPod {
+            name: pod.name.clone(),
+            reason: pod.status_reason.clone(),
+            message: pod.status_message.clone(),
+            container: Some(describe_container(container)),
+        }),
+    }
+}
+
+/// `None` when the timeout is disabled (`0`).
+fn pod_watch_timeout(job: &JobView, settings: &DecisionSettings) -> Option<TimeDelta> {
+    let timeout = match job.pod_watch_timeout_seconds {
+        Some(seconds) => Duration::from_secs(u64::from(seconds)),
+        None => settings.default_pod_watch_timeout,
+    };
+    (!timeout.is_zero()).then(|| to_delta(timeout))
+}
+
+fn crash_or_wait(
+    deadline: Timestamp,
+    now: Timestamp,
+    report: impl FnOnce() -> CrashReport,
+) -> Decision {
+    if now >= deadline {
+        Decision::ProposeCrashed(report())
+    } else {
+        Decision::WaitUntil(deadline)
+    }
+}
+
+fn to_delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
+fn later_by(start: Timestamp, delta: TimeDelta) -> Timestamp {
+    start
+        .checked_add_signed(delta)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,337 @@
+//! Pod events (core/v1 `Event`: Scheduled, Pulling, BackOff, FailedScheduling, Killing,
+//! Evicted, …) turned into flow-run log lines, each with a dedup key that stays the same
+//! across reporter restarts so a restarted reporter can skip what it already forwarded.
+//!
+//! The Event does not carry our labels: the caller finds the flow run through
+//! [`PodEventLog::pod_uid`] (or namespace + pod name) in its pod views.
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Event;
+use uuid::Uuid;
+
+use crate::observe::{timestamp_of, timestamp_of_micro, PodView, Timestamp};
+
+/// Prefect (Python `logging`) level of a forwarded line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    /// The numeric level Prefect's `POST /api/logs/` expects.
+    pub fn python_level(self) -> u8 {
+        match self {
+            Self::Debug => 10,
+            Self::Info => 20,
+            Self::Warning => 30,
+            Self::Error => 40,
+        }
+    }
+}
+
+/// Identifies one observation of an Event: the Event's uid (its namespace/name when the
+/// uid is missing) and its repeat count. Kubernetes aggregates repeats of an Event by
+/// raising `count`, so each new count is forwarded once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EventDedupKey {
+    pub event: Box<str>,
+    pub count: u32,
+}
+
+impl EventDedupKey {
+    /// A UUID derived only from the key (v5), usable as a `Nats-Msg-Id`, a KV key or a
+    /// Prefect log id, identical in every reporter process.
+    pub fn to_uuid(&self) -> Uuid {
+        let namespace = Uuid::new_v5(
+            &Uuid::NAMESPACE_URL,
+            b"https://prefect-k8s.io/reporter/pod-events",
+        );
+        Uuid::new_v5(&namespace, self.to_string().as_bytes())
+    }
+
+    /// Already forwarded when this Event was forwarded with the same or a higher count.
+    pub fn is_covered_by(&self, forwarded_count: u32) -> bool {
+        self.count <= forwarded_count
+    }
+}
+
+impl fmt::Display for EventDedupKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}#{}", self.event, self.count)
+    }
+}
+
+/// A pod Event as a flow-run log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEventLog {
+    pub pod_uid: Option<Box<str>>,
+    pub pod_name: Box<str>,
+    pub namespace: Box<str>,
+    pub level: LogLevel,
+    pub message: String,
+    /// When it last happened (`lastTimestamp`, `series.lastObservedTime`, `eventTime`,
+    /// `firstTimestamp`, then the Event's creation time).
+    pub timestamp: Option<Timestamp>,
+    pub dedup_key: EventDedupKey,
+}
+
+impl PodEventLog {
+    /// The Event is about this pod (same uid when known, else same namespace and name).
+    pub fn concerns(&self, pod: &PodView) -> bool {
+        match &self.pod_uid {
+            Some(uid) => *uid == pod.uid,
+            None => self.namespace == pod.namespace && self.pod_name == pod.name,
+        }
+    }
+}
+
+/// Reasons worth an ERROR line: the pod is being killed or will never run.
+const ERROR_REASONS: [&str; 5] = [
+    "Evicted",
+    "Preempted",
+    "OOMKilling",
+    "DeadlineExceeded",
+    "TaintManagerEviction",
+];
+
+/// Normal-typed reasons that still announce trouble (e.g. `Back-off pulling image`).
+const WARNING_REASONS: [&str; 1] = ["BackOff"];
+
+/// The log line for an Event about a pod; `None` when the Event is about something else
+/// or lacks a name/reason.
+pub fn pod_event_log(event: &Event) -> Option<PodEventLog> {
+    let involved = &event.involved_object;
+    if involved.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    let pod_name: Box<str> = involved.name.as_deref().filter(|n| !n.is_empty())?.into();
+    let reason = event.reason.as_deref().filter(|r| !r.is_empty())?;
+    let namespace: Box<str> = involved
+        .namespace
+        .as_deref()
+        .or(event.metadata.namespace.as_deref())
+        .unwrap_or_default()
+        .into();
+    let event_identity: Box<str> = match (&event.metadata.uid, &event.metadata.name) {
+        (Some(uid), _) if !uid.is_empty() => uid.as_str().into(),
+        (_, Some(name)) => format!("{namespace}/{name}").into(),
+        _ => return None,
+    };
+    let count = event
+        .series
+        .as_ref()
+        .and_then(|series| series.count)
+        .or(event.count)
+        .and_then(|count| u32::try_from(count).ok())
+        .unwrap_or(1)
+        .max(1);
+    let warning = event.type_.as_deref() == Some("Warning");
+    let level = if ERROR_REASONS.contains(&reason) {
+        LogLevel::Error
+    } else if warning || WARNING_REASONS.contains(&reason) {
+        LogLevel::Warning
+    } else {
+        LogLevel::Info
+    };
+    let mut message = format!("Kubernetes event {reason} on pod {pod_name}");
+    if let Some(container) = involved
+        .field_path
+        .as_deref()
+        .and_then(container_of_field_path)
+    {
+        message.push_str(&format!(", container \"{container}\""));
+    }
+    if let Some(text) = event
+        .message
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        message.push_str(": ");
+        message.push_str(text);
+    }
+    if count > 1 {
+        message.push_str(&format!(" (seen {count} times)"));
+    }
+    let timestamp = event
+        .last_timestamp
+        .as_ref()
+        .and_then(timestamp_of)
+        .or_else(|| {
+            event
+                .series
+                .as_ref()
+                .and_then(|series| series.last_observed_time.as_ref())
+                .and_then(timestamp_of_micro)
+        })
+        .or_else(|| event.event_time.as_ref().and_then(timestamp_of_micro))
+        .or_else(|| event.first_timestamp.as_ref().and_then(timestamp_of))
+        .or_else(|| {
+            event
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(timestamp_of)
+        });
+    Some(PodEventLog {
+        pod_uid: involved
+            .uid
+            .as_deref()
+            .filter(|uid| !uid.is_empty())
+            .map(Box::from),
+        pod_name,
+        namespace,
+        level,
+        message,
+        timestamp,
+        dedup_key: EventDedupKey {
+            event: event_identity,
+            count,
+        },
+    })
+}
+
+/// `spec.containers{name}` / `spec.initContainers{name}` -> `name`.
+fn container_of_field_path(field_path: &str) -> Option<&str> {
+    let open = field_path.find('{')?;
+    let inner = field_path[open + 1..].strip_suffix('}')?;
+    (!inner.is_empty()).then_some(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::*;
+
+    #[test]
+    fn scheduled_event_is_an_info_line_with_a_stable_key() {
+        let event = pod_event(
+            "Normal",
+            "Scheduled",
+            "Successfully assigned prefect/crimson-otter-x7k2p-5bhw4 to v1.36-control-plane",
+            1,
+            at(1),
+            None,
+        );
+        let line = pod_event_log(&event).expect("pod event");
+        assert_eq!(line.level, LogLevel::Info);
+        assert_eq!(
+            line.message,
+            "Kubernetes event Scheduled on pod crimson-otter-x7k2p-5bhw4: Successfully assigned \
+             prefect/crimson-otter-x7k2p-5bhw4 to v1.36-control-plane"
+        );
+        assert_eq!(line.timestamp, Some(at(1)));
+        assert_eq!(
+            line.dedup_key.to_string(),
+            "6d1c8a2b-93f4-4e0a-8b7e-1f2a3b4c5d6e#1"
+        );
+        assert_eq!(
+            line.dedup_key.to_uuid(),
+            pod_event_log(&event)
+                .expect("pod event")
+                .dedup_key
+                .to_uuid(),
+            "same key, same uuid"
+        );
+        assert!(line.concerns(&PodFixture::new().view()));
+    }
+
+    #[test]
+    fn failed_scheduling_is_a_warning_with_the_scheduler_message() {
+        let event = pod_event(
+            "Warning",
+            "FailedScheduling",
+            "0/3 nodes are available: 3 Insufficient cpu.",
+            1,
+            at(0),
+            None,
+        );
+        let line = pod_event_log(&event).expect("pod event");
+        assert_eq!(line.level, LogLevel::Warning);
+        assert_eq!(line.level.python_level(), 30);
+        assert!(line
+            .message
+            .ends_with(": 0/3 nodes are available: 3 Insufficient cpu."));
+    }
+
+    #[test]
+    fn repeated_pull_back_off_names_the_container_and_gets_a_new_key_per_count() {
+        let first = pod_event(
+            "Normal",
+            "BackOff",
+            "Back-off pulling image \"registry.example.com/flows/etl:2.1\"",
+            1,
+            at(5),
+            Some("spec.containers{prefect-job}"),
+        );
+        let fourth = pod_event(
+            "Normal",
+            "BackOff",
+            "Back-off pulling image \"registry.example.com/flows/etl:2.1\"",
+            4,
+            at(70),
+            Some("spec.containers{prefect-job}"),
+        );
+        let first = pod_event_log(&first).expect("pod event");
+        let fourth = pod_event_log(&fourth).expect("pod event");
+        assert_eq!(
+            first.level,
+            LogLevel::Warning,
+            "a pull back-off is trouble even if Normal"
+        );
+        assert_eq!(
+            fourth.message,
+            "Kubernetes event BackOff on pod crimson-otter-x7k2p-5bhw4, container \"prefect-job\": \
+             Back-off pulling image \"registry.example.com/flows/etl:2.1\" (seen 4 times)"
+        );
+        assert_ne!(first.dedup_key, fourth.dedup_key);
+        assert_ne!(first.dedup_key.to_uuid(), fourth.dedup_key.to_uuid());
+        assert!(first.dedup_key.is_covered_by(fourth.dedup_key.count));
+        assert!(!fourth.dedup_key.is_covered_by(first.dedup_key.count));
+    }
+
+    #[test]
+    fn eviction_is_an_error_line() {
+        let event = pod_event(
+            "Warning",
+            "Evicted",
+            "The node was low on resource: memory.",
+            1,
+            at(9),
+            None,
+        );
+        assert_eq!(
+            pod_event_log(&event).expect("pod event").level,
+            LogLevel::Error
+        );
+    }
+
+    #[test]
+    fn events_about_other_kinds_are_not_pod_logs() {
+        let mut event = pod_event(
+            "Normal",
+            "SuccessfulCreate",
+            "Created pod: x",
+            1,
+            at(0),
+            None,
+        );
+        event.involved_object.kind = Some("Job".to_owned());
+        assert_eq!(pod_event_log(&event), None);
+    }
+
+    #[test]
+    fn event_without_uid_is_keyed_by_its_name() {
+        let mut event = pod_event("Normal", "Pulling", "Pulling image \"x\"", 2, at(3), None);
+        event.metadata.uid = None;
+        let line = pod_event_log(&event).expect("pod event");
+        assert_eq!(
+            line.dedup_key.to_string(),
+            "prefect/crimson-otter-x7k2p-5bhw4.18a3c2f1d2e3b4c5#2"
+        );
+    }
+}

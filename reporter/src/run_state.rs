@@ -1,0 +1,167 @@
+//! The flow run's current Prefect state as the decisions see it: its type (parsed from
+//! the API's `SCHEDULED`/`PENDING`/... spelling) and its name (`InfrastructurePending`, ...).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Name of the `PENDING` state the reporter proposes while the pod is pending.
+pub const INFRASTRUCTURE_PENDING: &str = "InfrastructurePending";
+
+/// Prefect `StateType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StateType {
+    Scheduled,
+    Pending,
+    Running,
+    Paused,
+    Cancelling,
+    Completed,
+    Failed,
+    Cancelled,
+    Crashed,
+}
+
+/// A state type the API returned that this crate does not know.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown Prefect state type {0:?}")]
+pub struct UnknownStateType(pub String);
+
+impl FromStr for StateType {
+    type Err = UnknownStateType;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "SCHEDULED" => Self::Scheduled,
+            "PENDING" => Self::Pending,
+            "RUNNING" => Self::Running,
+            "PAUSED" => Self::Paused,
+            "CANCELLING" => Self::Cancelling,
+            "COMPLETED" => Self::Completed,
+            "FAILED" => Self::Failed,
+            "CANCELLED" => Self::Cancelled,
+            "CRASHED" => Self::Crashed,
+            other => return Err(UnknownStateType(other.to_owned())),
+        })
+    }
+}
+
+impl StateType {
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "SCHEDULED",
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Paused => "PAUSED",
+            Self::Cancelling => "CANCELLING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::Crashed => "CRASHED",
+        }
+    }
+
+    /// `COMPLETED`, `FAILED`, `CANCELLED`, `CRASHED`.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Cancelled | Self::Crashed
+        )
+    }
+}
+
+impl fmt::Display for StateType {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// The flow run's current state (type and name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRunState {
+    pub state_type: StateType,
+    pub name: Box<str>,
+}
+
+impl FlowRunState {
+    pub fn new(state_type: StateType, name: &str) -> Self {
+        Self {
+            state_type,
+            name: name.into(),
+        }
+    }
+
+    /// The reporter may propose `Crashed` only from `PENDING` or `RUNNING`: never for a
+    /// final run, nor `SCHEDULED` (rescheduled: a new Job will serve it), `PAUSED` or
+    /// `CANCELLING` (the cancellation path owns it).
+    pub fn may_crash(&self) -> bool {
+        matches!(self.state_type, StateType::Pending | StateType::Running)
+    }
+
+    /// The Python observer's rule: propose `InfrastructurePending` for a pending pod
+    /// unless the run is running, final, paused, cancelling or already so named.
+    pub fn wants_infrastructure_pending(&self) -> bool {
+        match self.state_type {
+            StateType::Scheduled => true,
+            StateType::Pending => &*self.name != INFRASTRUCTURE_PENDING,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_types_round_trip_the_api_spelling() {
+        for text in [
+            "SCHEDULED",
+            "PENDING",
+            "RUNNING",
+            "PAUSED",
+            "CANCELLING",
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "CRASHED",
+        ] {
+            let parsed: StateType = text.parse().expect("known type");
+            assert_eq!(parsed.as_str(), text);
+        }
+        assert_eq!(
+            "RETRYING".parse::<StateType>(),
+            Err(UnknownStateType("RETRYING".to_owned()))
+        );
+    }
+
+    #[test]
+    fn only_pending_and_running_runs_may_crash() {
+        let may_crash: Vec<StateType> = [
+            StateType::Scheduled,
+            StateType::Pending,
+            StateType::Running,
+            StateType::Paused,
+            StateType::Cancelling,
+            StateType::Completed,
+            StateType::Failed,
+            StateType::Cancelled,
+            StateType::Crashed,
+        ]
+        .into_iter()
+        .filter(|state_type| FlowRunState::new(*state_type, "x").may_crash())
+        .collect();
+        assert_eq!(may_crash, [StateType::Pending, StateType::Running]);
+    }
+
+    #[test]
+    fn infrastructure_pending_is_wanted_once() {
+        assert!(FlowRunState::new(StateType::Scheduled, "Scheduled").wants_infrastructure_pending());
+        assert!(FlowRunState::new(StateType::Pending, "Pending").wants_infrastructure_pending());
+        assert!(
+            !FlowRunState::new(StateType::Pending, INFRASTRUCTURE_PENDING)
+                .wants_infrastructure_pending()
+        );
+        assert!(!FlowRunState::new(StateType::Running, "Running").wants_infrastructure_pending());
+    }
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole stack locally with a
+# demo flow (prefect-k8s up). Extra arguments go to `prefect-k8s up`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cargo build --bins
+exec ./target/debug/prefect-k8s up "$@"

@@ -1,0 +1,19 @@
+//! What the poller, the dispatchers and the reporter share: how they are
+//! configured to reach NATS, Prefect and Kubernetes, how they log, the
+//! JetStream streams they agree on, gRPC health, and shutdown on SIGTERM.
+//!
+//! # Layout
+//! - [`telemetry`]: one `tracing` initialiser (`RUST_LOG`, `LOG_FORMAT`).
+//! - [`shutdown`]: a future that completes on SIGTERM or SIGINT.
+//! - [`nats`]: connection options and the JetStream streams and consumers.
+//! - [`prefect`]: Prefect connection options (`PREFECT_API_URL`, `PREFECT_API_KEY`, ...).
+//! - [`kubernetes`]: a `kube::Client` from in-cluster config or `KUBECONFIG`.
+//! - [`health`]: the gRPC health service every Deployment probes.
+#![forbid(unsafe_code)]
+
+pub mod health;
+pub mod kubernetes;
+pub mod nats;
+pub mod prefect;
+pub mod shutdown;
+pub mod telemetry;

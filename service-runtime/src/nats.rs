@@ -1,0 +1,211 @@
+//! NATS: how a service connects (`NATS_URL` and credentials/TLS options) and
+//! the JetStream streams and consumers all services agree on.
+//!
+//! - `PREFECT_K8S_FLOW_RUNS`: a WorkQueue stream on `flow-runs.due.>`, file
+//!   storage, no age or count limit (an unprocessed run is never dropped),
+//!   a 10 minute duplicate window keyed on `<flow run id>:<state id>`.
+//! - `PREFECT_K8S_DEAD_LETTERS`: a Limits stream on `flow-runs.dead.>` kept 14
+//!   days, where undecodable or hopeless messages are parked.
+//! - One durable pull consumer per work pool, `dispatcher-<pool>`, filtered to
+//!   that pool's subject and shared by every dispatcher replica of the pool.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use flow_run_proto::subjects;
+
+/// How to reach NATS. Flags with environment fallbacks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsOptions {
+    /// NATS server URL(s), comma separated.
+    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub url: String,
+    /// A NATS credentials file (JWT + nkey seed).
+    #[arg(long = "nats-creds", env = "NATS_CREDS")]
+    pub creds_file: Option<PathBuf>,
+    /// User name for user/password authentication.
+    #[arg(long = "nats-user", env = "NATS_USER")]
+    pub user: Option<String>,
+    /// Password for user/password authentication.
+    #[arg(long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// A CA certificate (PEM) to verify the server; implies TLS.
+    #[arg(long = "nats-tls-ca", env = "NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and key (PEM) for mutual TLS.
+    #[arg(long = "nats-tls-cert", env = "NATS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long = "nats-tls-key", env = "NATS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsOptions {
+    /// Options for a plain, unauthenticated server at `url` (tests, local dev).
+    pub fn plain(url: impl Into<String>) -> Self {
+        NatsOptions {
+            url: url.into(),
+            creds_file: None,
+            user: None,
+            password: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// Errors reaching NATS or setting up streams.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsSetupError {
+    #[error("reading NATS credentials file {path}: {source}")]
+    Credentials {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("connecting to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("creating JetStream stream {name}: {message}")]
+    Stream { name: String, message: String },
+    #[error("creating JetStream consumer {name}: {message}")]
+    Consumer { name: String, message: String },
+}
+
+/// Connects, retrying in the background while the server is away: the first
+/// connection attempt is retried too, so services can start before NATS.
+pub async fn connect(
+    options: &NatsOptions,
+    client_name: &str,
+) -> Result<async_nats::Client, NatsSetupError> {
+    let mut connect = async_nats::ConnectOptions::new()
+        .name(client_name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        });
+    if let Some(path) = &options.creds_file {
+        connect = connect
+            .credentials_file(path)
+            .await
+            .map_err(|source| NatsSetupError::Credentials {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    if let (Some(user), Some(password)) = (&options.user, &options.password) {
+        connect = connect.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &options.tls_ca {
+        connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) {
+        connect = connect.add_client_certificate(cert.clone(), key.clone());
+    }
+    connect
+        .connect(options.url.as_str())
+        .await
+        .map_err(|source| NatsSetupError::Connect {
+            url: options.url.clone(),
+            source,
+        })
+}
+
+/// Stream settings of the due-runs work queue.
+pub fn flow_runs_stream_config() -> stream::Config {
+    stream::Config {
+        name: subjects::FLOW_RUNS_STREAM.to_string(),
+        subjects: vec![format!("{}.>", subjects::DUE_PREFIX)],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        duplicate_window: Duration::from_secs(600),
+        // Back-pressure instead of loss: never drop an unprocessed run.
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    }
+}
+
+/// Stream settings of the dead-letter stream.
+pub fn dead_letter_stream_config() -> stream::Config {
+    stream::Config {
+        name: subjects::DEAD_LETTER_STREAM.to_string(),
+        subjects: vec![format!("{}.>", subjects::DEAD_PREFIX)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        max_age: Duration::from_secs(14 * 24 * 3600),
+        ..Default::default()
+    }
+}
+
+/// Creates both streams if they are missing; leaves existing ones as they are.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+) -> Result<(stream::Stream, stream::Stream), NatsSetupError> {
+    let mut made = Vec::with_capacity(2);
+    for config in [flow_runs_stream_config(), dead_letter_stream_config()] {
+        let name = config.name.clone();
+        let stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| NatsSetupError::Stream {
+                name,
+                message: e.to_string(),
+            })?;
+        made.push(stream);
+    }
+    let dead = made.pop().expect("two streams");
+    let flow_runs = made.pop().expect("two streams");
+    Ok((flow_runs, dead))
+}
+
+/// Name of the durable consumer the dispatchers of `work_pool` share.
+pub fn dispatcher_consumer_name(work_pool: &str) -> String {
+    let token: String = work_pool
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    format!("{}-{token}", subjects::DISPATCHER_CONSUMER)
+}
+
+/// The shared durable pull consumer of a work pool's dispatchers.
+///
+/// `ack_wait` is how long a dispatcher may hold a message without acking or
+/// sending progress before the server hands it to another replica.
+/// `max_deliver` is unlimited: a run is never parked silently by the server;
+/// the dispatcher itself dead-letters a message it has failed too often.
+pub async fn dispatcher_consumer(
+    flow_runs: &stream::Stream,
+    work_pool: &str,
+    ack_wait: Duration,
+    max_ack_pending: i64,
+) -> Result<consumer::PullConsumer, NatsSetupError> {
+    let name = dispatcher_consumer_name(work_pool);
+    flow_runs
+        .get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subjects::due_subject(work_pool),
+                ack_policy: consumer::AckPolicy::Explicit,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_wait,
+                max_deliver: -1,
+                max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| NatsSetupError::Consumer {
+            name,
+            message: e.to_string(),
+        })
+}

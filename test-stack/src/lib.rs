@@ -1,0 +1,14 @@
+//! The real parts integration tests run against, started by the tests
+//! themselves: a `nats-server` with JetStream on a free port in a temp dir,
+//! a Prefect 3 server from the project's virtualenv, and the Kubernetes API
+//! emulator. Each is killed (and its temp dir removed) on drop.
+//!
+//! # Layout
+//! - [`nats`]: [`nats::NatsServer`], can be killed and restarted on the same port.
+//! - [`prefect`]: [`prefect::PrefectServer`] and the virtualenv lookup.
+//! - [`ports`]: free loopback ports.
+#![forbid(unsafe_code)]
+
+pub mod nats;
+pub mod ports;
+pub mod prefect;
