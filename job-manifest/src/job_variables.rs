@@ -315,7 +315,12 @@ mod tests {
 
     #[test]
     fn dotted_key_through_a_value_is_rejected() {
-        let err = expand_dotted_keys(&object(json!({"env.A.B": "x", "env.A": "y"})))
+        // Python overwrites `env.A` when it comes after `env.A.B`, and fails when
+        // `env.A.B` has to go through the string set by `env.A`.
+        let overwritten = expand_dotted_keys(&object(json!({"env.A.B": "x", "env.A": "y"})))
+            .expect("later dotted key overwrites");
+        assert_eq!(Value::Object(overwritten), json!({"env": {"A": "y"}}));
+        let err = expand_dotted_keys(&object(json!({"env.A": "y", "env.A.B": "x"})))
             .expect_err("conflict");
         assert!(err.field().starts_with("job_variables.env.A"), "{err}");
     }

@@ -9,7 +9,6 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::ManifestError;
-use crate::image_reference::check_image_reference;
 use crate::kubernetes_names::{
     check_dns1123_label, check_dns1123_subdomain, check_label_key, check_label_value,
 };

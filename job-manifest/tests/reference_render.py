@@ -1,6 +1,7 @@
 """Render a Kubernetes Job manifest with prefect-kubernetes' own code.
 
-Reads one JSON case on stdin and prints {"manifest": ..., "namespace": ...} on stdout.
+Reads a JSON case, or a list of cases, on stdin and prints {"manifest": ..., "namespace": ...}
+(or a list of them, in order) on stdout.
 Used by the job-manifest crate's reference comparison test; needs a virtualenv with
 prefect==3.9.1 and prefect-kubernetes==0.8.0. No Prefect server and no Kubernetes
 cluster are contacted: the flow run, flow, deployment and work pool are built locally
@@ -112,8 +113,14 @@ async def render(case):
 
 
 def main():
-    case = json.load(sys.stdin)
-    result = asyncio.run(render(case))
+    cases = json.load(sys.stdin)
+
+    async def render_all():
+        if isinstance(cases, list):
+            return [await render(case) for case in cases]
+        return await render(cases)
+
+    result = asyncio.run(render_all())
     json.dump(result, sys.stdout, default=str)
     sys.stdout.write("\n")
 

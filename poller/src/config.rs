@@ -8,7 +8,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct PollerConfig {
     /// The Prefect work pool to serve; created (type `kubernetes`) if missing.
-    #[arg(long = "work-pool", short = 'p', env = "PREFECT_K8S_WORK_POOL", default_value = "kubernetes")]
+    #[arg(
+        long = "work-pool",
+        short = 'p',
+        env = "PREFECT_K8S_WORK_POOL",
+        default_value = "kubernetes"
+    )]
     pub work_pool: String,
     /// Work queues to poll (repeat or comma-separate); none means all queues.
     /// `-l/--label` is the seed agent's name for them.
@@ -25,16 +30,28 @@ pub struct PollerConfig {
     #[arg(long, env = "PREFECT_WORKER_PREFETCH_SECONDS", default_value_t = 10)]
     pub prefetch_seconds: u64,
     /// Seconds between polls.
-    #[arg(long = "poll-interval", env = "PREFECT_WORKER_QUERY_SECONDS", default_value_t = 5.0)]
+    #[arg(
+        long = "poll-interval",
+        env = "PREFECT_WORKER_QUERY_SECONDS",
+        default_value_t = 5.0
+    )]
     pub poll_interval_seconds: f64,
     /// Seconds between worker heartbeats.
-    #[arg(long = "heartbeat-interval", env = "PREFECT_WORKER_HEARTBEAT_SECONDS", default_value_t = 30)]
+    #[arg(
+        long = "heartbeat-interval",
+        env = "PREFECT_WORKER_HEARTBEAT_SECONDS",
+        default_value_t = 30
+    )]
     pub heartbeat_seconds: u64,
     /// Most runs asked for in one poll (the server's maximum is 200).
     #[arg(long, env = "PREFECT_K8S_POLL_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub limit: u32,
     /// The worker name Prefect shows for this pool.
-    #[arg(long = "name", env = "PREFECT_K8S_WORKER_NAME", default_value = "prefect-k8s")]
+    #[arg(
+        long = "name",
+        env = "PREFECT_K8S_WORKER_NAME",
+        default_value = "prefect-k8s"
+    )]
     pub worker_name: String,
     /// A base job template (JSON) to create the pool with, instead of
     /// prefect-kubernetes 0.8's default.

@@ -49,13 +49,18 @@ pub async fn messages_for(
         .into_iter()
         .map(|response| {
             let run = response.flow_run;
-            let deployment = run.deployment_id.as_ref().and_then(|id| deployments.get(id));
+            let deployment = run
+                .deployment_id
+                .as_ref()
+                .and_then(|id| deployments.get(id));
             let flow = flows.get(&run.flow_id);
             let state = run.state.as_ref();
             FlowRunDue {
                 flow_run_id: run.id.to_string(),
                 state_id: state.map(|s| s.id.to_string()).unwrap_or_default(),
-                state_name: state.map(|s| s.display_name().to_string()).unwrap_or_default(),
+                state_name: state
+                    .map(|s| s.display_name().to_string())
+                    .unwrap_or_default(),
                 flow_run_name: run.name.clone(),
                 flow_id: run.flow_id.to_string(),
                 flow_name: flow.map(|f| f.name.clone()).unwrap_or_default(),

@@ -126,7 +126,14 @@ pub async fn poll_once(
     if runs.is_empty() {
         return Ok(PollOutcome::default());
     }
-    let messages = due::messages_for(prefect, &config.work_pool, work_pool_id, &config.worker_name, runs).await?;
+    let messages = due::messages_for(
+        prefect,
+        &config.work_pool,
+        work_pool_id,
+        &config.worker_name,
+        runs,
+    )
+    .await?;
     let published = publisher.publish_all(&config.work_pool, &messages).await?;
     if published > 0 {
         tracing::info!("Found {published} flow run(s) to submit for execution.");

@@ -8,7 +8,11 @@ use clap::Parser;
 use service_runtime::{health::Health, nats::NatsOptions, prefect::PrefectOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "poller", version, about = "Publishes due Prefect flow runs to NATS JetStream")]
+#[command(
+    name = "poller",
+    version,
+    about = "Publishes due Prefect flow runs to NATS JetStream"
+)]
 struct Cli {
     #[command(flatten)]
     prefect: PrefectOptions,

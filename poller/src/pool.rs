@@ -39,12 +39,18 @@ pub async fn ensure_work_pool(
         Err(e) if e.is_not_found() => {
             tracing::info!(work_pool = %config.work_pool, "work pool not found; creating it (type kubernetes)");
             match prefect
-                .create_work_pool(&WorkPoolCreate::new(&config.work_pool, "kubernetes", template.clone()))
+                .create_work_pool(&WorkPoolCreate::new(
+                    &config.work_pool,
+                    "kubernetes",
+                    template.clone(),
+                ))
                 .await
             {
                 Ok(pool) => pool,
                 // Another poller created it first.
-                Err(prefect_client::PrefectError::Conflict { .. }) => prefect.read_work_pool(&config.work_pool).await?,
+                Err(prefect_client::PrefectError::Conflict { .. }) => {
+                    prefect.read_work_pool(&config.work_pool).await?
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -70,7 +76,11 @@ pub async fn ensure_work_pool(
 
 /// Heartbeats until cancelled. A failed heartbeat is logged; the next one
 /// comes at the next interval.
-pub async fn heartbeat_loop(prefect: PrefectClient, config: PollerConfig, shutdown: CancellationToken) {
+pub async fn heartbeat_loop(
+    prefect: PrefectClient,
+    config: PollerConfig,
+    shutdown: CancellationToken,
+) {
     let mut interval = tokio::time::interval(config.heartbeat_interval());
     loop {
         tokio::select! {
@@ -78,7 +88,11 @@ pub async fn heartbeat_loop(prefect: PrefectClient, config: PollerConfig, shutdo
             _ = interval.tick() => {}
         }
         if let Err(error) = prefect
-            .send_worker_heartbeat(&config.work_pool, &config.worker_name, config.heartbeat_seconds.min(u32::MAX as u64) as u32)
+            .send_worker_heartbeat(
+                &config.work_pool,
+                &config.worker_name,
+                config.heartbeat_seconds.min(u32::MAX as u64) as u32,
+            )
             .await
         {
             tracing::warn!(%error, "worker heartbeat failed");

@@ -12,7 +12,10 @@ pub enum PollError {
     #[error("Prefect: {0}")]
     Prefect(#[from] prefect_client::PrefectError),
     #[error("publishing flow run {flow_run_id} to JetStream: {message}")]
-    Publish { flow_run_id: String, message: String },
+    Publish {
+        flow_run_id: String,
+        message: String,
+    },
 }
 
 /// Publishes [`FlowRunDue`] messages on a pool's subject.
@@ -73,13 +76,16 @@ impl Publisher {
                     last_error = text;
                     let retryable = matches!(
                         kind,
-                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound
+                        PublishErrorKind::TimedOut
+                            | PublishErrorKind::BrokenPipe
+                            | PublishErrorKind::StreamNotFound
                     );
                     if !retryable {
                         break;
                     }
                     tracing::debug!(attempt, error = %last_error, "publish not acknowledged; retrying with the same id");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64))
+                        .await;
                 }
             }
         }

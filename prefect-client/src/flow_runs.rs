@@ -40,12 +40,17 @@ pub struct FlowRun {
     pub deployment_version: Option<String>,
     #[serde(default)]
     pub flow_version: Option<String>,
+    /// `null` in `get_scheduled_flow_runs` entries (use `work_queue_id`).
     #[serde(default)]
     pub work_queue_name: Option<String>,
     #[serde(default)]
     pub work_queue_id: Option<Uuid>,
+    /// Set by `GET /flow_runs/{id}`, `/flow_runs/filter` and
+    /// `create_flow_run`; **absent** in `get_scheduled_flow_runs` entries,
+    /// which carry the pool in [`crate::WorkerFlowRunResponse::work_pool_id`].
     #[serde(default)]
     pub work_pool_id: Option<Uuid>,
+    /// Same caveat as `work_pool_id`.
     #[serde(default)]
     pub work_pool_name: Option<String>,
     #[serde(default)]
@@ -59,6 +64,9 @@ pub struct FlowRun {
     pub labels: Option<Map<String, Value>>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Retry settings (`retries`, `retry_delay`, `pause_keys`, ...).
+    #[serde(default)]
+    pub empirical_policy: Value,
     #[serde(default)]
     pub state_id: Option<Uuid>,
     #[serde(default)]
@@ -233,6 +241,27 @@ impl PrefectClient {
     ) -> Result<Vec<FlowRun>, PrefectError> {
         self.send_json(Method::POST, &["flow_runs", "filter"], &filter.to_body())
             .await
+    }
+
+    /// Every run matching `filter` (its `limit` and `offset` are ignored),
+    /// fetched in pages of [`MAX_PAGE_SIZE`]. Pages are separate queries: a
+    /// run that changes meanwhile may be missed or seen twice.
+    pub async fn read_all_flow_runs(
+        &self,
+        filter: &FlowRunFilter,
+    ) -> Result<Vec<FlowRun>, PrefectError> {
+        let mut page_filter = filter.clone().with_limit(MAX_PAGE_SIZE);
+        page_filter.offset = 0;
+        let mut runs = Vec::new();
+        loop {
+            let page = self.read_flow_runs(&page_filter).await?;
+            let complete = page.len() < MAX_PAGE_SIZE;
+            runs.extend(page);
+            if complete {
+                return Ok(runs);
+            }
+            page_filter.offset += MAX_PAGE_SIZE;
+        }
     }
 
     /// The runs with these ids (in no particular order; unknown ids are

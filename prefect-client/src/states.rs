@@ -283,6 +283,10 @@ pub const TRANSITION_ID_NAMESPACE: Uuid =
 /// claim; it must come from the infrastructure (a Job name derived from the
 /// flow run id). A new Scheduled state (e.g. AwaitingRetry) has a new id and
 /// so yields a new transition id.
+///
+/// The server recognises the repeat only while the claim's Pending state is
+/// the run's current state: once a later state (e.g. Pending `Submitting`,
+/// Running) is written, re-sending the claim is ABORTed like a rival's.
 pub fn claim_transition_id(flow_run_id: Uuid, scheduled_state_id: Uuid) -> Uuid {
     let mut name = [0u8; 32];
     name[..16].copy_from_slice(flow_run_id.as_bytes());

@@ -122,6 +122,13 @@ async fn deployment_run_is_returned_by_the_scheduled_runs_poll() {
     assert_eq!(entry.flow_run.id, run.id);
     assert_eq!(entry.flow_run.deployment_id, Some(fixture.deployment_id));
     assert_eq!(entry.flow_run.flow_id, fixture.flow_id);
+    // The poll's FlowRun schema has no pool fields and no queue name;
+    // reads have them.
+    assert_eq!(entry.flow_run.work_pool_name, None);
+    assert_eq!(run.work_pool_name.as_deref(), Some(fixture.pool.as_str()));
+    assert_eq!(entry.flow_run.work_queue_name, None);
+    assert_eq!(run.work_queue_name.as_deref(), Some("default"));
+    assert_eq!(entry.flow_run.work_queue_id, Some(entry.work_queue_id));
     assert_eq!(
         entry.flow_run.job_variables,
         Some(json!({"env": {"FROM_RUN": "2"}}))
@@ -269,6 +276,19 @@ async fn claim_contract_matches_the_measured_server_behaviour() {
         .await
         .unwrap();
     assert_eq!(submitting.status, SetStateStatus::Accept, "{submitting:#?}");
+
+    // Once a later state is current, our own claim re-sent is ABORTed too:
+    // the duplicate check compares with the current state only.
+    let late_repeat = fixture
+        .client
+        .set_flow_run_state(run.id, &StateCreate::pending_claim(ours), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        late_repeat.status,
+        SetStateStatus::Abort,
+        "{late_repeat:#?}"
+    );
 
     let history = fixture.client.read_flow_run_states(run.id).await.unwrap();
     let names: Vec<&str> = history.iter().map(|state| state.display_name()).collect();
@@ -466,6 +486,16 @@ async fn flow_runs_filter_by_ids_state_and_pool() {
         .await
         .unwrap();
     assert_eq!(page.len(), 2);
+
+    let all = fixture
+        .client
+        .read_all_flow_runs(
+            &FlowRunFilter::default().with_deployment_ids(vec![fixture.deployment_id]),
+        )
+        .await
+        .unwrap();
+    let ids: HashSet<Uuid> = all.iter().map(|run| run.id).collect();
+    assert_eq!(ids, HashSet::from([first.id, second.id, cancelled.id]));
 }
 
 #[tokio::test]

@@ -9,7 +9,11 @@ mod up;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "prefect-k8s", version, about = "Run Prefect flows as Kubernetes Jobs")]
+#[command(
+    name = "prefect-k8s",
+    version,
+    about = "Run Prefect flows as Kubernetes Jobs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

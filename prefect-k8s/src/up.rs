@@ -48,7 +48,10 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        println!("  started {name:<14} (log: {})", self.logs.join(format!("{name}.log")).display());
+        println!(
+            "  started {name:<14} (log: {})",
+            self.logs.join(format!("{name}.log")).display()
+        );
         self.children.push((name.to_string(), child));
         Ok(())
     }
@@ -62,7 +65,10 @@ impl Stack {
                     nix::sys::signal::Signal::SIGTERM,
                 );
             }
-            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
             println!("  stopped {name}");
@@ -71,14 +77,19 @@ impl Stack {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
 }
 
 fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let path = me.with_file_name(name);
     if !path.exists() {
-        bail!("{} is missing: build the workspace first (cargo build)", path.display());
+        bail!(
+            "{} is missing: build the workspace first (cargo build)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -90,7 +101,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&logs)?;
     let prefect_bin = venv.join("bin/prefect");
     if !prefect_bin.exists() {
-        bail!("{} not found: run scripts/install-deps.sh first", prefect_bin.display());
+        bail!(
+            "{} not found: run scripts/install-deps.sh first",
+            prefect_bin.display()
+        );
     }
     let path_env = format!(
         "{}:{}",
@@ -130,7 +144,14 @@ async fn bring_up_and_demo(
         .spawn(
             "nats-server",
             Command::new(nats_binary())
-                .args(["-a", "127.0.0.1", "-p", &nats_port.to_string(), "-js", "-sd"])
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &nats_port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
                 .arg(&nats_store),
         )
         .await?;
@@ -143,7 +164,14 @@ async fn bring_up_and_demo(
         .spawn(
             "prefect-server",
             Command::new(venv.join("bin/prefect"))
-                .args(["server", "start", "--host", "127.0.0.1", "--port", &prefect_port.to_string()])
+                .args([
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &prefect_port.to_string(),
+                ])
                 .env("PREFECT_HOME", &prefect_home)
                 .env("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
                 .env("PREFECT_UI_ENABLED", "false")
@@ -164,14 +192,23 @@ async fn bring_up_and_demo(
         .spawn(
             "kube-emulator",
             Command::new(sibling_binary("kube-emulator")?)
-                .args(["serve", "--port", &kube_port.to_string(), "--runtime", "process", "--kubeconfig"])
+                .args([
+                    "serve",
+                    "--port",
+                    &kube_port.to_string(),
+                    "--runtime",
+                    "process",
+                    "--kubeconfig",
+                ])
                 .arg(&kubeconfig)
                 .env("PATH", path_env),
         )
         .await?;
-    wait_for("the Kubernetes API emulator", Duration::from_secs(30), || async {
-        kubeconfig.exists()
-    })
+    wait_for(
+        "the Kubernetes API emulator",
+        Duration::from_secs(30),
+        || async { kubeconfig.exists() },
+    )
     .await?;
 
     let common = |command: &mut Command| {
@@ -184,21 +221,31 @@ async fn bring_up_and_demo(
     };
     let mut poller = Command::new(sibling_binary("poller")?);
     common(&mut poller);
-    poller.args(["--poll-interval", "2", "--health-addr", &format!("127.0.0.1:{}", free_port()?)]);
+    poller.args([
+        "--poll-interval",
+        "2",
+        "--health-addr",
+        &format!("127.0.0.1:{}", free_port()?),
+    ]);
     stack.spawn("poller", &mut poller).await?;
     for replica in 1..=2 {
         let mut dispatcher = Command::new(sibling_binary("dispatcher")?);
         common(&mut dispatcher);
         dispatcher.args(["--name", &format!("prefect-k8s-dispatcher-{replica}")]);
         dispatcher.args(["--health-addr", &format!("127.0.0.1:{}", free_port()?)]);
-        stack.spawn(&format!("dispatcher-{replica}"), &mut dispatcher).await?;
+        stack
+            .spawn(&format!("dispatcher-{replica}"), &mut dispatcher)
+            .await?;
     }
     let mut reporter = Command::new(sibling_binary("reporter")?);
     common(&mut reporter);
     reporter.args(["--health-addr", &format!("127.0.0.1:{}", free_port()?)]);
     stack.spawn("reporter", &mut reporter).await?;
 
-    println!("\nPrefect API: {api_url}\nNATS:        {nats_url}\nKUBECONFIG:  {}", kubeconfig.display());
+    println!(
+        "\nPrefect API: {api_url}\nNATS:        {nats_url}\nKUBECONFIG:  {}",
+        kubeconfig.display()
+    );
     run_demo(args, &prefect, state).await
 }
 
@@ -206,7 +253,10 @@ async fn bring_up_and_demo(
 async fn run_demo(args: &UpArgs, prefect: &PrefectClient, state: &Path) -> anyhow::Result<()> {
     let demo_dir = absolute(Path::new("demo/flows"))?;
     if !demo_dir.join("hello.py").exists() {
-        bail!("{} not found: run prefect-k8s up from the repository root", demo_dir.display());
+        bail!(
+            "{} not found: run prefect-k8s up from the repository root",
+            demo_dir.display()
+        );
     }
     // The poller creates the pool; wait for it so the deployment can use it.
     wait_for("the work pool", Duration::from_secs(60), || async {
@@ -221,15 +271,23 @@ async fn run_demo(args: &UpArgs, prefect: &PrefectClient, state: &Path) -> anyho
             ])),
             entrypoint: Some("hello.py:hello".into()),
             path: Some(demo_dir.display().to_string()),
-            job_variables: Some(serde_json::json!({"env": {"PREFECT_HOME": state.join("flow-home")}})),
+            job_variables: Some(
+                serde_json::json!({"env": {"PREFECT_HOME": state.join("flow-home")}}),
+            ),
             work_pool_name: Some(args.work_pool.clone()),
             ..prefect_client::DeploymentCreate::new("demo", flow.id)
         })
         .await?;
     let run = prefect
-        .create_flow_run_from_deployment(deployment.id, &prefect_client::DeploymentFlowRunCreate::default())
+        .create_flow_run_from_deployment(
+            deployment.id,
+            &prefect_client::DeploymentFlowRunCreate::default(),
+        )
         .await?;
-    println!("\nDemo flow run {} ({}) created; following it:", run.name, run.id);
+    println!(
+        "\nDemo flow run {} ({}) created; following it:",
+        run.name, run.id
+    );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.demo_timeout);
     let mut last = String::new();
@@ -237,7 +295,13 @@ async fn run_demo(args: &UpArgs, prefect: &PrefectClient, state: &Path) -> anyho
         let current = prefect.read_flow_run(run.id).await?;
         let state = current.state.as_ref();
         let shown = state
-            .map(|s| format!("{} ({})", s.display_name(), s.message.clone().unwrap_or_default()))
+            .map(|s| {
+                format!(
+                    "{} ({})",
+                    s.display_name(),
+                    s.message.clone().unwrap_or_default()
+                )
+            })
             .unwrap_or_else(|| "no state".into());
         if shown != last {
             println!("  {}  {shown}", chrono::Utc::now().format("%H:%M:%S"));
@@ -272,7 +336,10 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bail!("{what} was not ready within {} s (see the logs)", timeout.as_secs())
+    bail!(
+        "{what} was not ready within {} s (see the logs)",
+        timeout.as_secs()
+    )
 }
 
 fn nats_binary() -> PathBuf {

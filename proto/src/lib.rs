@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn subjects_escape_nats_wildcards() {
-        assert_eq!(subjects::due_subject("my pool.a*"), "flow-runs.due.my_pool_a_");
+        assert_eq!(
+            subjects::due_subject("my pool.a*"),
+            "flow-runs.due.my_pool_a_"
+        );
         assert_eq!(subjects::due_message_id("r", "s"), "r:s");
     }
 }

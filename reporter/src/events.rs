@@ -1,16 +1,18 @@
-//! Pod events (core/v1 `Event`: Scheduled, Pulling, BackOff, FailedScheduling, Killing,
-//! Evicted, …) turned into flow-run log lines, each with a dedup key that stays the same
-//! across reporter restarts so a restarted reporter can skip what it already forwarded.
+//! Events about our pods (core/v1 `Event`: Scheduled, Pulling, BackOff, FailedScheduling,
+//! Killing, Evicted, …) and Jobs (SuccessfulCreate, FailedCreate, BackoffLimitExceeded, …)
+//! turned into flow-run log lines, each with a dedup key that stays the same across
+//! reporter restarts so a restarted reporter can skip what it already forwarded.
 //!
 //! The Event does not carry our labels: the caller finds the flow run through
-//! [`PodEventLog::pod_uid`] (or namespace + pod name) in its pod views.
+//! [`EventLog::subject_uid`] (or namespace + name) in its pod and Job views, see
+//! [`EventLog::concerns_pod`] and [`EventLog::concerns_job`].
 
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Event;
 use uuid::Uuid;
 
-use crate::observe::{timestamp_of, timestamp_of_micro, PodView, Timestamp};
+use crate::observe::{timestamp_of, timestamp_of_micro, JobView, PodView, Timestamp};
 
 /// Prefect (Python `logging`) level of a forwarded line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,8 +45,8 @@ pub struct EventDedupKey {
 }
 
 impl EventDedupKey {
-    /// A UUID derived only from the key (v5), usable as a `Nats-Msg-Id`, a KV key or a
-    /// Prefect log id, identical in every reporter process.
+    /// A UUID derived only from the key (v5), identical in every reporter process: usable
+    /// as a `Nats-Msg-Id` or as the key of a KV bucket of forwarded events.
     pub fn to_uuid(&self) -> Uuid {
         let namespace = Uuid::new_v5(
             &Uuid::NAMESPACE_URL,
@@ -65,11 +67,36 @@ impl fmt::Display for EventDedupKey {
     }
 }
 
-/// A pod Event as a flow-run log line.
+/// The kind of object an Event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventSubjectKind {
+    Pod,
+    Job,
+}
+
+impl EventSubjectKind {
+    fn parse(kind: Option<&str>) -> Option<Self> {
+        match kind {
+            Some("Pod") => Some(Self::Pod),
+            Some("Job") => Some(Self::Job),
+            _ => None,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Pod => "pod",
+            Self::Job => "Job",
+        }
+    }
+}
+
+/// An Event about one of our pods or Jobs as a flow-run log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodEventLog {
-    pub pod_uid: Option<Box<str>>,
-    pub pod_name: Box<str>,
+pub struct EventLog {
+    pub subject_kind: EventSubjectKind,
+    pub subject_uid: Option<Box<str>>,
+    pub subject_name: Box<str>,
     pub namespace: Box<str>,
     pub level: LogLevel,
     pub message: String,
@@ -79,12 +106,23 @@ pub struct PodEventLog {
     pub dedup_key: EventDedupKey,
 }
 
-impl PodEventLog {
+impl EventLog {
     /// The Event is about this pod (same uid when known, else same namespace and name).
-    pub fn concerns(&self, pod: &PodView) -> bool {
-        match &self.pod_uid {
-            Some(uid) => *uid == pod.uid,
-            None => self.namespace == pod.namespace && self.pod_name == pod.name,
+    pub fn concerns_pod(&self, pod: &PodView) -> bool {
+        self.subject_kind == EventSubjectKind::Pod
+            && self.is_about(&pod.uid, &pod.namespace, &pod.name)
+    }
+
+    /// The Event is about this Job (same uid when known, else same namespace and name).
+    pub fn concerns_job(&self, job: &JobView) -> bool {
+        self.subject_kind == EventSubjectKind::Job
+            && self.is_about(&job.uid, &job.namespace, &job.name)
+    }
+
+    fn is_about(&self, uid: &str, namespace: &str, name: &str) -> bool {
+        match &self.subject_uid {
+            Some(subject_uid) => **subject_uid == *uid,
+            None => *self.namespace == *namespace && *self.subject_name == *name,
         }
     }
 }
@@ -101,14 +139,12 @@ const ERROR_REASONS: [&str; 5] = [
 /// Normal-typed reasons that still announce trouble (e.g. `Back-off pulling image`).
 const WARNING_REASONS: [&str; 1] = ["BackOff"];
 
-/// The log line for an Event about a pod; `None` when the Event is about something else
-/// or lacks a name/reason.
-pub fn pod_event_log(event: &Event) -> Option<PodEventLog> {
+/// The log line for an Event about a pod or a Job; `None` when the Event is about
+/// another kind of object or lacks a name/reason.
+pub fn event_log(event: &Event) -> Option<EventLog> {
     let involved = &event.involved_object;
-    if involved.kind.as_deref() != Some("Pod") {
-        return None;
-    }
-    let pod_name: Box<str> = involved.name.as_deref().filter(|n| !n.is_empty())?.into();
+    let subject_kind = EventSubjectKind::parse(involved.kind.as_deref())?;
+    let subject_name: Box<str> = involved.name.as_deref().filter(|n| !n.is_empty())?.into();
     let reason = event.reason.as_deref().filter(|r| !r.is_empty())?;
     let namespace: Box<str> = involved
         .namespace
@@ -137,7 +173,10 @@ pub fn pod_event_log(event: &Event) -> Option<PodEventLog> {
     } else {
         LogLevel::Info
     };
-    let mut message = format!("Kubernetes event {reason} on pod {pod_name}");
+    let mut message = format!(
+        "Kubernetes event {reason} on {} {subject_name}",
+        subject_kind.noun()
+    );
     if let Some(container) = involved
         .field_path
         .as_deref()
@@ -157,42 +196,44 @@ pub fn pod_event_log(event: &Event) -> Option<PodEventLog> {
     if count > 1 {
         message.push_str(&format!(" (seen {count} times)"));
     }
-    let timestamp = event
-        .last_timestamp
-        .as_ref()
-        .and_then(timestamp_of)
-        .or_else(|| {
-            event
-                .series
-                .as_ref()
-                .and_then(|series| series.last_observed_time.as_ref())
-                .and_then(timestamp_of_micro)
-        })
-        .or_else(|| event.event_time.as_ref().and_then(timestamp_of_micro))
-        .or_else(|| event.first_timestamp.as_ref().and_then(timestamp_of))
-        .or_else(|| {
-            event
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .and_then(timestamp_of)
-        });
-    Some(PodEventLog {
-        pod_uid: involved
+    Some(EventLog {
+        subject_kind,
+        subject_uid: involved
             .uid
             .as_deref()
             .filter(|uid| !uid.is_empty())
             .map(Box::from),
-        pod_name,
+        subject_name,
         namespace,
         level,
         message,
-        timestamp,
+        timestamp: last_seen(event),
         dedup_key: EventDedupKey {
             event: event_identity,
             count,
         },
     })
+}
+
+fn last_seen(event: &Event) -> Option<Timestamp> {
+    let series_time = || {
+        let series = event.series.as_ref()?;
+        series
+            .last_observed_time
+            .as_ref()
+            .and_then(timestamp_of_micro)
+    };
+    event
+        .last_timestamp
+        .as_ref()
+        .and_then(timestamp_of)
+        .or_else(series_time)
+        .or_else(|| event.event_time.as_ref().and_then(timestamp_of_micro))
+        .or_else(|| event.first_timestamp.as_ref().and_then(timestamp_of))
+        .or_else(|| {
+            let created = event.metadata.creation_timestamp.as_ref()?;
+            timestamp_of(created)
+        })
 }
 
 /// `spec.containers{name}` / `spec.initContainers{name}` -> `name`.
@@ -217,7 +258,7 @@ mod tests {
             at(1),
             None,
         );
-        let line = pod_event_log(&event).expect("pod event");
+        let line = event_log(&event).expect("pod event");
         assert_eq!(line.level, LogLevel::Info);
         assert_eq!(
             line.message,
@@ -231,13 +272,11 @@ mod tests {
         );
         assert_eq!(
             line.dedup_key.to_uuid(),
-            pod_event_log(&event)
-                .expect("pod event")
-                .dedup_key
-                .to_uuid(),
+            event_log(&event).expect("pod event").dedup_key.to_uuid(),
             "same key, same uuid"
         );
-        assert!(line.concerns(&PodFixture::new().view()));
+        assert!(line.concerns_pod(&PodFixture::new().view()));
+        assert!(!line.concerns_job(&JobFixture::new().view()));
     }
 
     #[test]
@@ -250,7 +289,7 @@ mod tests {
             at(0),
             None,
         );
-        let line = pod_event_log(&event).expect("pod event");
+        let line = event_log(&event).expect("pod event");
         assert_eq!(line.level, LogLevel::Warning);
         assert_eq!(line.level.python_level(), 30);
         assert!(line
@@ -276,8 +315,8 @@ mod tests {
             at(70),
             Some("spec.containers{prefect-job}"),
         );
-        let first = pod_event_log(&first).expect("pod event");
-        let fourth = pod_event_log(&fourth).expect("pod event");
+        let first = event_log(&first).expect("pod event");
+        let fourth = event_log(&fourth).expect("pod event");
         assert_eq!(
             first.level,
             LogLevel::Warning,
@@ -304,34 +343,52 @@ mod tests {
             at(9),
             None,
         );
-        assert_eq!(
-            pod_event_log(&event).expect("pod event").level,
-            LogLevel::Error
-        );
+        assert_eq!(event_log(&event).expect("pod event").level, LogLevel::Error);
     }
 
     #[test]
-    fn events_about_other_kinds_are_not_pod_logs() {
+    fn failed_create_on_the_job_is_a_warning_about_the_job() {
         let mut event = pod_event(
-            "Normal",
-            "SuccessfulCreate",
-            "Created pod: x",
-            1,
-            at(0),
+            "Warning",
+            "FailedCreate",
+            "Error creating: pods \"crimson-otter-x7k2p-5bhw4\" is forbidden: exceeded quota: compute, requested: cpu=2, used: cpu=8, limited: cpu=8",
+            3,
+            at(20),
             None,
         );
         event.involved_object.kind = Some("Job".to_owned());
-        assert_eq!(pod_event_log(&event), None);
+        event.involved_object.name = Some(JOB_NAME.to_owned());
+        event.involved_object.uid = Some(JOB_UID.to_owned());
+        let line = event_log(&event).expect("job event");
+        assert_eq!(line.subject_kind, EventSubjectKind::Job);
+        assert_eq!(line.level, LogLevel::Warning);
+        assert!(
+            line.message.starts_with(
+                "Kubernetes event FailedCreate on Job crimson-otter-x7k2p: Error creating:"
+            ),
+            "{}",
+            line.message
+        );
+        assert!(line.concerns_job(&JobFixture::new().view()));
+        assert!(!line.concerns_pod(&PodFixture::new().view()));
+    }
+
+    #[test]
+    fn events_about_other_kinds_are_not_forwarded() {
+        let mut event = pod_event("Normal", "Starting", "Starting kubelet.", 1, at(0), None);
+        event.involved_object.kind = Some("Node".to_owned());
+        assert_eq!(event_log(&event), None);
     }
 
     #[test]
     fn event_without_uid_is_keyed_by_its_name() {
         let mut event = pod_event("Normal", "Pulling", "Pulling image \"x\"", 2, at(3), None);
         event.metadata.uid = None;
-        let line = pod_event_log(&event).expect("pod event");
+        let line = event_log(&event).expect("pod event");
         assert_eq!(
             line.dedup_key.to_string(),
             "prefect/crimson-otter-x7k2p-5bhw4.18a3c2f1d2e3b4c5#2"
         );
+        assert!(line.concerns_pod(&PodFixture::new().view()));
     }
 }

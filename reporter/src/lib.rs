@@ -7,9 +7,36 @@
 //! - [`observe`]: compact `PodView`/`JobView` snapshots of our Pods and Jobs (what the
 //!   decisions need, small enough to keep 10,000 pods in memory).
 //! - [`run_state`]: the flow run's current Prefect state (type and name).
-//! - [`decide`]: `decide()`, the `InfrastructurePending`/`Crashed` decision for one run,
+//! - [`decide`](mod@decide): `decide()`, the `InfrastructurePending`/`Crashed` decision for one run,
 //!   and `crash_message()`, the `Crashed` state message with the pod log tail.
-//! - [`events`]: pod Events as flow-run log lines with restart-stable dedup keys.
+//! - [`events`]: Events about our pods and Jobs as flow-run log lines with
+//!   restart-stable dedup keys.
+//!
+//! How the service calls it for one flow run (watchers keep the views up to date):
+//!
+//! ```
+//! use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+//! use reporter::{crash_message, decide, Decision, DecisionInput, DecisionSettings};
+//! use reporter::{FlowRunState, JobView, PodView, StateType, Timestamp};
+//!
+//! fn evaluate(jobs: &[Job], pods: &[Pod], state: &FlowRunState, now: Timestamp) -> Option<String> {
+//!     let jobs: Vec<JobView> = jobs.iter().filter_map(JobView::from_job).collect();
+//!     let pods: Vec<PodView> = pods.iter().filter_map(PodView::from_pod).collect();
+//!     let settings = DecisionSettings::default();
+//!     let input = DecisionInput { run_state: state, jobs: &jobs, pods: &pods, now, settings: &settings };
+//!     match decide(&input) {
+//!         Decision::ProposeCrashed(report) => {
+//!             // Read `report.log_source()` (tailLines, previous) first, then:
+//!             Some(crash_message(&report, None))
+//!         }
+//!         Decision::ProposeInfrastructurePending => Some(reporter::INFRASTRUCTURE_PENDING_MESSAGE.to_owned()),
+//!         Decision::WaitUntil(_) | Decision::Nothing => None,
+//!     }
+//! }
+//!
+//! let running = FlowRunState::new(StateType::Running, "Running");
+//! assert_eq!(evaluate(&[], &[], &running, chrono::Utc::now()), None);
+//! ```
 
 pub mod decide;
 pub mod events;
@@ -21,7 +48,8 @@ mod test_fixtures;
 
 pub use decide::{
     crash_message, decide, CrashCause, CrashReport, Decision, DecisionInput, DecisionSettings,
+    INFRASTRUCTURE_PENDING_MESSAGE,
 };
-pub use events::{pod_event_log, EventDedupKey, LogLevel, PodEventLog};
+pub use events::{event_log, EventDedupKey, EventLog, EventSubjectKind, LogLevel};
 pub use observe::{JobView, PodView, Timestamp};
 pub use run_state::{FlowRunState, StateType, INFRASTRUCTURE_PENDING};

@@ -19,7 +19,11 @@ use flow_run_proto::subjects;
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsOptions {
     /// NATS server URL(s), comma separated.
-    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "nats-url",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub url: String,
     /// A NATS credentials file (JWT + nkey seed).
     #[arg(long = "nats-creds", env = "NATS_CREDS")]
@@ -92,13 +96,14 @@ pub async fn connect(
             }
         });
     if let Some(path) = &options.creds_file {
-        connect = connect
-            .credentials_file(path)
-            .await
-            .map_err(|source| NatsSetupError::Credentials {
-                path: path.clone(),
-                source,
-            })?;
+        connect =
+            connect
+                .credentials_file(path)
+                .await
+                .map_err(|source| NatsSetupError::Credentials {
+                    path: path.clone(),
+                    source,
+                })?;
     }
     if let (Some(user), Some(password)) = (&options.user, &options.password) {
         connect = connect.user_and_password(user.clone(), password.clone());
@@ -171,7 +176,13 @@ pub async fn ensure_streams(
 pub fn dispatcher_consumer_name(work_pool: &str) -> String {
     let token: String = work_pool
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{}-{token}", subjects::DISPATCHER_CONSUMER)
 }

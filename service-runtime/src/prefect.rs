@@ -23,7 +23,11 @@ pub struct PrefectOptions {
     pub api_key: Option<String>,
     /// `user:password` for a server with `PREFECT_SERVER_API_AUTH_STRING`,
     /// sent as `Authorization: Basic`.
-    #[arg(long = "api-auth-string", env = "PREFECT_API_AUTH_STRING", hide_env_values = true)]
+    #[arg(
+        long = "api-auth-string",
+        env = "PREFECT_API_AUTH_STRING",
+        hide_env_values = true
+    )]
     pub auth_string: Option<String>,
 }
 
@@ -32,7 +36,10 @@ impl fmt::Debug for PrefectOptions {
         f.debug_struct("PrefectOptions")
             .field("api_url", &self.api_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("auth_string", &self.auth_string.as_ref().map(|_| "<redacted>"))
+            .field(
+                "auth_string",
+                &self.auth_string.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

@@ -27,6 +27,8 @@ pub enum CrashCause {
         reason: Option<Box<str>>,
         message: Option<Box<str>>,
     },
+    /// The pod was scheduled but did not start within `DecisionSettings::pod_start_timeout`.
+    PodNotStarted { timeout_seconds: u64 },
     /// The Job created no pod within `pod_watch_timeout_seconds` (quota, missing
     /// ServiceAccount, admission webhook: see the Job's `FailedCreate` events).
     NoPodCreated { timeout_seconds: u64 },
@@ -237,6 +239,11 @@ fn headline(report: &CrashReport) -> String {
             end_sentence(&mut text);
             return text;
         }
+        CrashCause::PodNotStarted { timeout_seconds } => format!(
+            "Pod {}/{pod_name} (Job {}) was scheduled but did not start within {timeout_seconds} s; \
+             see the pod's events (e.g. FailedMount).",
+            report.namespace, report.job_name
+        ),
         CrashCause::NoPodCreated { timeout_seconds } => format!(
             "Kubernetes Job {job} created no pod within {timeout_seconds} s \
              (pod_watch_timeout_seconds); see the Job's FailedCreate events."

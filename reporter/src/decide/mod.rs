@@ -15,9 +15,16 @@
 //! | pod pending, container waiting in `ErrImagePull`/`ImagePullBackOff`/`InvalidImageName` | `PENDING`/`RUNNING` | `Crashed` after `image_error_grace`, `WaitUntil` before |
 //! | pod pending, container waiting in `CreateContainerConfigError` | `PENDING`/`RUNNING` | `Crashed` after `config_error_grace` naming the missing Secret/ConfigMap/key |
 //! | pod pending, not scheduled | `PENDING`/`RUNNING` | `Crashed` after the Job's pod-watch timeout from pod creation |
-//! | Job in progress without any pod | `PENDING`/`RUNNING` | `Crashed` after the pod-watch timeout from Job creation |
+//! | Job in progress without any pod and `status.active == 0` | `PENDING`/`RUNNING` | `Crashed` after the pod-watch timeout from Job creation (`FailedCreate`: quota, missing ServiceAccount) |
+//! | pod scheduled but still pending after `pod_start_timeout` (opt-in, off by default) | `PENDING`/`RUNNING` | `Crashed` |
 //! | pod pending otherwise (or inside a grace period) | `SCHEDULED`, `PENDING` not named `InfrastructurePending` | `ProposeInfrastructurePending` |
 //! | pod failed/evicted/OOM-killed while the Job still has retries | any | `Nothing` (the Job replaces the pod; the Job's failure decides) |
+//!
+//! Grace of a waiting container: from [`crate::observe::WaitingView::first_observed`]
+//! (kept across updates by `PodView::carry_over_from`), else, right after a reporter
+//! restart, from the pod's scheduling. The settle grace also lets an evicted pod's flow
+//! reschedule its own run (`backoffLimit: 0` + SIGTERM ⇒ `SCHEDULED`/`AwaitingRetry`),
+//! which is then never crashed.
 //!
 //! Across Jobs: a Job's crash (or its pending settle wait) is dropped while another Job of
 //! the same run still serves it (not deleted, not failed, not itself crashing): the
@@ -58,6 +65,12 @@ pub struct DecisionSettings {
     /// final state by itself before it is crashed. Default 10 s: the flow proposes its
     /// final state before its process exits, so this only covers a stale read of it.
     pub settle_grace: Duration,
+    /// How long a scheduled pod may stay `Pending` without any other rule firing (e.g.
+    /// `ContainerCreating` while a Secret volume cannot be mounted: only `FailedMount`
+    /// events tell) before the run is crashed. `None` (default) disables it, because
+    /// pulling a large image legitimately takes minutes (prefect#12071). Counted from the
+    /// pod's scheduling, so it includes the time init containers run.
+    pub pod_start_timeout: Option<Duration>,
 }
 
 impl Default for DecisionSettings {
@@ -67,6 +80,7 @@ impl Default for DecisionSettings {
             config_error_grace: Duration::from_secs(30),
             default_pod_watch_timeout: Duration::from_secs(60),
             settle_grace: Duration::from_secs(10),
+            pod_start_timeout: None,
         }
     }
 }
@@ -88,13 +102,16 @@ pub struct DecisionInput<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Nothing,
-    /// `set_state {type: PENDING, name: InfrastructurePending, message: "Kubernetes pod is pending."}`.
+    /// `set_state {type: PENDING, name: InfrastructurePending, message: INFRASTRUCTURE_PENDING_MESSAGE}`.
     ProposeInfrastructurePending,
     /// `set_state {type: CRASHED, name: Crashed, message: crash_message(report, log tail)}`.
     ProposeCrashed(CrashReport),
     /// Nothing yet; evaluate again at this instant (a grace period or timeout ends).
     WaitUntil(Timestamp),
 }
+
+/// Message of the `InfrastructurePending` proposal (the Python observer's).
+pub const INFRASTRUCTURE_PENDING_MESSAGE: &str = "Kubernetes pod is pending.";
 
 /// The decision for one flow run.
 pub fn decide(input: &DecisionInput<'_>) -> Decision {
@@ -140,7 +157,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
                 if job_has_ended(job) && served_by_another(job) {
                     continue;
                 }
-                wake_at = Some(wake_at.map_or(*at, |earlier| earlier.min(*at)));
+                keep_earliest(&mut wake_at, *at);
             }
         }
     }
@@ -182,8 +199,11 @@ fn decide_for_job(job: &JobView, input: &DecisionInput<'_>) -> Decision {
     let pod_watch_timeout = pod_watch_timeout(job, input.settings);
     let mut pods = pods_of(job, input.pods).peekable();
     if pods.peek().is_none() {
-        // No pod at all yet: the controller could not create one (FailedCreate) or is about to.
-        let (Some(timeout), Some(created), true) = (pod_watch_timeout, job.created, may_crash)
+        // No pod at all: the controller could not create one (FailedCreate) or is about to.
+        // When it counts an active pod we merely do not see it (watch lag, labels removed
+        // from the pod template): never crash for that.
+        let (Some(timeout), Some(created), true, 0) =
+            (pod_watch_timeout, job.created, may_crash, job.active)
         else {
             return Decision::Nothing;
         };
@@ -206,7 +226,7 @@ fn decide_for_job(job: &JobView, input: &DecisionInput<'_>) -> Decision {
         }
         match pending_pod_verdict(job, pod, pod_watch_timeout, input) {
             Decision::ProposeCrashed(report) => return Decision::ProposeCrashed(report),
-            Decision::WaitUntil(at) => wake_at = Some(wake_at.map_or(at, |w| w.min(at))),
+            Decision::WaitUntil(at) => keep_earliest(&mut wake_at, at),
             Decision::Nothing | Decision::ProposeInfrastructurePending => {}
         }
     }
@@ -294,7 +314,7 @@ fn pending_pod_verdict(
             container_crash(job, pod, container, waiting, class, grace)
         });
         match decision {
-            Decision::WaitUntil(at) => wake_at = Some(wake_at.map_or(at, |w| w.min(at))),
+            Decision::WaitUntil(at) => keep_earliest(&mut wake_at, at),
             crashed => return crashed,
         }
     }
@@ -318,9 +338,36 @@ fn pending_pod_verdict(
                 }),
             });
             match decision {
-                Decision::WaitUntil(at) => wake_at = Some(wake_at.map_or(at, |w| w.min(at))),
+                Decision::WaitUntil(at) => keep_earliest(&mut wake_at, at),
                 crashed => return crashed,
             }
+        }
+    }
+    if let (Some(timeout), Some(scheduled_at)) = (settings.pod_start_timeout, pod.scheduled_at()) {
+        let timeout = to_delta(timeout);
+        let decision = crash_or_wait(later_by(scheduled_at, timeout), input.now, || {
+            let container = pod
+                .containers
+                .iter()
+                .find(|container| container.waiting.is_some())
+                .map(describe_container);
+            CrashReport {
+                cause: CrashCause::PodNotStarted {
+                    timeout_seconds: timeout.num_seconds().unsigned_abs(),
+                },
+                namespace: job.namespace.clone(),
+                job_name: job.name.clone(),
+                pod: Some(CrashedPod {
+                    name: pod.name.clone(),
+                    reason: pod.status_reason.clone(),
+                    message: pod.status_message.clone(),
+                    container,
+                }),
+            }
+        });
+        match decision {
+            Decision::WaitUntil(at) => keep_earliest(&mut wake_at, at),
+            crashed => return crashed,
         }
     }
     wake_at.map_or(Decision::Nothing, Decision::WaitUntil)
@@ -375,6 +422,10 @@ fn crash_or_wait(
     } else {
         Decision::WaitUntil(deadline)
     }
+}
+
+fn keep_earliest(wake_at: &mut Option<Timestamp>, candidate: Timestamp) {
+    *wake_at = Some(wake_at.map_or(candidate, |earlier| earlier.min(candidate)));
 }
 
 fn to_delta(duration: Duration) -> TimeDelta {

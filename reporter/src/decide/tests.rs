@@ -376,6 +376,15 @@ fn job_without_any_pod_past_the_pod_watch_timeout_crashes() {
     assert!(crash_message(&report, None).contains("created no pod within 60 s"));
 }
 
+#[test]
+fn job_counting_an_active_pod_the_reporter_does_not_see_is_not_crashed() {
+    let jobs = [JobFixture::new().active().view()];
+    assert_eq!(
+        decide_at(&running(), &jobs, &[], at(3600)),
+        Decision::Nothing
+    );
+}
+
 // --- Pod and Job failures --------------------------------------------------------------
 
 #[test]
@@ -747,4 +756,206 @@ fn crash_message_keeps_only_the_last_whole_lines_of_a_long_log() {
         &tail[..20]
     );
     assert!(tail.ends_with("line 1999"));
+}
+
+// --- Pods that never start for other reasons -------------------------------------------
+
+#[test]
+fn pod_stuck_in_container_creating_is_left_alone_by_default() {
+    let jobs = [JobFixture::new().active().view()];
+    let pods = [PodFixture::new().container_creating(at(1)).view()];
+    assert_eq!(
+        decide_at(&infrastructure_pending(), &jobs, &pods, at(3600)),
+        Decision::Nothing
+    );
+}
+
+#[test]
+fn pod_stuck_in_container_creating_crashes_after_the_opt_in_start_timeout() {
+    let settings = DecisionSettings {
+        pod_start_timeout: Some(Duration::from_secs(600)),
+        ..DecisionSettings::default()
+    };
+    let jobs = [JobFixture::new().active().view()];
+    let pods = [PodFixture::new().container_creating(at(1)).view()];
+    let state = infrastructure_pending();
+    let input = |now| DecisionInput {
+        run_state: &state,
+        jobs: &jobs,
+        pods: &pods,
+        now,
+        settings: &settings,
+    };
+    assert_eq!(decide(&input(at(100))), Decision::WaitUntil(at(601)));
+    let report = crashed(decide(&input(at(601))));
+    assert_eq!(
+        report.cause,
+        CrashCause::PodNotStarted {
+            timeout_seconds: 600
+        }
+    );
+    let text = crash_message(&report, None);
+    assert!(text.contains("did not start within 600 s"), "{text}");
+    assert!(
+        text.contains("container \"prefect-job\": ContainerCreating."),
+        "{text}"
+    );
+}
+
+#[test]
+fn init_container_pull_error_crashes_naming_the_init_container() {
+    let mut pod = PodFixture::new()
+        .waiting(at(1), "PodInitializing", "")
+        .json();
+    pod["spec"]["initContainers"] =
+        serde_json::json!([{"name": "fetch-code", "image": "busybox:nope"}]);
+    pod["status"]["initContainerStatuses"] = serde_json::json!([{
+        "name": "fetch-code",
+        "state": {"waiting": {"reason": "ErrImagePull", "message": "busybox:nope: not found"}},
+        "lastState": {}, "ready": false, "restartCount": 0, "image": "busybox:nope", "imageID": "", "started": false
+    }]);
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).expect("pod");
+    let pods = [PodView::from_pod(&pod).expect("ours")];
+    let jobs = [JobFixture::new().active().view()];
+    let report = crashed(decide_at(&infrastructure_pending(), &jobs, &pods, at(70)));
+    let text = crash_message(&report, None);
+    assert!(
+        text.starts_with("Container \"fetch-code\" of pod prefect/crimson-otter-x7k2p-5bhw4"),
+        "{text}"
+    );
+    assert!(text.contains("waiting in ErrImagePull"), "{text}");
+}
+
+// --- Invariants over every scenario above ----------------------------------------------
+
+/// Every (Jobs, pods) scenario of this file, at its most crash-prone.
+fn all_scenarios() -> Vec<(Vec<JobView>, Vec<PodView>)> {
+    let mut deleted = JobFixture::new().active().view();
+    deleted.mark_deleted(at(10));
+    let failed = JobFixture::new()
+        .failed(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            at(5),
+        )
+        .view();
+    let active = JobFixture::new().active().view();
+    vec![
+        (
+            vec![active.clone()],
+            vec![PodFixture::new()
+                .waiting(at(1), "ErrImagePull", PULL_MESSAGE)
+                .view()],
+        ),
+        (
+            vec![active.clone()],
+            vec![PodFixture::new()
+                .waiting(at(1), "InvalidImageName", "bad")
+                .view()],
+        ),
+        (
+            vec![active.clone()],
+            vec![PodFixture::new()
+                .waiting(
+                    at(1),
+                    "CreateContainerConfigError",
+                    "secret \"s\" not found",
+                )
+                .view()],
+        ),
+        (
+            vec![active.clone()],
+            vec![PodFixture::new()
+                .unschedulable(SCHEDULER_MESSAGE, at(0))
+                .view()],
+        ),
+        (vec![JobFixture::new().view()], vec![]),
+        (
+            vec![failed.clone()],
+            vec![PodFixture::new().terminated("OOMKilled", 137, at(4)).view()],
+        ),
+        (
+            vec![failed],
+            vec![PodFixture::new().evicted("low memory", at(4)).view()],
+        ),
+        (
+            vec![JobFixture::new()
+                .failed("DeadlineExceeded", "deadline", at(5))
+                .view()],
+            vec![],
+        ),
+        (vec![deleted], vec![PodFixture::new().running(at(2)).view()]),
+        (
+            vec![JobFixture::new().complete(at(5)).view()],
+            vec![PodFixture::new().terminated("Completed", 0, at(4)).view()],
+        ),
+    ]
+}
+
+#[test]
+fn no_scenario_crashes_a_run_that_is_final_scheduled_paused_or_cancelling() {
+    let settled = [
+        run_state(StateType::Completed, "Completed"),
+        run_state(StateType::Failed, "Failed"),
+        run_state(StateType::Cancelled, "Cancelled"),
+        run_state(StateType::Crashed, "Crashed"),
+        run_state(StateType::Scheduled, "Scheduled"),
+        run_state(StateType::Scheduled, "AwaitingRetry"),
+        run_state(StateType::Paused, "Paused"),
+        run_state(StateType::Cancelling, "Cancelling"),
+    ];
+    let mut crashing_scenarios = 0;
+    for (jobs, pods) in all_scenarios() {
+        if matches!(
+            decide_at(&running(), &jobs, &pods, at(100_000)),
+            Decision::ProposeCrashed(_)
+        ) {
+            crashing_scenarios += 1;
+        }
+        for state in &settled {
+            for now in [at(0), at(61), at(100_000)] {
+                let decision = decide_at(state, &jobs, &pods, now);
+                assert!(
+                    !matches!(decision, Decision::ProposeCrashed(_)),
+                    "{state:?} at {now}: {decision:?} for {jobs:?} {pods:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        crashing_scenarios,
+        all_scenarios().len(),
+        "each scenario crashes a RUNNING run"
+    );
+}
+
+#[test]
+fn no_scenario_crashes_while_another_job_of_the_run_is_running() {
+    let serving_job = JobFixture::new()
+        .named(
+            "crimson-otter-r4t5y",
+            "a9e0c3d1-2b4f-4c6e-8d7a-9b0c1d2e3f4a",
+        )
+        .created(at(50))
+        .active()
+        .view();
+    let serving_pod = PodFixture::new()
+        .of_job(
+            "crimson-otter-r4t5y",
+            "a9e0c3d1-2b4f-4c6e-8d7a-9b0c1d2e3f4a",
+            "crimson-otter-r4t5y-m2n3b",
+            "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f",
+        )
+        .created(at(50))
+        .running(at(55))
+        .view();
+    for (mut jobs, mut pods) in all_scenarios() {
+        jobs.push(serving_job.clone());
+        pods.push(serving_pod.clone());
+        let decision = decide_at(&running(), &jobs, &pods, at(100_000));
+        assert!(
+            !matches!(decision, Decision::ProposeCrashed(_)),
+            "{decision:?} for {jobs:?}"
+        );
+    }
 }

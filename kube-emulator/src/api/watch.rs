@@ -1,0 +1,297 @@
+//! Watch streams: chunked newline-delimited `WatchEvent`s with headers flushed up front;
+//! start points (current state, a resourceVersion, or `sendInitialEvents` with the
+//! `k8s.io/initial-events-end` bookmark); selector transitions as ADDED/DELETED; periodic
+//! BOOKMARKs; 410 Expired as an in-stream ERROR event; `timeoutSeconds`; and cuts on demand.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use http::{HeaderValue, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::request::{Query, ResourcePath};
+use super::{render_object, Rendering};
+use crate::cluster::Cluster;
+use crate::error::ApiError;
+use crate::resources::ResourceType;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::store::{Change, ChangeKind};
+
+/// Which objects a watch sees.
+struct WatchFilter {
+    resource: &'static ResourceType,
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl WatchFilter {
+    fn matches(&self, object: &Value) -> bool {
+        if let Some(ns) = &self.namespace {
+            if object.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns.as_str()) {
+                return false;
+            }
+        }
+        self.labels.matches(object) && self.fields.matches(object)
+    }
+
+    /// The event (type, object) a change produces for this watch, if any.
+    fn event_for(&self, change: &Change) -> Option<(&'static str, Value)> {
+        if change.resource.id() != self.resource.id() {
+            return None;
+        }
+        match change.kind {
+            ChangeKind::Added => self.matches(&change.object).then(|| ("ADDED", (*change.object).clone())),
+            ChangeKind::Deleted => {
+                let previous = change.previous.as_deref().unwrap_or(&change.object);
+                self.matches(previous).then(|| ("DELETED", (*change.object).clone()))
+            }
+            ChangeKind::Modified => {
+                let was = change.previous.as_deref().is_some_and(|p| self.matches(p));
+                let is = self.matches(&change.object);
+                match (was, is) {
+                    (true, true) => Some(("MODIFIED", (*change.object).clone())),
+                    (false, true) => Some(("ADDED", (*change.object).clone())),
+                    (true, false) => {
+                        // The previous content with the new resourceVersion.
+                        let mut last = change.previous.as_deref().cloned().unwrap_or_default();
+                        last["metadata"]["resourceVersion"] = json!(change.resource_version.to_string());
+                        Some(("DELETED", last))
+                    }
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+}
+
+fn bookmark(resource: &ResourceType, rv: u64, initial_events_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if initial_events_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let mut object = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": metadata});
+    // Go serializes an empty Pod this way; keep the shape of real bookmarks.
+    if resource.plural == "pods" && resource.group.is_empty() {
+        object["spec"] = json!({"containers": null});
+        object["status"] = json!({});
+    }
+    object
+}
+
+fn expired_status(message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": "Expired", "code": 410
+    })
+}
+
+fn line(event_type: &str, object: &Value) -> Bytes {
+    let mut text = serde_json::to_string(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+/// Start a watch; the response (headers) is returned at once and events follow in the body.
+pub fn watch(
+    cluster: Arc<Cluster>,
+    rp: ResourcePath,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    query: &Query,
+    render: Rendering,
+) -> Result<Response, ApiError> {
+    let send_initial = query.get("sendInitialEvents").map(|v| v == "true");
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let rv_param = query.get("resourceVersion").unwrap_or_default().to_string();
+    if send_initial.is_some() {
+        if query.get("resourceVersionMatch") != Some("NotOlderThan") {
+            return Err(ApiError::invalid_options(
+                "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if send_initial == Some(true) && !bookmarks {
+            return Err(ApiError::invalid_options(
+                "ListOptions.meta.k8s.io \"\" is invalid: allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
+            ));
+        }
+    } else if query.get("resourceVersionMatch").is_some_and(|m| !m.is_empty()) {
+        return Err(ApiError::invalid_options(
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
+    }
+    let requested_rv: Option<u64> = if rv_param.is_empty() {
+        None
+    } else {
+        Some(rv_param.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid resource version: {rv_param:?}"))
+        })?)
+    };
+    let timeout = query.integer("timeoutSeconds")?.filter(|t| *t > 0).map(|t| Duration::from_secs(t as u64));
+    let filter = WatchFilter {
+        resource: rp.resource,
+        namespace: rp.namespace.clone(),
+        labels,
+        fields,
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
+    let task_cluster = cluster.clone();
+    // Subscribe before returning so no change between now and the first poll is lost.
+    let start = if send_initial == Some(true) || requested_rv.is_none() || requested_rv == Some(0) {
+        let state = cluster.store.watch_with_state(rp.resource, rp.namespace.as_deref());
+        WatchBeginning::State {
+            objects: state.objects,
+            receiver: state.receiver,
+            rv: state.resource_version,
+            initial_events_end: send_initial == Some(true),
+        }
+    } else {
+        let rv = requested_rv.unwrap_or_default();
+        match cluster.store.watch_from(rv) {
+            Ok(start) => WatchBeginning::History {
+                backlog: start.backlog,
+                receiver: start.receiver,
+                rv,
+            },
+            Err(_) => WatchBeginning::Expired(rv),
+        }
+    };
+    let cut = cluster.watch_cut.subscribe();
+    tokio::spawn(async move {
+        run_watch(task_cluster, filter, start, tx, timeout, bookmarks, render, cut).await;
+    });
+    let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    Ok(response)
+}
+
+enum WatchBeginning {
+    State {
+        objects: Vec<Arc<Value>>,
+        receiver: broadcast::Receiver<Arc<Change>>,
+        rv: u64,
+        initial_events_end: bool,
+    },
+    History {
+        backlog: Vec<Arc<Change>>,
+        receiver: broadcast::Receiver<Arc<Change>>,
+        rv: u64,
+    },
+    Expired(u64),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_watch(
+    cluster: Arc<Cluster>,
+    filter: WatchFilter,
+    start: WatchBeginning,
+    tx: mpsc::Sender<Result<Bytes, Infallible>>,
+    timeout: Option<Duration>,
+    bookmarks: bool,
+    render: Rendering,
+    mut cut: tokio::sync::watch::Receiver<u64>,
+) {
+    let resource = filter.resource;
+    let send = |event_type: &str, object: &Value| {
+        let rendered = if event_type == "ERROR" || event_type == "BOOKMARK" {
+            object.clone()
+        } else {
+            render_object(object, render, resource)
+        };
+        line(event_type, &rendered)
+    };
+    let (mut receiver, mut last_rv) = match start {
+        WatchBeginning::Expired(rv) => {
+            let _ = tx
+                .send(Ok(send(
+                    "ERROR",
+                    &expired_status(&format!(
+                        "The resourceVersion for the provided watch is too old. (requested {rv})"
+                    )),
+                )))
+                .await;
+            return;
+        }
+        WatchBeginning::State {
+            objects,
+            receiver,
+            rv,
+            initial_events_end,
+        } => {
+            for object in objects.iter().filter(|o| filter.matches(o)) {
+                if tx.send(Ok(send("ADDED", object))).await.is_err() {
+                    return;
+                }
+            }
+            if initial_events_end {
+                if tx.send(Ok(line("BOOKMARK", &bookmark(resource, rv, true)))).await.is_err() {
+                    return;
+                }
+            }
+            (receiver, rv)
+        }
+        WatchBeginning::History { backlog, receiver, rv } => {
+            let mut last = rv;
+            for change in backlog {
+                last = change.resource_version;
+                if let Some((event_type, object)) = filter.event_for(&change) {
+                    if tx.send(Ok(send(event_type, &object))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            (receiver, last)
+        }
+    };
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut bookmark_timer = tokio::time::interval(cluster.config.watch_bookmark_interval);
+    bookmark_timer.tick().await;
+    loop {
+        let sleep_until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            received = receiver.recv() => match received {
+                Ok(change) => {
+                    if change.resource_version <= last_rv {
+                        continue;
+                    }
+                    last_rv = change.resource_version;
+                    if let Some((event_type, object)) = filter.event_for(&change) {
+                        if tx.send(Ok(send(event_type, &object))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // A watcher too slow for the buffer is told to relist, like the apiserver
+                    // closing a blocked cache watcher.
+                    let _ = tx.send(Ok(send("ERROR", &expired_status(&format!(
+                        "too old resource version: {last_rv} ({})", cluster.store.resource_version()
+                    ))))).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = bookmark_timer.tick(), if bookmarks => {
+                if tx.send(Ok(line("BOOKMARK", &bookmark(resource, last_rv, false)))).await.is_err() {
+                    return;
+                }
+            }
+            _ = sleep_until_deadline => return,
+            _ = cut.changed() => return,
+            _ = cluster.shutdown.cancelled() => return,
+            _ = tx.closed() => return,
+        }
+    }
+}

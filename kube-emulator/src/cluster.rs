@@ -1,0 +1,132 @@
+//! [`Cluster`]: the shared state of one emulator instance — store, registry, captured logs,
+//! fault settings, watch-cut signal and configuration — handed to the HTTP layer and controllers.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::WriteContext;
+use crate::config::EmulatorConfig;
+use crate::container_logs::ContainerLogs;
+use crate::faults::Faults;
+use crate::registry::Registry;
+use crate::resources;
+use crate::store::Store;
+
+/// Everything one emulator instance shares between tasks.
+pub struct Cluster {
+    /// Configuration.
+    pub config: EmulatorConfig,
+    /// The object store.
+    pub store: Arc<Store>,
+    /// Verbs with apiserver semantics.
+    pub registry: Registry,
+    /// Captured container output.
+    pub logs: ContainerLogs,
+    /// Fault injection.
+    pub faults: Faults,
+    /// Bumped to cut every open watch stream.
+    pub watch_cut: watch::Sender<u64>,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+    /// The server URL (set once bound).
+    pub server_url: parking_lot::Mutex<String>,
+}
+
+impl Cluster {
+    /// A new cluster with the system namespaces, their default ServiceAccounts and the node.
+    pub fn new(config: EmulatorConfig) -> Arc<Self> {
+        let store = Arc::new(Store::new(config.watch_history, config.watch_buffer));
+        let (watch_cut, _) = watch::channel(0);
+        let cluster = Arc::new(Self {
+            registry: Registry::new(store.clone()),
+            store,
+            logs: ContainerLogs::default(),
+            faults: Faults::default(),
+            watch_cut,
+            shutdown: CancellationToken::new(),
+            server_url: parking_lot::Mutex::new(String::new()),
+            config,
+        });
+        cluster.bootstrap();
+        cluster
+    }
+
+    fn bootstrap(&self) {
+        let ctx = WriteContext::update("kube-apiserver");
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let _ = self.registry.create(
+                resources::namespaces(),
+                "",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                &ctx,
+                false,
+            );
+            self.ensure_namespace_defaults(ns);
+        }
+        let capacity = &self.config.node_capacity;
+        let now = crate::time::now_rfc3339();
+        let node = json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.config.node_name,
+                "labels": {
+                    "kubernetes.io/hostname": self.config.node_name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "node-role.kubernetes.io/control-plane": ""
+                }
+            },
+            "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]},
+            "status": {
+                "capacity": {"cpu": capacity.cpu, "memory": capacity.memory, "pods": capacity.pods.to_string()},
+                "allocatable": {"cpu": capacity.cpu, "memory": capacity.memory, "pods": capacity.pods.to_string()},
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available"},
+                    {"type": "DiskPressure", "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure"},
+                    {"type": "PIDPressure", "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available"},
+                    {"type": "Ready", "status": "True", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletReady", "message": "kubelet is posting ready status"}
+                ],
+                "addresses": [
+                    {"type": "InternalIP", "address": "172.18.0.2"},
+                    {"type": "Hostname", "address": self.config.node_name}
+                ],
+                "nodeInfo": {
+                    "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "6.1.0",
+                    "osImage": "kube-emulator", "containerRuntimeVersion": "emulator://1.0.0",
+                    "kubeletVersion": "v1.36.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"
+                }
+            }
+        });
+        let _ = self.registry.create(resources::nodes(), "", node, &ctx, false);
+    }
+
+    /// Create the namespace's `default` ServiceAccount and `kube-root-ca.crt` ConfigMap (what
+    /// the ServiceAccount and root-CA publisher controllers do).
+    pub fn ensure_namespace_defaults(&self, namespace: &str) {
+        let ctx = WriteContext::update("kube-controller-manager");
+        let _ = self.registry.create(
+            resources::service_accounts(),
+            namespace,
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+            &ctx,
+            false,
+        );
+        let _ = self.registry.create(
+            resources::configmaps(),
+            namespace,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
+                   "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nkube-emulator has no TLS\n-----END CERTIFICATE-----\n"}}),
+            &ctx,
+            false,
+        );
+    }
+
+    /// Cut every open watch stream (clients resume from their last resourceVersion).
+    pub fn cut_watches(&self) {
+        self.watch_cut.send_modify(|generation| *generation += 1);
+    }
+}

@@ -1,0 +1,91 @@
+//! Recording core/v1 Events the way the kubelet, scheduler and Job controller's legacy event
+//! recorders do: name `<object>.<hex nanos>`, `involvedObject`, `source`, timestamps, count.
+
+use serde_json::{json, Value};
+
+use crate::admission::WriteContext;
+use crate::cluster::Cluster;
+use crate::resources;
+use crate::time::{now_micro, now_rfc3339};
+
+/// Who reports an event.
+#[derive(Debug, Clone, Copy)]
+pub enum Reporter {
+    /// `kubelet` (with the node as host).
+    Kubelet,
+    /// `default-scheduler`.
+    Scheduler,
+    /// `job-controller`.
+    JobController,
+}
+
+impl Reporter {
+    fn component(self) -> &'static str {
+        match self {
+            Reporter::Kubelet => "kubelet",
+            Reporter::Scheduler => "default-scheduler",
+            Reporter::JobController => "job-controller",
+        }
+    }
+}
+
+/// Record an event about `object`.
+pub fn record(
+    cluster: &Cluster,
+    object: &Value,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+    reporter: Reporter,
+    field_path: Option<&str>,
+) {
+    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let now = now_rfc3339();
+    let mut involved = json!({
+        "kind": object["kind"],
+        "namespace": namespace,
+        "name": name,
+        "uid": object.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+        "apiVersion": object["apiVersion"],
+        "resourceVersion": object.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null),
+    });
+    if let Some(path) = field_path {
+        involved["fieldPath"] = json!(path);
+    }
+    let mut source = json!({"component": reporter.component()});
+    let mut reporting_instance = String::new();
+    if matches!(reporter, Reporter::Kubelet) {
+        source["host"] = json!(cluster.config.node_name);
+        reporting_instance = cluster.config.node_name.clone();
+    }
+    let mut event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": namespace},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message,
+        "source": source,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "type": event_type,
+        "eventTime": null,
+        "reportingComponent": reporter.component(),
+        "reportingInstance": reporting_instance,
+    });
+    if matches!(reporter, Reporter::Scheduler) {
+        // The scheduler uses the events.k8s.io recorder: eventTime set, no first/last timestamps.
+        event["eventTime"] = json!(now_micro());
+        event["action"] = json!(if reason == "Scheduled" { "Binding" } else { "Scheduling" });
+        event["firstTimestamp"] = Value::Null;
+        event["lastTimestamp"] = Value::Null;
+        event["reportingInstance"] = json!(format!("default-scheduler-{}", cluster.config.node_name));
+    }
+    let ctx = WriteContext::update(reporter.component());
+    if let Err(err) = cluster.registry.create(resources::core_events(), namespace, event, &ctx, false) {
+        tracing::debug!(%err, "could not record event");
+    }
+}

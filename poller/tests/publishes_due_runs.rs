@@ -1,0 +1,176 @@
+//! The poller against the real Prefect server and a real nats-server: due
+//! runs become one message each, carrying what the dispatcher needs, and
+//! polling again does not publish them again.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use flow_run_proto::{subjects, FlowRunDue};
+use futures::StreamExt;
+use poller::{publish::Publisher, PollerConfig};
+use prefect_client::{
+    ClientConfig, DeploymentCreate, DeploymentFlowRunCreate, PrefectClient, WorkQueueCreate,
+};
+use prost::Message;
+use serde_json::json;
+use test_stack::nats::NatsServer;
+use test_stack::prefect::{unique_name, PrefectServer};
+
+async fn read_all(js: &jetstream::Context) -> Vec<FlowRunDue> {
+    let stream = js.get_stream(subjects::FLOW_RUNS_STREAM).await.unwrap();
+    // An ephemeral, non-acking view: a WorkQueue allows one consumer per
+    // subject, and this test has no dispatcher.
+    let consumer = stream
+        .create_consumer(pull::Config {
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(Ok(message)) = messages.next().await {
+        out.push(FlowRunDue::decode(message.payload.as_ref()).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_runs_are_published_once_with_their_rendering_inputs() {
+    let prefect_server = PrefectServer::shared();
+    let nats_server = NatsServer::start();
+    let prefect =
+        PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+    let nats = async_nats::connect(nats_server.url()).await.unwrap();
+    let js = jetstream::new(nats);
+    service_runtime::nats::ensure_streams(&js).await.unwrap();
+
+    let mut config = PollerConfig::for_pool(unique_name("pool"));
+    config.worker_name = "poller-under-test".into();
+    let pool = poller::pool::ensure_work_pool(&prefect, &config)
+        .await
+        .unwrap();
+    assert_eq!(pool.pool_type, "kubernetes");
+    assert_eq!(
+        pool.base_job_template,
+        serde_json::from_str::<serde_json::Value>(poller::pool::DEFAULT_BASE_JOB_TEMPLATE).unwrap(),
+        "a new pool gets prefect-kubernetes 0.8's default template"
+    );
+
+    let flow = prefect.create_flow(&unique_name("flow")).await.unwrap();
+    let deployment = prefect
+        .create_deployment(&DeploymentCreate {
+            work_pool_name: Some(config.work_pool.clone()),
+            job_variables: Some(json!({"image": "example/flows:1", "env": {"A": "1"}})),
+            ..DeploymentCreate::new(unique_name("deployment"), flow.id)
+        })
+        .await
+        .unwrap();
+    let run = prefect
+        .create_flow_run_from_deployment(
+            deployment.id,
+            &DeploymentFlowRunCreate {
+                job_variables: Some(json!({"env": {"B": "2"}})),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let publisher = Publisher::new(js.clone());
+    let first = poller::poll_once(&prefect, &publisher, &config, pool.id)
+        .await
+        .unwrap();
+    assert_eq!(first.found, 1);
+    assert_eq!(first.published, 1);
+    // The same scheduled state polled again is a duplicate.
+    let second = poller::poll_once(&prefect, &publisher, &config, pool.id)
+        .await
+        .unwrap();
+    assert_eq!(second.found, 1);
+    assert_eq!(second.published, 0, "re-polling publishes nothing new");
+
+    let messages = read_all(&js).await;
+    assert_eq!(messages.len(), 1);
+    let due = &messages[0];
+    assert_eq!(due.flow_run_id, run.id.to_string());
+    assert_eq!(due.state_id, run.state.as_ref().unwrap().id.to_string());
+    assert_eq!(due.flow_run_name, run.name);
+    assert_eq!(due.flow_name, flow.name);
+    assert_eq!(due.deployment_id, deployment.id.to_string());
+    assert_eq!(due.deployment_name, deployment.name);
+    assert!(!due.deployment_updated.is_empty());
+    assert_eq!(due.work_pool_name, config.work_pool);
+    assert_eq!(due.work_pool_id, pool.id.to_string());
+    assert_eq!(due.poller_name, "poller-under-test");
+    let deployment_vars: serde_json::Value =
+        serde_json::from_str(&due.deployment_job_variables_json).unwrap();
+    assert_eq!(
+        deployment_vars,
+        json!({"image": "example/flows:1", "env": {"A": "1"}})
+    );
+    let run_vars: serde_json::Value =
+        serde_json::from_str(&due.flow_run_job_variables_json).unwrap();
+    assert_eq!(run_vars, json!({"env": {"B": "2"}}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_select_work_queues() {
+    let prefect_server = PrefectServer::shared();
+    let nats_server = NatsServer::start();
+    let prefect =
+        PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+    let js = jetstream::new(async_nats::connect(nats_server.url()).await.unwrap());
+    service_runtime::nats::ensure_streams(&js).await.unwrap();
+
+    let mut config = PollerConfig::for_pool(unique_name("pool"));
+    let pool = poller::pool::ensure_work_pool(&prefect, &config)
+        .await
+        .unwrap();
+    for queue in ["gpu", "cpu"] {
+        prefect
+            .create_work_queue(
+                &config.work_pool,
+                &WorkQueueCreate {
+                    name: queue.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let flow = prefect.create_flow(&unique_name("flow")).await.unwrap();
+    let mut runs = Vec::new();
+    for queue in ["gpu", "cpu"] {
+        let deployment = prefect
+            .create_deployment(&DeploymentCreate {
+                work_pool_name: Some(config.work_pool.clone()),
+                work_queue_name: Some(queue.into()),
+                ..DeploymentCreate::new(unique_name(queue), flow.id)
+            })
+            .await
+            .unwrap();
+        runs.push(
+            prefect
+                .create_flow_run_from_deployment(deployment.id, &DeploymentFlowRunCreate::default())
+                .await
+                .unwrap(),
+        );
+    }
+    // The seed agent's `--label gpu`: only the gpu queue's run.
+    config.work_queues = vec!["gpu".into()];
+    let outcome = poller::poll_once(&prefect, &Publisher::new(js.clone()), &config, pool.id)
+        .await
+        .unwrap();
+    assert_eq!(outcome.published, 1);
+    let messages = read_all(&js).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].flow_run_id, runs[0].id.to_string());
+    assert_eq!(messages[0].work_queue_name, "gpu");
+}
