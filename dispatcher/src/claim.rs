@@ -37,7 +37,10 @@ pub enum SkipReason {
     /// The run no longer exists.
     RunDeleted,
     /// The run has left the state the message was published for.
-    StateMoved { state_type: String, state_name: String },
+    StateMoved {
+        state_type: String,
+        state_name: String,
+    },
     /// Prefect refused the claim: another claimant won, or the run became
     /// ineligible (e.g. `AwaitingConcurrencySlot`, or Cancelled).
     NotClaimed { reason: String },
@@ -114,9 +117,9 @@ pub fn interpret(result: &OrchestrationResult, transition_id: Uuid) -> ClaimOutc
                 None => "rejected".into(),
             },
         }),
-        PrefectClaim::Wait { delay_seconds } => {
-            ClaimOutcome::Wait(std::time::Duration::from_secs(delay_seconds.clamp(1, 300) as u64))
-        }
+        PrefectClaim::Wait { delay_seconds } => ClaimOutcome::Wait(std::time::Duration::from_secs(
+            delay_seconds.clamp(1, 300) as u64,
+        )),
     }
 }
 
@@ -149,24 +152,40 @@ mod tests {
     #[test]
     fn a_run_still_in_the_published_state_is_claimed() {
         let (state, transition) = ids();
-        assert_eq!(decide(state, transition, Some(&run_in("SCHEDULED", state, None))), ClaimDecision::Propose);
+        assert_eq!(
+            decide(state, transition, Some(&run_in("SCHEDULED", state, None))),
+            ClaimDecision::Propose
+        );
     }
 
     #[test]
     fn a_run_rescheduled_under_a_new_state_is_not_claimed_by_the_old_message() {
         let (state, transition) = ids();
         let run = run_in("SCHEDULED", Uuid::from_u128(8), None);
-        assert!(matches!(decide(state, transition, Some(&run)), ClaimDecision::Skip(SkipReason::StateMoved { .. })));
+        assert!(matches!(
+            decide(state, transition, Some(&run)),
+            ClaimDecision::Skip(SkipReason::StateMoved { .. })
+        ));
     }
 
     #[test]
     fn finished_runs_are_never_claimed() {
         // Prefect would ACCEPT a Pending proposal on these: the check is ours.
         let (state, transition) = ids();
-        for finished in ["COMPLETED", "FAILED", "CRASHED", "CANCELLED", "RUNNING", "CANCELLING"] {
+        for finished in [
+            "COMPLETED",
+            "FAILED",
+            "CRASHED",
+            "CANCELLED",
+            "RUNNING",
+            "CANCELLING",
+        ] {
             let run = run_in(finished, state, Some(transition));
             assert!(
-                matches!(decide(state, transition, Some(&run)), ClaimDecision::Skip(_)),
+                matches!(
+                    decide(state, transition, Some(&run)),
+                    ClaimDecision::Skip(_)
+                ),
                 "{finished} must not be claimed"
             );
         }
@@ -176,15 +195,24 @@ mod tests {
     fn our_own_pending_claim_is_resumed_and_a_rivals_is_not() {
         let (state, transition) = ids();
         let ours = run_in("PENDING", Uuid::from_u128(9), Some(transition));
-        assert_eq!(decide(state, transition, Some(&ours)), ClaimDecision::Resume);
+        assert_eq!(
+            decide(state, transition, Some(&ours)),
+            ClaimDecision::Resume
+        );
         let rival = run_in("PENDING", Uuid::from_u128(9), Some(Uuid::from_u128(10)));
-        assert!(matches!(decide(state, transition, Some(&rival)), ClaimDecision::Skip(_)));
+        assert!(matches!(
+            decide(state, transition, Some(&rival)),
+            ClaimDecision::Skip(_)
+        ));
     }
 
     #[test]
     fn a_deleted_run_is_skipped() {
         let (state, transition) = ids();
-        assert_eq!(decide(state, transition, None), ClaimDecision::Skip(SkipReason::RunDeleted));
+        assert_eq!(
+            decide(state, transition, None),
+            ClaimDecision::Skip(SkipReason::RunDeleted)
+        );
     }
 
     fn result(value: serde_json::Value) -> OrchestrationResult {
@@ -194,15 +222,34 @@ mod tests {
     #[test]
     fn accept_and_duplicate_reject_are_claims_abort_is_not() {
         let (_, transition) = ids();
-        let accepted = result(json!({"status": "ACCEPT", "state": {"id": Uuid::from_u128(1), "type": "PENDING", "name": "Pending", "state_details": {"transition_id": transition}}, "details": {"type": "accept_details"}}));
+        let accepted = result(
+            json!({"status": "ACCEPT", "state": {"id": Uuid::from_u128(1), "type": "PENDING", "name": "Pending", "state_details": {"transition_id": transition}}, "details": {"type": "accept_details"}}),
+        );
         assert_eq!(interpret(&accepted, transition), ClaimOutcome::Claimed);
-        let duplicate = result(json!({"status": "REJECT", "state": {"id": Uuid::from_u128(1), "type": "PENDING", "name": "Pending", "state_details": {"transition_id": transition}}, "details": {"type": "reject_details", "reason": "This run has already made this state transition."}}));
+        let duplicate = result(
+            json!({"status": "REJECT", "state": {"id": Uuid::from_u128(1), "type": "PENDING", "name": "Pending", "state_details": {"transition_id": transition}}, "details": {"type": "reject_details", "reason": "This run has already made this state transition."}}),
+        );
         assert_eq!(interpret(&duplicate, transition), ClaimOutcome::Claimed);
-        let aborted = result(json!({"status": "ABORT", "state": null, "details": {"type": "abort_details", "reason": "This run is in a PENDING state and cannot transition to a PENDING state."}}));
-        assert!(matches!(interpret(&aborted, transition), ClaimOutcome::Refused(_)));
-        let slot = result(json!({"status": "REJECT", "state": {"id": Uuid::from_u128(2), "type": "SCHEDULED", "name": "AwaitingConcurrencySlot", "state_details": {}}, "details": {"type": "reject_details"}}));
-        assert!(matches!(interpret(&slot, transition), ClaimOutcome::Refused(_)));
-        let wait = result(json!({"status": "WAIT", "state": null, "details": {"type": "wait_details", "delay_seconds": 3}}));
-        assert_eq!(interpret(&wait, transition), ClaimOutcome::Wait(std::time::Duration::from_secs(3)));
+        let aborted = result(
+            json!({"status": "ABORT", "state": null, "details": {"type": "abort_details", "reason": "This run is in a PENDING state and cannot transition to a PENDING state."}}),
+        );
+        assert!(matches!(
+            interpret(&aborted, transition),
+            ClaimOutcome::Refused(_)
+        ));
+        let slot = result(
+            json!({"status": "REJECT", "state": {"id": Uuid::from_u128(2), "type": "SCHEDULED", "name": "AwaitingConcurrencySlot", "state_details": {}}, "details": {"type": "reject_details"}}),
+        );
+        assert!(matches!(
+            interpret(&slot, transition),
+            ClaimOutcome::Refused(_)
+        ));
+        let wait = result(
+            json!({"status": "WAIT", "state": null, "details": {"type": "wait_details", "delay_seconds": 3}}),
+        );
+        assert_eq!(
+            interpret(&wait, transition),
+            ClaimOutcome::Wait(std::time::Duration::from_secs(3))
+        );
     }
 }

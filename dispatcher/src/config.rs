@@ -9,13 +9,23 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DispatcherConfig {
     /// The Prefect work pool whose runs this dispatcher creates Jobs for.
-    #[arg(long = "work-pool", short = 'p', env = "PREFECT_K8S_WORK_POOL", default_value = "kubernetes")]
+    #[arg(
+        long = "work-pool",
+        short = 'p',
+        env = "PREFECT_K8S_WORK_POOL",
+        default_value = "kubernetes"
+    )]
     pub work_pool: String,
     /// The worker name shown on flow runs and in the Jobs' labels.
-    #[arg(long = "name", env = "PREFECT_K8S_WORKER_NAME", default_value = "prefect-k8s")]
+    #[arg(
+        long = "name",
+        env = "PREFECT_K8S_WORKER_NAME",
+        default_value = "prefect-k8s"
+    )]
     pub worker_name: String,
-    /// Most runs this replica handles at once.
-    #[arg(long, env = "PREFECT_K8S_DISPATCH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Most runs this replica handles at once (one batched Prefect read
+    /// covers them, so at most 200).
+    #[arg(long, env = "PREFECT_K8S_DISPATCH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=200))]
     pub concurrency: u16,
     /// Seconds a replica may hold a message without progress before NATS
     /// hands it to another replica.
@@ -47,7 +57,10 @@ impl std::fmt::Debug for FlowCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlowCredentials")
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("auth_string", &self.auth_string.as_ref().map(|_| "<redacted>"))
+            .field(
+                "auth_string",
+                &self.auth_string.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -62,7 +75,12 @@ pub struct JobOptions {
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Image pull secrets for flow-run pods (repeat or comma-separate).
-    #[arg(long = "image-pull-secrets", short = 'i', env = "IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    #[arg(
+        long = "image-pull-secrets",
+        short = 'i',
+        env = "IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
     pub image_pull_secrets: Vec<String>,
     /// Service account for flow-run pods.
     #[arg(long = "service-account-name", env = "SERVICE_ACCOUNT_NAME")]
@@ -74,9 +92,17 @@ pub struct JobOptions {
     pub cpu_request: Option<String>,
     #[arg(long = "cpu-limit", env = "JOB_CPU_LIMIT")]
     pub cpu_limit: Option<String>,
-    #[arg(long = "mem-request", visible_alias = "memory-request", env = "JOB_MEM_REQUEST")]
+    #[arg(
+        long = "mem-request",
+        visible_alias = "memory-request",
+        env = "JOB_MEM_REQUEST"
+    )]
     pub memory_request: Option<String>,
-    #[arg(long = "mem-limit", visible_alias = "memory-limit", env = "JOB_MEM_LIMIT")]
+    #[arg(
+        long = "mem-limit",
+        visible_alias = "memory-limit",
+        env = "JOB_MEM_LIMIT"
+    )]
     pub memory_limit: Option<String>,
     /// Extra labels for flow-run Jobs and pods, `KEY=VALUE` (repeatable).
     #[arg(long = "job-label", value_name = "KEY=VALUE")]
@@ -132,7 +158,10 @@ mod tests {
     #[test]
     fn pairs_split_on_the_first_equals_sign() {
         let pairs = parse_pairs("--env", &["A=1".into(), "B=x=y".into()]).unwrap();
-        assert_eq!(pairs, vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+        assert_eq!(
+            pairs,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
     }
 
     #[test]

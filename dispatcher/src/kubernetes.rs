@@ -31,8 +31,9 @@ pub async fn create_job(
 ) -> Result<CreatedJob, CreateError> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("batch", "v1", "Job"));
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let object: DynamicObject = serde_json::from_value(manifest.clone())
-        .map_err(|e| CreateError::Rejected(format!("the rendered Job is not a Kubernetes object: {e}")))?;
+    let object: DynamicObject = serde_json::from_value(manifest.clone()).map_err(|e| {
+        CreateError::Rejected(format!("the rendered Job is not a Kubernetes object: {e}"))
+    })?;
     let name = object.metadata.name.clone().unwrap_or_default();
     match api.create(&PostParams::default(), &object).await {
         Ok(created) => Ok(CreatedJob {
@@ -62,7 +63,9 @@ pub async fn create_job(
                     }
                 }
                 // Deleted in between, or unreadable: try again later.
-                Err(e) => Err(CreateError::Transient(format!("reading existing Job {namespace}/{name}: {e}"))),
+                Err(e) => Err(CreateError::Transient(format!(
+                    "reading existing Job {namespace}/{name}: {e}"
+                ))),
             }
         }
         Err(error) => Err(classify(error)),
@@ -83,7 +86,10 @@ pub fn classify(error: kube::Error) -> CreateError {
         kube::Error::Api(status) => {
             let code = status.code;
             if code == 429 || code >= 500 || code == 408 {
-                return CreateError::Transient(format!("Kubernetes answered {code} {}: {}", status.reason, status.message));
+                return CreateError::Transient(format!(
+                    "Kubernetes answered {code} {}: {}",
+                    status.reason, status.message
+                ));
             }
             let mut message = format!(
                 "Kubernetes rejected the Job ({code} {}): {}",

@@ -86,7 +86,8 @@ pub async fn run(
         max_ack_pending,
     )
     .await?;
-    let renderer = render::JobRenderer::new(prefect.clone(), &config).map_err(DispatcherError::Config)?;
+    let renderer =
+        render::JobRenderer::new(prefect.clone(), &config).map_err(DispatcherError::Config)?;
     let submitter = Arc::new(Submitter {
         prefect: prefect.clone(),
         kube,
@@ -155,8 +156,11 @@ pub async fn run(
 /// replica takes them at once instead of after the ack wait.
 async fn hand_back<S>(chunks: &mut S)
 where
-    S: futures::Stream<Item = Vec<Result<jetstream::Message, async_nats::jetstream::consumer::pull::MessagesError>>>
-        + Unpin,
+    S: futures::Stream<
+            Item = Vec<
+                Result<jetstream::Message, async_nats::jetstream::consumer::pull::MessagesError>,
+            >,
+        > + Unpin,
 {
     let mut handed = 0;
     while let Some(Some(chunk)) = chunks.next().now_or_never() {
@@ -190,9 +194,27 @@ async fn handle_chunk(
                     decoded.push((message, due, deliveries));
                 }
             }
-            Ok(Err(reason)) => park(dead_letters, stats, &message, deliveries, "invalid", &reason).await,
+            Ok(Err(reason)) => {
+                park(
+                    dead_letters,
+                    stats,
+                    &message,
+                    deliveries,
+                    "invalid",
+                    &reason,
+                )
+                .await
+            }
             Err(error) => {
-                park(dead_letters, stats, &message, deliveries, "undecodable", &format!("not a FlowRunDue message: {error}")).await
+                park(
+                    dead_letters,
+                    stats,
+                    &message,
+                    deliveries,
+                    "undecodable",
+                    &format!("not a FlowRunDue message: {error}"),
+                )
+                .await
             }
         }
     }
@@ -201,28 +223,34 @@ async fn handle_chunk(
     }
 
     let ids: Vec<Uuid> = decoded.iter().map(|(_, due, _)| due.flow_run_id).collect();
-    let runs: HashMap<Uuid, prefect_client::FlowRun> = match submitter.prefect.read_flow_runs_by_ids(&ids).await {
-        Ok(runs) => runs.into_iter().map(|r| (r.id, r)).collect(),
-        Err(error) => {
-            tracing::warn!(%error, runs = ids.len(), "reading flow runs failed; will retry");
-            for (message, _, deliveries) in decoded {
-                stats.retried.fetch_add(1, Ordering::Relaxed);
-                let _ = message.ack_with(AckKind::Nak(Some(submit::backoff(deliveries)))).await;
+    let runs: HashMap<Uuid, prefect_client::FlowRun> =
+        match submitter.prefect.read_flow_runs_by_ids(&ids).await {
+            Ok(runs) => runs.into_iter().map(|r| (r.id, r)).collect(),
+            Err(error) => {
+                tracing::warn!(%error, runs = ids.len(), "reading flow runs failed; will retry");
+                for (message, _, deliveries) in decoded {
+                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(submit::backoff(deliveries))))
+                        .await;
+                }
+                return;
             }
-            return;
-        }
-    };
+        };
 
     let ack_wait = config.ack_wait();
-    let outcomes = futures::future::join_all(decoded.into_iter().map(|(message, due, deliveries)| {
-        let run = runs.get(&due.flow_run_id);
-        async move {
-            let outcome = with_progress(&message, ack_wait, submitter.submit(&due, run, deliveries)).await;
-            settle(&message, &due, &outcome, stats).await;
-            outcome
-        }
-    }))
-    .await;
+    let outcomes =
+        futures::future::join_all(decoded.into_iter().map(|(message, due, deliveries)| {
+            let run = runs.get(&due.flow_run_id);
+            async move {
+                let outcome =
+                    with_progress(&message, ack_wait, submitter.submit(&due, run, deliveries))
+                        .await;
+                settle(&message, &due, &outcome, stats).await;
+                outcome
+            }
+        }))
+        .await;
     let submitted = outcomes
         .iter()
         .filter(|o| matches!(o, Outcome::Submitted { .. }))
@@ -251,7 +279,12 @@ async fn with_progress<F: std::future::Future<Output = Outcome>>(
 }
 
 /// Acks or naks the message according to the outcome, and logs it.
-async fn settle(message: &jetstream::Message, due: &DueRun, outcome: &Outcome, stats: &DispatchStats) {
+async fn settle(
+    message: &jetstream::Message,
+    due: &DueRun,
+    outcome: &Outcome,
+    stats: &DispatchStats,
+) {
     let flow_run_id = due.message.flow_run_id.as_str();
     match outcome {
         Outcome::Submitted { job, resumed } => {
@@ -299,7 +332,13 @@ async fn park(
 ) {
     tracing::error!(subject = %message.subject, kind, reason, "dead-lettering message");
     match dead_letters
-        .park(kind, message.subject.as_str(), reason, deliveries, &message.payload)
+        .park(
+            kind,
+            message.subject.as_str(),
+            reason,
+            deliveries,
+            &message.payload,
+        )
         .await
     {
         Ok(()) => {
@@ -308,7 +347,9 @@ async fn park(
         }
         Err(error) => {
             tracing::warn!(%error, "dead-lettering failed; will retry");
-            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
         }
     }
 }
@@ -338,7 +379,11 @@ async fn give_up(
         let crash = prefect_client::StateCreate::crashed(format!(
             "The prefect-k8s dispatcher could not submit this flow run: {reason}. The message is parked on the dead-letter stream."
         ));
-        if let Err(error) = submitter.prefect.set_flow_run_state(due.flow_run_id, &crash, false).await {
+        if let Err(error) = submitter
+            .prefect
+            .set_flow_run_state(due.flow_run_id, &crash, false)
+            .await
+        {
             tracing::warn!(flow_run_id = %due.flow_run_id, %error, "could not report the crash");
         }
     }

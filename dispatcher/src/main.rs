@@ -9,7 +9,11 @@ use clap::Parser;
 use service_runtime::{health::Health, nats::NatsOptions, prefect::PrefectOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "dispatcher", version, about = "Creates Kubernetes Jobs for due Prefect flow runs")]
+#[command(
+    name = "dispatcher",
+    version,
+    about = "Creates Kubernetes Jobs for due Prefect flow runs"
+)]
 struct Cli {
     #[command(flatten)]
     prefect: PrefectOptions,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flow_run_proto::FlowRunDue;
-use job_manifest::{AgentDefaults, DeploymentContext, FlowRunContext, ForwardedSecret, ForwardedSettings};
+use job_manifest::{
+    AgentDefaults, DeploymentContext, FlowRunContext, ForwardedSecret, ForwardedSettings,
+};
 use prefect_client::PrefectClient;
 use serde_json::Value;
 use uuid::Uuid;
@@ -16,6 +18,10 @@ use crate::config::{parse_pairs, DispatcherConfig};
 
 /// The annotation carrying the claim a Job was created for.
 pub const CLAIM_ANNOTATION: &str = "prefect-k8s.io/claim";
+/// The annotation telling the reporter how long a pod may stay unscheduled
+/// (the `pod_watch_timeout_seconds` job variable, which prefect-kubernetes
+/// 0.8 accepts but ignores).
+pub const POD_WATCH_TIMEOUT_ANNOTATION: &str = "prefect-k8s.io/pod-watch-timeout-seconds";
 
 /// A rendered Job and where it goes.
 #[derive(Debug, Clone)]
@@ -53,7 +59,12 @@ impl JobRenderer {
         let defaults = AgentDefaults {
             namespace: job.namespace.clone(),
             env: parse_pairs("--env", &job.env)?,
-            image_pull_secrets: job.image_pull_secrets.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            image_pull_secrets: job
+                .image_pull_secrets
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect(),
             service_account_name: job.service_account_name.clone(),
             image_pull_policy: job.image_pull_policy.clone(),
             cpu_request: job.cpu_request.clone(),
@@ -65,18 +76,32 @@ impl JobRenderer {
         defaults.validate().map_err(|e| e.to_string())?;
         let api_key = match &job.api_key_secret {
             Some(reference) => {
-                let (name, key) = reference.split_once(':').unwrap_or((reference.as_str(), "value"));
+                let (name, key) = reference
+                    .split_once(':')
+                    .unwrap_or((reference.as_str(), "value"));
                 Some(ForwardedSecret::SecretKeyRef {
                     name: name.to_string(),
                     key: key.to_string(),
                 })
             }
-            None => config.credentials.api_key.clone().map(ForwardedSecret::Value),
+            None => config
+                .credentials
+                .api_key
+                .clone()
+                .map(ForwardedSecret::Value),
         };
         let settings = ForwardedSettings {
-            api_url: Some(job.flow_api_url.clone().unwrap_or_else(|| prefect.api_url().to_string())),
+            api_url: Some(
+                job.flow_api_url
+                    .clone()
+                    .unwrap_or_else(|| prefect.api_url().to_string()),
+            ),
             api_key,
-            api_auth_string: config.credentials.auth_string.clone().map(ForwardedSecret::Value),
+            api_auth_string: config
+                .credentials
+                .auth_string
+                .clone()
+                .map(ForwardedSecret::Value),
             extra_env: Vec::new(),
         };
         Ok(JobRenderer {
@@ -102,7 +127,9 @@ impl JobRenderer {
             .prefect
             .read_work_pool(&self.work_pool)
             .await
-            .map_err(|e| RenderFailure::Transient(format!("reading work pool {}: {e}", self.work_pool)))?;
+            .map_err(|e| {
+                RenderFailure::Transient(format!("reading work pool {}: {e}", self.work_pool))
+            })?;
         let template = Arc::new(pool.base_job_template);
         *cached = Some((Instant::now(), template.clone()));
         Ok(template)
@@ -118,6 +145,15 @@ impl JobRenderer {
             .map_err(|e| invalid("the flow run's job variables are not JSON", e.to_string()))?;
         let context = flow_run_context(due, &self.worker_name).map_err(RenderFailure::Invalid)?;
         let claim = format!("{}:{}", due.flow_run_id, due.state_id);
+        let name_base = name_base(&deployment_variables, &run_variables, &due.flow_run_name);
+        let job_name = job_manifest::job_name(&name_base, &claim);
+        let mut annotations = vec![(CLAIM_ANNOTATION.to_string(), claim.clone())];
+        if let Some(seconds) = pod_watch_timeout(&template, &deployment_variables, &run_variables) {
+            annotations.push((
+                POD_WATCH_TIMEOUT_ANNOTATION.to_string(),
+                seconds.to_string(),
+            ));
+        }
         let request = job_manifest::RenderRequest {
             base_job_template: &template,
             deployment_job_variables: &deployment_variables,
@@ -125,14 +161,14 @@ impl JobRenderer {
             flow_run: &context,
             agent_defaults: &self.defaults,
             settings: &self.settings,
-            claim_key: &claim,
+            job_name: &job_name,
             extra_labels: &[],
-            extra_annotations: &[(CLAIM_ANNOTATION.to_string(), claim.clone())],
+            extra_annotations: &annotations,
         };
-        let manifest = job_manifest::render(&request).map_err(|e| RenderFailure::Invalid(e.to_string()))?;
-        let metadata = &manifest["metadata"];
-        let name = metadata["name"].as_str().unwrap_or_default().to_string();
-        let namespace = metadata["namespace"].as_str().unwrap_or("default").to_string();
+        let rendered = job_manifest::render_job_manifest(&request)
+            .map_err(|e| RenderFailure::Invalid(e.to_string()))?;
+        let (namespace, name, manifest) =
+            (rendered.namespace, rendered.job_name, rendered.manifest);
         Ok(RenderedJob {
             namespace,
             name,
@@ -141,10 +177,36 @@ impl JobRenderer {
     }
 }
 
+/// The `pod_watch_timeout_seconds` job variable: the run's, the
+/// deployment's, or the template's default.
+fn pod_watch_timeout(template: &Value, deployment: &Value, run: &Value) -> Option<u64> {
+    let key = "pod_watch_timeout_seconds";
+    [run, deployment]
+        .iter()
+        .find_map(|vars| vars.get(key))
+        .or_else(|| template.pointer(&format!("/variables/properties/{key}/default")))
+        .and_then(Value::as_u64)
+}
+
+/// What prefect-kubernetes names a Job after: the `name` job variable (the
+/// run's over the deployment's) or else the flow run's name.
+fn name_base(deployment: &Value, run: &Value, flow_run_name: &str) -> String {
+    [run, deployment]
+        .iter()
+        .find_map(|vars| {
+            vars.get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+        })
+        .unwrap_or(flow_run_name)
+        .to_string()
+}
+
 /// The flow run's identity for labels and env, from the message.
 fn flow_run_context(due: &FlowRunDue, worker_name: &str) -> Result<FlowRunContext, String> {
     let uuid = |field: &str, text: &str| {
-        Uuid::parse_str(text).map_err(|e| format!("{field} {text:?} in the message is not a UUID: {e}"))
+        Uuid::parse_str(text)
+            .map_err(|e| format!("{field} {text:?} in the message is not a UUID: {e}"))
     };
     let deployment = if due.deployment_id.is_empty() {
         None
@@ -172,4 +234,44 @@ fn flow_run_context(due: &FlowRunDue, worker_name: &str) -> Result<FlowRunContex
         worker_name: worker_name.to_string(),
         worker_id: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_name_job_variable_wins_over_the_run_name() {
+        assert_eq!(
+            name_base(&json!({"name": "dep"}), &json!({}), "crimson-otter"),
+            "dep"
+        );
+        assert_eq!(
+            name_base(&json!({"name": "dep"}), &json!({"name": "run"}), "x"),
+            "run"
+        );
+        assert_eq!(
+            name_base(&json!({}), &json!({"name": ""}), "crimson-otter"),
+            "crimson-otter"
+        );
+    }
+
+    #[test]
+    fn pod_watch_timeout_comes_from_run_deployment_or_template() {
+        let template =
+            json!({"variables": {"properties": {"pod_watch_timeout_seconds": {"default": 60}}}});
+        assert_eq!(
+            pod_watch_timeout(&template, &json!({}), &json!({})),
+            Some(60)
+        );
+        let deployment = json!({"pod_watch_timeout_seconds": 120});
+        assert_eq!(
+            pod_watch_timeout(&template, &deployment, &json!({})),
+            Some(120)
+        );
+        let run = json!({"pod_watch_timeout_seconds": 5});
+        assert_eq!(pod_watch_timeout(&template, &deployment, &run), Some(5));
+        assert_eq!(pod_watch_timeout(&json!({}), &json!({}), &json!({})), None);
+    }
 }

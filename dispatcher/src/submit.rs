@@ -75,7 +75,11 @@ impl Submitter {
             ClaimDecision::Resume => true,
             ClaimDecision::Propose => {
                 let proposal = StateCreate::pending_claim(transition_id);
-                match self.prefect.set_flow_run_state(due.flow_run_id, &proposal, false).await {
+                match self
+                    .prefect
+                    .set_flow_run_state(due.flow_run_id, &proposal, false)
+                    .await
+                {
                     Ok(result) => match claim::interpret(&result, transition_id) {
                         ClaimOutcome::Claimed => false,
                         ClaimOutcome::Refused(reason) => return Outcome::Skipped(reason),
@@ -95,9 +99,17 @@ impl Submitter {
         let rendered = match self.renderer.render(&due.message).await {
             Ok(rendered) => rendered,
             Err(crate::render::RenderFailure::Invalid(message)) => {
-                return self.crash(due, deliveries, format!("Invalid job configuration: {message}")).await
+                return self
+                    .crash(
+                        due,
+                        deliveries,
+                        format!("Invalid job configuration: {message}"),
+                    )
+                    .await
             }
-            Err(crate::render::RenderFailure::Transient(message)) => return retry(deliveries, message),
+            Err(crate::render::RenderFailure::Transient(message)) => {
+                return retry(deliveries, message)
+            }
         };
         let RenderedJob {
             namespace,
@@ -114,7 +126,10 @@ impl Submitter {
             if e.is_not_found() {
                 return Outcome::Skipped(SkipReason::RunDeleted);
             }
-            return retry(deliveries, format!("recording infrastructure_pid {pid}: {e}"));
+            return retry(
+                deliveries,
+                format!("recording infrastructure_pid {pid}: {e}"),
+            );
         }
 
         let run_id = due.flow_run_id.to_string();
@@ -124,8 +139,12 @@ impl Submitter {
                 resumed: resumed || created.already_existed,
             },
             Err(CreateError::Rejected(message)) => {
-                self.crash(due, deliveries, format!("Failed to submit flow run to infrastructure: {message}"))
-                    .await
+                self.crash(
+                    due,
+                    deliveries,
+                    format!("Failed to submit flow run to infrastructure: {message}"),
+                )
+                .await
             }
             Err(CreateError::Transient(message)) => retry(deliveries, message),
         }
@@ -135,7 +154,11 @@ impl Submitter {
     async fn crash(&self, due: &DueRun, deliveries: u64, message: String) -> Outcome {
         tracing::warn!(flow_run_id = %due.flow_run_id, %message, "crashing flow run");
         let proposal = StateCreate::crashed(message.clone());
-        match self.prefect.set_flow_run_state(due.flow_run_id, &proposal, false).await {
+        match self
+            .prefect
+            .set_flow_run_state(due.flow_run_id, &proposal, false)
+            .await
+        {
             Ok(_) => Outcome::Crashed(message),
             Err(e) if e.is_not_found() => Outcome::Skipped(SkipReason::RunDeleted),
             Err(e) => retry(deliveries, format!("reporting the crash ({message}): {e}")),

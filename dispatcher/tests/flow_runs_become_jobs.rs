@@ -16,8 +16,8 @@ use prost::Message;
 use serde_json::json;
 use support::{eventually, Stack};
 
-fn scripted() -> kube_emulator::Runtime {
-    kube_emulator::Runtime::Scripted
+fn scripted() -> kube_emulator::RuntimeKind {
+    kube_emulator::RuntimeKind::Scripted
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +33,10 @@ async fn a_deployment_run_becomes_exactly_one_job() {
         stack.run(run.id).await.infrastructure_pid.is_some()
     })
     .await;
-    eventually("the run's Job exists", || async { !stack.jobs_of(run.id).await.is_empty() }).await;
+    eventually("the run's Job exists", || async {
+        !stack.jobs_of(run.id).await.is_empty()
+    })
+    .await;
 
     let jobs = stack.jobs_of(run.id).await;
     assert_eq!(jobs.len(), 1, "exactly one Job");
@@ -44,9 +47,23 @@ async fn a_deployment_run_becomes_exactly_one_job() {
     assert_eq!(pid, format!("{namespace}:{name}"), "the pid names the Job");
     assert_eq!(namespace, "default", "the template's default namespace");
     let labels = job.metadata.labels.clone().unwrap_or_default();
-    assert_eq!(labels.get("prefect.io/flow-run-id"), Some(&run.id.to_string()));
-    assert_eq!(labels.get("prefect.io/deployment-id"), Some(&deployment.id.to_string()));
-    let container = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        labels.get("prefect.io/flow-run-id"),
+        Some(&run.id.to_string())
+    );
+    assert_eq!(
+        labels.get("prefect.io/deployment-id"),
+        Some(&deployment.id.to_string())
+    );
+    let container = &job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
     assert_eq!(container.name, "prefect-job");
     assert_eq!(
         container.args.clone().unwrap_or_default(),
@@ -60,7 +77,10 @@ async fn a_deployment_run_becomes_exactly_one_job() {
         .filter_map(|e| e.value.map(|v| (e.name, v)))
         .collect();
     assert_eq!(env.get("PREFECT__FLOW_RUN_ID"), Some(&run.id.to_string()));
-    assert_eq!(env.get("PREFECT_API_URL"), Some(&stack.prefect_server.api_url()));
+    assert_eq!(
+        env.get("PREFECT_API_URL"),
+        Some(&stack.prefect_server.api_url())
+    );
 
     // The run was claimed by us and is no longer Scheduled: later polls must
     // not produce another Job.
@@ -71,7 +91,11 @@ async fn a_deployment_run_becomes_exactly_one_job() {
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(stack.jobs_of(run.id).await.len(), 1, "still exactly one Job");
+    assert_eq!(
+        stack.jobs_of(run.id).await.len(),
+        1,
+        "still exactly one Job"
+    );
     stack.stop_services().await;
 }
 
@@ -96,7 +120,10 @@ async fn two_hundred_runs_with_two_pollers_and_three_dispatchers_make_two_hundre
         all_stats.push(stack.spawn_dispatcher(config).await);
     }
 
-    eventually("every run has a Job", || async { stack.all_flow_run_jobs().await.len() >= 200 }).await;
+    eventually("every run has a Job", || async {
+        stack.all_flow_run_jobs().await.len() >= 200
+    })
+    .await;
     // Let redeliveries and later polls settle, then count again.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let jobs = stack.all_flow_run_jobs().await;
@@ -107,9 +134,16 @@ async fn two_hundred_runs_with_two_pollers_and_three_dispatchers_make_two_hundre
     }
     assert_eq!(jobs.len(), 200, "200 Jobs in all");
     for run in &runs {
-        assert_eq!(per_run.get(&run.to_string()), Some(&1), "run {run} has exactly one Job");
+        assert_eq!(
+            per_run.get(&run.to_string()),
+            Some(&1),
+            "run {run} has exactly one Job"
+        );
     }
-    let submitted: u64 = all_stats.iter().map(|s| DispatchStats::get(&s.submitted)).sum();
+    let submitted: u64 = all_stats
+        .iter()
+        .map(|s| DispatchStats::get(&s.submitted))
+        .sum();
     assert!(submitted >= 200);
     stack.stop_services().await;
 }
@@ -151,19 +185,31 @@ async fn sigkilling_a_dispatcher_mid_batch_leaves_exactly_one_job_per_run() {
         .env("PREFECT_K8S_WORK_POOL", &stack.pool)
         .env("RUST_LOG", "info")
         .args(["--ack-wait-seconds", "10", "--concurrency", "16"])
-        .args(["--health-addr", &format!("127.0.0.1:{}", test_stack::ports::free_port())])
+        .args([
+            "--health-addr",
+            &format!("127.0.0.1:{}", test_stack::ports::free_port()),
+        ])
         .spawn()
         .expect("start the dispatcher binary");
-    eventually("the first Jobs exist", || async { !stack.all_flow_run_jobs().await.is_empty() }).await;
+    eventually("the first Jobs exist", || async {
+        !stack.all_flow_run_jobs().await.is_empty()
+    })
+    .await;
     child.kill().expect("SIGKILL the dispatcher");
     let _ = child.wait();
     let created_before_kill = stack.all_flow_run_jobs().await.len();
-    assert!(created_before_kill < runs.len(), "the kill came mid-way ({created_before_kill} Jobs)");
+    assert!(
+        created_before_kill < runs.len(),
+        "the kill came mid-way ({created_before_kill} Jobs)"
+    );
 
     // A surviving replica picks up the rest, including claims the dead one
     // made but did not finish.
     stack.spawn_dispatcher(stack.dispatcher_config()).await;
-    eventually("every run has a Job", || async { stack.all_flow_run_jobs().await.len() >= runs.len() }).await;
+    eventually("every run has a Job", || async {
+        stack.all_flow_run_jobs().await.len() >= runs.len()
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(stack.all_flow_run_jobs().await.len(), runs.len());
     assert_one_job_per_run(&stack, &runs).await;
@@ -184,17 +230,27 @@ async fn restarting_nats_server_loses_and_duplicates_nothing() {
     let js = jetstream::new(stack.nats_client().await);
     eventually("the poller published every run", || async {
         match js.get_stream(subjects::FLOW_RUNS_STREAM).await {
-            Ok(mut stream) => stream.info().await.map(|i| i.state.messages >= 30).unwrap_or(false),
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .map(|i| i.state.messages >= 30)
+                .unwrap_or(false),
             Err(_) => false,
         }
     })
     .await;
     stack.nats.restart();
     let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
-    eventually("half the runs have Jobs", || async { stack.all_flow_run_jobs().await.len() >= 15 }).await;
+    eventually("half the runs have Jobs", || async {
+        stack.all_flow_run_jobs().await.len() >= 15
+    })
+    .await;
     // And once more while dispatching.
     stack.nats.restart();
-    eventually("every run has a Job", || async { stack.all_flow_run_jobs().await.len() >= runs.len() }).await;
+    eventually("every run has a Job", || async {
+        stack.all_flow_run_jobs().await.len() >= runs.len()
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(stack.all_flow_run_jobs().await.len(), runs.len());
     assert_one_job_per_run(&stack, &runs).await;
@@ -249,11 +305,14 @@ async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
             flow_run_job_variables_json: "{}".into(),
             ..Default::default()
         };
-        js.publish(subjects::due_subject(&stack.pool), message.encode_to_vec().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        js.publish(
+            subjects::due_subject(&stack.pool),
+            message.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
         cases.push((run.id, final_state_id));
     }
     eventually("the dispatcher handled the three messages", || async {
@@ -261,9 +320,15 @@ async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
     })
     .await;
     for (run, final_state_id) in cases {
-        assert!(stack.jobs_of(run).await.is_empty(), "no Job for finished run {run}");
+        assert!(
+            stack.jobs_of(run).await.is_empty(),
+            "no Job for finished run {run}"
+        );
         let state = stack.run(run).await.state.unwrap();
-        assert_eq!(state.id, final_state_id, "the finished state of {run} is untouched");
+        assert_eq!(
+            state.id, final_state_id,
+            "the finished state of {run} is untouched"
+        );
     }
     assert_eq!(stats.submitted.load(Ordering::Relaxed), 0);
     stack.stop_services().await;
@@ -275,7 +340,9 @@ async fn invalid_job_variables_crash_the_run_with_a_message_naming_them() {
     stack.spawn_poller(stack.poller_config()).await;
     stack.spawn_dispatcher(stack.dispatcher_config()).await;
     stack.wait_for_pool().await;
-    let bad_image = stack.deployment(json!({"image": "Not A Valid/Image:!!"})).await;
+    let bad_image = stack
+        .deployment(json!({"image": "Not A Valid/Image:!!"}))
+        .await;
     let bad_cpu = stack.deployment(json!({"cpu_request": "a lot"})).await;
     let image_run = stack.run_of(&bad_image, None).await;
     let cpu_run = stack.run_of(&bad_cpu, None).await;
@@ -285,9 +352,21 @@ async fn invalid_job_variables_crash_the_run_with_a_message_naming_them() {
             stack.run(run).await.state.map(|s| s.state_type) == Some(StateType::Crashed)
         })
         .await;
-        let message = stack.run(run).await.state.unwrap().message.unwrap_or_default();
-        assert!(message.contains(needle), "the message names {needle}: {message}");
-        assert!(stack.jobs_of(run).await.is_empty(), "no Job for an invalid run");
+        let message = stack
+            .run(run)
+            .await
+            .state
+            .unwrap()
+            .message
+            .unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "the message names {needle}: {message}"
+        );
+        assert!(
+            stack.jobs_of(run).await.is_empty(),
+            "no Job for an invalid run"
+        );
     }
     stack.stop_services().await;
 }
@@ -298,11 +377,14 @@ async fn garbage_on_the_stream_is_dead_lettered_and_the_dispatcher_keeps_serving
     let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
     let js = jetstream::new(stack.nats_client().await);
     service_runtime::nats::ensure_streams(&js).await.unwrap();
-    js.publish(subjects::due_subject(&stack.pool), b"\x0a\xff\xff garbage".to_vec().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    js.publish(
+        subjects::due_subject(&stack.pool),
+        b"\x0a\xff\xff garbage".to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
     eventually("the garbage is dead-lettered", || async {
         DispatchStats::get(&stats.dead_lettered) >= 1
     })
@@ -323,14 +405,25 @@ async fn garbage_on_the_stream_is_dead_lettered_and_the_dispatcher_keeps_serving
         .expect("a dead letter")
         .unwrap();
     let letter = DeadLetter::decode(letter.payload.as_ref()).unwrap();
-    assert_eq!(letter.payload, b"\x0a\xff\xff garbage".to_vec(), "the original bytes are kept");
-    assert!(letter.reason.contains("not a FlowRunDue"), "{}", letter.reason);
+    assert_eq!(
+        letter.payload,
+        b"\x0a\xff\xff garbage".to_vec(),
+        "the original bytes are kept"
+    );
+    assert!(
+        letter.reason.contains("not a FlowRunDue"),
+        "{}",
+        letter.reason
+    );
 
     // The same dispatcher still serves real runs.
     stack.spawn_poller(stack.poller_config()).await;
     stack.wait_for_pool().await;
     let deployment = stack.deployment(json!({})).await;
     let run = stack.run_of(&deployment, None).await;
-    eventually("the run's Job exists", || async { stack.jobs_of(run.id).await.len() == 1 }).await;
+    eventually("the run's Job exists", || async {
+        stack.jobs_of(run.id).await.len() == 1
+    })
+    .await;
     stack.stop_services().await;
 }

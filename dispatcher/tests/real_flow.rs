@@ -20,7 +20,7 @@ def greet(name: str = "kubernetes") -> str:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_flow_runs_in_a_process_pod_and_completes() {
-    let mut stack = Stack::start(kube_emulator::Runtime::Process).await;
+    let mut stack = Stack::start(kube_emulator::RuntimeKind::Process).await;
     stack.spawn_poller(stack.poller_config()).await;
     stack.spawn_dispatcher(stack.dispatcher_config()).await;
     stack.wait_for_pool().await;

@@ -34,7 +34,9 @@ pub fn split_command(field: &str, command: &str) -> Result<Vec<String>, Manifest
                 '\'' => state = State::Single,
                 '"' => state = State::Double,
                 '\\' => {
-                    let escaped = chars.next().ok_or_else(|| unfinished(field, "no escaped character after '\\'"))?;
+                    let escaped = chars
+                        .next()
+                        .ok_or_else(|| unfinished(field, "no escaped character after '\\'"))?;
                     current.push(escaped);
                     state = State::Word;
                 }
@@ -50,7 +52,9 @@ pub fn split_command(field: &str, command: &str) -> Result<Vec<String>, Manifest
             State::Double => match c {
                 '"' => state = State::Word,
                 '\\' => {
-                    let escaped = chars.next().ok_or_else(|| unfinished(field, "no closing quotation"))?;
+                    let escaped = chars
+                        .next()
+                        .ok_or_else(|| unfinished(field, "no closing quotation"))?;
                     if escaped != '"' && escaped != '\\' {
                         current.push('\\');
                     }
@@ -87,9 +91,15 @@ mod tests {
 
     #[test]
     fn splits_like_python_shlex() {
-        assert_eq!(split("prefect flow-run execute"), ["prefect", "flow-run", "execute"]);
+        assert_eq!(
+            split("prefect flow-run execute"),
+            ["prefect", "flow-run", "execute"]
+        );
         assert_eq!(split("  python  -m 'a b'  "), ["python", "-m", "a b"]);
-        assert_eq!(split(r#"echo "a \"q\" \n \\ b""#), ["echo", r#"a "q" \n \ b"#]);
+        assert_eq!(
+            split(r#"echo "a \"q\" \n \\ b""#),
+            ["echo", r#"a "q" \n \ b"#]
+        );
         assert_eq!(split(r"a\ b c\'d"), ["a b", "c'd"]);
         assert_eq!(split("a '' b"), ["a", "", "b"]);
         assert_eq!(split("x#y # z"), ["x#y", "#", "z"]);

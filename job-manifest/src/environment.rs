@@ -60,15 +60,24 @@ fn attribution_env(flow_run: &FlowRunContext) -> Map<String, Value> {
         Value::String(flow_run.flow_run_id.to_string()),
     );
     if let Some(worker_id) = flow_run.worker_id {
-        env.insert("PREFECT__WORKER_ID".into(), Value::String(worker_id.to_string()));
+        env.insert(
+            "PREFECT__WORKER_ID".into(),
+            Value::String(worker_id.to_string()),
+        );
     }
     env.insert(
         "PREFECT__WORKER_NAME".into(),
         Value::String(flow_run.worker_name.clone()),
     );
-    env.insert("PREFECT__FLOW_ID".into(), Value::String(flow_run.flow_id.to_string()));
+    env.insert(
+        "PREFECT__FLOW_ID".into(),
+        Value::String(flow_run.flow_id.to_string()),
+    );
     if !flow_run.flow_name.is_empty() {
-        env.insert("PREFECT__FLOW_NAME".into(), Value::String(flow_run.flow_name.clone()));
+        env.insert(
+            "PREFECT__FLOW_NAME".into(),
+            Value::String(flow_run.flow_name.clone()),
+        );
     }
     if let Some(deployment) = &flow_run.deployment {
         env.insert(
@@ -102,7 +111,9 @@ pub fn build_environment(
                 .collect();
             let mut mapping = Map::new();
             for item in &items {
-                if let (Some(Value::String(name)), Some(value)) = (item.get("name"), item.get("value")) {
+                if let (Some(Value::String(name)), Some(value)) =
+                    (item.get("name"), item.get("value"))
+                {
                     mapping.insert(name.clone(), value.clone());
                 }
             }
@@ -168,7 +179,9 @@ fn configure_eviction_handling(environment: &mut ConfiguredEnv, backoff_limit: O
                     items.push(json!({"name": SIGTERM_BEHAVIOR, "value": "reschedule"}));
                 }
             } else {
-                items.retain(|item| item.get("name").and_then(Value::as_str) != Some(SIGTERM_BEHAVIOR));
+                items.retain(|item| {
+                    item.get("name").and_then(Value::as_str) != Some(SIGTERM_BEHAVIOR)
+                });
                 items.push(json!({"name": SIGTERM_BEHAVIOR, "value": "relinquish"}));
             }
         }
@@ -295,7 +308,9 @@ mod tests {
     #[test]
     fn order_is_settings_run_attribution_user_then_sigterm() {
         let environment = build_environment(
-            mapping(json!({"FOO": "bar", "PREFECT_API_URL": "http://override", "GONE": null, "PREFECT_API_KEY": null})),
+            mapping(
+                json!({"FOO": "bar", "PREFECT_API_URL": "http://override", "GONE": null, "PREFECT_API_KEY": null}),
+            ),
             &settings(),
             &flow_run(true),
             Some(&json!(0)),
@@ -329,7 +344,9 @@ mod tests {
             &flow_run(false),
             Some(&json!(0)),
         );
-        let ConfiguredEnv::Mapping(env) = user_set else { panic!() };
+        let ConfiguredEnv::Mapping(env) = user_set else {
+            panic!()
+        };
         assert_eq!(env[SIGTERM_BEHAVIOR], "exit");
 
         for backoff in [Some(json!(3)), None] {
@@ -339,7 +356,9 @@ mod tests {
                 &flow_run(false),
                 backoff.as_ref(),
             );
-            let ConfiguredEnv::Mapping(env) = forced else { panic!() };
+            let ConfiguredEnv::Mapping(env) = forced else {
+                panic!()
+            };
             assert_eq!(env[SIGTERM_BEHAVIOR], "relinquish");
         }
     }
@@ -365,7 +384,9 @@ mod tests {
     fn template_env_list_is_appended_without_duplicates() {
         let env = container_env_list(
             mapping(json!({"A": "1", "B": "2"})),
-            Some(&json!([{"name": "B", "value": "template"}, {"name": "C", "valueFrom": {"x": 1}}])),
+            Some(
+                &json!([{"name": "B", "value": "template"}, {"name": "C", "valueFrom": {"x": 1}}]),
+            ),
             "containers[0].env",
         )
         .expect("combined");

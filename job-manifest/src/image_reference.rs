@@ -25,9 +25,8 @@ static DOMAIN_COMPONENT: LazyLock<Regex> = LazyLock::new(|| {
 });
 static IPV6_HOST: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\[[a-fA-F0-9:]+\]$").expect("valid regex"));
-static PATH_COMPONENT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$").expect("valid regex")
-});
+static PATH_COMPONENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$").expect("valid regex"));
 static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[\w][\w.-]{0,127}$").expect("valid regex"));
 static DIGEST: LazyLock<Regex> = LazyLock::new(|| {
@@ -69,7 +68,10 @@ pub fn check_image_reference(field: &str, image: &str) -> Result<(), ManifestErr
     // A tag follows the last ':' that comes after the last '/'.
     let last_slash = rest.rfind('/').map_or(0, |index| index + 1);
     let (name, tag) = match rest[last_slash..].rfind(':') {
-        Some(index) => (&rest[..last_slash + index], Some(&rest[last_slash + index + 1..])),
+        Some(index) => (
+            &rest[..last_slash + index],
+            Some(&rest[last_slash + index + 1..]),
+        ),
         None => (rest, None),
     };
     if let Some(tag) = tag {

@@ -14,13 +14,19 @@ fn variable_error(field: &str, reason: impl Into<String>) -> ManifestError {
     }
 }
 
-fn as_variables<'v>(value: &'v Value, field: &str) -> Result<Option<&'v Map<String, Value>>, ManifestError> {
+fn as_variables<'v>(
+    value: &'v Value,
+    field: &str,
+) -> Result<Option<&'v Map<String, Value>>, ManifestError> {
     match value {
         Value::Null => Ok(None),
         Value::Object(object) => Ok(Some(object)),
         other => Err(variable_error(
             field,
-            format!("job variables must be an object, got {}", json_type_name(other)),
+            format!(
+                "job variables must be an object, got {}",
+                json_type_name(other)
+            ),
         )),
     }
 }
@@ -65,7 +71,9 @@ pub fn merge_deployment_and_run(
 
 /// Expands dotted keys (`"env.FOO": "x"` -> `{"env": {"FOO": "x"}}`); nested
 /// keys are then deep-merged on top, so they win over dotted ones.
-pub fn expand_dotted_keys(values: &Map<String, Value>) -> Result<Map<String, Value>, ManifestError> {
+pub fn expand_dotted_keys(
+    values: &Map<String, Value>,
+) -> Result<Map<String, Value>, ManifestError> {
     let mut expanded = Map::new();
     for (key, value) in values.iter().filter(|(key, _)| key.contains('.')) {
         let path = key.replace('[', ".").replace(']', "");
@@ -86,7 +94,11 @@ pub fn expand_dotted_keys(values: &Map<String, Value>) -> Result<Map<String, Val
     Ok(expanded)
 }
 
-fn set_in_object(target: &mut Map<String, Value>, parts: &[&str], value: Value) -> Result<(), String> {
+fn set_in_object(
+    target: &mut Map<String, Value>,
+    parts: &[&str],
+    value: Value,
+) -> Result<(), String> {
     let (last, parents) = parts.split_last().expect("split always yields a part");
     let mut current = target;
     for part in parents {
@@ -158,7 +170,12 @@ fn allowed_types(schema: &Value) -> Option<Vec<String>> {
     match schema.get("type") {
         Some(Value::String(name)) => return Some(vec![name.clone()]),
         Some(Value::Array(names)) => {
-            return Some(names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+            return Some(
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect(),
+            )
         }
         _ => {}
     }
@@ -203,7 +220,11 @@ fn check_value(field: &str, value: &Value, schema: &Value) -> Result<(), Manifes
         if !types.iter().any(|name| matches_type(value, name)) {
             return Err(variable_error(
                 field,
-                format!("must be {}, got {}", describe_types(&types), describe_value(value)),
+                format!(
+                    "must be {}, got {}",
+                    describe_types(&types),
+                    describe_value(value)
+                ),
             ));
         }
     }
@@ -222,16 +243,24 @@ fn check_value(field: &str, value: &Value, schema: &Value) -> Result<(), Manifes
     if let Some(number) = value.as_f64() {
         if let Some(minimum) = schema.get("minimum").and_then(Value::as_f64) {
             if number < minimum {
-                return Err(variable_error(field, format!("must be at least {minimum}, got {value}")));
+                return Err(variable_error(
+                    field,
+                    format!("must be at least {minimum}, got {value}"),
+                ));
             }
         }
         if let Some(maximum) = schema.get("maximum").and_then(Value::as_f64) {
             if number > maximum {
-                return Err(variable_error(field, format!("must be at most {maximum}, got {value}")));
+                return Err(variable_error(
+                    field,
+                    format!("must be at most {maximum}, got {value}"),
+                ));
             }
         }
     }
-    if let (Value::Object(entries), Some(entry_schema)) = (value, schema.get("additionalProperties")) {
+    if let (Value::Object(entries), Some(entry_schema)) =
+        (value, schema.get("additionalProperties"))
+    {
         if entry_schema.is_object() {
             for (key, entry) in entries {
                 check_value(&format!("{field}.{key}"), entry, entry_schema)?;
@@ -242,13 +271,22 @@ fn check_value(field: &str, value: &Value, schema: &Value) -> Result<(), Manifes
 }
 
 /// Checks each job variable that the work pool's schema describes. A `null`
-/// value is always accepted: it means "unset".
+/// value is always accepted: it means "unset". So is a `command` given as a list
+/// of strings (used as the container's `args` as is), although the schema only
+/// allows a string.
 pub fn check_against_schema(
     values: &Map<String, Value>,
     properties: &Map<String, Value>,
 ) -> Result<(), ManifestError> {
     for (name, value) in values {
         if value.is_null() {
+            continue;
+        }
+        if name == "command"
+            && value
+                .as_array()
+                .is_some_and(|words| words.iter().all(Value::is_string))
+        {
             continue;
         }
         if let Some(schema) = properties.get(name) {
@@ -345,13 +383,41 @@ mod tests {
             "cluster_config": {"anyOf": [{"$ref": "#/definitions/X"}, {"type": "null"}]}
         }));
         let cases = [
-            (json!({"backoff_limit": "2"}), "job_variables.backoff_limit", "must be an integer"),
-            (json!({"backoff_limit": 1.5}), "job_variables.backoff_limit", "must be an integer"),
-            (json!({"backoff_limit": -1}), "job_variables.backoff_limit", "at least 0"),
-            (json!({"command": 3}), "job_variables.command", "a string or null"),
-            (json!({"image_pull_policy": "Sometimes"}), "job_variables.image_pull_policy", "one of"),
-            (json!({"env": ["A=1"]}), "job_variables.env", "must be an object"),
-            (json!({"env": {"A": {"x": 1}}}), "job_variables.env.A", "a string or null"),
+            (
+                json!({"backoff_limit": "2"}),
+                "job_variables.backoff_limit",
+                "must be an integer",
+            ),
+            (
+                json!({"backoff_limit": 1.5}),
+                "job_variables.backoff_limit",
+                "must be an integer",
+            ),
+            (
+                json!({"backoff_limit": -1}),
+                "job_variables.backoff_limit",
+                "at least 0",
+            ),
+            (
+                json!({"command": 3}),
+                "job_variables.command",
+                "a string or null",
+            ),
+            (
+                json!({"image_pull_policy": "Sometimes"}),
+                "job_variables.image_pull_policy",
+                "one of",
+            ),
+            (
+                json!({"env": ["A=1"]}),
+                "job_variables.env",
+                "must be an object",
+            ),
+            (
+                json!({"env": {"A": {"x": 1}}}),
+                "job_variables.env.A",
+                "a string or null",
+            ),
         ];
         for (values, field, reason) in cases {
             let err = check_against_schema(&object(values.clone()), &properties).expect_err(field);

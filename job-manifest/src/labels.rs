@@ -6,8 +6,8 @@ use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde_json::{Map, Value};
 
 use crate::error::ManifestError;
-use crate::slug::{slugify_label_key, slugify_label_value};
 use crate::request::FlowRunContext;
+use crate::slug::{slugify_label_key, slugify_label_value};
 
 /// The Prefect version whose behaviour is reproduced (`prefect.io/version`).
 pub const PREFECT_VERSION: &str = "3.9.1";
@@ -35,24 +35,51 @@ pub fn python_isoformat(time: &DateTime<Utc>) -> String {
 pub fn base_labels(flow_run: &FlowRunContext) -> Map<String, Value> {
     let version = slugify_label_value(PREFECT_VERSION);
     let mut labels = Map::new();
-    labels.insert("prefect.io/flow-run-id".into(), text(flow_run.flow_run_id.to_string()));
-    labels.insert("prefect.io/flow-run-name".into(), text(flow_run.flow_run_name.clone()));
+    labels.insert(
+        "prefect.io/flow-run-id".into(),
+        text(flow_run.flow_run_id.to_string()),
+    );
+    labels.insert(
+        "prefect.io/flow-run-name".into(),
+        text(flow_run.flow_run_name.clone()),
+    );
     labels.insert("prefect.io/version".into(), text(version.clone()));
     labels.insert("app.kubernetes.io/managed-by".into(), text("prefect"));
     labels.insert("app.kubernetes.io/part-of".into(), text("prefect"));
     labels.insert("app.kubernetes.io/version".into(), text(version));
-    labels.insert("prefect.io/work-pool-name".into(), text(flow_run.work_pool_name.clone()));
-    labels.insert("prefect.io/work-pool-id".into(), text(flow_run.work_pool_id.to_string()));
-    labels.insert("prefect.io/worker-name".into(), text(flow_run.worker_name.clone()));
-    labels.insert("prefect.io/flow-id".into(), text(flow_run.flow_id.to_string()));
-    labels.insert("prefect.io/flow-name".into(), text(flow_run.flow_name.clone()));
+    labels.insert(
+        "prefect.io/work-pool-name".into(),
+        text(flow_run.work_pool_name.clone()),
+    );
+    labels.insert(
+        "prefect.io/work-pool-id".into(),
+        text(flow_run.work_pool_id.to_string()),
+    );
+    labels.insert(
+        "prefect.io/worker-name".into(),
+        text(flow_run.worker_name.clone()),
+    );
+    labels.insert(
+        "prefect.io/flow-id".into(),
+        text(flow_run.flow_id.to_string()),
+    );
+    labels.insert(
+        "prefect.io/flow-name".into(),
+        text(flow_run.flow_name.clone()),
+    );
     labels.insert(
         "app.kubernetes.io/name".into(),
         text(slugify_label_value(&flow_run.flow_name)),
     );
     if let Some(deployment) = &flow_run.deployment {
-        labels.insert("prefect.io/deployment-id".into(), text(deployment.id.to_string()));
-        labels.insert("prefect.io/deployment-name".into(), text(deployment.name.clone()));
+        labels.insert(
+            "prefect.io/deployment-id".into(),
+            text(deployment.id.to_string()),
+        );
+        labels.insert(
+            "prefect.io/deployment-name".into(),
+            text(deployment.name.clone()),
+        );
         if let Some(updated) = &deployment.updated {
             labels.insert(
                 "prefect.io/deployment-updated".into(),
@@ -131,10 +158,16 @@ mod tests {
 
     #[test]
     fn isoformat_matches_python() {
-        let whole = Utc.with_ymd_and_hms(2026, 11, 27, 4, 0, 1).single().expect("time");
+        let whole = Utc
+            .with_ymd_and_hms(2026, 11, 27, 4, 0, 1)
+            .single()
+            .expect("time");
         assert_eq!(python_isoformat(&whole), "2026-11-27T04:00:01+00:00");
         let fractional = whole + chrono::Duration::microseconds(123_456);
-        assert_eq!(python_isoformat(&fractional), "2026-11-27T04:00:01.123456+00:00");
+        assert_eq!(
+            python_isoformat(&fractional),
+            "2026-11-27T04:00:01.123456+00:00"
+        );
     }
 
     #[test]
@@ -149,11 +182,17 @@ mod tests {
             updated: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single(),
         })));
         assert_eq!(with["app.kubernetes.io/name"], "My-Deployment");
-        assert_eq!(with["prefect.io/deployment-updated"], "2026-01-02T03:04:05+00:00");
+        assert_eq!(
+            with["prefect.io/deployment-updated"],
+            "2026-01-02T03:04:05+00:00"
+        );
         let keys: Vec<&String> = with.keys().collect();
         let app_name = keys.iter().position(|k| *k == "app.kubernetes.io/name");
         let deployment_id = keys.iter().position(|k| *k == "prefect.io/deployment-id");
-        assert!(app_name < deployment_id, "app name keeps the flow labels' position");
+        assert!(
+            app_name < deployment_id,
+            "app name keeps the flow labels' position"
+        );
     }
 
     #[test]
@@ -172,12 +211,17 @@ mod tests {
         );
         let annotations = merge_and_slugify(
             None,
-            json!({"a/b c": "free text: ok"}).as_object().expect("object"),
+            json!({"a/b c": "free text: ok"})
+                .as_object()
+                .expect("object"),
             false,
             "metadata.annotations",
         )
         .expect("merged");
-        assert_eq!(Value::Object(annotations), json!({"a/b-c": "free text: ok"}));
+        assert_eq!(
+            Value::Object(annotations),
+            json!({"a/b-c": "free text: ok"})
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! under the job variables.
 //!
 //! Pure functions, no I/O. The entry point is [`render_job_manifest`]; Job names
-//! come from [`job_name`]. Deliberate differences from prefect-kubernetes:
+//! come from [`job_name`] (with [`job_name_base`] for the part before the hash). Deliberate differences from prefect-kubernetes:
 //! the Job gets a fixed `metadata.name` instead of `generateName`; a `null` value
 //! of a whole-value placeholder removes the key (Prefect writes `null`); the
 //! `prefect-job` container must be the first one; `{{ prefect.blocks.* }}`,
@@ -32,7 +32,7 @@ mod typed_job;
 use serde_json::Value;
 
 pub use error::ManifestError;
-pub use job_name::job_name;
+pub use job_name::{job_name, job_name_base};
 pub use labels::PREFECT_VERSION;
 pub use render::{
     render_job_manifest, RenderedJob, DEFAULT_COMMAND, DEFAULT_IMAGE, DEFAULT_NAMESPACE,

@@ -108,7 +108,11 @@ fn display_value(value: &Value) -> String {
 /// `requests`, and that no request exceeds its limit.
 pub fn check_container_resources(field: &str, resources: &Value) -> Result<(), ManifestError> {
     let Some(resources) = resources.as_object() else {
-        return Err(quantity_error(field, &resources.to_string(), "resources must be an object"));
+        return Err(quantity_error(
+            field,
+            &resources.to_string(),
+            "resources must be an object",
+        ));
     };
     let mut parsed_limits = Vec::new();
     for section in ["limits", "requests"] {
@@ -171,7 +175,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_quantities() {
-        for text in ["", "abc", "1 Gi", "1gi", "1GB", "1.2.3", "m", "1e", "0.5 cpu", "1KiB"] {
+        for text in [
+            "", "abc", "1 Gi", "1gi", "1GB", "1.2.3", "m", "1e", "0.5 cpu", "1KiB",
+        ] {
             let err = parse_quantity("job_variables.cpu_request", text).expect_err(text);
             assert_eq!(err.field(), "job_variables.cpu_request");
             assert!(err.to_string().contains("Kubernetes quantity"), "{err}");
@@ -190,7 +196,10 @@ mod tests {
         assert_eq!(err.field(), "r.requests.cpu");
         let err = check_container_resources("r", &json!({"limits": {"memory": "-1Gi"}}))
             .expect_err("negative");
-        assert!(err.to_string().contains("greater than or equal to 0"), "{err}");
+        assert!(
+            err.to_string().contains("greater than or equal to 0"),
+            "{err}"
+        );
         let err = check_container_resources(
             "r",
             &json!({"limits": {"cpu": "500m"}, "requests": {"cpu": "1"}}),

@@ -25,7 +25,7 @@ use crate::python_text::python_str;
 use crate::quantity::{check_container_resources, check_resource_quantity};
 use crate::request::{AgentDefaults, RenderRequest, IMAGE_PULL_POLICIES};
 use crate::slug::{slugify_label_key, slugify_label_value};
-use crate::templating::{apply_values, find_unsupported_references};
+use crate::templating::{apply_values, find_unsupported_references, referenced_variables};
 
 /// The image used when neither the job variables nor the template set one
 /// (prefect-kubernetes: `prefecthq/prefect:<prefect version>-python<python version>`).
@@ -136,11 +136,15 @@ pub fn render_job_manifest(request: &RenderRequest<'_>) -> Result<RenderedJob, M
     for (key, value) in job_values {
         variables.insert(key, value);
     }
-    check_known_variables(&variables)?;
+    check_known_variables(
+        &variables,
+        &referenced_variables(&Value::Object(base_config.clone())),
+    )?;
 
-    if let (Some(Value::Object(config_env)), Some(job_env)) =
-        (base_config.get("env"), variables.get("env").filter(|env| is_truthy(env)))
-    {
+    if let (Some(Value::Object(config_env)), Some(job_env)) = (
+        base_config.get("env"),
+        variables.get("env").filter(|env| is_truthy(env)),
+    ) {
         let merged = merge_objects(config_env, job_env, "env")?;
         base_config.insert("env".into(), merged);
     }
@@ -175,7 +179,11 @@ fn is_truthy(value: &Value) -> bool {
 }
 
 /// Python's `dict | dict`.
-fn merge_objects(base: &Map<String, Value>, overlay: &Value, field: &str) -> Result<Value, ManifestError> {
+fn merge_objects(
+    base: &Map<String, Value>,
+    overlay: &Value,
+    field: &str,
+) -> Result<Value, ManifestError> {
     let Value::Object(overlay) = overlay else {
         return Err(variable_error(
             format!("job_variables.{field}"),
@@ -236,9 +244,21 @@ fn layer_agent_mapping(
     Ok(())
 }
 
-/// Checks the values of the well-known variables before they are rendered, so
-/// the error names the job variable rather than a manifest path.
-fn check_known_variables(variables: &Map<String, Value>) -> Result<(), ManifestError> {
+/// Checks the values of the well-known variables the template uses before they
+/// are rendered, so the error names the job variable rather than a manifest path.
+fn check_known_variables(
+    variables: &Map<String, Value>,
+    referenced: &[String],
+) -> Result<(), ManifestError> {
+    // Values that are themselves placeholders are checked after rendering
+    // (where unsupported ones are reported as such); unused ones not at all.
+    let plain: Map<String, Value> = variables
+        .iter()
+        .filter(|(name, _)| referenced.contains(name))
+        .filter(|(_, value)| !value.as_str().is_some_and(|text| text.contains("{{")))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let variables = &plain;
     if let Some(Value::String(image)) = variables.get("image") {
         check_image_reference("job_variables.image", image)?;
     }
@@ -263,7 +283,10 @@ fn check_known_variables(variables: &Map<String, Value>) -> Result<(), ManifestE
         for (key, value) in labels {
             let field = format!("job_variables.labels.{key}");
             let Value::String(value) = value else {
-                return Err(variable_error(field, format!("must be a string, got {value}")));
+                return Err(variable_error(
+                    field,
+                    format!("must be a string, got {value}"),
+                ));
             };
             let slug_key = slugify_label_key(key);
             check_label_key(&field, &slug_key)?;
@@ -274,7 +297,10 @@ fn check_known_variables(variables: &Map<String, Value>) -> Result<(), ManifestE
         for (key, value) in annotations {
             let field = format!("job_variables.annotations.{key}");
             if !value.is_string() {
-                return Err(variable_error(field, format!("must be a string, got {value}")));
+                return Err(variable_error(
+                    field,
+                    format!("must be a string, got {value}"),
+                ));
             }
             check_label_key(&field, &slugify_label_key(key))?;
         }
@@ -382,7 +408,12 @@ impl JobConfiguration {
         }
         let job_manifest = match fields.shift_remove("job_manifest") {
             Some(manifest @ Value::Object(_)) => manifest,
-            Some(_) => return Err(template_error("job_configuration.job_manifest", "must be an object")),
+            Some(_) => {
+                return Err(template_error(
+                    "job_configuration.job_manifest",
+                    "must be an object",
+                ))
+            }
             None => {
                 return Err(template_error(
                     "job_configuration.job_manifest",
@@ -416,7 +447,10 @@ fn string_map(value: Option<Value>, name: &str) -> Result<Map<String, Value>, Ma
         }
         Some(other) => Err(variable_error(
             format!("job_variables.{name}"),
-            format!("must be an object of strings, got {}", json_type_name(&other)),
+            format!(
+                "must be an object of strings, got {}",
+                json_type_name(&other)
+            ),
         )),
     }
 }
@@ -460,9 +494,13 @@ fn compare_required(
                 let child = format!("{pointer}/{key}");
                 match actual.get(key) {
                     None => missing.push(child),
-                    Some(actual_value) => {
-                        compare_required(required_value, actual_value, &child, missing, incompatible)
-                    }
+                    Some(actual_value) => compare_required(
+                        required_value,
+                        actual_value,
+                        &child,
+                        missing,
+                        incompatible,
+                    ),
                 }
             }
         }
@@ -471,9 +509,13 @@ fn compare_required(
                 let child = format!("{pointer}/{index}");
                 match actual.get(index) {
                     None => missing.push(child),
-                    Some(actual_value) => {
-                        compare_required(required_value, actual_value, &child, missing, incompatible)
-                    }
+                    Some(actual_value) => compare_required(
+                        required_value,
+                        actual_value,
+                        &child,
+                        missing,
+                        incompatible,
+                    ),
                 }
             }
         }
@@ -481,7 +523,10 @@ fn compare_required(
         (Value::Array(_), _) => incompatible.push(format!("{pointer} must be a list")),
         (required, actual) => {
             if !json_equal(required, actual) {
-                incompatible.push(format!("{pointer} must have value {}", python_literal(required)));
+                incompatible.push(format!(
+                    "{pointer} must have value {}",
+                    python_literal(required)
+                ));
             }
         }
     }
@@ -525,7 +570,13 @@ fn validate_manifest_structure(manifest: &mut Value, namespace: &str) -> Result<
 
     let mut missing = Vec::new();
     let mut incompatible = Vec::new();
-    compare_required(&required_manifest(), manifest, "", &mut missing, &mut incompatible);
+    compare_required(
+        &required_manifest(),
+        manifest,
+        "",
+        &mut missing,
+        &mut incompatible,
+    );
     missing.sort();
     incompatible.sort();
     if let Some(first) = missing.first() {
@@ -691,7 +742,10 @@ fn prepare_for_flow_run(
 
 /// This agent's steps after prefect-kubernetes': image pull secrets, secret
 /// references for the API key/auth string, the caller's labels and annotations.
-fn apply_agent_additions(manifest: &mut Value, request: &RenderRequest<'_>) -> Result<(), ManifestError> {
+fn apply_agent_additions(
+    manifest: &mut Value,
+    request: &RenderRequest<'_>,
+) -> Result<(), ManifestError> {
     let secrets = &request.agent_defaults.image_pull_secrets;
     if !secrets.is_empty() {
         let pod_spec = manifest
@@ -712,7 +766,10 @@ fn apply_agent_additions(manifest: &mut Value, request: &RenderRequest<'_>) -> R
         ("/metadata/labels", request.extra_labels),
         ("/spec/template/metadata/labels", request.extra_labels),
         ("/metadata/annotations", request.extra_annotations),
-        ("/spec/template/metadata/annotations", request.extra_annotations),
+        (
+            "/spec/template/metadata/annotations",
+            request.extra_annotations,
+        ),
     ] {
         if entries.is_empty() {
             continue;
@@ -815,8 +872,14 @@ fn check_containers(pod_spec: &Map<String, Value>, list: &str) -> Result<(), Man
         if let Some(Value::Array(env)) = container.get("env") {
             for (position, entry) in env.iter().enumerate() {
                 let entry_field = format!("{field}.env[{position}]");
-                let name = entry.get("name").and_then(Value::as_str).unwrap_or_default();
-                if name.is_empty() || name.contains('=') || !name.chars().all(|c| c.is_ascii_graphic()) {
+                let name = entry
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if name.is_empty()
+                    || name.contains('=')
+                    || !name.chars().all(|c| c.is_ascii_graphic())
+                {
                     return Err(variable_error(
                         entry_field,
                         format!("{name:?} is not a valid environment variable name"),

@@ -100,9 +100,13 @@ fn decode_entities(text: &str) -> String {
         }
         .to_string()
     });
-    let decimal_ok = DECIMAL_ENTITY
-        .captures_iter(&text)
-        .all(|caps| caps[1].parse::<u32>().ok().and_then(char::from_u32).is_some());
+    let decimal_ok = DECIMAL_ENTITY.captures_iter(&text).all(|caps| {
+        caps[1]
+            .parse::<u32>()
+            .ok()
+            .and_then(char::from_u32)
+            .is_some()
+    });
     let text = if decimal_ok {
         DECIMAL_ENTITY
             .replace_all(&text, |caps: &regex::Captures<'_>| {
@@ -216,7 +220,10 @@ mod tests {
             ("É", "E"),
             ("ﬁ", "fi"),
             ("Hello World/ok", "Hello-World-ok"),
-            ("2026-11-27T04:00:01.123456+00:00", "2026-11-27T04-00-01.123456-00-00"),
+            (
+                "2026-11-27T04:00:01.123456+00:00",
+                "2026-11-27T04-00-01.123456-00-00",
+            ),
             ("!!!", "!!!"),
             ("", ""),
         ];
@@ -236,7 +243,10 @@ mod tests {
 
     #[test]
     fn names_are_lower_case_and_cut_at_45() {
-        assert_eq!(slugify_name("My Flow Run", 45).as_deref(), Some("my-flow-run"));
+        assert_eq!(
+            slugify_name("My Flow Run", 45).as_deref(),
+            Some("my-flow-run")
+        );
         assert_eq!(slugify_name("a__b..c", 45).as_deref(), Some("a-b-c"));
         assert_eq!(slugify_name(&"A".repeat(70), 45), Some("a".repeat(45)));
         assert_eq!(slugify_name("!!!", 45), None);
@@ -246,9 +256,35 @@ mod tests {
     fn label_keys_slug_prefix_and_name_separately() {
         assert_eq!(slugify_label_key("My Label!"), "My-Label");
         assert_eq!(slugify_label_key("a/b c"), "a/b-c");
-        assert_eq!(slugify_label_key("Ex.com/Héllo Wörld"), "Ex.com/Hello-World");
+        assert_eq!(
+            slugify_label_key("Ex.com/Héllo Wörld"),
+            "Ex.com/Hello-World"
+        );
         assert_eq!(slugify_label_key("pre_fix/x"), "pre-fix/x");
         assert_eq!(slugify_label_key("/x y"), "x-y");
-        assert_eq!(slugify_label_key("prefect.io/flow-run-id"), "prefect.io/flow-run-id");
+        assert_eq!(
+            slugify_label_key("prefect.io/flow-run-id"),
+            "prefect.io/flow-run-id"
+        );
+    }
+}
+
+#[cfg(test)]
+mod transliteration_tests {
+    use super::*;
+
+    // Non-ASCII text goes through `deunicode` where Python uses text-unidecode;
+    // these common cases agree (expected values from prefect-kubernetes 0.8.0).
+    #[test]
+    fn common_non_ascii_text_matches_python() {
+        assert_eq!(slugify_label_value("日本語"), "Ri-Ben-Yu");
+        assert_eq!(
+            slugify_label_value("Nightly ETL (prod) — ünïcode"),
+            "Nightly-ETL-prod-unicode"
+        );
+        assert_eq!(
+            slugify_name("Ünïcödé Flow", 45).as_deref(),
+            Some("unicode-flow")
+        );
     }
 }

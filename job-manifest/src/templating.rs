@@ -60,6 +60,38 @@ fn placeholders(text: &str) -> Vec<(String, String)> {
     found
 }
 
+/// The first path segment of every placeholder in `template` (`env` for
+/// `{{ env.FOO }}`): the variables the template uses.
+pub fn referenced_variables(template: &Value) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    collect_referenced(template, &mut names);
+    names
+}
+
+fn collect_referenced(template: &Value, names: &mut Vec<String>) {
+    match template {
+        Value::String(text) => {
+            for (_, name) in placeholders(text) {
+                let root = name
+                    .split(['.', '['])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                if !names.contains(&root) {
+                    names.push(root);
+                }
+            }
+        }
+        Value::Object(object) => object
+            .values()
+            .for_each(|value| collect_referenced(value, names)),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| collect_referenced(item, names)),
+        _ => {}
+    }
+}
+
 /// Applies `values` to `template`. `None` means "not set": the caller drops the key.
 pub fn apply_values(template: &Value, values: &Map<String, Value>) -> Option<Value> {
     match template {
@@ -209,7 +241,8 @@ mod tests {
     #[test]
     fn whole_placeholder_takes_the_typed_value() {
         let vals = values(json!({"n": 3, "list": [1, 2], "obj": {"a": "b"}, "flag": true}));
-        let template = json!({"a": "{{ n }}", "b": "{{list}}", "c": "{{ obj }}", "d": "{{ flag }}"});
+        let template =
+            json!({"a": "{{ n }}", "b": "{{list}}", "c": "{{ obj }}", "d": "{{ flag }}"});
         assert_eq!(
             apply_values(&template, &vals),
             Some(json!({"a": 3, "b": [1, 2], "c": {"a": "b"}, "d": true}))
@@ -246,6 +279,15 @@ mod tests {
     }
 
     #[test]
+    fn referenced_variables_are_the_placeholder_roots() {
+        let template = json!({"a": "{{ image }}", "b": ["x {{ env.FOO }} {{ name }}"], "c": {"d": "{{ cpu_limit }}"}, "e": 1});
+        assert_eq!(
+            referenced_variables(&template),
+            ["image", "env", "name", "cpu_limit"]
+        );
+    }
+
+    #[test]
     fn paths_reach_into_objects_and_lists() {
         let vals = values(json!({"a": {"b": [10, {"c": "deep"}]}}));
         assert_eq!(lookup_path(&vals, "a.b[1].c"), Some(json!("deep")));
@@ -257,10 +299,10 @@ mod tests {
     #[test]
     fn block_and_variable_placeholders_are_reported() {
         let vals = values(json!({}));
-        let rendered = apply_values(&json!({"x": "{{ prefect.blocks.secret.db }}"}), &vals)
-            .expect("rendered");
-        let err = find_unsupported_references(&rendered, "job_configuration")
-            .expect_err("unsupported");
+        let rendered =
+            apply_values(&json!({"x": "{{ prefect.blocks.secret.db }}"}), &vals).expect("rendered");
+        let err =
+            find_unsupported_references(&rendered, "job_configuration").expect_err("unsupported");
         assert_eq!(err.field(), "job_configuration.x");
         assert!(err.to_string().contains("not supported"), "{err}");
 
@@ -271,8 +313,9 @@ mod tests {
         .expect_err("unsupported");
         assert_eq!(err.field(), "env.A");
 
-        let err = find_unsupported_references(&json!({"c": {"$ref": {"block_document_id": "1"}}}), "")
-            .expect_err("unsupported");
+        let err =
+            find_unsupported_references(&json!({"c": {"$ref": {"block_document_id": "1"}}}), "")
+                .expect_err("unsupported");
         assert_eq!(err.field(), "c");
     }
 }

@@ -51,6 +51,9 @@ mod tests {
         }))
         .expect_err("backoffLimit must be an integer");
         assert_eq!(err.field(), "job_manifest");
-        assert!(err.to_string().contains("not a valid batch/v1 Job"), "{err}");
+        assert!(
+            err.to_string().contains("not a valid batch/v1 Job"),
+            "{err}"
+        );
     }
 }

@@ -2,8 +2,10 @@
 //! equals, field by field, the one prefect-kubernetes 0.8.0 itself renders
 //! (`tests/reference_render.py`, run with the project virtualenv's Python).
 //!
-//! Ignored on purpose: the Job's name (`generateName` there, `metadata.name`
-//! here), env entries Python forwards from its own profile
+//! The Job's name is compared as far as it can be: Python's `generateName` must
+//! equal our `metadata.name` without its 16-character hash (Kubernetes adds a
+//! random suffix there). Ignored on purpose: env entries Python forwards from its
+//! own profile
 //! (`PREFECT_HOME`, `PREFECT_SERVER_EPHEMERAL_ENABLED`), and keys whose value is
 //! `null` (Prefect writes `null` for an unset value, this crate drops the key;
 //! Kubernetes reads both as unset).
@@ -17,8 +19,8 @@ use std::process::{Command, Stdio};
 
 use chrono::{DateTime, Utc};
 use job_manifest::{
-    default_base_job_template, job_name, render_job_manifest, AgentDefaults, DeploymentContext,
-    FlowRunContext, ForwardedSecret, ForwardedSettings, RenderRequest,
+    default_base_job_template, job_name, job_name_base, render_job_manifest, AgentDefaults,
+    DeploymentContext, FlowRunContext, ForwardedSecret, ForwardedSettings, RenderRequest,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -57,6 +59,10 @@ struct Case {
     /// What the Python manifest must contain for the case to test what it says:
     /// (JSON pointer, expected value).
     must_have: Vec<(&'static str, Value)>,
+    /// Agent defaults for the Rust side; the Python side gets the equivalent job
+    /// variables under the deployment's instead.
+    agent_defaults: AgentDefaults,
+    agent_equivalent_job_variables: Value,
 }
 
 impl Case {
@@ -71,6 +77,8 @@ impl Case {
             deployment_name: "my-deployment",
             settings: SettingsMode::PlainKey,
             must_have: Vec::new(),
+            agent_defaults: AgentDefaults::default(),
+            agent_equivalent_job_variables: json!({}),
         }
     }
 
@@ -80,9 +88,26 @@ impl Case {
     }
 
     fn python_input(&self) -> Value {
+        let deployment_job_variables = self.deployment_job_variables.as_ref().map(|variables| {
+            let mut merged = self.agent_equivalent_job_variables.clone();
+            for (key, value) in variables.as_object().expect("job variables object") {
+                match (
+                    merged.get_mut(key).and_then(Value::as_object_mut),
+                    value.as_object(),
+                ) {
+                    (Some(below), Some(above)) => {
+                        for (name, entry) in above {
+                            below.insert(name.clone(), entry.clone());
+                        }
+                    }
+                    _ => merged[key] = value.clone(),
+                }
+            }
+            merged
+        });
         json!({
             "base_job_template": self.base_job_template,
-            "deployment_job_variables": self.deployment_job_variables,
+            "deployment_job_variables": deployment_job_variables,
             "flow_run_job_variables": self.flow_run_job_variables,
             "flow_run": {"id": FLOW_RUN_ID, "name": self.flow_run_name},
             "flow": {"id": FLOW_ID, "name": self.flow_name},
@@ -103,11 +128,14 @@ impl Case {
             flow_run_name: self.flow_run_name.into(),
             flow_id: FLOW_ID.parse().expect("uuid"),
             flow_name: self.flow_name.into(),
-            deployment: self.deployment_job_variables.as_ref().map(|_| DeploymentContext {
-                id: DEPLOYMENT_ID.parse().expect("uuid"),
-                name: self.deployment_name.into(),
-                updated: Some(updated),
-            }),
+            deployment: self
+                .deployment_job_variables
+                .as_ref()
+                .map(|_| DeploymentContext {
+                    id: DEPLOYMENT_ID.parse().expect("uuid"),
+                    name: self.deployment_name.into(),
+                    updated: Some(updated),
+                }),
             work_pool_name: "k8s-pool".into(),
             work_pool_id: WORK_POOL_ID.parse::<Uuid>().expect("uuid"),
             worker_name: "worker-1".into(),
@@ -145,9 +173,10 @@ impl Case {
             .unwrap_or_else(default_base_job_template);
         let deployment = self.deployment_job_variables.clone().unwrap_or(Value::Null);
         let context = self.flow_run_context();
-        let defaults = AgentDefaults::default();
+        let defaults = self.agent_defaults.clone();
         let settings = self.forwarded_settings();
-        let name = job_name(self.flow_run_name, FLOW_RUN_ID);
+        let base = job_name_base(&deployment, &self.flow_run_job_variables, &context);
+        let name = job_name(&base, FLOW_RUN_ID);
         let rendered = render_job_manifest(&RenderRequest {
             base_job_template: &template,
             deployment_job_variables: &deployment,
@@ -169,7 +198,10 @@ impl Case {
             "case {}",
             self.name
         );
-        assert_eq!(rendered.infrastructure_pid(), format!("{}:{name}", rendered.namespace));
+        assert_eq!(
+            rendered.infrastructure_pid(),
+            format!("{}:{name}", rendered.namespace)
+        );
         (rendered.manifest, rendered.namespace)
     }
 }
@@ -297,7 +329,7 @@ fn cases() -> Vec<Case> {
         },
         Case::new(
             "command as a string",
-            json!({"command": "python -m my_module --flag 'quoted arg' \"double \\\"q\\\"\" back\\ slash"}),
+            json!({"command": "python -m my_module --flag 'quoted arg' \"double \\\"q\\\"\" back\\ slash", "name": "{{ ctx.flow.name }}/{{ ctx.flow_run.name }}"}),
             json!({}),
         )
         .expecting("/spec/template/spec/containers/0/args/4", json!("quoted arg")),
@@ -360,6 +392,60 @@ fn cases() -> Vec<Case> {
             json!({"env": {"A": "1", "B": "2"}, "image": "repo/a:1", "labels": {"stage": "dev"}, "env.D": "dotted"}),
             json!({"env": {"B": "3"}, "env.C": "4", "image": "repo/b:2", "labels": {"stage": "prod"}}),
         ),
+        Case {
+            base_job_template: Some({
+                let mut template = default_base_job_template();
+                template["job_configuration"]["env"] = json!([
+                    {"name": "FROM_CONFIG", "value": "config"},
+                    {"name": "SECRET_TOKEN", "valueFrom": {"secretKeyRef": {"name": "tokens", "key": "token"}}},
+                    {"name": "PREFECT_API_URL", "value": "http://from-config:4200/api"}
+                ]);
+                template
+            }),
+            ..Case::new(
+                "job configuration env as a list with valueFrom",
+                json!({"backoff_limit": 1}),
+                json!({}),
+            )
+            .expecting("/spec/template/spec/containers/0/env/1/value", json!("http://from-config:4200/api"))
+        },
+        Case::new(
+            "null job variables",
+            json!({"image_pull_policy": null, "finished_job_ttl": null, "service_account_name": null, "cpu_limit": null, "command": null, "labels": {"a": "b"}}),
+            json!({"backoff_limit": 0}),
+        )
+        .expecting("/spec/template/spec/containers/0/imagePullPolicy", Value::Null),
+        Case {
+            agent_defaults: AgentDefaults {
+                namespace: Some("agent-ns".into()),
+                env: vec![("AGENT_ENV".into(), "agent".into()), ("SHARED".into(), "agent".into())],
+                service_account_name: Some("agent-sa".into()),
+                image_pull_policy: Some("Never".into()),
+                cpu_request: Some("250m".into()),
+                cpu_limit: Some("1500m".into()),
+                memory_request: Some("64Mi".into()),
+                memory_limit: Some("512Mi".into()),
+                labels: vec![("agent-label".into(), "yes".into())],
+                ..AgentDefaults::default()
+            },
+            agent_equivalent_job_variables: json!({
+                "namespace": "agent-ns",
+                "env": {"AGENT_ENV": "agent", "SHARED": "agent"},
+                "service_account_name": "agent-sa",
+                "image_pull_policy": "Never",
+                "cpu_request": "250m",
+                "cpu_limit": "1500m",
+                "memory_request": "64Mi",
+                "memory_limit": "512Mi",
+                "labels": {"agent-label": "yes"}
+            }),
+            ..Case::new(
+                "agent defaults equal the same job variables",
+                json!({"env": {"SHARED": "deployment"}, "labels": {"team": "a"}}),
+                json!({}),
+            )
+            .expecting("/spec/template/spec/serviceAccountName", json!("agent-sa"))
+        },
     ]
 }
 
@@ -387,7 +473,11 @@ fn reference_python() -> PathBuf {
 }
 
 /// Renders `cases` (all with the same settings) with prefect-kubernetes.
-fn render_with_python(python: &PathBuf, mode: SettingsMode, cases: &[&Case]) -> Vec<(Value, String)> {
+fn render_with_python(
+    python: &PathBuf,
+    mode: SettingsMode,
+    cases: &[&Case],
+) -> Vec<(Value, String)> {
     let prefect_home = tempfile::tempdir().expect("temporary PREFECT_HOME");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference_render.py");
     let mut command = Command::new(python);
@@ -478,7 +568,9 @@ fn differences(path: &str, expected: &Value, actual: &Value, found: &mut Vec<Str
                 let child = format!("{path}.{key}");
                 match actual.get(key) {
                     Some(actual_child) => differences(&child, expected_child, actual_child, found),
-                    None => found.push(format!("{child}: missing in Rust (Python: {expected_child})")),
+                    None => found.push(format!(
+                        "{child}: missing in Rust (Python: {expected_child})"
+                    )),
                 }
             }
             for (key, actual_child) in actual {
@@ -492,7 +584,9 @@ fn differences(path: &str, expected: &Value, actual: &Value, found: &mut Vec<Str
                 let child = format!("{path}[{index}]");
                 match (expected.get(index), actual.get(index)) {
                     (Some(e), Some(a)) => differences(&child, e, a, found),
-                    (Some(e), None) => found.push(format!("{child}: missing in Rust (Python: {e})")),
+                    (Some(e), None) => {
+                        found.push(format!("{child}: missing in Rust (Python: {e})"))
+                    }
                     (None, Some(a)) => found.push(format!("{child}: only in Rust ({a})")),
                     (None, None) => {}
                 }
@@ -521,6 +615,16 @@ fn manifests_match_prefect_kubernetes_field_by_field() {
         for (case, (python_manifest, python_namespace)) in group.iter().zip(references) {
             let (rust_manifest, rust_namespace) = case.render_with_rust();
             let mut found = Vec::new();
+            // The name part before our hash is what Python puts before Kubernetes'
+            // random suffix.
+            let rust_name = rust_manifest["metadata"]["name"].as_str().expect("name");
+            let rust_prefix = &rust_name[..rust_name.len() - 16];
+            if python_manifest["metadata"]["generateName"] != rust_prefix {
+                found.push(format!(
+                    "name: Python generateName {}, Rust name {rust_name}",
+                    python_manifest["metadata"]["generateName"]
+                ));
+            }
             for (pointer, expected) in &case.must_have {
                 if python_manifest.pointer(pointer) != Some(expected) {
                     found.push(format!(
@@ -530,7 +634,9 @@ fn manifests_match_prefect_kubernetes_field_by_field() {
                 }
             }
             if python_namespace != rust_namespace {
-                found.push(format!("namespace: Python {python_namespace}, Rust {rust_namespace}"));
+                found.push(format!(
+                    "namespace: Python {python_namespace}, Rust {rust_namespace}"
+                ));
             }
             differences(
                 "manifest",
@@ -541,8 +647,16 @@ fn manifests_match_prefect_kubernetes_field_by_field() {
             if let Some(dir) = std::env::var_os("JOB_MANIFEST_DUMP_DIR") {
                 let stem = case.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
                 let dir = PathBuf::from(dir);
-                std::fs::write(dir.join(format!("{stem}.python.json")), serde_json::to_string_pretty(&python_manifest).expect("json")).expect("dump");
-                std::fs::write(dir.join(format!("{stem}.rust.json")), serde_json::to_string_pretty(&rust_manifest).expect("json")).expect("dump");
+                std::fs::write(
+                    dir.join(format!("{stem}.python.json")),
+                    serde_json::to_string_pretty(&python_manifest).expect("json"),
+                )
+                .expect("dump");
+                std::fs::write(
+                    dir.join(format!("{stem}.rust.json")),
+                    serde_json::to_string_pretty(&rust_manifest).expect("json"),
+                )
+                .expect("dump");
             }
             if !found.is_empty() {
                 failures.push(format!("case {:?}:\n  {}", case.name, found.join("\n  ")));
@@ -563,7 +677,12 @@ fn the_comparison_reports_every_difference() {
     let python = json!({"a": {"b": 1, "gone": 2}, "list": [1, 2], "n": null});
     let rust = json!({"a": {"b": 3, "extra": 4}, "list": [1]});
     let mut found = Vec::new();
-    differences("m", &without_nulls(&python), &without_nulls(&rust), &mut found);
+    differences(
+        "m",
+        &without_nulls(&python),
+        &without_nulls(&rust),
+        &mut found,
+    );
     assert_eq!(
         found,
         [
@@ -587,5 +706,10 @@ fn python_reference_is_the_pinned_version() {
         .output()
         .expect("run python");
     let versions = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(versions.trim(), "3.9.1 0.8.0", "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        versions.trim(),
+        "3.9.1 0.8.0",
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

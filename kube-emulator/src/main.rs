@@ -1,1 +1,144 @@
-fn main() {}
+//! `kube-emulator serve`: run the emulator until SIGTERM/SIGINT (a thin CLI over the library).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use kube_emulator::{AuthorizationMode, Emulator, EmulatorConfig, FaultSettings, NodeCapacity, RuntimeKind};
+
+#[derive(Parser)]
+#[command(name = "kube-emulator", about = "A Kubernetes API emulator for tests and local development")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RuntimeArg {
+    Scripted,
+    Process,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AuthorizationArg {
+    AlwaysAllow,
+    Rbac,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API on 127.0.0.1 until SIGTERM.
+    Serve {
+        /// TCP port (0 = any free port).
+        #[arg(long, default_value_t = 6443)]
+        port: u16,
+        /// Where to write the kubeconfig.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Pod runtime.
+        #[arg(long, value_enum, default_value = "scripted")]
+        runtime: RuntimeArg,
+        /// Authorization mode.
+        #[arg(long, value_enum, default_value = "always-allow")]
+        authorization: AuthorizationArg,
+        /// Node allocatable CPU.
+        #[arg(long, default_value = "8")]
+        node_cpu: String,
+        /// Node allocatable memory.
+        #[arg(long, default_value = "32Gi")]
+        node_memory: String,
+        /// Node pod capacity.
+        #[arg(long, default_value_t = 110_000)]
+        node_pods: u32,
+        /// Base of the Job pod-failure backoff in milliseconds (real clusters: 10000).
+        #[arg(long, default_value_t = 10_000)]
+        job_backoff_base_ms: u64,
+        /// Delay of each kubelet stage in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        kubelet_stage_delay_ms: u64,
+        /// Default run time of scripted containers in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        scripted_run_ms: u64,
+        /// Inject this much latency into every request (ms).
+        #[arg(long, default_value_t = 0)]
+        fault_latency_ms: u64,
+        /// Fail this fraction of requests (0..1) with --fault-error-code.
+        #[arg(long, default_value_t = 0.0)]
+        fault_error_rate: f64,
+        /// 429, 500 or 503.
+        #[arg(long, default_value_t = 429)]
+        fault_error_code: u16,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            port,
+            kubeconfig,
+            runtime,
+            authorization,
+            node_cpu,
+            node_memory,
+            node_pods,
+            job_backoff_base_ms,
+            kubelet_stage_delay_ms,
+            scripted_run_ms,
+            fault_latency_ms,
+            fault_error_rate,
+            fault_error_code,
+        } => {
+            let config = EmulatorConfig {
+                port,
+                runtime: match runtime {
+                    RuntimeArg::Scripted => RuntimeKind::Scripted,
+                    RuntimeArg::Process => RuntimeKind::Process,
+                },
+                authorization: match authorization {
+                    AuthorizationArg::AlwaysAllow => AuthorizationMode::AlwaysAllow,
+                    AuthorizationArg::Rbac => AuthorizationMode::Rbac,
+                },
+                node_capacity: NodeCapacity { cpu: node_cpu, memory: node_memory, pods: node_pods },
+                kubeconfig_path: Some(kubeconfig),
+                job_backoff_base: Duration::from_millis(job_backoff_base_ms),
+                kubelet_stage_delay: Duration::from_millis(kubelet_stage_delay_ms),
+                scripted_default_run: Duration::from_millis(scripted_run_ms),
+                ..EmulatorConfig::default()
+            };
+            let emulator = Emulator::start(config).await.context("starting kube-emulator")?;
+            if fault_latency_ms > 0 || fault_error_rate > 0.0 {
+                emulator.set_faults(FaultSettings {
+                    latency_ms: fault_latency_ms,
+                    error_rate: fault_error_rate,
+                    error_code: fault_error_code,
+                    retry_after_seconds: 1,
+                    ..FaultSettings::default()
+                });
+            }
+            println!("kube-emulator listening on {} (kubeconfig {})", emulator.url(), emulator.kubeconfig_path().display());
+            wait_for_termination().await?;
+            tracing::info!("shutting down");
+            emulator.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_termination() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        result = tokio::signal::ctrl_c() => result.context("waiting for ctrl-c")?,
+    }
+    Ok(())
+}

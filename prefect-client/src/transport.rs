@@ -165,9 +165,9 @@ impl Transport {
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.clone());
             }
-            if let Some(token) = csrf_token {
+            if let Some(token) = &csrf_token {
                 request = request
-                    .header(CSRF_TOKEN_HEADER, token)
+                    .header(CSRF_TOKEN_HEADER, token.as_str())
                     .header(CSRF_CLIENT_HEADER, self.csrf_client_id.to_string());
             }
 
@@ -208,7 +208,13 @@ impl Transport {
                         attempt = retries_used, "Prefect API answered with a retryable status"
                     );
                     if invalid_csrf {
-                        *self.csrf.lock().await = CsrfState::Unknown;
+                        // Forget the token unless a concurrent request has
+                        // already replaced it with a fresh one.
+                        let mut state = self.csrf.lock().await;
+                        if matches!(&*state, CsrfState::Active { token, .. } if Some(token) == csrf_token.as_ref())
+                        {
+                            *state = CsrfState::Unknown;
+                        }
                         Duration::ZERO
                     } else {
                         match retry_after {

@@ -105,6 +105,14 @@ pub struct WorkerFlowRunResponse {
     pub flow_run: FlowRun,
 }
 
+fn is_empty_template(template: &serde_json::Value) -> bool {
+    match template {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(fields) => fields.is_empty(),
+        _ => false,
+    }
+}
+
 #[derive(Serialize)]
 struct ScheduledFlowRunsBody<'a> {
     work_queue_names: &'a [String],
@@ -135,6 +143,32 @@ impl PrefectClient {
     pub async fn create_work_pool(&self, pool: &WorkPoolCreate) -> Result<WorkPool, PrefectError> {
         self.send_json(Method::POST, &["work_pools", ""], pool)
             .await
+    }
+
+    /// Makes sure the pool `pool.name` exists, as the Python worker's sync
+    /// does: read it; if missing, create it from `pool` (a 409 from a
+    /// concurrent creator means it exists now: read it again); if it exists
+    /// with an empty base job template, set `pool.base_job_template`. An
+    /// existing pool's type and non-empty template are left alone (compare
+    /// `pool_type` yourself to warn about a mismatch).
+    pub async fn ensure_work_pool(&self, pool: &WorkPoolCreate) -> Result<WorkPool, PrefectError> {
+        let existing = match self.read_work_pool(&pool.name).await {
+            Ok(existing) => existing,
+            Err(PrefectError::NotFound { .. }) => match self.create_work_pool(pool).await {
+                Ok(created) => return Ok(created),
+                Err(PrefectError::Conflict { .. }) => self.read_work_pool(&pool.name).await?,
+                Err(err) => return Err(err),
+            },
+            Err(err) => return Err(err),
+        };
+        if is_empty_template(&existing.base_job_template)
+            && !is_empty_template(&pool.base_job_template)
+        {
+            self.update_work_pool_base_job_template(&pool.name, &pool.base_job_template)
+                .await?;
+            return self.read_work_pool(&pool.name).await;
+        }
+        Ok(existing)
     }
 
     /// `PATCH /work_pools/{name}` with only `base_job_template` (204).

@@ -15,6 +15,11 @@ use test_stack::prefect::{unique_name, PrefectServer};
 use uuid::Uuid;
 
 fn client() -> PrefectClient {
+    // `RUST_LOG=prefect_client=debug` shows the transport's retries.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let server = PrefectServer::shared();
     PrefectClient::new(
         ClientConfig::new(&server.api_url())
@@ -663,4 +668,76 @@ async fn logs_are_stored_for_the_flow_run() {
 async fn health_answers() {
     let client = tokio::task::spawn_blocking(client).await.unwrap();
     client.health().await.unwrap();
+}
+
+#[tokio::test]
+async fn ensure_work_pool_creates_or_fills_an_empty_template() {
+    let client = tokio::task::spawn_blocking(client).await.unwrap();
+    let template = default_base_job_template();
+
+    let fresh = unique_name("pool-ensure-new");
+    let created = client
+        .ensure_work_pool(&WorkPoolCreate::new(&fresh, "kubernetes", template.clone()))
+        .await
+        .unwrap();
+    assert_eq!(created.base_job_template, template);
+    let again = client
+        .ensure_work_pool(&WorkPoolCreate::new(
+            &fresh,
+            "kubernetes",
+            json!({"other": 1}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.id, created.id);
+    assert_eq!(again.base_job_template, template, "a set template is kept");
+
+    let empty = unique_name("pool-ensure-empty");
+    client
+        .create_work_pool(&WorkPoolCreate::new(&empty, "kubernetes", json!({})))
+        .await
+        .unwrap();
+    let filled = client
+        .ensure_work_pool(&WorkPoolCreate::new(&empty, "kubernetes", template.clone()))
+        .await
+        .unwrap();
+    assert_eq!(filled.base_job_template, template);
+}
+
+#[tokio::test]
+async fn concurrent_writes_to_the_sqlite_server_all_succeed() {
+    let fixture = Fixture::new("writes").await;
+    let mut runs = Vec::new();
+    for _ in 0..8 {
+        runs.push(fixture.scheduled_run().await);
+    }
+    let mut writes = Vec::new();
+    for run in runs {
+        let client = fixture.client.clone();
+        writes.push(tokio::spawn(async move {
+            let claim_id = claim_transition_id(run.id, run.state.as_ref().unwrap().id);
+            let claim = client
+                .set_flow_run_state(run.id, &StateCreate::pending_claim(claim_id), false)
+                .await?;
+            client
+                .update_flow_run_infrastructure_pid(run.id, &format!("prefect:job-{}", run.id))
+                .await?;
+            client
+                .create_logs(&[LogCreate::for_flow_run(
+                    run.id,
+                    "prefect.flow_runs.worker",
+                    log_level::INFO,
+                    "submitted",
+                )])
+                .await?;
+            Ok::<_, PrefectError>((run.id, claim.claim_outcome(claim_id)))
+        }));
+    }
+    for write in writes {
+        let (run_id, outcome) = write.await.unwrap().expect("every write succeeds");
+        assert!(
+            matches!(outcome, ClaimOutcome::Claimed(_)),
+            "{run_id}: {outcome:?}"
+        );
+    }
 }

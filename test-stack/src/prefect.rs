@@ -78,8 +78,9 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{count}-{nanos:x}", std::process::id())
 }
 
-/// Settings a test may want to differ from a default server.
-#[derive(Clone, Debug, Default)]
+/// Settings a test may want to differ from a default server. `Debug`
+/// masks the auth string.
+#[derive(Clone, Default)]
 pub struct PrefectServerOptions {
     /// `PREFECT_SERVER_CSRF_PROTECTION_ENABLED=true`.
     pub csrf_protection: bool,
@@ -90,6 +91,24 @@ pub struct PrefectServerOptions {
     pub extra_env: Vec<(String, String)>,
     /// Defaults to 90 s.
     pub startup_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for PrefectServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefectServerOptions")
+            .field("csrf_protection", &self.csrf_protection)
+            .field("auth_string", &self.auth_string.as_ref().map(|_| "***"))
+            .field(
+                "extra_env",
+                &self
+                    .extra_env
+                    .iter()
+                    .map(|(key, _)| key)
+                    .collect::<Vec<_>>(),
+            )
+            .field("startup_timeout", &self.startup_timeout)
+            .finish()
+    }
 }
 
 /// A running Prefect server; killed (process group) on drop.
@@ -267,16 +286,20 @@ impl PrefectServer {
     }
 
     /// A shell loop that terminates the server's process group once either
-    /// the test process or the server is gone.
+    /// the test process or the server is gone, then removes the temp dir
+    /// (the shared server is never dropped, so nothing else would).
     fn start_watchdog(&self) {
         let script = r#"while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
-kill -TERM -"$2" 2>/dev/null; sleep 5; kill -KILL -"$2" 2>/dev/null; exit 0"#;
+kill -TERM -"$2" 2>/dev/null; sleep 5; kill -KILL -"$2" 2>/dev/null
+case "$3" in */prefect-test-*) rm -rf -- "$3" ;; esac
+exit 0"#;
         let spawned = Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg("prefect-server-watchdog")
             .arg(std::process::id().to_string())
             .arg(self.child.id().to_string())
+            .arg(self.home.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

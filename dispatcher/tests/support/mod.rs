@@ -38,7 +38,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub async fn start(runtime: kube_emulator::Runtime) -> Stack {
+    pub async fn start(runtime: kube_emulator::RuntimeKind) -> Stack {
         service_runtime::telemetry::init();
         let nats = NatsServer::start();
         let prefect_server = PrefectServer::shared();
@@ -48,7 +48,8 @@ impl Stack {
         })
         .await
         .expect("start the Kubernetes API emulator");
-        let prefect = PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+        let prefect =
+            PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
         let kube = emulator.client();
         Stack {
             nats,
@@ -75,9 +76,12 @@ impl Stack {
     }
 
     pub async fn nats_client(&self) -> async_nats::Client {
-        service_runtime::nats::connect(&service_runtime::nats::NatsOptions::plain(self.nats.url()), "test")
-            .await
-            .expect("connect to the test nats-server")
+        service_runtime::nats::connect(
+            &service_runtime::nats::NatsOptions::plain(self.nats.url()),
+            "test",
+        )
+        .await
+        .expect("connect to the test nats-server")
     }
 
     /// Starts a poller in this process.
@@ -86,7 +90,9 @@ impl Stack {
         let (prefect, nats) = (self.prefect.clone(), self.nats_client().await);
         let child = token.clone();
         let handle = tokio::spawn(async move {
-            poller::run(config, prefect, nats, child).await.expect("poller runs");
+            poller::run(config, prefect, nats, child)
+                .await
+                .expect("poller runs");
         });
         self.services.push((token, handle));
     }
@@ -95,7 +101,11 @@ impl Stack {
     pub async fn spawn_dispatcher(&mut self, config: DispatcherConfig) -> Arc<DispatchStats> {
         let token = CancellationToken::new();
         let stats = Arc::new(DispatchStats::default());
-        let (prefect, kube, nats) = (self.prefect.clone(), self.kube.clone(), self.nats_client().await);
+        let (prefect, kube, nats) = (
+            self.prefect.clone(),
+            self.kube.clone(),
+            self.nats_client().await,
+        );
         let (child, counters) = (token.clone(), stats.clone());
         let handle = tokio::spawn(async move {
             dispatcher::run(config, prefect, kube, nats, child, counters)
@@ -116,7 +126,11 @@ impl Stack {
 
     /// A flow and a deployment in the test's pool with these job variables.
     pub async fn deployment(&self, job_variables: Value) -> Deployment {
-        let flow = self.prefect.create_flow(&unique_name("flow")).await.expect("create flow");
+        let flow = self
+            .prefect
+            .create_flow(&unique_name("flow"))
+            .await
+            .expect("create flow");
         self.prefect
             .create_deployment(&DeploymentCreate {
                 work_pool_name: Some(self.pool.clone()),

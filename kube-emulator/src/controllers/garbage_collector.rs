@@ -1,0 +1,224 @@
+//! The garbage collector and namespace controller: deletes dependents whose owners are gone
+//! (Background), strips ownerReferences for `orphan` deletions, deletes dependents before
+//! removing `foregroundDeletion` owners, and empties then removes terminating namespaces.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::admission::WriteContext;
+use crate::cluster::Cluster;
+use crate::registry::{DeleteOptions, Propagation, FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
+use crate::resources::{self, ResourceType, RESOURCES};
+use crate::store::{Change, ChangeKind};
+
+const MANAGER: &str = "kube-controller-manager";
+
+
+struct GarbageCollector {
+    cluster: Arc<Cluster>,
+    /// owner uid -> dependents.
+    dependents: HashMap<String, HashSet<(String, String, String)>>,
+    /// uid -> object, for every live object.
+    live: HashMap<String, (String, String, String)>,
+    terminating_namespaces: HashSet<String>,
+}
+
+fn owner_uids(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().filter_map(|r| r["uid"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+fn resource_by_id(id: &str) -> Option<&'static ResourceType> {
+    RESOURCES.iter().find(|r| r.id() == id)
+}
+
+fn has_finalizer(object: &Value, finalizer: &str) -> bool {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| f.iter().any(|v| v == finalizer))
+}
+
+/// Run the garbage collector until shutdown.
+pub async fn run(cluster: Arc<Cluster>) {
+    let mut changes = cluster.store.subscribe();
+    let mut gc = GarbageCollector {
+        cluster: cluster.clone(),
+        dependents: HashMap::new(),
+        live: HashMap::new(),
+        terminating_namespaces: HashSet::new(),
+    };
+    gc.rebuild();
+    let mut namespace_tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(change) => gc.observe(&change),
+                Err(RecvError::Lagged(_)) => gc.rebuild(),
+                Err(RecvError::Closed) => return,
+            },
+            _ = namespace_tick.tick(), if !gc.terminating_namespaces.is_empty() => gc.finalize_namespaces(),
+            _ = cluster.shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl GarbageCollector {
+    fn rebuild(&mut self) {
+        self.dependents.clear();
+        self.live.clear();
+        for resource in RESOURCES {
+            let (_, objects) = self.cluster.store.list(resource, None);
+            for object in objects {
+                self.index(resource, &object, false);
+                self.react(resource, &object);
+            }
+        }
+    }
+
+    fn index(&mut self, resource: &'static ResourceType, object: &Value, removed: bool) {
+        let (ns, name) = crate::store::object_key(object);
+        let uid = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let entry = (resource.id(), ns, name);
+        if removed {
+            self.live.remove(&uid);
+        } else {
+            self.live.insert(uid.clone(), entry.clone());
+        }
+        for owner in owner_uids(object) {
+            let set = self.dependents.entry(owner.clone()).or_default();
+            if removed {
+                set.remove(&entry);
+                if set.is_empty() {
+                    self.dependents.remove(&owner);
+                }
+            } else {
+                set.insert(entry.clone());
+            }
+        }
+    }
+
+    fn observe(&mut self, change: &Change) {
+        let resource = change.resource;
+        if let Some(previous) = &change.previous {
+            // Drop stale ownership edges before re-indexing.
+            let (ns, name) = crate::store::object_key(previous);
+            let entry = (resource.id(), ns, name);
+            for owner in owner_uids(previous) {
+                if let Some(set) = self.dependents.get_mut(&owner) {
+                    set.remove(&entry);
+                }
+            }
+        }
+        let removed = change.kind == ChangeKind::Deleted;
+        self.index(resource, &change.object, removed);
+        if change.kind == ChangeKind::Added && resource.id() == resources::namespaces().id() {
+            // The ServiceAccount and root-CA publisher controllers fill new namespaces.
+            let (_, name) = crate::store::object_key(&change.object);
+            self.cluster.ensure_namespace_defaults(&name);
+        }
+        if removed {
+            let uid = change.object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+            self.delete_orphaned_dependents(&uid);
+            // A dependent went away: owners in foreground deletion may now finish.
+            for owner in owner_uids(&change.object) {
+                if let Some((rid, ns, name)) = self.live.get(&owner).cloned() {
+                    if let Some(owner_resource) = resource_by_id(&rid) {
+                        if let Some(object) = self.cluster.store.get(owner_resource, &ns, &name) {
+                            self.react(owner_resource, &object);
+                        }
+                    }
+                }
+            }
+        } else {
+            self.react(resource, &change.object);
+        }
+    }
+
+    /// Background deletion: dependents whose every owner is gone are deleted.
+    fn delete_orphaned_dependents(&mut self, owner_uid: &str) {
+        let Some(dependents) = self.dependents.get(owner_uid).cloned() else { return };
+        for (rid, ns, name) in dependents {
+            let Some(resource) = resource_by_id(&rid) else { continue };
+            let Some(object) = self.cluster.store.get(resource, &ns, &name) else { continue };
+            let owners = owner_uids(&object);
+            if owners.iter().all(|o| !self.live.contains_key(o)) {
+                let options = DeleteOptions { propagation: Some(Propagation::Background), ..DeleteOptions::default() };
+                let _ = self.cluster.registry.delete(resource, &ns, &name, &options);
+            }
+        }
+    }
+
+    fn react(&mut self, resource: &'static ResourceType, object: &Value) {
+        if object.pointer("/metadata/deletionTimestamp").is_none() {
+            return;
+        }
+        let (ns, name) = crate::store::object_key(object);
+        let uid = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        if resource.id() == resources::namespaces().id() {
+            self.terminating_namespaces.insert(name);
+            return;
+        }
+        let dependents: Vec<(String, String, String)> = self.dependents.get(&uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        if has_finalizer(object, ORPHAN_FINALIZER) {
+            for (rid, dns, dname) in &dependents {
+                if let Some(dep_resource) = resource_by_id(rid) {
+                    let owner = uid.clone();
+                    let _ = self.cluster.registry.modify(dep_resource, dns, dname, &WriteContext::update(MANAGER), |d| {
+                        if let Some(list) = d.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+                            list.retain(|r| r["uid"] != owner.as_str());
+                            if list.is_empty() {
+                                d["metadata"].as_object_mut().expect("metadata").remove("ownerReferences");
+                            }
+                        }
+                    });
+                }
+            }
+            let _ = self.cluster.registry.remove_finalizer(resource, &ns, &name, ORPHAN_FINALIZER, MANAGER);
+        } else if has_finalizer(object, FOREGROUND_FINALIZER) {
+            let mut remaining = 0;
+            for (rid, dns, dname) in &dependents {
+                let Some(dep_resource) = resource_by_id(rid) else { continue };
+                let Some(dep) = self.cluster.store.get(dep_resource, dns, dname) else { continue };
+                remaining += 1;
+                if dep.pointer("/metadata/deletionTimestamp").is_none() {
+                    let options = DeleteOptions { propagation: Some(Propagation::Foreground), ..DeleteOptions::default() };
+                    let _ = self.cluster.registry.delete(dep_resource, dns, dname, &options);
+                }
+            }
+            if remaining == 0 {
+                let _ = self.cluster.registry.remove_finalizer(resource, &ns, &name, FOREGROUND_FINALIZER, MANAGER);
+            }
+        }
+    }
+
+    /// Delete the contents of terminating namespaces; remove a namespace once it is empty.
+    fn finalize_namespaces(&mut self) {
+        for ns in self.terminating_namespaces.clone() {
+            let mut remaining = 0;
+            for resource in RESOURCES.iter().filter(|r| r.namespaced) {
+                let (_, objects) = self.cluster.store.list(resource, Some(&ns));
+                for object in objects {
+                    remaining += 1;
+                    let (_, name) = crate::store::object_key(&object);
+                    if object.pointer("/metadata/deletionTimestamp").is_none() {
+                        let options = DeleteOptions { propagation: Some(Propagation::Background), ..DeleteOptions::default() };
+                        let _ = self.cluster.registry.delete(resource, &ns, &name, &options);
+                    }
+                }
+            }
+            if remaining == 0 {
+                self.cluster.store.remove(resources::namespaces(), "", &ns, None);
+                self.terminating_namespaces.remove(&ns);
+            }
+        }
+    }
+}
+

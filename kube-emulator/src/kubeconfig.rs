@@ -1,0 +1,39 @@
+//! Writing a kubeconfig that kube-rs (`KUBECONFIG`), kubectl and the Python kubernetes client
+//! accept: one plain-HTTP cluster, a token user and a context named `kube-emulator`.
+
+use std::path::Path;
+
+/// Render the kubeconfig YAML for `server` with a bearer `token`.
+pub fn render(server: &str, token: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: kube-emulator
+  cluster:
+    server: {server}
+contexts:
+- name: kube-emulator
+  context:
+    cluster: kube-emulator
+    user: kube-emulator-admin
+    namespace: {namespace}
+current-context: kube-emulator
+preferences: {{}}
+users:
+- name: kube-emulator-admin
+  user:
+    token: {token}
+"
+    )
+}
+
+/// Write the kubeconfig to `path` (creating parent directories).
+pub fn write(path: &Path, server: &str, token: &str) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    std::fs::write(path, render(server, token, "default"))
+}

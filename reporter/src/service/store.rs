@@ -1,0 +1,506 @@
+//! The view store: the compact [`JobView`]s and [`PodView`]s of every Job and pod the
+//! watchers see, keyed by uid and indexed by flow run, plus tombstones of deleted Jobs
+//! and pods kept until their run settles, and the set of runs that changed since the
+//! evaluator last looked ("dirty" runs).
+//!
+//! Every replica keeps its store warm (standbys too), so a standby that takes over
+//! evaluates at once. [`SharedStore`] wraps it for the tasks: the watchers write, the
+//! evaluator, the event forwarder and the sweep read, and a [`Notify`] wakes the
+//! evaluator when a run becomes dirty.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::{EventLog, EventSubjectKind, JobView, PodView, Timestamp};
+
+/// Prefix of the uid of a tombstone made for a Job that was never seen (its run's
+/// `infrastructure_pid` names it, the cluster does not have it).
+pub const MISSING_JOB_UID_PREFIX: &str = "missing:";
+
+/// The uids of one run's Jobs and pods.
+#[derive(Debug, Default)]
+struct RunIndex {
+    jobs: Vec<Box<str>>,
+    pods: Vec<Box<str>>,
+}
+
+/// Views of our Jobs and pods. Plain data; see [`SharedStore`] for the shared handle.
+#[derive(Debug, Default)]
+pub struct ViewStore {
+    jobs: HashMap<Box<str>, JobView>,
+    pods: HashMap<Box<str>, PodView>,
+    /// Pods gone from the cluster, kept for the crash message until the run settles.
+    deleted_pods: HashSet<Box<str>>,
+    runs: HashMap<Uuid, RunIndex>,
+    dirty: HashSet<Uuid>,
+    jobs_listed: bool,
+    pods_listed: bool,
+}
+
+impl ViewStore {
+    /// Both initial lists are in: decisions may trust the store.
+    pub fn is_synced(&self) -> bool {
+        self.jobs_listed && self.pods_listed
+    }
+
+    /// Adds or replaces a Job (a deleted Job keeps its tombstone mark).
+    pub fn apply_job(&mut self, mut view: JobView) {
+        let run = view.flow_run_id;
+        if let Some(previous) = self.jobs.get(&view.uid) {
+            if let Some(at) = previous.deleted_observed_at {
+                view.mark_deleted(at);
+            }
+        } else {
+            self.runs
+                .entry(run)
+                .or_default()
+                .jobs
+                .push(view.uid.clone());
+        }
+        self.jobs.insert(view.uid.clone(), view);
+        self.dirty.insert(run);
+    }
+
+    /// Marks a Job confirmed gone; `false` when the store does not know it.
+    pub fn mark_job_deleted(&mut self, uid: &str, observed_at: Timestamp) -> bool {
+        let Some(job) = self.jobs.get_mut(uid) else {
+            return false;
+        };
+        job.mark_deleted(observed_at);
+        self.dirty.insert(job.flow_run_id);
+        true
+    }
+
+    /// Adds or replaces a pod, carrying over when its containers started waiting.
+    pub fn apply_pod(&mut self, view: PodView, observed_at: Timestamp) {
+        self.insert_pod(view, observed_at, true);
+    }
+
+    /// `stamp_new`: a pod seen for the first time has its waiting containers stamped
+    /// `observed_at`; not when it comes from the initial list (the wait may be older:
+    /// the decision then counts from the pod's scheduling).
+    fn insert_pod(&mut self, mut view: PodView, observed_at: Timestamp, stamp_new: bool) {
+        let run = view.flow_run_id;
+        match self.pods.get(&view.uid) {
+            Some(previous) => view.carry_over_from(previous, observed_at),
+            None => {
+                if stamp_new {
+                    view.carry_over_from(&view.clone(), observed_at);
+                }
+                self.runs
+                    .entry(run)
+                    .or_default()
+                    .pods
+                    .push(view.uid.clone());
+            }
+        }
+        self.pods.insert(view.uid.clone(), view);
+        self.dirty.insert(run);
+    }
+
+    /// Keeps a deleted pod as a tombstone (terminating from now if it was not already).
+    pub fn mark_pod_deleted(&mut self, mut view: PodView, observed_at: Timestamp) {
+        view.deletion_timestamp.get_or_insert(observed_at);
+        let uid = view.uid.clone();
+        if let Some(previous) = self.pods.get(&uid) {
+            view.carry_over_from(previous, observed_at);
+        }
+        self.apply_pod(view, observed_at);
+        self.deleted_pods.insert(uid);
+    }
+
+    /// Replaces every live Job after a (re)list; returns the live Jobs the list no
+    /// longer has (deleted while the watch was down), for confirmation.
+    pub fn replace_jobs(&mut self, listed: Vec<JobView>) -> Vec<JobView> {
+        let listed_uids: HashSet<Box<str>> = listed.iter().map(|job| job.uid.clone()).collect();
+        let vanished: Vec<JobView> = self
+            .jobs
+            .values()
+            .filter(|job| job.deleted_observed_at.is_none() && !listed_uids.contains(&job.uid))
+            .filter(|job| !job.uid.starts_with(MISSING_JOB_UID_PREFIX))
+            .cloned()
+            .collect();
+        for job in listed {
+            self.apply_job(job);
+        }
+        self.jobs_listed = true;
+        vanished
+    }
+
+    /// Replaces every live pod after a (re)list; pods the list no longer has become
+    /// tombstones.
+    pub fn replace_pods(&mut self, listed: Vec<PodView>, observed_at: Timestamp) {
+        let listed_uids: HashSet<Box<str>> = listed.iter().map(|pod| pod.uid.clone()).collect();
+        let vanished: Vec<PodView> = self
+            .pods
+            .values()
+            .filter(|pod| !self.deleted_pods.contains(&pod.uid) && !listed_uids.contains(&pod.uid))
+            .cloned()
+            .collect();
+        for pod in vanished {
+            self.mark_pod_deleted(pod, observed_at);
+        }
+        let first_list = !self.pods_listed;
+        for pod in listed {
+            self.insert_pod(pod, observed_at, !first_list);
+        }
+        self.pods_listed = true;
+    }
+
+    /// Records a Job named by a run's `infrastructure_pid` that the cluster does not
+    /// have, as a tombstone deleted at `observed_at`.
+    pub fn insert_missing_job(
+        &mut self,
+        flow_run_id: Uuid,
+        namespace: &str,
+        name: &str,
+        observed_at: Timestamp,
+    ) {
+        let mut view = JobView {
+            uid: format!("{MISSING_JOB_UID_PREFIX}{namespace}/{name}").into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            flow_run_id,
+            created: None,
+            backoff_limit: 0,
+            active: 0,
+            succeeded: 0,
+            failed: 0,
+            conditions: Box::new([]),
+            pod_watch_timeout_seconds: None,
+            deletion_timestamp: None,
+            deleted_observed_at: None,
+        };
+        view.mark_deleted(observed_at);
+        self.apply_job(view);
+    }
+
+    /// Whether the store knows a Job (live or tombstone) of the run with this name.
+    pub fn has_job_named(&self, flow_run_id: Uuid, namespace: &str, name: &str) -> bool {
+        self.runs.get(&flow_run_id).is_some_and(|index| {
+            index.jobs.iter().any(|uid| {
+                self.jobs
+                    .get(uid)
+                    .is_some_and(|job| &*job.namespace == namespace && &*job.name == name)
+            })
+        })
+    }
+
+    /// Copies of the run's Job and pod views (tombstones included).
+    pub fn snapshot(&self, flow_run_id: Uuid) -> (Vec<JobView>, Vec<PodView>) {
+        let Some(index) = self.runs.get(&flow_run_id) else {
+            return (Vec::new(), Vec::new());
+        };
+        let jobs = index
+            .jobs
+            .iter()
+            .filter_map(|uid| self.jobs.get(uid))
+            .cloned()
+            .collect();
+        let pods = index
+            .pods
+            .iter()
+            .filter_map(|uid| self.pods.get(uid))
+            .cloned()
+            .collect();
+        (jobs, pods)
+    }
+
+    /// Drops the run's tombstones (its live views stay: they mirror the cluster).
+    pub fn prune_tombstones(&mut self, flow_run_id: Uuid) {
+        let Some(index) = self.runs.get_mut(&flow_run_id) else {
+            return;
+        };
+        let jobs = &mut self.jobs;
+        index.jobs.retain(|uid| {
+            let tombstone = jobs
+                .get(uid)
+                .is_none_or(|job| job.deleted_observed_at.is_some());
+            if tombstone {
+                jobs.remove(uid);
+            }
+            !tombstone
+        });
+        let (pods, deleted_pods) = (&mut self.pods, &mut self.deleted_pods);
+        index.pods.retain(|uid| {
+            let tombstone = deleted_pods.remove(uid) || !pods.contains_key(uid);
+            if tombstone {
+                pods.remove(uid);
+            }
+            !tombstone
+        });
+        if index.jobs.is_empty() && index.pods.is_empty() {
+            self.runs.remove(&flow_run_id);
+        }
+    }
+
+    /// Whether the run has any view left.
+    pub fn knows_run(&self, flow_run_id: Uuid) -> bool {
+        self.runs.contains_key(&flow_run_id)
+    }
+
+    /// The runs that changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<Uuid> {
+        self.dirty.drain().collect()
+    }
+
+    pub fn mark_dirty(&mut self, flow_run_id: Uuid) {
+        self.dirty.insert(flow_run_id);
+    }
+
+    /// Every run with views.
+    pub fn run_ids(&self) -> Vec<Uuid> {
+        self.runs.keys().copied().collect()
+    }
+
+    /// The run an Event is about, if it concerns one of our pods or Jobs.
+    pub fn run_of_event(&self, log: &EventLog) -> Option<Uuid> {
+        match (log.subject_kind, log.subject_uid.as_deref()) {
+            (EventSubjectKind::Pod, Some(uid)) => self.pods.get(uid).map(|pod| pod.flow_run_id),
+            (EventSubjectKind::Job, Some(uid)) => self.jobs.get(uid).map(|job| job.flow_run_id),
+            (EventSubjectKind::Pod, None) => self
+                .pods
+                .values()
+                .find(|pod| log.concerns_pod(pod))
+                .map(|pod| pod.flow_run_id),
+            (EventSubjectKind::Job, None) => self
+                .jobs
+                .values()
+                .find(|job| log.concerns_job(job))
+                .map(|job| job.flow_run_id),
+        }
+    }
+
+    /// Live Jobs that completed or failed at or before `finished_before`.
+    pub fn finished_jobs(&self, finished_before: Timestamp) -> Vec<(Box<str>, Box<str>)> {
+        self.jobs
+            .values()
+            .filter(|job| job.gone_at().is_none())
+            .filter(|job| {
+                job.completion()
+                    .or_else(|| job.failure())
+                    .and_then(|condition| condition.since)
+                    .is_some_and(|since| since <= finished_before)
+            })
+            .map(|job| (job.namespace.clone(), job.name.clone()))
+            .collect()
+    }
+
+    /// Numbers of live Job views, pod views and runs (for logs and tests).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.jobs.len(), self.pods.len(), self.runs.len())
+    }
+}
+
+/// The store shared by the reporter's tasks.
+#[derive(Clone, Default)]
+pub struct SharedStore {
+    inner: Arc<Mutex<ViewStore>>,
+    changed: Arc<Notify>,
+}
+
+impl SharedStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `change` on the store and wakes the evaluator if a run became dirty.
+    pub fn update<T>(&self, change: impl FnOnce(&mut ViewStore) -> T) -> T {
+        let (result, dirty) = {
+            let mut store = self.inner.lock();
+            let result = change(&mut store);
+            (result, !store.dirty.is_empty())
+        };
+        if dirty {
+            self.changed.notify_one();
+        }
+        result
+    }
+
+    /// Reads the store.
+    pub fn read<T>(&self, look: impl FnOnce(&ViewStore) -> T) -> T {
+        look(&self.inner.lock())
+    }
+
+    /// Completes when a run became dirty since the last wake-up.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.read(ViewStore::is_synced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{ContainerRole, ContainerView, PodPhase, WaitingReason, WaitingView};
+    use chrono::{TimeZone, Utc};
+
+    fn at(second: i64) -> Timestamp {
+        Utc.timestamp_opt(1_800_000_000 + second, 0).unwrap()
+    }
+
+    fn run() -> Uuid {
+        Uuid::from_u128(7)
+    }
+
+    fn job(uid: &str) -> JobView {
+        JobView {
+            uid: uid.into(),
+            name: format!("job-{uid}").into(),
+            namespace: "prefect".into(),
+            flow_run_id: run(),
+            created: Some(at(0)),
+            backoff_limit: 0,
+            active: 1,
+            succeeded: 0,
+            failed: 0,
+            conditions: Box::new([]),
+            pod_watch_timeout_seconds: None,
+            deletion_timestamp: None,
+            deleted_observed_at: None,
+        }
+    }
+
+    fn pulling_pod(uid: &str) -> PodView {
+        PodView {
+            uid: uid.into(),
+            name: format!("pod-{uid}").into(),
+            namespace: "prefect".into(),
+            flow_run_id: run(),
+            job_name: Some("job-j1".into()),
+            job_uid: Some("j1".into()),
+            phase: PodPhase::Pending,
+            created: Some(at(0)),
+            scheduled: None,
+            containers: Box::new([ContainerView {
+                name: "prefect-job".into(),
+                role: ContainerRole::Main,
+                waiting: Some(Box::new(WaitingView {
+                    reason: WaitingReason::ErrImagePull,
+                    message: None,
+                    first_observed: None,
+                })),
+                terminated: None,
+                last_terminated: None,
+                restart_count: 0,
+            }]),
+            status_reason: None,
+            status_message: None,
+            deletion_timestamp: None,
+        }
+    }
+
+    fn first_observed(pod: &PodView) -> Option<Timestamp> {
+        pod.containers[0].waiting.as_ref()?.first_observed
+    }
+
+    #[test]
+    fn views_are_indexed_by_run_and_updates_mark_the_run_dirty() {
+        let mut store = ViewStore::default();
+        store.apply_job(job("j1"));
+        store.apply_pod(pulling_pod("p1"), at(5));
+        assert_eq!(store.take_dirty(), vec![run()]);
+        assert!(store.take_dirty().is_empty());
+        let (jobs, pods) = store.snapshot(run());
+        assert_eq!((jobs.len(), pods.len()), (1, 1));
+        assert!(store.has_job_named(run(), "prefect", "job-j1"));
+        assert!(!store.has_job_named(run(), "other", "job-j1"));
+    }
+
+    #[test]
+    fn a_waiting_container_keeps_the_time_it_was_first_seen_waiting() {
+        let mut store = ViewStore::default();
+        store.apply_pod(pulling_pod("p1"), at(5));
+        store.apply_pod(pulling_pod("p1"), at(9));
+        let (_, pods) = store.snapshot(run());
+        assert_eq!(first_observed(&pods[0]), Some(at(5)));
+    }
+
+    #[test]
+    fn pods_of_the_initial_list_count_their_wait_from_scheduling() {
+        let mut store = ViewStore::default();
+        store.replace_pods(vec![pulling_pod("p1")], at(30));
+        let (_, pods) = store.snapshot(run());
+        assert_eq!(first_observed(&pods[0]), None);
+        store.apply_pod(pulling_pod("p2"), at(31));
+        let (_, pods) = store.snapshot(run());
+        let p2 = pods.iter().find(|pod| &*pod.uid == "p2").unwrap();
+        assert_eq!(first_observed(p2), Some(at(31)));
+    }
+
+    #[test]
+    fn deleted_job_stays_a_tombstone_until_pruned_even_if_the_list_shows_it_again() {
+        let mut store = ViewStore::default();
+        store.apply_job(job("j1"));
+        assert!(store.mark_job_deleted("j1", at(3)));
+        store.apply_job(job("j1"));
+        let (jobs, _) = store.snapshot(run());
+        assert_eq!(jobs[0].deleted_observed_at, Some(at(3)));
+        store.prune_tombstones(run());
+        assert!(!store.knows_run(run()));
+        assert!(!store.mark_job_deleted("j1", at(4)));
+    }
+
+    #[test]
+    fn relist_reports_vanished_jobs_and_tombstones_vanished_pods() {
+        let mut store = ViewStore::default();
+        store.apply_job(job("j1"));
+        store.apply_job(job("j2"));
+        store.apply_pod(pulling_pod("p1"), at(0));
+        assert!(!store.is_synced());
+        let vanished = store.replace_jobs(vec![job("j2")]);
+        assert_eq!(
+            vanished.iter().map(|j| &*j.uid).collect::<Vec<_>>(),
+            ["j1"]
+        );
+        store.replace_pods(Vec::new(), at(8));
+        assert!(store.is_synced());
+        let (_, pods) = store.snapshot(run());
+        assert_eq!(pods[0].deletion_timestamp, Some(at(8)));
+        store.prune_tombstones(run());
+        let (jobs, pods) = store.snapshot(run());
+        assert_eq!(jobs.len(), 2, "live Jobs stay: j1 is only unconfirmed");
+        assert!(pods.is_empty());
+    }
+
+    #[test]
+    fn a_missing_job_becomes_a_deleted_tombstone() {
+        let mut store = ViewStore::default();
+        store.insert_missing_job(run(), "prefect", "gone-job", at(4));
+        let (jobs, _) = store.snapshot(run());
+        assert_eq!(jobs[0].gone_at(), Some(at(4)));
+        assert!(store.has_job_named(run(), "prefect", "gone-job"));
+        assert!(
+            store.replace_jobs(Vec::new()).is_empty(),
+            "never re-confirmed"
+        );
+    }
+
+    #[test]
+    fn finished_jobs_are_those_whose_end_is_old_enough() {
+        use crate::observe::{ConditionStatus, JobConditionKind, JobConditionView};
+        let mut store = ViewStore::default();
+        let mut done = job("j1");
+        done.conditions = Box::new([JobConditionView {
+            kind: JobConditionKind::Complete,
+            status: ConditionStatus::True,
+            reason: None,
+            message: None,
+            since: Some(at(10)),
+        }]);
+        store.apply_job(done);
+        store.apply_job(job("j2"));
+        assert!(store.finished_jobs(at(9)).is_empty());
+        assert_eq!(
+            store.finished_jobs(at(10)),
+            vec![("prefect".into(), "job-j1".into())]
+        );
+    }
+}
