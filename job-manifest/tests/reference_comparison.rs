@@ -19,8 +19,9 @@ use std::process::{Command, Stdio};
 
 use chrono::{DateTime, Utc};
 use job_manifest::{
-    default_base_job_template, job_name, job_name_base, render_job_manifest, AgentDefaults,
-    DeploymentContext, FlowRunContext, ForwardedSecret, ForwardedSettings, RenderRequest,
+    default_base_job_template, job_name, job_name_base, render_job_manifest, slugify_label_key,
+    slugify_label_value, slugify_name, AgentDefaults, DeploymentContext, FlowRunContext,
+    ForwardedSecret, ForwardedSettings, RenderRequest,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -669,6 +670,87 @@ fn manifests_match_prefect_kubernetes_field_by_field() {
         failures.is_empty(),
         "manifests differ from prefect-kubernetes 0.8.0:\n{}",
         failures.join("\n")
+    );
+}
+
+/// Random texts built from pieces that exercise every slug rule.
+fn random_texts(count: usize) -> Vec<String> {
+    const PIECES: [&str; 28] = [
+        "a", "Z", "7", "-", "_", ".", "/", " ", "'", ",", "1,000", "&amp;", "&lt;", "&#39;",
+        "&#x41;", "é", "Ü", "ß", "ñ", "--", "__", "..", ":", "+", "@", "Flow", "run", "!",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..count)
+        .map(|_| {
+            let length = (next() % 24) as usize;
+            (0..length)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect::<String>()
+        })
+        .chain([
+            "x".repeat(70),
+            format!("{}-{}", "a".repeat(44), "b".repeat(30)),
+            format!("{}/{}", "p".repeat(260), "n".repeat(70)),
+        ])
+        .collect()
+}
+
+#[test]
+fn slugs_match_python_slugify_on_random_text() {
+    let python = reference_python();
+    let texts = random_texts(400);
+    let prefect_home = tempfile::tempdir().expect("temporary PREFECT_HOME");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference_render.py");
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", prefect_home.path())
+        .env("PREFECT_HOME", prefect_home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the reference renderer");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(json!({"slugify": texts}).to_string().as_bytes())
+        .expect("write texts");
+    let output = child.wait_with_output().expect("reference output");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected: Vec<(Option<String>, String, String)> =
+        serde_json::from_slice(&output.stdout).expect("reference JSON");
+    assert_eq!(expected.len(), texts.len());
+    let mut mismatches = Vec::new();
+    for (text, (name, key, value)) in texts.iter().zip(expected) {
+        let ours = (
+            slugify_name(text, 45),
+            slugify_label_key(text),
+            slugify_label_value(text),
+        );
+        if ours != (name.clone(), key.clone(), value.clone()) {
+            mismatches.push(format!(
+                "{text:?}: Python {:?}, Rust {ours:?}",
+                (name, key, value)
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "slugs differ:\n{}",
+        mismatches.join("\n")
     );
 }
 

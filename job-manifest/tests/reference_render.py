@@ -18,6 +18,9 @@ Input fields:
   worker_name
   api_key_secret      {name, key} or null   replace PREFECT_API_KEY by a secretKeyRef
   auth_string_secret  {name, key} or null   replace PREFECT_API_AUTH_STRING likewise
+A case {"slugify": [text, ...]} instead returns, for each text, prefect-kubernetes'
+[_slugify_name(text), _slugify_label_key(text), _slugify_label_value(text)].
+
 The Prefect settings to forward (PREFECT_API_URL, PREFECT_API_KEY, ...) come from the
 process environment, exactly as for a real worker.
 """
@@ -29,6 +32,11 @@ import uuid
 
 from prefect.client.schemas.objects import Flow, FlowRun, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse
+from prefect_kubernetes.utilities import (
+    _slugify_label_key,
+    _slugify_label_value,
+    _slugify_name,
+)
 from prefect_kubernetes.worker import KubernetesWorker, KubernetesWorkerJobConfiguration
 
 
@@ -47,6 +55,11 @@ class LocalClient:
 
 
 async def render(case):
+    if "slugify" in case:
+        return [
+            [_slugify_name(text), _slugify_label_key(text), _slugify_label_value(text)]
+            for text in case["slugify"]
+        ]
     base_job_template = case.get("base_job_template") or (
         KubernetesWorker.get_default_base_job_template()
     )

@@ -1,6 +1,7 @@
-//! Decision core of the reporter: it turns what the cluster shows about a flow run's
-//! Jobs and pods into the Prefect state proposals and logs the reporter sends. Pure code:
-//! no I/O, no clock, no async; the service wires watchers, Prefect calls, log reads and
+//! The reporter: it turns what the cluster shows about a flow run's Jobs and pods into
+//! the Prefect state proposals and logs the flow cannot send itself. The decision core
+//! ([`observe`], [`run_state`], [`decide`](mod@decide), [`events`]) is pure code: no
+//! I/O, no clock, no async; [`service`] wires watchers, Prefect calls, log reads and
 //! leader election around it.
 //!
 //! Modules:
@@ -11,6 +12,8 @@
 //!   and `crash_message()`, the `Crashed` state message with the pod log tail.
 //! - [`events`]: Events about our pods and Jobs as flow-run log lines with
 //!   restart-stable dedup keys.
+//! - [`service`]: the reporter service around the core (watchers, evaluation, leader
+//!   election, cancellation, event forwarding, cleanup); the `reporter` binary runs it.
 //!
 //! How the service calls it for one flow run (watchers keep the views up to date):
 //!
@@ -42,6 +45,7 @@ pub mod decide;
 pub mod events;
 pub mod observe;
 pub mod run_state;
+pub mod service;
 
 #[cfg(test)]
 mod test_fixtures;

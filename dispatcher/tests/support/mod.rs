@@ -44,13 +44,13 @@ impl Stack {
         let prefect_server = PrefectServer::shared();
         let emulator = kube_emulator::Emulator::start(kube_emulator::EmulatorConfig {
             runtime,
-            ..Default::default()
+            ..kube_emulator::EmulatorConfig::fast()
         })
         .await
         .expect("start the Kubernetes API emulator");
         let prefect =
             PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
-        let kube = emulator.client();
+        let kube = emulator.client().expect("a client for the emulator");
         Stack {
             nats,
             prefect_server,

@@ -31,7 +31,7 @@ fn default_container(container: &mut Value) {
     set_default(c, "imagePullPolicy", json!(default_pull_policy(&image)));
     set_default(c, "resources", json!({}));
     // Limits without requests default the requests to the limits.
-    let limits = c.pointer("/resources/limits").cloned();
+    let limits = c.get("resources").and_then(|r| r.get("limits")).cloned();
     if let (Some(Value::Object(limits)), Some(resources)) =
         (limits, c.get_mut("resources").and_then(Value::as_object_mut))
     {

@@ -196,6 +196,10 @@ async fn dispatch(
             .map(|v| json_response(StatusCode::OK, &v, &[]))
             .ok_or_else(ApiError::path_not_found),
         ApiPath::Admin(_) => Err(ApiError::path_not_found()),
+        ApiPath::OpenApiIndex => Ok(json_response(StatusCode::OK, &discovery::openapi_v3_index(), &[])),
+        ApiPath::OpenApiDocument(group, version) => discovery::openapi_v3_document(&group, &version)
+            .map(|v| json_response(StatusCode::OK, &v, &[]))
+            .ok_or_else(ApiError::path_not_found),
         ApiPath::Resource(rp) => {
             authorization::authorize(cluster, &user, verb, &rp)?;
             resource_request(cluster, method, verb, rp, query, headers, body, &user).await

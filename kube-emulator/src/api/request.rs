@@ -93,6 +93,10 @@ pub enum ApiPath {
     Resource(ResourcePath),
     /// `/admin/...` emulator control endpoints.
     Admin(String),
+    /// `/openapi/v3` index.
+    OpenApiIndex,
+    /// `/openapi/v3/<api/v1 | apis/group/version>`.
+    OpenApiDocument(String, String),
 }
 
 /// Parse a URL path (no query) into an [`ApiPath`].
@@ -107,6 +111,9 @@ pub fn parse_path(path: &str) -> Result<ApiPath, ApiError> {
         ["version"] => Ok(ApiPath::Version),
         ["healthz"] | ["livez"] | ["readyz"] => Ok(ApiPath::Health),
         ["admin", rest @ ..] => Ok(ApiPath::Admin(rest.join("/"))),
+        ["openapi", "v3"] => Ok(ApiPath::OpenApiIndex),
+        ["openapi", "v3", "api", version] => Ok(ApiPath::OpenApiDocument(String::new(), (*version).to_string())),
+        ["openapi", "v3", "apis", group, version] => Ok(ApiPath::OpenApiDocument((*group).to_string(), (*version).to_string())),
         ["api"] => Ok(ApiPath::CoreVersions),
         ["apis"] => Ok(ApiPath::Groups),
         ["api", "v1"] => Ok(ApiPath::GroupVersion(String::new(), "v1".into())),

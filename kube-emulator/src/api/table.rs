@@ -194,6 +194,14 @@ pub fn table<T: std::borrow::Borrow<Value>>(resource: &ResourceType, objects: &[
             ],
             event_row,
         ),
+        ("", "namespaces") => (
+            vec![column("Name", "string", "name", 0), column("Status", "string", "", 0), column("Age", "string", "", 0)],
+            |o: &Value| vec![o["metadata"]["name"].clone(), o.pointer("/status/phase").cloned().unwrap_or(json!("")), json!(age_of(o))],
+        ),
+        ("", "nodes") => (
+            vec![column("Name", "string", "name", 0), column("Status", "string", "", 0), column("Roles", "string", "", 0), column("Age", "string", "", 0), column("Version", "string", "", 0)],
+            |o: &Value| vec![o["metadata"]["name"].clone(), json!("Ready"), json!("control-plane"), json!(age_of(o)), o.pointer("/status/nodeInfo/kubeletVersion").cloned().unwrap_or(json!(""))],
+        ),
         _ => (
             vec![column("Name", "string", "name", 0), column("Created At", "date", "", 0)],
             |o: &Value| vec![o["metadata"]["name"].clone(), o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null)],

@@ -367,7 +367,7 @@ impl JobController {
         }
     }
 
-    fn create_pod(&self, job: &Value) {
+    fn create_pod(&mut self, job: &Value) {
         let (ns, name) = crate::store::object_key(job);
         let uid = job.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
         let template = job.pointer("/spec/template").cloned().unwrap_or_default();
@@ -390,6 +390,9 @@ impl JobController {
         let ctx = WriteContext::update(MANAGER);
         match self.cluster.registry.create(resources::pods(), &ns, pod, &ctx, false) {
             Ok(created) => {
+                // Index right away (the real controller's "expectations") so a sync triggered
+                // before the pod's ADDED event arrives does not create a second pod.
+                self.index_pod(&created, false);
                 let pod_name = created.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
                 record(&self.cluster, job, "Normal", "SuccessfulCreate", &format!("Created pod: {pod_name}"), Reporter::JobController, None);
             }

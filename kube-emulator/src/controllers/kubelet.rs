@@ -390,10 +390,12 @@ impl PodWorker {
                 break;
             }
             if !deleting {
-                if let Some(Interrupt::Deleted(grace)) | Some(Interrupt::Removed).map(|_| Interrupt::Deleted(0)) = self.interrupt().map(|i| match i {
-                    Interrupt::Deleted(g) => Interrupt::Deleted(g),
-                    Interrupt::Removed => Interrupt::Deleted(0),
-                }) {
+                let requested = match self.interrupt() {
+                    Some(Interrupt::Deleted(g)) => Some(g),
+                    Some(Interrupt::Removed) => Some(0),
+                    None => None,
+                };
+                if let Some(grace) = requested {
                     deleting = true;
                     pending_restarts.clear();
                     let grace = if grace > 0 { grace } else { 0 };

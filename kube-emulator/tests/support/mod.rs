@@ -1,0 +1,51 @@
+//! Shared helpers for the integration tests: start an emulator and poll for conditions with
+//! generous timeouts (behaviour, never timing, is asserted).
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use kube_emulator::{Emulator, EmulatorConfig, RuntimeKind};
+
+/// Start an emulator with fast delays.
+pub async fn start(runtime: RuntimeKind) -> Emulator {
+    Emulator::start(EmulatorConfig { runtime, ..EmulatorConfig::fast() })
+        .await
+        .expect("emulator starts")
+}
+
+/// Poll `check` until it returns `Some`, panicking with `what` after 30 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Job manifest with one container.
+pub fn job(name: &str, image: &str, command: &[&str], backoff_limit: i32) -> k8s_openapi::api::batch::v1::Job {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "main", "image": image, "command": command}]
+            }}
+        }
+    }))
+    .expect("job manifest")
+}

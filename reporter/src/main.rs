@@ -1,0 +1,54 @@
+//! `reporter`: reports to Prefect what flow runs cannot report themselves (pending
+//! pods, crashes, deleted Jobs), carries out cancellations and cleans up finished
+//! Jobs. Thin binary over the `reporter` library.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use reporter::service::{Reporter, ReporterConfig};
+use service_runtime::{health::Health, prefect::PrefectOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "reporter",
+    version,
+    about = "Reports pod and Job failures to Prefect, cancels runs and cleans up Jobs"
+)]
+struct Cli {
+    #[command(flatten)]
+    prefect: PrefectOptions,
+    #[command(flatten)]
+    reporter: ReporterConfig,
+    /// Address of the gRPC health service.
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8083")]
+    health_addr: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    service_runtime::telemetry::init();
+    let cli = Cli::parse();
+    let shutdown = service_runtime::shutdown::token_on_signal();
+    let health = Health::serve(cli.health_addr, "reporter", shutdown.clone())
+        .await
+        .with_context(|| format!("binding the health service on {}", cli.health_addr))?;
+    let prefect = service_runtime::prefect::client(&cli.prefect, &cli.reporter.worker_name)
+        .context("configuring the Prefect client")?;
+    let kube = service_runtime::kubernetes::client().await?;
+    health.serving().await;
+    let result = Reporter::new(cli.reporter, prefect, kube).run(shutdown).await;
+    health.not_serving().await;
+    result.map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

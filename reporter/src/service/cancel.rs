@@ -1,0 +1,237 @@
+//! Cancellation (leader only): every `--cancel-poll-seconds`, the runs of the pool in
+//! `CANCELLING` are read from Prefect; each one's Job (from its `infrastructure_pid`,
+//! `<namespace>:<job name>`) is deleted with Foreground propagation (404: already
+//! gone), then the run is set `Cancelled` with `force=true` and a message saying what
+//! was deleted. A run without a pid (cancelled before its Job was recorded) is just
+//! set `Cancelled`. Because it polls Prefect's state, it also catches runs cancelled
+//! while no reporter was leading. A deletion that fails leaves the run `CANCELLING`
+//! for the next poll.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{DeleteParams, PropagationPolicy};
+use kube::Api;
+use prefect_client::{FlowRun, FlowRunFilter, PrefectClient, StateCreate, StateType};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Runs cancelled at once.
+const CANCELLATIONS_IN_FLIGHT: usize = 8;
+/// Grace period of the deleted Job's pods (the Python worker's).
+const DELETE_GRACE_SECONDS: u32 = 30;
+
+/// A Job named by an `infrastructure_pid`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl JobRef {
+    /// Parses `<namespace>:<job name>` (exactly two non-empty parts, as prefect-kubernetes).
+    pub fn parse(infrastructure_pid: &str) -> Option<JobRef> {
+        let mut parts = infrastructure_pid.split(':');
+        let (Some(namespace), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+            return None;
+        };
+        let (namespace, name) = (namespace.trim(), name.trim());
+        if namespace.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(JobRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// What was done to a cancelled run's infrastructure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Teardown {
+    Deleted(JobRef),
+    AlreadyGone(JobRef),
+    KeptByConfiguration(JobRef),
+    NoJobRecorded,
+    UnreadablePid(String),
+}
+
+impl Teardown {
+    /// The `Cancelled` state message.
+    pub fn message(&self) -> String {
+        match self {
+            Teardown::Deleted(job) => format!(
+                "Flow run cancelled: the reporter deleted Kubernetes Job {}/{} and its pods.",
+                job.namespace, job.name
+            ),
+            Teardown::AlreadyGone(job) => format!(
+                "Flow run cancelled: Kubernetes Job {}/{} was already gone.",
+                job.namespace, job.name
+            ),
+            Teardown::KeptByConfiguration(job) => format!(
+                "Flow run cancelled; Kubernetes Job {}/{} was not deleted (job deletion is disabled).",
+                job.namespace, job.name
+            ),
+            Teardown::NoJobRecorded => {
+                "Flow run cancelled before a Kubernetes Job was recorded for it.".to_owned()
+            }
+            Teardown::UnreadablePid(pid) => format!(
+                "Flow run cancelled; its infrastructure_pid {pid:?} names no Kubernetes Job, so nothing was deleted."
+            ),
+        }
+    }
+}
+
+/// The cancellation poller's settings.
+#[derive(Clone)]
+pub struct Canceller {
+    pub prefect: PrefectClient,
+    pub kube: kube::Client,
+    pub work_pool: String,
+    pub delete_jobs: bool,
+    pub interval: Duration,
+    pub leadership: watch::Receiver<bool>,
+}
+
+impl Canceller {
+    /// Polls until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            if *self.leadership.borrow() {
+                self.poll_once().await;
+            }
+        }
+    }
+
+    /// Cancels every run of the pool that is CANCELLING now.
+    pub async fn poll_once(&self) {
+        let filter = FlowRunFilter::default()
+            .with_work_pool_names(vec![self.work_pool.clone()])
+            .with_state_types(vec![StateType::Cancelling]);
+        let runs = match self.prefect.read_all_flow_runs(&filter).await {
+            Ok(runs) => runs,
+            Err(error) => {
+                tracing::warn!(%error, "reading cancelling runs failed");
+                return;
+            }
+        };
+        futures::stream::iter(runs)
+            .for_each_concurrent(CANCELLATIONS_IN_FLIGHT, |run| async move {
+                self.cancel(&run).await;
+            })
+            .await;
+    }
+
+    async fn cancel(&self, run: &FlowRun) {
+        let teardown = match self.tear_down(run).await {
+            Ok(teardown) => teardown,
+            Err(error) => {
+                tracing::warn!(%error, flow_run_id = %run.id, "deleting the cancelled run's Job failed; retrying at the next poll");
+                return;
+            }
+        };
+        if !*self.leadership.borrow() {
+            return;
+        }
+        let cancelling_state = run.state.as_ref().map(|state| state.id).unwrap_or_default();
+        let state = StateCreate::cancelled(teardown.message())
+            .with_transition_id(cancel_transition_id(run.id, cancelling_state));
+        match self.prefect.set_flow_run_state(run.id, &state, true).await {
+            Ok(result) => {
+                tracing::info!(flow_run_id = %run.id, status = ?result.status, message = %teardown.message(), "cancelled")
+            }
+            Err(error) if error.is_not_found() => {}
+            Err(error) => {
+                tracing::warn!(%error, flow_run_id = %run.id, "setting Cancelled failed; retrying at the next poll")
+            }
+        }
+    }
+
+    async fn tear_down(&self, run: &FlowRun) -> Result<Teardown, kube::Error> {
+        let Some(pid) = run.infrastructure_pid.as_deref().filter(|pid| !pid.is_empty()) else {
+            return Ok(Teardown::NoJobRecorded);
+        };
+        let Some(job) = JobRef::parse(pid) else {
+            return Ok(Teardown::UnreadablePid(pid.to_owned()));
+        };
+        if !self.delete_jobs {
+            return Ok(Teardown::KeptByConfiguration(job));
+        }
+        let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(DELETE_GRACE_SECONDS),
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            ..DeleteParams::default()
+        };
+        match api.delete(&job.name, &params).await {
+            Ok(_) => {
+                tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.name, "deleted the cancelled run's Job");
+                Ok(Teardown::Deleted(job))
+            }
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Teardown::AlreadyGone(job)),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The `Cancelled` proposal's transition id: one per CANCELLING state of the run.
+pub fn cancel_transition_id(flow_run_id: Uuid, cancelling_state_id: Uuid) -> Uuid {
+    super::evaluate::transition_id(flow_run_id, &cancelling_state_id.to_string(), "cancelled")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_name_a_namespace_and_a_job() {
+        assert_eq!(
+            JobRef::parse("prefect:crimson-otter-x7k2p"),
+            Some(JobRef {
+                namespace: "prefect".into(),
+                name: "crimson-otter-x7k2p".into()
+            })
+        );
+        assert_eq!(JobRef::parse("crimson-otter"), None);
+        assert_eq!(JobRef::parse("a:b:c"), None);
+        assert_eq!(JobRef::parse(":b"), None);
+        assert_eq!(JobRef::parse("12345"), None);
+    }
+
+    #[test]
+    fn cancelled_messages_say_what_was_deleted() {
+        let job = JobRef::parse("prefect:etl-1").unwrap();
+        assert_eq!(
+            Teardown::Deleted(job.clone()).message(),
+            "Flow run cancelled: the reporter deleted Kubernetes Job prefect/etl-1 and its pods."
+        );
+        assert!(Teardown::AlreadyGone(job.clone())
+            .message()
+            .contains("already gone"));
+        assert!(Teardown::KeptByConfiguration(job)
+            .message()
+            .contains("not deleted"));
+        assert!(Teardown::NoJobRecorded.message().starts_with("Flow run cancelled"));
+    }
+
+    #[test]
+    fn a_new_cancellation_of_the_same_run_gets_a_new_transition_id() {
+        let run = Uuid::from_u128(1);
+        assert_eq!(
+            cancel_transition_id(run, Uuid::from_u128(2)),
+            cancel_transition_id(run, Uuid::from_u128(2))
+        );
+        assert_ne!(
+            cancel_transition_id(run, Uuid::from_u128(2)),
+            cancel_transition_id(run, Uuid::from_u128(3))
+        );
+    }
+}

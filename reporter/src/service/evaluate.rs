@@ -1,0 +1,521 @@
+//! The evaluator (leader only): whenever a run's Jobs or pods change, a
+//! [`Decision::WaitUntil`] instant passes, or the reconcile period ends, it reads the
+//! runs' states from Prefect in batches, calls [`decide`] and acts:
+//!
+//! - `InfrastructurePending`: `PENDING` named `InfrastructurePending`, `force=false`,
+//!   only for a run that is `PENDING` (a `SCHEDULED` run with a pending pod is a
+//!   rescheduled run whose old pod is still around: proposing `PENDING` would claim it
+//!   behind the dispatcher's back);
+//! - `Crashed`: reads the pod log tail the report names, renders [`crash_message`] and
+//!   proposes `CRASHED`, `force=false`.
+//!
+//! Every proposal carries a transition id derived from (run, Job uid, kind), and the
+//! evaluator remembers what it proposed per run, so a retried or repeated proposal is
+//! never a second state: Prefect answers a re-sent transition id with REJECT, a late
+//! `Crashed` on a final run with ABORT, and a second `InfrastructurePending` with ABORT.
+//!
+//! Reconciliation also looks for runs of the pool that are `PENDING`/`RUNNING` with an
+//! `infrastructure_pid` naming a Job the cluster does not have (deleted while no reporter
+//! watched): after a GET confirms it, such a Job becomes a deleted tombstone, and the run
+//! is crashed like any run whose Job was deleted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::LogParams;
+use kube::Api;
+use prefect_client::{
+    FlowRun, FlowRunFilter, PrefectClient, PrefectError, SetStateStatus, StateCreate,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::cancel::JobRef;
+use super::store::SharedStore;
+use crate::decide::LogSource;
+use crate::{
+    crash_message, decide, CrashReport, Decision, DecisionInput, DecisionSettings, FlowRunState,
+    JobView, StateType, Timestamp, INFRASTRUCTURE_PENDING, INFRASTRUCTURE_PENDING_MESSAGE,
+};
+
+/// Runs read from Prefect per call.
+const READ_BATCH: usize = 200;
+/// Proposals (with their log reads) in flight at once.
+const PROPOSALS_IN_FLIGHT: usize = 8;
+/// Lines of pod log read for a crash message.
+const LOG_TAIL_LINES: i64 = 50;
+/// Bytes of pod log read at most for a crash message.
+const LOG_TAIL_BYTES: i64 = 64 * 1024;
+/// After a change, wait this long for more changes so a burst is read in one batch.
+const COALESCE: Duration = Duration::from_millis(100);
+/// Retry delay after Prefect could not be reached.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
+
+/// What the evaluator proposes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposalKind {
+    InfrastructurePending,
+    Crashed,
+}
+
+impl ProposalKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InfrastructurePending => "infrastructure-pending",
+            Self::Crashed => "crashed",
+        }
+    }
+}
+
+/// Namespace of the reporter's transition ids (a fixed random UUID).
+const REPORTER_TRANSITION_NAMESPACE: Uuid =
+    Uuid::from_u128(0x3f0c_58a1_7d2e_4b6f_a4c9_1e85_d7b2_6c03);
+
+/// The transition id of a proposal about `job` of `flow_run_id`: the same in every
+/// replica and after every restart.
+pub fn transition_id(flow_run_id: Uuid, job_uid: &str, kind: &str) -> Uuid {
+    let name = format!("{flow_run_id}/{job_uid}/{kind}");
+    Uuid::new_v5(&REPORTER_TRANSITION_NAMESPACE, name.as_bytes())
+}
+
+/// The decision core's view of a Prefect run state; `None` when the run has none.
+pub fn run_state_of(run: &FlowRun) -> Option<FlowRunState> {
+    let state_type = run
+        .state
+        .as_ref()
+        .map(|state| state.state_type)
+        .or(run.state_type)?;
+    let state_type: StateType = state_type.as_str().parse().ok()?;
+    let name = run
+        .state
+        .as_ref()
+        .and_then(|state| state.name.clone())
+        .or_else(|| run.state_name.clone())
+        .unwrap_or_default();
+    Some(FlowRunState::new(state_type, &name))
+}
+
+/// One proposal to send.
+struct Proposal {
+    flow_run_id: Uuid,
+    kind: ProposalKind,
+    transition_id: Uuid,
+    report: Option<CrashReport>,
+}
+
+/// How a proposal went.
+enum Outcome {
+    /// Prefect answered (accepted, rejected or aborted): never send it again.
+    Answered,
+    /// Ask again later.
+    RetryAfter(Duration),
+    /// The run no longer exists.
+    RunGone,
+    /// Not sent: this replica is no longer the leader.
+    NotLeader,
+}
+
+/// What the evaluator needs.
+pub struct Evaluator {
+    pub store: SharedStore,
+    pub prefect: PrefectClient,
+    pub kube: kube::Client,
+    pub settings: DecisionSettings,
+    pub work_pool: String,
+    /// Only Jobs of this namespace are looked for (all when `None`).
+    pub namespace: Option<String>,
+    pub reconcile_interval: Duration,
+    pub missing_job_grace: Duration,
+    pub leadership: watch::Receiver<bool>,
+    /// Instants at which runs must be evaluated again.
+    timers: BTreeMap<Timestamp, HashSet<Uuid>>,
+    /// Transition ids proposed per run (never proposed twice).
+    proposed: HashMap<Uuid, HashSet<Uuid>>,
+}
+
+impl Evaluator {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: SharedStore,
+        prefect: PrefectClient,
+        kube: kube::Client,
+        settings: DecisionSettings,
+        work_pool: String,
+        namespace: Option<String>,
+        reconcile_interval: Duration,
+        missing_job_grace: Duration,
+        leadership: watch::Receiver<bool>,
+    ) -> Self {
+        Evaluator {
+            store,
+            prefect,
+            kube,
+            settings,
+            work_pool,
+            namespace,
+            reconcile_interval,
+            missing_job_grace,
+            leadership,
+            timers: BTreeMap::new(),
+            proposed: HashMap::new(),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        *self.leadership.borrow()
+    }
+
+    /// Evaluates until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut reconcile = tokio::time::interval(self.reconcile_interval);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile_due = false;
+        loop {
+            let next_timer = self.timers.keys().next().copied();
+            let sleep_for = next_timer.map(|at| {
+                (at - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.store.changed() => tokio::time::sleep(COALESCE).await,
+                _ = tokio::time::sleep(sleep_for.unwrap_or(Duration::from_secs(3600))), if sleep_for.is_some() => {}
+                _ = reconcile.tick() => reconcile_due = true,
+                changed = self.leadership.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    reconcile_due = true;
+                }
+            }
+            if !self.is_leader() || !self.store.is_synced() {
+                continue;
+            }
+            let mut runs: HashSet<Uuid> = self.store.update(|store| store.take_dirty()).into_iter().collect();
+            let now = chrono::Utc::now();
+            while let Some(entry) = self.timers.first_entry() {
+                if *entry.key() > now {
+                    break;
+                }
+                runs.extend(entry.remove());
+            }
+            if reconcile_due {
+                reconcile_due = false;
+                self.find_missing_jobs().await;
+                runs.extend(self.store.read(|store| store.run_ids()));
+                runs.extend(self.store.update(|store| store.take_dirty()));
+            }
+            if !runs.is_empty() {
+                self.evaluate(runs.into_iter().collect()).await;
+            }
+        }
+    }
+
+    fn wake_at(&mut self, at: Timestamp, flow_run_id: Uuid) {
+        self.timers.entry(at).or_default().insert(flow_run_id);
+    }
+
+    fn wake_after(&mut self, delay: Duration, flow_run_id: Uuid) {
+        let at = chrono::Utc::now()
+            + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::seconds(5));
+        self.wake_at(at, flow_run_id);
+    }
+
+    /// Reads the runs' states, decides, proposes.
+    async fn evaluate(&mut self, runs: Vec<Uuid>) {
+        for batch in runs.chunks(READ_BATCH) {
+            let read = match self.prefect.read_flow_runs_by_ids(batch).await {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::warn!(%error, runs = batch.len(), "reading flow runs failed; retrying");
+                    for run in batch {
+                        self.wake_after(RETRY_AFTER_ERROR, *run);
+                    }
+                    continue;
+                }
+            };
+            let states: HashMap<Uuid, &FlowRun> = read.iter().map(|run| (run.id, run)).collect();
+            let now = chrono::Utc::now();
+            let mut proposals = Vec::new();
+            for &flow_run_id in batch {
+                let Some(run) = states.get(&flow_run_id) else {
+                    // The run was deleted from Prefect: nothing to report, ever.
+                    self.forget(flow_run_id);
+                    continue;
+                };
+                let Some(state) = run_state_of(run) else {
+                    continue;
+                };
+                if let Some(proposal) = self.decide_one(flow_run_id, &state, now) {
+                    proposals.push(proposal);
+                }
+            }
+            self.send(proposals).await;
+        }
+    }
+
+    fn forget(&mut self, flow_run_id: Uuid) {
+        self.proposed.remove(&flow_run_id);
+        self.store.update(|store| store.prune_tombstones(flow_run_id));
+    }
+
+    fn decide_one(&mut self, flow_run_id: Uuid, state: &FlowRunState, now: Timestamp) -> Option<Proposal> {
+        let (jobs, pods) = self.store.read(|store| store.snapshot(flow_run_id));
+        if jobs.is_empty() && pods.is_empty() {
+            self.proposed.remove(&flow_run_id);
+            return None;
+        }
+        let input = DecisionInput {
+            run_state: state,
+            jobs: &jobs,
+            pods: &pods,
+            now,
+            settings: &self.settings,
+        };
+        let decision = decide(&input);
+        tracing::debug!(%flow_run_id, state = %state.state_type, ?decision, "decided");
+        let (kind, job_uid, report) = match decision {
+            Decision::Nothing => {
+                if state.state_type.is_final() {
+                    self.forget(flow_run_id);
+                }
+                return None;
+            }
+            Decision::WaitUntil(at) => {
+                self.wake_at(at, flow_run_id);
+                return None;
+            }
+            Decision::ProposeInfrastructurePending => {
+                if state.state_type != StateType::Pending || &*state.name == INFRASTRUCTURE_PENDING {
+                    return None;
+                }
+                let job = newest_live_job(&jobs)?;
+                (ProposalKind::InfrastructurePending, job.uid.clone(), None)
+            }
+            Decision::ProposeCrashed(report) => {
+                let job_uid = jobs
+                    .iter()
+                    .find(|job| job.namespace == report.namespace && job.name == report.job_name)
+                    .map(|job| job.uid.clone())
+                    .unwrap_or_else(|| format!("{}/{}", report.namespace, report.job_name).into());
+                (ProposalKind::Crashed, job_uid, Some(report))
+            }
+        };
+        let transition_id = transition_id(flow_run_id, &job_uid, kind.as_str());
+        if self
+            .proposed
+            .get(&flow_run_id)
+            .is_some_and(|sent| sent.contains(&transition_id))
+        {
+            return None;
+        }
+        Some(Proposal {
+            flow_run_id,
+            kind,
+            transition_id,
+            report,
+        })
+    }
+
+    async fn send(&mut self, proposals: Vec<Proposal>) {
+        if proposals.is_empty() {
+            return;
+        }
+        let outcomes: Vec<(Uuid, Uuid, Outcome)> = futures::stream::iter(proposals)
+            .map(|proposal| {
+                let (prefect, kube, leadership) = (&self.prefect, &self.kube, &self.leadership);
+                async move {
+                    let outcome = propose(prefect, kube, leadership, &proposal).await;
+                    (proposal.flow_run_id, proposal.transition_id, outcome)
+                }
+            })
+            .buffer_unordered(PROPOSALS_IN_FLIGHT)
+            .collect()
+            .await;
+        for (flow_run_id, transition_id, outcome) in outcomes {
+            match outcome {
+                Outcome::Answered => {
+                    self.proposed.entry(flow_run_id).or_default().insert(transition_id);
+                    // The run's state changed (or is known): look again right away.
+                    self.store.update(|store| store.mark_dirty(flow_run_id));
+                }
+                Outcome::RetryAfter(delay) => self.wake_after(delay, flow_run_id),
+                Outcome::RunGone => self.forget(flow_run_id),
+                Outcome::NotLeader => self.store.update(|store| store.mark_dirty(flow_run_id)),
+            }
+        }
+    }
+
+    /// Runs of the pool that are PENDING/RUNNING with a pid naming a Job the store does
+    /// not know: confirmed missing with a GET, they get a deleted tombstone.
+    async fn find_missing_jobs(&mut self) {
+        let filter = FlowRunFilter::default()
+            .with_work_pool_names(vec![self.work_pool.clone()])
+            .with_state_types(vec![
+                prefect_client::StateType::Pending,
+                prefect_client::StateType::Running,
+            ]);
+        let runs = match self.prefect.read_all_flow_runs(&filter).await {
+            Ok(runs) => runs,
+            Err(error) => {
+                tracing::warn!(%error, "listing the pool's pending and running runs failed");
+                return;
+            }
+        };
+        let now = chrono::Utc::now();
+        let grace = chrono::TimeDelta::from_std(self.missing_job_grace).unwrap_or(chrono::TimeDelta::MAX);
+        for run in runs {
+            let Some(job) = run.infrastructure_pid.as_deref().and_then(JobRef::parse) else {
+                continue;
+            };
+            if self.namespace.as_deref().is_some_and(|ns| ns != job.namespace) {
+                continue;
+            }
+            let since = run.state.as_ref().and_then(|state| state.timestamp);
+            if since.is_none_or(|since| now - since < grace) {
+                continue;
+            }
+            if self.store.read(|store| store.has_job_named(run.id, &job.namespace, &job.name)) {
+                continue;
+            }
+            let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
+            match api.get_opt(&job.name).await {
+                Ok(None) => {
+                    tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.name,
+                        "the run's Job does not exist; treating it as deleted");
+                    self.store.update(|store| {
+                        store.insert_missing_job(run.id, &job.namespace, &job.name, now)
+                    });
+                }
+                Ok(Some(found)) => {
+                    // Watch lag, or the Job lacks our label: use what the GET shows.
+                    if let Some(view) = JobView::from_job(&found).filter(|view| view.flow_run_id == run.id) {
+                        self.store.update(|store| store.apply_job(view));
+                    }
+                }
+                Err(error) => tracing::warn!(%error, job = %job.name, "looking up a run's Job failed"),
+            }
+        }
+    }
+}
+
+/// The newest Job that is not gone (the one an `InfrastructurePending` is about).
+fn newest_live_job(jobs: &[JobView]) -> Option<&JobView> {
+    jobs.iter()
+        .filter(|job| job.gone_at().is_none())
+        .max_by_key(|job| job.created)
+}
+
+async fn propose(
+    prefect: &PrefectClient,
+    kube: &kube::Client,
+    leadership: &watch::Receiver<bool>,
+    proposal: &Proposal,
+) -> Outcome {
+    let state = match (&proposal.kind, &proposal.report) {
+        (ProposalKind::Crashed, Some(report)) => {
+            let tail = match report.log_source() {
+                Some(source) => read_log_tail(kube, &source).await,
+                None => None,
+            };
+            StateCreate::crashed(crash_message(report, tail.as_deref()))
+        }
+        _ => StateCreate::new(prefect_client::StateType::Pending, INFRASTRUCTURE_PENDING)
+            .with_message(INFRASTRUCTURE_PENDING_MESSAGE),
+    }
+    .with_transition_id(proposal.transition_id);
+    if !*leadership.borrow() {
+        return Outcome::NotLeader;
+    }
+    let flow_run_id = proposal.flow_run_id;
+    match prefect.set_flow_run_state(flow_run_id, &state, false).await {
+        Ok(result) => {
+            let reason = result.details.reason.as_deref().unwrap_or("");
+            match result.status {
+                SetStateStatus::Accept => {
+                    tracing::info!(%flow_run_id, kind = ?proposal.kind, message = state.message.as_deref().unwrap_or(""), "reported");
+                    Outcome::Answered
+                }
+                SetStateStatus::Reject | SetStateStatus::Abort => {
+                    tracing::info!(%flow_run_id, kind = ?proposal.kind, status = ?result.status, reason, "proposal not applied");
+                    Outcome::Answered
+                }
+                SetStateStatus::Wait => {
+                    let delay = result.details.delay_seconds.unwrap_or(1).clamp(1, 60);
+                    Outcome::RetryAfter(Duration::from_secs(delay.unsigned_abs()))
+                }
+            }
+        }
+        Err(error) if error.is_not_found() => Outcome::RunGone,
+        Err(error) => {
+            tracing::warn!(%error, %flow_run_id, kind = ?proposal.kind, "proposing a state failed; will retry");
+            Outcome::RetryAfter(retry_delay(&error))
+        }
+    }
+}
+
+fn retry_delay(error: &PrefectError) -> Duration {
+    if error.is_retryable() {
+        RETRY_AFTER_ERROR
+    } else {
+        Duration::from_secs(30)
+    }
+}
+
+/// The last lines of the container's log, `None` when it cannot be read.
+pub async fn read_log_tail(kube: &kube::Client, source: &LogSource<'_>) -> Option<String> {
+    let api: Api<Pod> = Api::namespaced(kube.clone(), source.namespace);
+    let params = LogParams {
+        container: Some(source.container.to_owned()),
+        previous: source.previous,
+        tail_lines: Some(LOG_TAIL_LINES),
+        limit_bytes: Some(LOG_TAIL_BYTES),
+        ..LogParams::default()
+    };
+    match api.logs(source.pod, &params).await {
+        Ok(text) => Some(text),
+        Err(error) => {
+            tracing::debug!(%error, pod = source.pod, "reading the pod log failed");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_ids_are_stable_and_distinct_per_job_and_kind() {
+        let run = Uuid::from_u128(42);
+        let crashed = transition_id(run, "job-uid-1", "crashed");
+        assert_eq!(crashed, transition_id(run, "job-uid-1", "crashed"));
+        assert_ne!(crashed, transition_id(run, "job-uid-2", "crashed"));
+        assert_ne!(crashed, transition_id(run, "job-uid-1", "infrastructure-pending"));
+        assert_ne!(crashed, transition_id(Uuid::from_u128(43), "job-uid-1", "crashed"));
+    }
+
+    #[test]
+    fn prefect_states_map_to_the_decision_core() {
+        let run: FlowRun = serde_json::from_value(serde_json::json!({
+            "id": Uuid::from_u128(1),
+            "name": "crimson-otter",
+            "flow_id": Uuid::from_u128(2),
+            "state": {
+                "id": Uuid::from_u128(3),
+                "type": "PENDING",
+                "name": "InfrastructurePending",
+            },
+        }))
+        .expect("a flow run");
+        assert_eq!(
+            run_state_of(&run),
+            Some(FlowRunState::new(StateType::Pending, INFRASTRUCTURE_PENDING))
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! Kubernetes Events about our pods and Jobs (Scheduled, Pulling, BackOff,
+//! FailedScheduling, …) forwarded as flow-run logs, each observation once, across
+//! restarts and failovers.
+//!
+//! Every replica watches core/v1 Events and keeps, per Event, only what is still to be
+//! forwarded ([`EventBacklog`]); the leader resolves each one's flow run through the
+//! view store, sends the lines with `create_logs`, then records the highest forwarded
+//! count **on the Event itself**, as the annotation
+//! `prefect-k8s.io/forwarded-count`. Why there:
+//! - the record lives exactly as long as what it deduplicates (Events expire after an
+//!   hour; so does their annotation), so it needs no cleanup and no extra store;
+//! - a restarted reporter or a standby taking over sees it in its own Event watch,
+//!   with no extra read (NATS KV would add a dependency the reporter has no other use
+//!   for; an annotation on the pod or Job would wake our own pod/Job watchers and
+//!   race with the controllers that update them);
+//! - the kubelet and controllers update an Event by patching `count`/`lastTimestamp`,
+//!   which keeps annotations.
+//!
+//! A line is sent before its Event is annotated: a reporter killed between the two
+//! sends that line again (at least once); every other restart repeats nothing.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Event as KubeEvent;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+use prefect_client::{LogCreate, PrefectClient};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::store::SharedStore;
+use super::watch::ApiScope;
+use crate::{event_log, EventLog};
+
+/// Annotation on an Event: the highest count of it forwarded as a flow-run log.
+pub const FORWARDED_COUNT_ANNOTATION: &str = "prefect-k8s.io/forwarded-count";
+/// Logger name of forwarded lines.
+pub const EVENT_LOGGER: &str = "prefect_k8s.reporter.kubernetes_events";
+/// An Event whose subject is not (yet) one of our pods or Jobs is dropped after this.
+const UNMATCHED_TTL: Duration = Duration::from_secs(120);
+/// How often the leader forwards.
+const FORWARD_PERIOD: Duration = Duration::from_millis(500);
+/// Lines per `create_logs` call.
+const LOGS_PER_CALL: usize = 200;
+/// Event annotations written at once.
+const PATCHES_IN_FLIGHT: usize = 8;
+
+/// An Event observation not forwarded yet.
+#[derive(Clone, Debug)]
+struct PendingEvent {
+    namespace: Box<str>,
+    name: Box<str>,
+    log: EventLog,
+    first_seen: Instant,
+}
+
+/// What is left to forward, per Event uid (or namespace/name).
+#[derive(Debug, Default)]
+pub struct EventBacklog {
+    pending: HashMap<Box<str>, PendingEvent>,
+    /// Counts this process forwarded whose annotation it has not seen yet.
+    forwarded: HashMap<Box<str>, u32>,
+}
+
+fn annotated_count(event: &KubeEvent) -> u32 {
+    event
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(FORWARDED_COUNT_ANNOTATION))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl EventBacklog {
+    /// Takes in an added or modified Event.
+    pub fn observe(&mut self, event: &KubeEvent, now: Instant) {
+        let Some(log) = event_log(event) else {
+            return;
+        };
+        let key = log.dedup_key.event.clone();
+        let annotated = annotated_count(event);
+        let local = self.forwarded.get(&key).copied().unwrap_or(0);
+        if annotated >= local {
+            self.forwarded.remove(&key);
+        }
+        if log.dedup_key.is_covered_by(annotated.max(local)) {
+            self.pending.remove(&key);
+            return;
+        }
+        let first_seen = self
+            .pending
+            .get(&key)
+            .map_or(now, |pending| pending.first_seen);
+        self.pending.insert(
+            key,
+            PendingEvent {
+                namespace: event.metadata.namespace.as_deref().unwrap_or_default().into(),
+                name: event.metadata.name.as_deref().unwrap_or_default().into(),
+                log,
+                first_seen,
+            },
+        );
+    }
+
+    /// Forgets a deleted Event.
+    pub fn remove(&mut self, event: &KubeEvent) {
+        if let Some(log) = event_log(event) {
+            self.pending.remove(&log.dedup_key.event);
+            self.forwarded.remove(&log.dedup_key.event);
+        }
+    }
+
+    /// The pending Events whose flow run `run_of` finds; drops those unmatched for too long.
+    fn ready(
+        &mut self,
+        run_of: impl Fn(&EventLog) -> Option<Uuid>,
+        now: Instant,
+    ) -> Vec<(Uuid, PendingEvent)> {
+        let mut ready = Vec::new();
+        self.pending.retain(|_, pending| match run_of(&pending.log) {
+            Some(run) => {
+                ready.push((run, pending.clone()));
+                true
+            }
+            None => now.duration_since(pending.first_seen) < UNMATCHED_TTL,
+        });
+        ready
+    }
+
+    /// Records that `log` was forwarded.
+    fn forwarded(&mut self, log: &EventLog) {
+        let key = &log.dedup_key.event;
+        let count = log.dedup_key.count;
+        if self
+            .pending
+            .get(key)
+            .is_some_and(|pending| pending.log.dedup_key.count <= count)
+        {
+            self.pending.remove(key);
+        }
+        let entry = self.forwarded.entry(key.clone()).or_insert(0);
+        *entry = (*entry).max(count);
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Watches Events and (when leading) forwards them until `shutdown`.
+pub async fn run_event_logs(
+    scope: ApiScope,
+    store: SharedStore,
+    prefect: PrefectClient,
+    leadership: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    let api: Api<KubeEvent> = scope.api();
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    futures::pin_mut!(stream);
+    let mut backlog = EventBacklog::default();
+    let mut forward_ticks = tokio::time::interval(FORWARD_PERIOD);
+    forward_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events_listed = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = stream.next() => {
+                let Some(event) = event else { return };
+                match event {
+                    Ok(Event::Init) => {}
+                    Ok(Event::InitApply(event) | Event::Apply(event)) => backlog.observe(&event, Instant::now()),
+                    Ok(Event::InitDone) => events_listed = true,
+                    Ok(Event::Delete(event)) => backlog.remove(&event),
+                    Err(error) => tracing::warn!(%error, "Event watch failed; retrying with backoff"),
+                }
+            }
+            _ = forward_ticks.tick() => {
+                if events_listed && *leadership.borrow() && store.is_synced() {
+                    forward(&mut backlog, &store, &prefect, &scope.client, &leadership).await;
+                }
+            }
+        }
+    }
+}
+
+async fn forward(
+    backlog: &mut EventBacklog,
+    store: &SharedStore,
+    prefect: &PrefectClient,
+    kube: &kube::Client,
+    leadership: &watch::Receiver<bool>,
+) {
+    let ready = store.read(|store| backlog.ready(|log| store.run_of_event(log), Instant::now()));
+    for chunk in ready.chunks(LOGS_PER_CALL) {
+        if !*leadership.borrow() {
+            return;
+        }
+        let lines: Vec<LogCreate> = chunk
+            .iter()
+            .map(|(run, pending)| {
+                let mut line = LogCreate::for_flow_run(
+                    *run,
+                    EVENT_LOGGER,
+                    u32::from(pending.log.level.python_level()),
+                    pending.log.message.clone(),
+                );
+                if let Some(at) = pending.log.timestamp {
+                    line.timestamp = at;
+                }
+                line
+            })
+            .collect();
+        if let Err(error) = prefect.create_logs(&lines).await {
+            tracing::warn!(%error, lines = lines.len(), "forwarding Kubernetes events failed; retrying");
+            return;
+        }
+        for (_, pending) in chunk {
+            backlog.forwarded(&pending.log);
+        }
+        futures::stream::iter(chunk)
+            .for_each_concurrent(PATCHES_IN_FLIGHT, |(_, pending)| async move {
+                annotate(kube, pending).await;
+            })
+            .await;
+    }
+}
+
+/// Records the forwarded count on the Event (404: the Event expired meanwhile).
+async fn annotate(kube: &kube::Client, pending: &PendingEvent) {
+    if pending.name.is_empty() {
+        return;
+    }
+    let api: Api<KubeEvent> = Api::namespaced(kube.clone(), &pending.namespace);
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {FORWARDED_COUNT_ANNOTATION: pending.log.dedup_key.count.to_string()}}
+    });
+    match api
+        .patch(&pending.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_not_found() => {}
+        Err(error) => {
+            tracing::warn!(%error, event = %pending.name, "recording a forwarded event failed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn event(count: i32, annotated: Option<u32>) -> KubeEvent {
+        KubeEvent {
+            metadata: ObjectMeta {
+                name: Some("pod-1.17f".into()),
+                namespace: Some("prefect".into()),
+                uid: Some("event-uid".into()),
+                annotations: annotated.map(|count| {
+                    [(FORWARDED_COUNT_ANNOTATION.to_owned(), count.to_string())].into()
+                }),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some("pod-1".into()),
+                namespace: Some("prefect".into()),
+                uid: Some("pod-uid".into()),
+                ..ObjectReference::default()
+            },
+            reason: Some("BackOff".into()),
+            message: Some("Back-off pulling image \"x\"".into()),
+            type_: Some("Normal".into()),
+            count: Some(count),
+            ..KubeEvent::default()
+        }
+    }
+
+    fn run() -> Uuid {
+        Uuid::from_u128(9)
+    }
+
+    #[test]
+    fn each_new_count_is_forwarded_once() {
+        let mut backlog = EventBacklog::default();
+        let now = Instant::now();
+        backlog.observe(&event(1, None), now);
+        let ready = backlog.ready(|_| Some(run()), now);
+        assert_eq!(ready.len(), 1);
+        backlog.forwarded(&ready[0].1.log);
+        assert!(backlog.ready(|_| Some(run()), now).is_empty(), "sent once");
+        // The same observation again, before our annotation shows: still covered.
+        backlog.observe(&event(1, None), now);
+        assert!(backlog.ready(|_| Some(run()), now).is_empty());
+        // The Event repeats: a new line.
+        backlog.observe(&event(2, Some(1)), now);
+        let ready = backlog.ready(|_| Some(run()), now);
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].1.log.dedup_key.count, 2);
+    }
+
+    #[test]
+    fn a_restarted_reporter_skips_what_the_annotation_covers() {
+        let mut backlog = EventBacklog::default();
+        let now = Instant::now();
+        backlog.observe(&event(3, Some(3)), now);
+        assert!(backlog.ready(|_| Some(run()), now).is_empty());
+        backlog.observe(&event(4, Some(3)), now);
+        assert_eq!(backlog.ready(|_| Some(run()), now).len(), 1);
+    }
+
+    #[test]
+    fn events_about_unknown_subjects_wait_a_while_then_go() {
+        let mut backlog = EventBacklog::default();
+        let now = Instant::now();
+        backlog.observe(&event(1, None), now);
+        assert!(backlog.ready(|_| None, now).is_empty());
+        assert_eq!(backlog.pending_len(), 1, "kept: the pod may show up later");
+        assert!(backlog.ready(|_| None, now + UNMATCHED_TTL).is_empty());
+        assert_eq!(backlog.pending_len(), 0);
+    }
+}

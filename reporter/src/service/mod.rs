@@ -1,0 +1,232 @@
+//! The reporter service around the decision core: watchers keep compact views of our
+//! Jobs and pods ([`store`], [`watch`]); one replica, elected with a Lease ([`lease`]),
+//! evaluates runs and proposes `InfrastructurePending`/`Crashed` ([`evaluate`]),
+//! forwards pod and Job events as flow-run logs ([`event_logs`]), carries out
+//! cancellations ([`cancel`]) and, when asked, deletes finished Jobs ([`sweep`]).
+//! Standbys keep their stores warm so a takeover acts at once. Flags: [`config`].
+//!
+//! ```no_run
+//! # async fn example(prefect: prefect_client::PrefectClient, kube: kube::Client) -> Result<(), reporter::service::ReporterError> {
+//! use reporter::service::{Reporter, ReporterConfig};
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let reporter = Reporter::new(ReporterConfig::for_pool("k8s"), prefect, kube);
+//! let _is_leader = reporter.leadership();
+//! reporter.run(shutdown).await
+//! # }
+//! ```
+
+pub mod cancel;
+pub mod config;
+pub mod evaluate;
+pub mod event_logs;
+pub mod lease;
+pub mod store;
+pub mod sweep;
+pub mod watch;
+
+pub use config::{GraceOverrides, ReporterConfig};
+
+use prefect_client::PrefectClient;
+use tokio::sync::watch as signal;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use cancel::Canceller;
+use evaluate::Evaluator;
+use lease::LeaseSettings;
+use store::SharedStore;
+use watch::ApiScope;
+
+/// Why the reporter stopped other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum ReporterError {
+    #[error("the reporter's {task} task failed: {source}")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// One reporter replica.
+pub struct Reporter {
+    config: ReporterConfig,
+    prefect: PrefectClient,
+    kube: kube::Client,
+    store: SharedStore,
+    leadership: signal::Sender<bool>,
+}
+
+impl Reporter {
+    pub fn new(config: ReporterConfig, prefect: PrefectClient, kube: kube::Client) -> Self {
+        Reporter {
+            config,
+            prefect,
+            kube,
+            store: SharedStore::new(),
+            leadership: signal::channel(false).0,
+        }
+    }
+
+    /// `true` while this replica leads.
+    pub fn leadership(&self) -> signal::Receiver<bool> {
+        self.leadership.subscribe()
+    }
+
+    /// The view store (for tests and measurements).
+    pub fn store(&self) -> SharedStore {
+        self.store.clone()
+    }
+
+    /// Runs until `shutdown`; a leader releases its Lease on the way out. Dropping the
+    /// future stops every task at once (as a killed process would, minus the release).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReporterError> {
+        let Reporter {
+            config,
+            prefect,
+            kube,
+            store,
+            leadership,
+        } = self;
+        let scope = ApiScope {
+            client: kube.clone(),
+            namespace: config.namespace.clone(),
+        };
+        // Workers stop on `work_done`; the election stops last, to release the Lease
+        // only once no worker can act any more.
+        let work_done = shutdown.child_token();
+        let mut tasks: JoinSet<&'static str> = JoinSet::new();
+        {
+            let (scope, store, token) = (scope.clone(), store.clone(), work_done.clone());
+            tasks.spawn(async move {
+                watch::watch_jobs(scope, store, token).await;
+                "Job watch"
+            });
+        }
+        {
+            let (scope, store, token) = (scope.clone(), store.clone(), work_done.clone());
+            tasks.spawn(async move {
+                watch::watch_pods(scope, store, token).await;
+                "pod watch"
+            });
+        }
+        if !config.disable_event_logs {
+            let (scope, store, prefect, leading, token) = (
+                scope.clone(),
+                store.clone(),
+                prefect.clone(),
+                leadership.subscribe(),
+                work_done.clone(),
+            );
+            tasks.spawn(async move {
+                event_logs::run_event_logs(scope, store, prefect, leading, token).await;
+                "event forwarding"
+            });
+        }
+        {
+            let evaluator = Evaluator::new(
+                store.clone(),
+                prefect.clone(),
+                kube.clone(),
+                config.decision_settings(),
+                config.work_pool.clone(),
+                config.namespace.clone(),
+                config.reconcile_interval(),
+                config.missing_job_grace(),
+                leadership.subscribe(),
+            );
+            let token = work_done.clone();
+            tasks.spawn(async move {
+                evaluator.run(token).await;
+                "evaluation"
+            });
+        }
+        {
+            let canceller = Canceller {
+                prefect: prefect.clone(),
+                kube: kube.clone(),
+                work_pool: config.work_pool.clone(),
+                delete_jobs: !config.disable_job_deletion,
+                interval: config.cancel_poll_interval(),
+                leadership: leadership.subscribe(),
+            };
+            let token = work_done.clone();
+            tasks.spawn(async move {
+                canceller.run(token).await;
+                "cancellation"
+            });
+        }
+        if let Some(age) = config.finished_job_age() {
+            let (store, kube, leading, token) = (
+                store.clone(),
+                kube.clone(),
+                leadership.subscribe(),
+                work_done.clone(),
+            );
+            tasks.spawn(async move {
+                sweep::run_sweep(store, kube, age, leading, token).await;
+                "finished-Job sweep"
+            });
+        }
+        let lease = LeaseSettings {
+            namespace: config.lease_namespace(),
+            name: config.lease_name(),
+            identity: config.identity(),
+            duration: config.lease_duration(),
+        };
+        tracing::info!(
+            work_pool = %config.work_pool,
+            namespace = config.namespace.as_deref().unwrap_or("<all>"),
+            lease = %format!("{}/{}", lease.namespace, lease.name),
+            identity = %lease.identity,
+            "reporter starting"
+        );
+        let election_stop = CancellationToken::new();
+        let election = {
+            let (kube, stop) = (kube.clone(), election_stop.clone());
+            tokio::spawn(lease::run_election(kube, lease, leadership, stop))
+        };
+        // Aborts the election if this future is dropped (a "killed" replica).
+        let election = AbortOnDrop(election);
+
+        let mut failure = None;
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            Some(ended) = tasks.join_next() => {
+                match ended {
+                    Ok(task) => tracing::error!(task, "a reporter task ended on its own"),
+                    Err(source) => failure = Some(ReporterError::Task { task: "worker", source }),
+                }
+                work_done.cancel();
+            }
+        }
+        work_done.cancel();
+        while let Some(ended) = tasks.join_next().await {
+            if let Err(source) = ended {
+                failure.get_or_insert(ReporterError::Task { task: "worker", source });
+            }
+        }
+        election_stop.cancel();
+        if let Err(source) = election.join().await {
+            failure.get_or_insert(ReporterError::Task { task: "election", source });
+        }
+        tracing::info!("reporter stopped");
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// A task handle that aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn join(mut self) -> Result<(), tokio::task::JoinError> {
+        let handle = std::mem::replace(&mut self.0, tokio::spawn(async {}));
+        handle.await
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
