@@ -37,4 +37,10 @@ if [ ! -x "$VENV/bin/prefect" ] \
   "$VENV/bin/pip" install -q --disable-pip-version-check \
     "prefect==$PREFECT_VERSION" "prefect-kubernetes==$PREFECT_KUBERNETES_VERSION"
 fi
+# Offline validation of the install manifests against the Kubernetes schemas
+# (prefect-k8s/tests); jsonschema and PyYAML come with prefect.
+if ! "$VENV/bin/python" -c "import kubernetes_validate" 2>/dev/null; then
+  say "installing kubernetes-validate into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==1.37.0"
+fi
 say "dependencies present: nats-server, kubectl, $VENV (prefect $PREFECT_VERSION)"

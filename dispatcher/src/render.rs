@@ -145,7 +145,8 @@ impl JobRenderer {
             .map_err(|e| invalid("the flow run's job variables are not JSON", e.to_string()))?;
         let context = flow_run_context(due, &self.worker_name).map_err(RenderFailure::Invalid)?;
         let claim = format!("{}:{}", due.flow_run_id, due.state_id);
-        let name_base = name_base(&deployment_variables, &run_variables, &due.flow_run_name);
+        let name_base =
+            job_manifest::job_name_base(&deployment_variables, &run_variables, &context);
         let job_name = job_manifest::job_name(&name_base, &claim);
         let mut annotations = vec![(CLAIM_ANNOTATION.to_string(), claim.clone())];
         if let Some(seconds) = pod_watch_timeout(&template, &deployment_variables, &run_variables) {
@@ -188,20 +189,6 @@ fn pod_watch_timeout(template: &Value, deployment: &Value, run: &Value) -> Optio
         .and_then(Value::as_u64)
 }
 
-/// What prefect-kubernetes names a Job after: the `name` job variable (the
-/// run's over the deployment's) or else the flow run's name.
-fn name_base(deployment: &Value, run: &Value, flow_run_name: &str) -> String {
-    [run, deployment]
-        .iter()
-        .find_map(|vars| {
-            vars.get("name")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-        })
-        .unwrap_or(flow_run_name)
-        .to_string()
-}
-
 /// The flow run's identity for labels and env, from the message.
 fn flow_run_context(due: &FlowRunDue, worker_name: &str) -> Result<FlowRunContext, String> {
     let uuid = |field: &str, text: &str| {
@@ -240,22 +227,6 @@ fn flow_run_context(due: &FlowRunDue, worker_name: &str) -> Result<FlowRunContex
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn the_name_job_variable_wins_over_the_run_name() {
-        assert_eq!(
-            name_base(&json!({"name": "dep"}), &json!({}), "crimson-otter"),
-            "dep"
-        );
-        assert_eq!(
-            name_base(&json!({"name": "dep"}), &json!({"name": "run"}), "x"),
-            "run"
-        );
-        assert_eq!(
-            name_base(&json!({}), &json!({"name": ""}), "crimson-otter"),
-            "crimson-otter"
-        );
-    }
 
     #[test]
     fn pod_watch_timeout_comes_from_run_deployment_or_template() {

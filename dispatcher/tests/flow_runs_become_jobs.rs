@@ -444,21 +444,36 @@ async fn sigterm_finishes_or_hands_back_in_flight_work() {
         .env("KUBECONFIG", stack.emulator.kubeconfig_path())
         .env("PREFECT_K8S_WORK_POOL", &stack.pool)
         .args(["--ack-wait-seconds", "30", "--concurrency", "8"])
-        .args(["--health-addr", &format!("127.0.0.1:{}", test_stack::ports::free_port())])
+        .args([
+            "--health-addr",
+            &format!("127.0.0.1:{}", test_stack::ports::free_port()),
+        ])
         .spawn()
         .expect("start the dispatcher binary");
-    eventually("the first Jobs exist", || async { !stack.all_flow_run_jobs().await.is_empty() }).await;
+    eventually("the first Jobs exist", || async {
+        !stack.all_flow_run_jobs().await.is_empty()
+    })
+    .await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "the dispatcher exits cleanly on SIGTERM: {status}");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the dispatcher exits cleanly on SIGTERM: {status}"
+    );
 
     // Handed-back messages go to the next replica at once (no ack wait).
     stack.spawn_dispatcher(stack.dispatcher_config()).await;
-    eventually("every run has a Job", || async { stack.all_flow_run_jobs().await.len() >= runs.len() }).await;
+    eventually("every run has a Job", || async {
+        stack.all_flow_run_jobs().await.len() >= runs.len()
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(stack.all_flow_run_jobs().await.len(), runs.len());
     assert_one_job_per_run(&stack, &runs).await;
@@ -483,22 +498,50 @@ async fn the_api_key_reaches_pods_only_as_a_secret_reference() {
     // Job variables override the agent-wide defaults.
     let deployment = stack.deployment(json!({"cpu_request": "500m"})).await;
     let run = stack.run_of(&deployment, None).await;
-    eventually("the run's Job exists", || async { stack.jobs_of(run.id).await.len() == 1 }).await;
+    eventually("the run's Job exists", || async {
+        stack.jobs_of(run.id).await.len() == 1
+    })
+    .await;
 
     let job = stack.jobs_of(run.id).await.remove(0);
     let text = serde_json::to_string(&job).unwrap();
-    assert!(!text.contains("pnu_never_in_a_manifest"), "the key is not in the Job");
+    assert!(
+        !text.contains("pnu_never_in_a_manifest"),
+        "the key is not in the Job"
+    );
     let pod = job.spec.unwrap().template.spec.unwrap();
     let container = &pod.containers[0];
     let env = container.env.clone().unwrap_or_default();
-    let key = env.iter().find(|e| e.name == "PREFECT_API_KEY").expect("PREFECT_API_KEY is set");
-    let reference = key.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-    assert_eq!((reference.name.as_str(), reference.key.as_str()), ("prefect-api-key", "key"));
-    assert!(env.iter().any(|e| e.name == "TEAM" && e.value.as_deref() == Some("data")));
+    let key = env
+        .iter()
+        .find(|e| e.name == "PREFECT_API_KEY")
+        .expect("PREFECT_API_KEY is set");
+    let reference = key
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (reference.name.as_str(), reference.key.as_str()),
+        ("prefect-api-key", "key")
+    );
+    assert!(env
+        .iter()
+        .any(|e| e.name == "TEAM" && e.value.as_deref() == Some("data")));
     assert_eq!(pod.service_account_name.as_deref(), Some("flow-runner"));
     assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
     let resources = container.resources.clone().unwrap();
-    assert_eq!(resources.requests.unwrap()["cpu"].0, "500m", "the job variable wins");
-    assert_eq!(resources.limits.unwrap()["memory"].0, "1Gi", "the agent default applies");
+    assert_eq!(
+        resources.requests.unwrap()["cpu"].0,
+        "500m",
+        "the job variable wins"
+    );
+    assert_eq!(
+        resources.limits.unwrap()["memory"].0,
+        "1Gi",
+        "the agent default applies"
+    );
     stack.stop_services().await;
 }

@@ -101,7 +101,9 @@ impl Cluster {
                 }
             }
         });
-        let _ = self.registry.create(resources::nodes(), "", node, &ctx, false);
+        let _ = self
+            .registry
+            .create(resources::nodes(), "", node, &ctx, false);
     }
 
     /// Create the namespace's `default` ServiceAccount and `kube-root-ca.crt` ConfigMap (what

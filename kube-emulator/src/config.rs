@@ -21,7 +21,9 @@ impl std::str::FromStr for RuntimeKind {
         match s {
             "scripted" => Ok(Self::Scripted),
             "process" => Ok(Self::Process),
-            other => Err(format!("unknown runtime {other:?} (expected scripted or process)")),
+            other => Err(format!(
+                "unknown runtime {other:?} (expected scripted or process)"
+            )),
         }
     }
 }

@@ -50,7 +50,10 @@ impl LogStream {
     /// Lines from index `from`.
     pub fn lines_from(&self, from: usize) -> Vec<LogLine> {
         let lines = self.lines.lock();
-        lines.get(from..).map(<[LogLine]>::to_vec).unwrap_or_default()
+        lines
+            .get(from..)
+            .map(<[LogLine]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// Wait until something new arrives or the stream finishes.

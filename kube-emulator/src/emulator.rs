@@ -85,7 +85,11 @@ impl Emulator {
     }
 
     /// A client authenticating as ServiceAccount `namespace/name` (for RBAC mode).
-    pub fn service_account_client(&self, namespace: &str, name: &str) -> Result<kube::Client, EmulatorError> {
+    pub fn service_account_client(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Client, EmulatorError> {
         self.client_with_token(&service_account_token(namespace, name))
     }
 
@@ -95,8 +99,20 @@ impl Emulator {
     }
 
     /// Write a kubeconfig for ServiceAccount `namespace/name` to `path`.
-    pub fn write_service_account_kubeconfig(&self, path: &Path, namespace: &str, name: &str) -> Result<(), EmulatorError> {
-        std::fs::write(path, kubeconfig::render(&self.url(), &service_account_token(namespace, name), namespace))?;
+    pub fn write_service_account_kubeconfig(
+        &self,
+        path: &Path,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), EmulatorError> {
+        std::fs::write(
+            path,
+            kubeconfig::render(
+                &self.url(),
+                &service_account_token(namespace, name),
+                namespace,
+            ),
+        )?;
         Ok(())
     }
 

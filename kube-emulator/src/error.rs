@@ -129,8 +129,12 @@ impl ApiError {
 
     /// 404 for a path that is not served at all.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// 409 `jobs.batch "x" already exists` (prefixed when the existing object is terminating).
@@ -218,7 +222,11 @@ impl ApiError {
     }
 
     /// 403 Forbidden with the RBAC wording.
-    pub fn forbidden(resource: &ResourceType, name: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn forbidden(
+        resource: &ResourceType,
+        name: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         let mut details = json!({ "kind": resource.plural });
         if let Some(name) = name {
             details["name"] = json!(name);

@@ -48,7 +48,11 @@ impl Faults {
     }
 
     /// Decide the fate of a request: latency to add and maybe an error.
-    pub fn check(&self, verb: &str, resource: Option<&str>) -> (Option<Duration>, Option<ApiError>) {
+    pub fn check(
+        &self,
+        verb: &str,
+        resource: Option<&str>,
+    ) -> (Option<Duration>, Option<ApiError>) {
         let mut settings = self.settings.lock();
         if settings.verb.as_deref().is_some_and(|v| v != verb)
             || settings
@@ -68,7 +72,9 @@ impl Faults {
         let error = fail.then(|| match settings.error_code {
             500 => ApiError::internal("injected fault"),
             503 => {
-                let mut e = ApiError::service_unavailable("the server is currently unable to handle the request");
+                let mut e = ApiError::service_unavailable(
+                    "the server is currently unable to handle the request",
+                );
                 e.retry_after_seconds = Some(settings.retry_after_seconds.max(1));
                 e
             }

@@ -5,10 +5,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use kube_emulator::{AuthorizationMode, Emulator, EmulatorConfig, FaultSettings, NodeCapacity, RuntimeKind};
+use kube_emulator::{
+    AuthorizationMode, Emulator, EmulatorConfig, FaultSettings, NodeCapacity, RuntimeKind,
+};
 
 #[derive(Parser)]
-#[command(name = "kube-emulator", about = "A Kubernetes API emulator for tests and local development")]
+#[command(
+    name = "kube-emulator",
+    about = "A Kubernetes API emulator for tests and local development"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,14 +112,20 @@ async fn main() -> anyhow::Result<()> {
                     AuthorizationArg::AlwaysAllow => AuthorizationMode::AlwaysAllow,
                     AuthorizationArg::Rbac => AuthorizationMode::Rbac,
                 },
-                node_capacity: NodeCapacity { cpu: node_cpu, memory: node_memory, pods: node_pods },
+                node_capacity: NodeCapacity {
+                    cpu: node_cpu,
+                    memory: node_memory,
+                    pods: node_pods,
+                },
                 kubeconfig_path: Some(kubeconfig),
                 job_backoff_base: Duration::from_millis(job_backoff_base_ms),
                 kubelet_stage_delay: Duration::from_millis(kubelet_stage_delay_ms),
                 scripted_default_run: Duration::from_millis(scripted_run_ms),
                 ..EmulatorConfig::default()
             };
-            let emulator = Emulator::start(config).await.context("starting kube-emulator")?;
+            let emulator = Emulator::start(config)
+                .await
+                .context("starting kube-emulator")?;
             if fault_latency_ms > 0 || fault_error_rate > 0.0 {
                 emulator.set_faults(FaultSettings {
                     latency_ms: fault_latency_ms,
@@ -124,7 +135,11 @@ async fn main() -> anyhow::Result<()> {
                     ..FaultSettings::default()
                 });
             }
-            println!("kube-emulator listening on {} (kubeconfig {})", emulator.url(), emulator.kubeconfig_path().display());
+            println!(
+                "kube-emulator listening on {} (kubeconfig {})",
+                emulator.url(),
+                emulator.kubeconfig_path().display()
+            );
             wait_for_termination().await?;
             tracing::info!("shutting down");
             emulator.shutdown().await;

@@ -47,7 +47,9 @@ pub fn apply_patch(original: &Value, patch: &Value, kind: PatchKind) -> Result<V
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             let mut out = original.clone();
             json_patch::patch(&mut out, &operations).map_err(|e| {
-                ApiError::invalid_options(format!("the server rejected our request due to an error in our request: {e}"))
+                ApiError::invalid_options(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
             })?;
             Ok(out)
         }
@@ -74,9 +76,17 @@ enum ListStrategy {
 
 fn list_strategy(field: &str) -> ListStrategy {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "volumeMounts" | "imagePullSecrets" | "volumeDevices" | "containerStatuses"
-        | "initContainerStatuses" | "resourceClaims" => ListStrategy::MergeByKey("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "volumeMounts"
+        | "imagePullSecrets"
+        | "volumeDevices"
+        | "containerStatuses"
+        | "initContainerStatuses"
+        | "resourceClaims" => ListStrategy::MergeByKey("name"),
         "ports" => ListStrategy::MergeByKey("containerPort"),
         "conditions" => ListStrategy::MergeByKey("type"),
         "ownerReferences" => ListStrategy::MergeByKey("uid"),
@@ -169,9 +179,8 @@ fn merge_list(field: &str, existing: &[Value], patch: &[Value], path: &str) -> V
             let mut out = existing.to_vec();
             for item in patch {
                 let key_value = item.get(merge_key);
-                let position = key_value.and_then(|kv| {
-                    out.iter().position(|e| e.get(merge_key) == Some(kv))
-                });
+                let position =
+                    key_value.and_then(|kv| out.iter().position(|e| e.get(merge_key) == Some(kv)));
                 let directive = item.get("$patch").and_then(Value::as_str);
                 match (position, directive) {
                     (Some(i), Some("delete")) => {
@@ -220,7 +229,8 @@ mod tests {
 
     #[test]
     fn delete_from_primitive_list_removes_finalizer() {
-        let original = json!({"metadata": {"finalizers": ["batch.kubernetes.io/job-tracking", "x"]}});
+        let original =
+            json!({"metadata": {"finalizers": ["batch.kubernetes.io/job-tracking", "x"]}});
         let patch = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["batch.kubernetes.io/job-tracking"]}});
         let merged = apply_patch(&original, &patch, PatchKind::StrategicMerge).unwrap();
         assert_eq!(merged["metadata"]["finalizers"], json!(["x"]));
@@ -231,6 +241,12 @@ mod tests {
         let original = json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}]}});
         let patch = json!({"metadata": {"ownerReferences": [{"uid": "2", "name": "b"}]}});
         let merged = apply_patch(&original, &patch, PatchKind::StrategicMerge).unwrap();
-        assert_eq!(merged["metadata"]["ownerReferences"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            merged["metadata"]["ownerReferences"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

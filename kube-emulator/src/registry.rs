@@ -130,7 +130,12 @@ impl Registry {
     }
 
     /// GET one object.
-    pub fn get(&self, resource: &'static ResourceType, namespace: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+    pub fn get(
+        &self,
+        resource: &'static ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
         self.store
             .get(resource, namespace, name)
             .ok_or_else(|| ApiError::not_found(resource, name))
@@ -206,7 +211,9 @@ impl Registry {
         let mut attempt = 0;
         loop {
             match self.store.insert(resource, object.clone()) {
-                Err(err) if err.code == 409 && !has_name && !generate_name.is_empty() && attempt < 8 => {
+                Err(err)
+                    if err.code == 409 && !has_name && !generate_name.is_empty() && attempt < 8 =>
+                {
                     attempt += 1;
                     object["metadata"]["name"] = json!(admission::generate_name(&generate_name));
                 }
@@ -227,9 +234,9 @@ impl Registry {
             .unwrap_or_default();
         match self.store.get(resources::namespaces(), "", namespace) {
             None => Err(ApiError::not_found(resources::namespaces(), namespace)),
-            Some(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() => Err(
-                ApiError::namespace_terminating(resource, name, namespace),
-            ),
+            Some(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() => {
+                Err(ApiError::namespace_terminating(resource, name, namespace))
+            }
             Some(_) => Ok(()),
         }
     }
@@ -309,7 +316,13 @@ impl Registry {
             let patched = apply_patch(current, &patch, kind)?;
             let decoded = admission::decode_value(resource, patched, field_validation)?;
             warnings = decoded.warnings;
-            prepare_update(resource, current, decoded.object, subresource.as_deref(), ctx)
+            prepare_update(
+                resource,
+                current,
+                decoded.object,
+                subresource.as_deref(),
+                ctx,
+            )
         })?;
         Ok((stored, false, warnings))
     }
@@ -330,10 +343,12 @@ impl Registry {
             let current = self.get(resource, namespace, name)?;
             return mutate(&current).map(Arc::new);
         }
-        let stored = self
-            .store
-            .update(resource, namespace, name, |current| mutate(current).map(Some))?;
-        Ok(self.finish_deletion_if_ready(resource, &stored).unwrap_or(stored))
+        let stored = self.store.update(resource, namespace, name, |current| {
+            mutate(current).map(Some)
+        })?;
+        Ok(self
+            .finish_deletion_if_ready(resource, &stored)
+            .unwrap_or(stored))
     }
 
     /// Internal read-modify-write for controllers: `mutate` edits a copy of the object in place.
@@ -360,7 +375,8 @@ impl Registry {
         });
         match result {
             Ok(stored) => Ok(Some(
-                self.finish_deletion_if_ready(resource, &stored).unwrap_or(stored),
+                self.finish_deletion_if_ready(resource, &stored)
+                    .unwrap_or(stored),
             )),
             Err(err) if err.code == 404 => Ok(None),
             Err(err) => Err(err),
@@ -376,22 +392,35 @@ impl Registry {
         finalizer: &str,
         manager: &str,
     ) -> Result<Option<Arc<Value>>, ApiError> {
-        self.modify(resource, namespace, name, &WriteContext::update(manager), |obj| {
-            if let Some(list) = obj
-                .pointer_mut("/metadata/finalizers")
-                .and_then(Value::as_array_mut)
-            {
-                list.retain(|f| f != finalizer);
-                if list.is_empty() {
-                    obj["metadata"].as_object_mut().expect("metadata").remove("finalizers");
+        self.modify(
+            resource,
+            namespace,
+            name,
+            &WriteContext::update(manager),
+            |obj| {
+                if let Some(list) = obj
+                    .pointer_mut("/metadata/finalizers")
+                    .and_then(Value::as_array_mut)
+                {
+                    list.retain(|f| f != finalizer);
+                    if list.is_empty() {
+                        obj["metadata"]
+                            .as_object_mut()
+                            .expect("metadata")
+                            .remove("finalizers");
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 
     /// If the object is being deleted, has no finalizers left and no grace period pending,
     /// remove it from storage. Returns the last state when removed.
-    fn finish_deletion_if_ready(&self, resource: &'static ResourceType, object: &Value) -> Option<Arc<Value>> {
+    fn finish_deletion_if_ready(
+        &self,
+        resource: &'static ResourceType,
+        object: &Value,
+    ) -> Option<Arc<Value>> {
         object.pointer("/metadata/deletionTimestamp")?;
         let has_finalizers = object
             .pointer("/metadata/finalizers")
@@ -425,7 +454,10 @@ impl Registry {
     ) -> Result<DeleteOutcome, ApiError> {
         let current = self.get(resource, namespace, name)?;
         if let Some(uid) = &options.precondition_uid {
-            let actual = current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+            let actual = current
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if uid != actual {
                 return Err(ApiError::conflict(
                     resource,
@@ -444,13 +476,11 @@ impl Registry {
                 ));
             }
         }
-        let propagation = options.propagation.unwrap_or(
-            if resource.group == "batch" {
-                Propagation::Orphan
-            } else {
-                Propagation::Background
-            },
-        );
+        let propagation = options.propagation.unwrap_or(if resource.group == "batch" {
+            Propagation::Orphan
+        } else {
+            Propagation::Background
+        });
         let grace = self.grace_period(resource, &current, options);
         let gc_finalizer = match propagation {
             Propagation::Orphan => Some(ORPHAN_FINALIZER),
@@ -479,63 +509,76 @@ impl Registry {
         }
         // Graceful or finalizer-gated deletion: mark the object.
         let now = chrono::Utc::now();
-        let stored = self
-            .store
-            .update(resource, namespace, name, |obj| {
-                let mut next = obj.clone();
-                let meta = next["metadata"].as_object_mut().expect("metadata");
-                let first_mark = !meta.contains_key("deletionTimestamp");
-                let existing_grace = meta
-                    .get("deletionGracePeriodSeconds")
-                    .and_then(Value::as_i64);
-                // A shorter grace period may replace a longer one, never the reverse.
-                if first_mark || existing_grace.is_some_and(|g| grace < g) {
-                    meta.insert(
-                        "deletionTimestamp".into(),
-                        json!(format_time(now + chrono::Duration::seconds(grace))),
-                    );
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        let stored = self.store.update(resource, namespace, name, |obj| {
+            let mut next = obj.clone();
+            let meta = next["metadata"].as_object_mut().expect("metadata");
+            let first_mark = !meta.contains_key("deletionTimestamp");
+            let existing_grace = meta
+                .get("deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            // A shorter grace period may replace a longer one, never the reverse.
+            if first_mark || existing_grace.is_some_and(|g| grace < g) {
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(format_time(now + chrono::Duration::seconds(grace))),
+                );
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            if first_mark {
+                if let Some(generation) = meta.get("generation").and_then(Value::as_i64) {
+                    if generation > 0 {
+                        meta.insert("generation".into(), json!(generation + 1));
+                    }
                 }
+            }
+            if let Some(finalizer) = gc_finalizer {
                 if first_mark {
-                    if let Some(generation) = meta.get("generation").and_then(Value::as_i64) {
-                        if generation > 0 {
-                            meta.insert("generation".into(), json!(generation + 1));
+                    let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+                    if let Some(list) = list.as_array_mut() {
+                        if !list.iter().any(|f| f == finalizer) {
+                            list.push(json!(finalizer));
                         }
                     }
                 }
-                if let Some(finalizer) = gc_finalizer {
-                    if first_mark {
-                        let list = meta.entry("finalizers").or_insert_with(|| json!([]));
-                        if let Some(list) = list.as_array_mut() {
-                            if !list.iter().any(|f| f == finalizer) {
-                                list.push(json!(finalizer));
-                            }
-                        }
-                    }
-                }
-                if is_namespace {
-                    next["status"]["phase"] = json!("Terminating");
-                }
-                Ok(Some(next))
-            })?;
+            }
+            if is_namespace {
+                next["status"]["phase"] = json!("Terminating");
+            }
+            Ok(Some(next))
+        })?;
         match self.finish_deletion_if_ready(resource, &stored) {
             Some(last) => Ok(DeleteOutcome::Removed(last)),
             None => Ok(DeleteOutcome::Pending(stored)),
         }
     }
 
-    fn grace_period(&self, resource: &ResourceType, object: &Value, options: &DeleteOptions) -> i64 {
+    fn grace_period(
+        &self,
+        resource: &ResourceType,
+        object: &Value,
+        options: &DeleteOptions,
+    ) -> i64 {
         if !(resource.plural == "pods" && resource.group.is_empty()) {
             return 0;
         }
-        let phase = object.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-        let scheduled = object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let phase = object
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let scheduled = object
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
         if !scheduled || phase == "Succeeded" || phase == "Failed" {
             return 0;
         }
         options
             .grace_period_seconds
-            .or_else(|| object.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .or_else(|| {
+                object
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
             .unwrap_or(30)
             .max(0)
     }
@@ -554,7 +597,9 @@ impl Registry {
         for item in items {
             let (ns, name) = crate::store::object_key(&item);
             match self.delete(resource, &ns, &name, options) {
-                Ok(DeleteOutcome::Removed(obj)) | Ok(DeleteOutcome::Pending(obj)) => deleted.push(obj),
+                Ok(DeleteOutcome::Removed(obj)) | Ok(DeleteOutcome::Pending(obj)) => {
+                    deleted.push(obj)
+                }
                 Err(err) if err.code == 404 => {}
                 Err(err) => return Err(err),
             }
@@ -571,14 +616,22 @@ fn prepare_update(
     subresource: Option<&str>,
     ctx: &WriteContext,
 ) -> Result<Value, ApiError> {
-    let name = current.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = current
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if let Some(uid) = new.pointer("/metadata/uid").and_then(Value::as_str) {
-        let actual = current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+        let actual = current
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !uid.is_empty() && uid != actual {
             return Err(ApiError::conflict(
                 resource,
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
             ));
         }
     }
@@ -602,13 +655,20 @@ fn prepare_update(
             admission::defaults::normalize_secret(&mut new);
         }
         if new.get("spec").is_some() && new.get("spec") != current.get("spec") {
-            let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let generation = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             new["metadata"]["generation"] = json!(generation + 1);
         }
         new
     };
     if let Some(meta) = next["metadata"].as_object_mut() {
-        if meta.get("finalizers").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+        if meta
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
             meta.remove("finalizers");
         }
     }

@@ -129,7 +129,9 @@ pub static RESOURCES: &[ResourceType] = &[
         namespaced: false,
         short_names: &["ns"],
         categories: &[],
-        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+        verbs: &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ],
         subresources: &["status", "finalize"],
         field_labels: &["status.phase"],
         typed_round_trip: Some(round_trip::<k8s_openapi::api::core::v1::Namespace>),

@@ -224,9 +224,11 @@ impl LabelParser<'_> {
                 let greater = self.peek() == Some('>');
                 self.pos += 1;
                 let value = self.value()?;
-                let number = value
-                    .parse::<i64>()
-                    .map_err(|_| self.error(&format!("for 'Gt', 'Lt' operators, the value must be an integer, got {value:?}")))?;
+                let number = value.parse::<i64>().map_err(|_| {
+                    self.error(&format!(
+                        "for 'Gt', 'Lt' operators, the value must be an integer, got {value:?}"
+                    ))
+                })?;
                 Ok(if greater {
                     LabelRequirement::GreaterThan(key, number)
                 } else {
@@ -450,17 +452,19 @@ fn split_unescaped(input: &str, sep: char) -> Vec<String> {
 }
 
 fn find_unescaped(term: &str, needle: &str) -> Option<usize> {
-    let bytes = term.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            i += 2;
+    let mut escaped = false;
+    for (i, c) in term.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        if c == '\\' {
+            escaped = true;
             continue;
         }
         if term[i..].starts_with(needle) {
             return Some(i);
         }
-        i += 1;
     }
     None
 }
@@ -514,9 +518,13 @@ mod tests {
 
     #[test]
     fn field_selector_handles_escapes_and_not_equals() {
-        let selector =
-            FieldSelector::parse("metadata.name=a\\,b,status.phase!=Running", crate::resources::pods())
-                .unwrap();
-        assert!(selector.matches(&json!({"metadata": {"name": "a,b"}, "status": {"phase": "Pending"}})));
+        let selector = FieldSelector::parse(
+            "metadata.name=a\\,b,status.phase!=Running",
+            crate::resources::pods(),
+        )
+        .unwrap();
+        assert!(
+            selector.matches(&json!({"metadata": {"name": "a,b"}, "status": {"phase": "Pending"}}))
+        );
     }
 }

@@ -131,7 +131,10 @@ impl Store {
     /// All objects of a resource (optionally in one namespace), key-ordered, with the current RV.
     pub fn list(&self, resource: &ResourceType, namespace: Option<&str>) -> (u64, Vec<Arc<Value>>) {
         let state = self.state.lock();
-        (state.resource_version, Self::collect(&state, resource, namespace))
+        (
+            state.resource_version,
+            Self::collect(&state, resource, namespace),
+        )
     }
 
     fn collect(
@@ -185,7 +188,11 @@ impl Store {
 
     /// Insert a new object. Fails with AlreadyExists if the key is taken.
     /// `object` must already carry `metadata.namespace`/`name`; its RV is set here.
-    pub fn insert(&self, resource: &'static ResourceType, mut object: Value) -> Result<Arc<Value>, ApiError> {
+    pub fn insert(
+        &self,
+        resource: &'static ResourceType,
+        mut object: Value,
+    ) -> Result<Arc<Value>, ApiError> {
         let (namespace, name) = object_key(&object);
         let mut state = self.state.lock();
         let table = state.tables.entry(resource.id()).or_default();
@@ -335,7 +342,11 @@ impl Store {
     }
 
     /// Start a watch from the current state (synthetic ADDED events for `objects`).
-    pub fn watch_with_state(&self, resource: &ResourceType, namespace: Option<&str>) -> StateAndWatch {
+    pub fn watch_with_state(
+        &self,
+        resource: &ResourceType,
+        namespace: Option<&str>,
+    ) -> StateAndWatch {
         let state = self.state.lock();
         StateAndWatch {
             objects: Self::collect(&state, resource, namespace),

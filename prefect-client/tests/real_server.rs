@@ -741,3 +741,44 @@ async fn concurrent_writes_to_the_sqlite_server_all_succeed() {
         );
     }
 }
+
+#[tokio::test]
+async fn running_before_the_scheduled_time_is_answered_with_wait() {
+    let fixture = Fixture::new("wait").await;
+    let mut scheduled = StateCreate::new(StateType::Scheduled, "Scheduled");
+    scheduled.state_details.scheduled_time = Some(Utc::now() + TimeDelta::hours(1));
+    let run = fixture
+        .client
+        .create_flow_run_from_deployment(
+            fixture.deployment_id,
+            &DeploymentFlowRunCreate {
+                state: Some(scheduled),
+                ..DeploymentFlowRunCreate::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let not_due = fixture
+        .client
+        .get_scheduled_flow_runs(&fixture.pool, &[], Utc::now(), None)
+        .await
+        .unwrap();
+    assert!(not_due.is_empty(), "{not_due:#?}");
+
+    let early = fixture
+        .client
+        .set_flow_run_state(
+            run.id,
+            &StateCreate::new(StateType::Running, "Running"),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(early.status, SetStateStatus::Wait, "{early:#?}");
+    let claim_id = Uuid::new_v4();
+    match early.claim_outcome(claim_id) {
+        ClaimOutcome::Wait { delay_seconds } => assert!(delay_seconds > 3000, "{delay_seconds}"),
+        other => panic!("expected Wait, got {other:?}"),
+    }
+}

@@ -4,6 +4,7 @@
 //!   server, the Kubernetes API emulator, the poller, two dispatchers and the
 //!   reporter), deploys a demo flow, runs it and follows it to its end.
 
+mod install;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the whole stack locally with a demo flow.
     Up(up::UpArgs),
+    /// Print the Kubernetes manifests of the agent (for `| kubectl apply -f -`).
+    Install(install::InstallArgs),
 }
 
 #[tokio::main]
@@ -30,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
     service_runtime::telemetry::init();
     match Cli::parse().command {
         Command::Up(args) => up::run(args).await,
+        Command::Install(args) => install::run(args),
     }
 }
 

@@ -37,7 +37,9 @@ async fn main() -> anyhow::Result<()> {
         .context("configuring the Prefect client")?;
     let kube = service_runtime::kubernetes::client().await?;
     health.serving().await;
-    let result = Reporter::new(cli.reporter, prefect, kube).run(shutdown).await;
+    let result = Reporter::new(cli.reporter, prefect, kube)
+        .run(shutdown)
+        .await;
     health.not_serving().await;
     result.map_err(Into::into)
 }

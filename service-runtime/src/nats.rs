@@ -152,24 +152,43 @@ pub fn dead_letter_stream_config() -> stream::Config {
 }
 
 /// Creates both streams if they are missing; leaves existing ones as they are.
+///
+/// Services start together (a poller and several dispatchers), so two may
+/// race to create a stream: the loser's create fails (as "subjects overlap"
+/// on 2.9) while the stream now exists. A failed create is therefore followed
+/// by another look-up before it counts as an error.
 pub async fn ensure_streams(
     js: &jetstream::Context,
 ) -> Result<(stream::Stream, stream::Stream), NatsSetupError> {
-    let mut made = Vec::with_capacity(2);
-    for config in [flow_runs_stream_config(), dead_letter_stream_config()] {
-        let name = config.name.clone();
-        let stream = js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| NatsSetupError::Stream {
-                name,
-                message: e.to_string(),
-            })?;
-        made.push(stream);
-    }
-    let dead = made.pop().expect("two streams");
-    let flow_runs = made.pop().expect("two streams");
+    let flow_runs = ensure_stream(js, flow_runs_stream_config()).await?;
+    let dead = ensure_stream(js, dead_letter_stream_config()).await?;
     Ok((flow_runs, dead))
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, NatsSetupError> {
+    const ATTEMPTS: u32 = 5;
+    let name = config.name.clone();
+    let mut last_error = String::new();
+    for attempt in 1..=ATTEMPTS {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => {
+                last_error = error.to_string();
+                if let Ok(stream) = js.get_stream(&name).await {
+                    return Ok(stream);
+                }
+                tracing::debug!(stream = %name, attempt, error = %last_error, "stream not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+        }
+    }
+    Err(NatsSetupError::Stream {
+        name,
+        message: last_error,
+    })
 }
 
 /// Name of the durable consumer the dispatchers of `work_pool` share.
@@ -200,23 +219,36 @@ pub async fn dispatcher_consumer(
     max_ack_pending: i64,
 ) -> Result<consumer::PullConsumer, NatsSetupError> {
     let name = dispatcher_consumer_name(work_pool);
-    flow_runs
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subjects::due_subject(work_pool),
-                ack_policy: consumer::AckPolicy::Explicit,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_wait,
-                max_deliver: -1,
-                max_ack_pending,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| NatsSetupError::Consumer {
-            name,
-            message: e.to_string(),
-        })
+    let config = consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        filter_subject: subjects::due_subject(work_pool),
+        ack_policy: consumer::AckPolicy::Explicit,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_wait,
+        max_deliver: -1,
+        max_ack_pending,
+        ..Default::default()
+    };
+    // Replicas start together and race to create the durable; the loser
+    // looks it up again (see `ensure_stream`).
+    let mut last_error = String::new();
+    for attempt in 1..=5u64 {
+        match flow_runs
+            .get_or_create_consumer(&name, config.clone())
+            .await
+        {
+            Ok(consumer) => return Ok(consumer),
+            Err(error) => {
+                last_error = error.to_string();
+                if let Ok(consumer) = flow_runs.get_consumer(&name).await {
+                    return Ok(consumer);
+                }
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+        }
+    }
+    Err(NatsSetupError::Consumer {
+        name,
+        message: last_error,
+    })
 }

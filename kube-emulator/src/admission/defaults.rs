@@ -24,17 +24,24 @@ fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
 }
 
 fn default_container(container: &mut Value) {
-    let Some(c) = container.as_object_mut() else { return };
+    let Some(c) = container.as_object_mut() else {
+        return;
+    };
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
-    let image = c.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     set_default(c, "imagePullPolicy", json!(default_pull_policy(&image)));
     set_default(c, "resources", json!({}));
     // Limits without requests default the requests to the limits.
     let limits = c.get("resources").and_then(|r| r.get("limits")).cloned();
-    if let (Some(Value::Object(limits)), Some(resources)) =
-        (limits, c.get_mut("resources").and_then(Value::as_object_mut))
-    {
+    if let (Some(Value::Object(limits)), Some(resources)) = (
+        limits,
+        c.get_mut("resources").and_then(Value::as_object_mut),
+    ) {
         let requests = resources.entry("requests").or_insert_with(|| json!({}));
         if let Some(requests) = requests.as_object_mut() {
             for (k, v) in limits {
@@ -46,7 +53,9 @@ fn default_container(container: &mut Value) {
 
 /// Defaults shared by pods and pod templates.
 pub fn default_pod_spec(spec: &mut Value) {
-    let Some(s) = spec.as_object_mut() else { return };
+    let Some(s) = spec.as_object_mut() else {
+        return;
+    };
     set_default(s, "restartPolicy", json!("Always"));
     set_default(s, "terminationGracePeriodSeconds", json!(30));
     set_default(s, "dnsPolicy", json!("ClusterFirst"));
@@ -63,7 +72,9 @@ pub fn default_pod_spec(spec: &mut Value) {
 pub fn default_pod(pod: &mut Value, token_volume_suffix: &str) {
     if let Some(spec) = pod.get_mut("spec") {
         default_pod_spec(spec);
-        let Some(s) = spec.as_object_mut() else { return };
+        let Some(s) = spec.as_object_mut() else {
+            return;
+        };
         let sa = s
             .get("serviceAccountName")
             .and_then(Value::as_str)
@@ -77,7 +88,10 @@ pub fn default_pod(pod: &mut Value, token_volume_suffix: &str) {
         set_default(s, "preemptionPolicy", json!("PreemptLowerPriority"));
         let tolerations = s.entry("tolerations").or_insert_with(|| json!([]));
         if let Some(list) = tolerations.as_array_mut() {
-            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+            for key in [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+            ] {
                 if !list.iter().any(|t| t["key"] == key) {
                     list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
                 }
@@ -158,7 +172,9 @@ pub fn default_job(job: &mut Value, uid: &str) {
         .expect("job object")
         .entry("spec")
         .or_insert_with(|| json!({}));
-    let Some(s) = spec.as_object_mut() else { return };
+    let Some(s) = spec.as_object_mut() else {
+        return;
+    };
     let completions_set = s.get("completions").is_some_and(|v| !v.is_null());
     let parallelism_set = s.get("parallelism").is_some_and(|v| !v.is_null());
     if !completions_set && !parallelism_set {
@@ -176,7 +192,10 @@ pub fn default_job(job: &mut Value, uid: &str) {
     } else {
         set_default(s, "podReplacementPolicy", json!("Failed"));
     }
-    let manual = s.get("manualSelector").and_then(Value::as_bool).unwrap_or(false);
+    let manual = s
+        .get("manualSelector")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     if !manual {
         s.insert("manualSelector".into(), json!(false));
         s.insert(
@@ -184,7 +203,9 @@ pub fn default_job(job: &mut Value, uid: &str) {
             json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
         );
         let template = s.entry("template").or_insert_with(|| json!({}));
-        let Some(t) = template.as_object_mut() else { return };
+        let Some(t) = template.as_object_mut() else {
+            return;
+        };
         let meta = t.entry("metadata").or_insert_with(|| json!({}));
         if meta.is_null() {
             *meta = json!({});
@@ -242,7 +263,9 @@ pub fn default_namespace(namespace: &mut Value) {
 /// Secrets: fold `stringData` into base64 `data` and default `type`.
 pub fn normalize_secret(secret: &mut Value) {
     use base64::Engine;
-    let Some(map) = secret.as_object_mut() else { return };
+    let Some(map) = secret.as_object_mut() else {
+        return;
+    };
     if let Some(Value::Object(string_data)) = map.remove("stringData") {
         let data = map.entry("data").or_insert_with(|| json!({}));
         if data.is_null() {
@@ -276,6 +299,9 @@ mod tests {
         assert_eq!(job["spec"]["backoffLimit"], 6);
         assert_eq!(job["spec"]["completions"], 1);
         assert_eq!(job["metadata"]["labels"]["job-name"], "j");
-        assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], "u");
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            "u"
+        );
     }
 }

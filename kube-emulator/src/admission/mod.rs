@@ -55,9 +55,7 @@ pub fn decode_body(
     field_validation: FieldValidation,
 ) -> Result<Decoded, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "couldn't get version/kind; json parse error: {e}"
-        ))
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
     })?;
     decode_value(resource, value, field_validation)
 }
@@ -157,7 +155,10 @@ fn normalize_numeric_quantities(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
-                if matches!(key.as_str(), "limits" | "requests" | "capacity" | "allocatable") {
+                if matches!(
+                    key.as_str(),
+                    "limits" | "requests" | "capacity" | "allocatable"
+                ) {
                     if let Some(q) = child.as_object_mut() {
                         for v in q.values_mut() {
                             if v.is_number() {
@@ -217,7 +218,8 @@ fn restore_empty_objects(original: &Value, pruned: &mut Value) {
             match p.get_mut(key) {
                 Some(next) => restore_empty_objects(value, next),
                 None => {
-                    if value.as_object().is_some_and(|m| m.is_empty()) && is_known_empty_object(key) {
+                    if value.as_object().is_some_and(|m| m.is_empty()) && is_known_empty_object(key)
+                    {
                         p.insert(key.clone(), value.clone());
                     }
                 }
@@ -339,7 +341,11 @@ pub fn default_on_create(resource: &ResourceType, object: &mut Value, uid: &str)
 }
 
 /// Validate a new or updated object; `old` is the stored object on update.
-pub fn validate(resource: &ResourceType, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+pub fn validate(
+    resource: &ResourceType,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -386,7 +392,12 @@ fn non_negative(spec: &Value, field: &str, path: &str, causes: &mut Vec<FieldCau
 
 fn validate_job(job: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) {
     let spec = job.get("spec").cloned().unwrap_or_else(|| json!({}));
-    for field in ["parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished"] {
+    for field in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ] {
         non_negative(&spec, field, "spec", causes);
     }
     if let Some(v) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64) {
@@ -419,7 +430,9 @@ fn validate_job(job: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) 
     }
     if let Some(selector) = spec.get("selector") {
         let selector = crate::selectors::LabelSelector::from_label_selector_object(selector);
-        let labels = crate::selectors::object_labels(&json!({"metadata": {"labels": template_labels.cloned().unwrap_or(json!({}))}}));
+        let labels = crate::selectors::object_labels(
+            &json!({"metadata": {"labels": template_labels.cloned().unwrap_or(json!({}))}}),
+        );
         if !selector.matches_labels(&labels) {
             causes.push(FieldCause::invalid(
                 "spec.template.metadata.labels",
@@ -557,8 +570,14 @@ mod tests {
         let body = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
             "spec": {"template": {"spec": {"completions": 1, "containers": [{"name": "c", "image": "i"}]}}}});
         let decoded = decode_value(crate::resources::jobs(), body, FieldValidation::Warn).unwrap();
-        assert!(decoded.object.pointer("/spec/template/spec/completions").is_none());
-        assert_eq!(decoded.warnings, vec!["unknown field \"spec.template.spec.completions\""]);
+        assert!(decoded
+            .object
+            .pointer("/spec/template/spec/completions")
+            .is_none());
+        assert_eq!(
+            decoded.warnings,
+            vec!["unknown field \"spec.template.spec.completions\""]
+        );
     }
 
     #[test]

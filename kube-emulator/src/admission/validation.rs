@@ -126,7 +126,10 @@ pub fn validate_object_meta(
         }
     }
     if namespaced {
-        let namespace = meta.get("namespace").and_then(Value::as_str).unwrap_or_default();
+        let namespace = meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if namespace.is_empty() {
             causes.push(FieldCause::required("metadata.namespace", ""));
         }
@@ -152,11 +155,19 @@ pub fn validate_labels(labels: Option<&Value>, path: &str, causes: &mut Vec<Fiel
     };
     for (key, value) in labels {
         for problem in label_key_problems(key) {
-            causes.push(FieldCause::invalid(path, &Value::String(key.clone()), &problem));
+            causes.push(FieldCause::invalid(
+                path,
+                &Value::String(key.clone()),
+                &problem,
+            ));
         }
         let text = value.as_str().unwrap_or_default();
         if let Some(problem) = label_value_problem(text) {
-            causes.push(FieldCause::invalid(path, &Value::String(text.to_string()), &problem));
+            causes.push(FieldCause::invalid(
+                path,
+                &Value::String(text.to_string()),
+                &problem,
+            ));
         }
     }
 }
@@ -181,7 +192,10 @@ impl NameRule {
                 if name == "." || name == ".." {
                     vec![format!("may not be '{name}'")]
                 } else if name.contains('/') || name.contains('%') {
-                    vec![format!("may not contain '{}'", if name.contains('/') { "/" } else { "%" })]
+                    vec![format!(
+                        "may not contain '{}'",
+                        if name.contains('/') { "/" } else { "%" }
+                    )]
                 } else {
                     Vec::new()
                 }
@@ -212,7 +226,10 @@ pub fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<FieldCause>)
             ));
         }
     }
-    if let Some(grace) = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64) {
+    if let Some(grace) = spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+    {
         if grace < 0 {
             causes.push(FieldCause::invalid(
                 format!("{path}.terminationGracePeriodSeconds"),
@@ -227,7 +244,10 @@ fn validate_containers(list: &[Value], path: &str, causes: &mut Vec<FieldCause>)
     let mut seen = Vec::new();
     for (i, container) in list.iter().enumerate() {
         let here = format!("{path}[{i}]");
-        let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
+        let name = container
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if name.is_empty() {
             causes.push(FieldCause::required(format!("{here}.name"), ""));
         } else {
@@ -247,7 +267,10 @@ fn validate_containers(list: &[Value], path: &str, causes: &mut Vec<FieldCause>)
             }
             seen.push(name);
         }
-        let image = container.get("image").and_then(Value::as_str).unwrap_or_default();
+        let image = container
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if image.is_empty() {
             causes.push(FieldCause::required(format!("{here}.image"), ""));
         } else if image.trim() != image {
@@ -257,10 +280,19 @@ fn validate_containers(list: &[Value], path: &str, causes: &mut Vec<FieldCause>)
                 "must not have leading or trailing whitespace",
             ));
         }
-        validate_resources(container.get("resources"), &format!("{here}.resources"), causes);
+        validate_resources(
+            container.get("resources"),
+            &format!("{here}.resources"),
+            causes,
+        );
         if let Some(env) = container.get("env").and_then(Value::as_array) {
             for (j, var) in env.iter().enumerate() {
-                if var.get("name").and_then(Value::as_str).unwrap_or_default().is_empty() {
+                if var
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .is_empty()
+                {
                     causes.push(FieldCause::required(format!("{here}.env[{j}].name"), ""));
                 }
             }

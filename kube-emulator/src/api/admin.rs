@@ -16,30 +16,49 @@ use crate::faults::FaultSettings;
 use crate::resources::RESOURCES;
 
 /// Handle `/admin/{action}`.
-pub fn handle(cluster: &Arc<Cluster>, method: &Method, action: &str, _query: &Query, body: &Bytes) -> Result<Response, ApiError> {
+pub fn handle(
+    cluster: &Arc<Cluster>,
+    method: &Method,
+    action: &str,
+    _query: &Query,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
     match (method.as_str(), action) {
         ("POST", "compact") => {
             let rv = cluster.store.compact();
             cluster.cut_watches();
-            Ok(json_response(StatusCode::OK, &json!({"compactedResourceVersion": rv.to_string()}), &[]))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"compactedResourceVersion": rv.to_string()}),
+                &[],
+            ))
         }
         ("POST", "cut-watches") => {
             cluster.cut_watches();
             Ok(json_response(StatusCode::OK, &json!({"cut": true}), &[]))
         }
-        ("GET", "faults") => Ok(json_response(StatusCode::OK, &json!(cluster.faults.get()), &[])),
+        ("GET", "faults") => Ok(json_response(
+            StatusCode::OK,
+            &json!(cluster.faults.get()),
+            &[],
+        )),
         ("PUT", "faults") | ("POST", "faults") => {
             let settings: FaultSettings = if body.is_empty() {
                 FaultSettings::default()
             } else {
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid fault settings: {e}")))?
+                serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid fault settings: {e}")))?
             };
             cluster.faults.set(settings.clone());
             Ok(json_response(StatusCode::OK, &json!(settings), &[]))
         }
         ("DELETE", "faults") => {
             cluster.faults.set(FaultSettings::default());
-            Ok(json_response(StatusCode::OK, &json!(FaultSettings::default()), &[]))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!(FaultSettings::default()),
+                &[],
+            ))
         }
         ("GET", "stats") => {
             let mut counts = serde_json::Map::new();

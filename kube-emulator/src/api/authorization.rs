@@ -69,9 +69,15 @@ pub fn authenticate(cluster: &Cluster, headers: &HeaderMap) -> Result<User, ApiE
         }),
         Some(ADMIN_TOKEN) => Ok(User::admin()),
         Some(token) => {
-            let rest = token.strip_prefix(SERVICE_ACCOUNT_TOKEN_PREFIX).ok_or_else(unauthorized)?;
+            let rest = token
+                .strip_prefix(SERVICE_ACCOUNT_TOKEN_PREFIX)
+                .ok_or_else(unauthorized)?;
             let (namespace, name) = rest.split_once('.').ok_or_else(unauthorized)?;
-            if cluster.store.get(resources::service_accounts(), namespace, name).is_none() {
+            if cluster
+                .store
+                .get(resources::service_accounts(), namespace, name)
+                .is_none()
+            {
                 return Err(unauthorized());
             }
             Ok(User {
@@ -99,15 +105,20 @@ fn subject_matches(subject: &Value, user: &User) -> bool {
     match subject["kind"].as_str().unwrap_or_default() {
         "User" => name == user.name,
         "Group" => user.groups.iter().any(|g| g == name),
-        "ServiceAccount" => user
-            .service_account
-            .as_ref()
-            .is_some_and(|(ns, sa)| sa == name && subject["namespace"].as_str() == Some(ns.as_str())),
+        "ServiceAccount" => user.service_account.as_ref().is_some_and(|(ns, sa)| {
+            sa == name && subject["namespace"].as_str() == Some(ns.as_str())
+        }),
         _ => false,
     }
 }
 
-fn rule_allows(rule: &Value, verb: &str, resource: &ResourceType, subresource: Option<&str>, name: Option<&str>) -> bool {
+fn rule_allows(
+    rule: &Value,
+    verb: &str,
+    resource: &ResourceType,
+    subresource: Option<&str>,
+    name: Option<&str>,
+) -> bool {
     let contains = |field: &str, wanted: &str| {
         rule[field]
             .as_array()
@@ -125,7 +136,9 @@ fn rule_allows(rule: &Value, verb: &str, resource: &ResourceType, subresource: O
         && contains("apiGroups", resource.group)
         && (contains("resources", &resource_name)
             || rule["resources"].as_array().is_some_and(|l| {
-                l.iter().any(|v| v.as_str() == Some(&format!("{}/*", resource.plural)) && subresource.is_some())
+                l.iter().any(|v| {
+                    v.as_str() == Some(&format!("{}/*", resource.plural)) && subresource.is_some()
+                })
             }))
         && names_ok
 }
@@ -133,15 +146,20 @@ fn rule_allows(rule: &Value, verb: &str, resource: &ResourceType, subresource: O
 fn role_rules(cluster: &Cluster, role_ref: &Value, binding_namespace: Option<&str>) -> Vec<Value> {
     let name = role_ref["name"].as_str().unwrap_or_default();
     let role = match (role_ref["kind"].as_str(), binding_namespace) {
-        (Some("ClusterRole"), _) => cluster
-            .store
-            .get(resources::by_plural("rbac.authorization.k8s.io", "clusterroles"), "", name),
-        (Some("Role"), Some(ns)) => cluster
-            .store
-            .get(resources::by_plural("rbac.authorization.k8s.io", "roles"), ns, name),
+        (Some("ClusterRole"), _) => cluster.store.get(
+            resources::by_plural("rbac.authorization.k8s.io", "clusterroles"),
+            "",
+            name,
+        ),
+        (Some("Role"), Some(ns)) => cluster.store.get(
+            resources::by_plural("rbac.authorization.k8s.io", "roles"),
+            ns,
+            name,
+        ),
         _ => None,
     };
-    role.and_then(|r| r["rules"].as_array().cloned()).unwrap_or_default()
+    role.and_then(|r| r["rules"].as_array().cloned())
+        .unwrap_or_default()
 }
 
 /// Whether `user` may perform `verb` on the resource (RBAC evaluation).
@@ -157,23 +175,33 @@ pub fn allowed(
     if cluster.config.authorization == AuthorizationMode::AlwaysAllow || user.is_superuser() {
         return true;
     }
-    let check = |rules: Vec<Value>| rules.iter().any(|r| rule_allows(r, verb, resource, subresource, name));
-    let (_, cluster_bindings) = cluster
-        .store
-        .list(resources::by_plural("rbac.authorization.k8s.io", "clusterrolebindings"), None);
+    let check = |rules: Vec<Value>| {
+        rules
+            .iter()
+            .any(|r| rule_allows(r, verb, resource, subresource, name))
+    };
+    let (_, cluster_bindings) = cluster.store.list(
+        resources::by_plural("rbac.authorization.k8s.io", "clusterrolebindings"),
+        None,
+    );
     for binding in cluster_bindings {
-        if binding["subjects"].as_array().is_some_and(|s| s.iter().any(|s| subject_matches(s, user)))
+        if binding["subjects"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| subject_matches(s, user)))
             && check(role_rules(cluster, &binding["roleRef"], None))
         {
             return true;
         }
     }
     if let Some(ns) = namespace {
-        let (_, bindings) = cluster
-            .store
-            .list(resources::by_plural("rbac.authorization.k8s.io", "rolebindings"), Some(ns));
+        let (_, bindings) = cluster.store.list(
+            resources::by_plural("rbac.authorization.k8s.io", "rolebindings"),
+            Some(ns),
+        );
         for binding in bindings {
-            if binding["subjects"].as_array().is_some_and(|s| s.iter().any(|s| subject_matches(s, user)))
+            if binding["subjects"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| subject_matches(s, user)))
                 && check(role_rules(cluster, &binding["roleRef"], Some(ns)))
             {
                 return true;
@@ -184,9 +212,26 @@ pub fn allowed(
 }
 
 /// Enforce RBAC for a resource request; 403 worded like kube-apiserver.
-pub fn authorize(cluster: &Cluster, user: &User, verb: &str, rp: &ResourcePath) -> Result<(), ApiError> {
-    let namespace = if rp.resource.namespaced { rp.namespace.as_deref() } else { None };
-    if allowed(cluster, user, verb, rp.resource, namespace, rp.subresource.as_deref(), rp.name.as_deref()) {
+pub fn authorize(
+    cluster: &Cluster,
+    user: &User,
+    verb: &str,
+    rp: &ResourcePath,
+) -> Result<(), ApiError> {
+    let namespace = if rp.resource.namespaced {
+        rp.namespace.as_deref()
+    } else {
+        None
+    };
+    if allowed(
+        cluster,
+        user,
+        verb,
+        rp.resource,
+        namespace,
+        rp.subresource.as_deref(),
+        rp.name.as_deref(),
+    ) {
         return Ok(());
     }
     let resource_text = match &rp.subresource {
@@ -212,13 +257,24 @@ pub fn authorize(cluster: &Cluster, user: &User, verb: &str, rp: &ResourcePath) 
 }
 
 /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`.
-pub fn self_subject_access_review(cluster: &Arc<Cluster>, user: &User, body: &[u8]) -> Result<Response, ApiError> {
-    let mut review: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?;
-    let attrs = review.pointer("/spec/resourceAttributes").cloned().unwrap_or_else(|| json!({}));
+pub fn self_subject_access_review(
+    cluster: &Arc<Cluster>,
+    user: &User,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let mut review: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })?;
+    let attrs = review
+        .pointer("/spec/resourceAttributes")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let group = attrs["group"].as_str().unwrap_or_default();
     let plural = attrs["resource"].as_str().unwrap_or_default();
-    let version = attrs["version"].as_str().filter(|v| !v.is_empty()).unwrap_or("v1");
+    let version = attrs["version"]
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .unwrap_or("v1");
     let allowed_now = match resources::find(group, version, plural) {
         Some(resource) => allowed(
             cluster,
@@ -229,7 +285,9 @@ pub fn self_subject_access_review(cluster: &Arc<Cluster>, user: &User, body: &[u
             attrs["subresource"].as_str().filter(|s| !s.is_empty()),
             attrs["name"].as_str().filter(|n| !n.is_empty()),
         ),
-        None => cluster.config.authorization == AuthorizationMode::AlwaysAllow || user.is_superuser(),
+        None => {
+            cluster.config.authorization == AuthorizationMode::AlwaysAllow || user.is_superuser()
+        }
     };
     review["apiVersion"] = json!("authorization.k8s.io/v1");
     review["kind"] = json!("SelfSubjectAccessReview");

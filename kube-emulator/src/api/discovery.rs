@@ -45,7 +45,10 @@ fn group_entry(group: &str) -> Value {
 
 /// `GET /apis`.
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = resources::api_groups().into_iter().map(group_entry).collect();
+    let groups: Vec<Value> = resources::api_groups()
+        .into_iter()
+        .map(group_entry)
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -219,11 +222,20 @@ pub fn aggregated(core: bool) -> Value {
 /// `GET /openapi/v3`: the index of per-group-version documents.
 pub fn openapi_v3_index() -> Value {
     let mut paths = serde_json::Map::new();
-    paths.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=emulator"}));
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=emulator"}),
+    );
     for group in resources::api_groups() {
-        let version = RESOURCES.iter().find(|r| r.group == group).map_or("v1", |r| r.version);
+        let version = RESOURCES
+            .iter()
+            .find(|r| r.group == group)
+            .map_or("v1", |r| r.version);
         let key = format!("apis/{group}/{version}");
-        paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=emulator")}));
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=emulator")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -232,27 +244,42 @@ pub fn openapi_v3_index() -> Value {
 /// operations and query parameters clients probe (kubectl checks `fieldValidation` support on
 /// PATCH operations tagged with `x-kubernetes-group-version-kind`). Schemas are not included.
 pub fn openapi_v3_document(group: &str, version: &str) -> Option<Value> {
-    let members: Vec<&ResourceType> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let members: Vec<&ResourceType> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if members.is_empty() {
         return None;
     }
     let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    let prefix = if group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{group}/{version}") };
+    let prefix = if group.is_empty() {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{group}/{version}")
+    };
     let mut paths = serde_json::Map::new();
     for r in members {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
         let (collection, item) = if r.namespaced {
-            (format!("{prefix}/namespaces/{{namespace}}/{}", r.plural), format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural))
+            (
+                format!("{prefix}/namespaces/{{namespace}}/{}", r.plural),
+                format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
+            )
         } else {
-            (format!("{prefix}/{}", r.plural), format!("{prefix}/{}/{{name}}", r.plural))
+            (
+                format!("{prefix}/{}", r.plural),
+                format!("{prefix}/{}/{{name}}", r.plural),
+            )
         };
-        let op = |action: &str, params: Vec<Value>| json!({
-            "operationId": format!("{action}{}", r.kind),
-            "parameters": params,
-            "responses": {"200": {"description": "OK"}},
-            "x-kubernetes-action": action,
-            "x-kubernetes-group-version-kind": gvk,
-        });
+        let op = |action: &str, params: Vec<Value>| {
+            json!({
+                "operationId": format!("{action}{}", r.kind),
+                "parameters": params,
+                "responses": {"200": {"description": "OK"}},
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+            })
+        };
         paths.insert(collection, json!({
             "get": op("list", vec![query("labelSelector"), query("fieldSelector"), query("limit"), query("continue"), query("watch")]),
             "post": op("post", vec![query("dryRun"), query("fieldManager"), query("fieldValidation")]),

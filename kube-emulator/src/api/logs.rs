@@ -22,7 +22,8 @@ fn render_line(line: &LogLine, timestamps: bool) -> String {
     if timestamps {
         format!(
             "{} {}",
-            line.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            line.time
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             line.text
         )
     } else {
@@ -31,7 +32,12 @@ fn render_line(line: &LogLine, timestamps: bool) -> String {
 }
 
 /// Serve a pod log request.
-pub async fn pod_log(cluster: &Arc<Cluster>, namespace: &str, name: &str, query: &Query) -> Result<Response, ApiError> {
+pub async fn pod_log(
+    cluster: &Arc<Cluster>,
+    namespace: &str,
+    name: &str,
+    query: &Query,
+) -> Result<Response, ApiError> {
     let pod = cluster.registry.get(resources::pods(), namespace, name)?;
     let containers: Vec<String> = pod
         .pointer("/spec/containers")
@@ -59,12 +65,18 @@ pub async fn pod_log(cluster: &Arc<Cluster>, namespace: &str, name: &str, query:
             )))
         }
     };
-    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let uid = pod
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let previous = query.flag("previous");
     let follow = query.flag("follow");
     let timestamps = query.flag("timestamps");
     let tail = query.integer("tailLines")?;
-    let limit_bytes = query.integer("limitBytes")?.filter(|l| *l > 0).map(|l| l as usize);
+    let limit_bytes = query
+        .integer("limitBytes")?
+        .filter(|l| *l > 0)
+        .map(|l| l as usize);
     let since = query
         .integer("sinceSeconds")?
         .map(|s| chrono::Utc::now() - chrono::Duration::seconds(s));

@@ -98,7 +98,9 @@ pub fn error_response(err: &ApiError) -> Response {
     );
     if let Some(seconds) = err.retry_after_seconds {
         if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert(http::header::RETRY_AFTER, value);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, value);
         }
     }
     response
@@ -167,12 +169,17 @@ async fn dispatch(
         .unwrap_or_default()
         .to_string();
     match api_path {
-        ApiPath::Version => Ok(json_response(StatusCode::OK, &discovery::version_info(), &[])),
+        ApiPath::Version => Ok(json_response(
+            StatusCode::OK,
+            &discovery::version_info(),
+            &[],
+        )),
         ApiPath::Health => {
             let mut response = Response::new(Body::from("ok"));
-            response
-                .headers_mut()
-                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
             Ok(response)
         }
         ApiPath::CoreVersions => {
@@ -181,7 +188,11 @@ async fn dispatch(
             }
             let url = cluster.server_url.lock().clone();
             let address = url.trim_start_matches("http://").to_string();
-            Ok(json_response(StatusCode::OK, &discovery::core_versions(&address), &[]))
+            Ok(json_response(
+                StatusCode::OK,
+                &discovery::core_versions(&address),
+                &[],
+            ))
         }
         ApiPath::Groups => {
             if discovery::wants_aggregated(&accept) {
@@ -196,10 +207,16 @@ async fn dispatch(
             .map(|v| json_response(StatusCode::OK, &v, &[]))
             .ok_or_else(ApiError::path_not_found),
         ApiPath::Admin(_) => Err(ApiError::path_not_found()),
-        ApiPath::OpenApiIndex => Ok(json_response(StatusCode::OK, &discovery::openapi_v3_index(), &[])),
-        ApiPath::OpenApiDocument(group, version) => discovery::openapi_v3_document(&group, &version)
-            .map(|v| json_response(StatusCode::OK, &v, &[]))
-            .ok_or_else(ApiError::path_not_found),
+        ApiPath::OpenApiIndex => Ok(json_response(
+            StatusCode::OK,
+            &discovery::openapi_v3_index(),
+            &[],
+        )),
+        ApiPath::OpenApiDocument(group, version) => {
+            discovery::openapi_v3_document(&group, &version)
+                .map(|v| json_response(StatusCode::OK, &v, &[]))
+                .ok_or_else(ApiError::path_not_found)
+        }
         ApiPath::Resource(rp) => {
             authorization::authorize(cluster, &user, verb, &rp)?;
             resource_request(cluster, method, verb, rp, query, headers, body, &user).await
@@ -216,7 +233,11 @@ fn aggregated_response(body: Value) -> Response {
     response
 }
 
-fn field_manager(query: &Query, headers: &HeaderMap, default_operation: &'static str) -> WriteContext {
+fn field_manager(
+    query: &Query,
+    headers: &HeaderMap,
+    default_operation: &'static str,
+) -> WriteContext {
     let manager = query
         .get("fieldManager")
         .map(String::from)
@@ -240,7 +261,8 @@ fn dry_run(query: &Query) -> bool {
 
 fn selectors(rp: &ResourcePath, query: &Query) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())?;
-    let mut fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default(), rp.resource)?;
+    let mut fields =
+        FieldSelector::parse(query.get("fieldSelector").unwrap_or_default(), rp.resource)?;
     if let Some(ns) = &rp.namespace {
         // Namespaced collections behave like an implicit metadata.namespace selector.
         let _ = ns;
@@ -268,7 +290,11 @@ async fn resource_request(
             "the server does not allow this method on the requested resource"
         )));
     }
-    if resource.namespaced && rp.namespace.is_none() && rp.name.is_none() && !matches!(verb, "list" | "watch") {
+    if resource.namespaced
+        && rp.namespace.is_none()
+        && rp.name.is_none()
+        && !matches!(verb, "list" | "watch")
+    {
         return Err(ApiError::path_not_found());
     }
     let field_validation = FieldValidation::parse(query.get("fieldValidation"))?;
@@ -280,7 +306,11 @@ async fn resource_request(
         ("list", None, None) => list(cluster, &rp, query, render),
         ("get", Some(name), None) | ("get", Some(name), Some("status")) => {
             let object = cluster.registry.get(resource, &namespace, name)?;
-            Ok(json_response(StatusCode::OK, &render_object(&object, render, resource), &[]))
+            Ok(json_response(
+                StatusCode::OK,
+                &render_object(&object, render, resource),
+                &[],
+            ))
         }
         ("get", Some(name), Some("log")) => logs::pod_log(cluster, &namespace, name, query).await,
         ("create", None, None) => {
@@ -289,10 +319,18 @@ async fn resource_request(
             }
             let decoded = admission::decode_body(resource, &body, field_validation)?;
             let ctx = field_manager(query, headers, "Update");
-            let created = cluster
-                .registry
-                .create(resource, &namespace, decoded.object, &ctx, dry_run(query))?;
-            Ok(json_response(StatusCode::CREATED, &created, &decoded.warnings))
+            let created = cluster.registry.create(
+                resource,
+                &namespace,
+                decoded.object,
+                &ctx,
+                dry_run(query),
+            )?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &created,
+                &decoded.warnings,
+            ))
         }
         ("create", Some(name), Some("eviction")) => evict(cluster, &namespace, name),
         ("create", Some(name), Some("binding")) => bind(cluster, &namespace, name, &body),
@@ -303,9 +341,15 @@ async fn resource_request(
             if sub == Some("status") {
                 ctx.subresource = Some("status");
             }
-            let stored = cluster
-                .registry
-                .replace(resource, &namespace, name, decoded.object, sub, &ctx, dry_run(query))?;
+            let stored = cluster.registry.replace(
+                resource,
+                &namespace,
+                name,
+                decoded.object,
+                sub,
+                &ctx,
+                dry_run(query),
+            )?;
             Ok(json_response(StatusCode::OK, &stored, &decoded.warnings))
         }
         ("patch", Some(name), sub @ (None | Some("status"))) => {
@@ -316,15 +360,17 @@ async fn resource_request(
             let kind = PatchKind::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let patch_body: Value = if kind == PatchKind::Apply {
-                serde_yaml::from_slice(&body).map_err(|e| {
-                    ApiError::bad_request(format!("error decoding YAML: {e}"))
-                })?
+                serde_yaml::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
             } else {
-                serde_json::from_slice(&body).map_err(|e| {
-                    ApiError::bad_request(format!("error decoding patch: {e}"))
-                })?
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
             };
-            let operation = if kind == PatchKind::Apply { "Apply" } else { "Update" };
+            let operation = if kind == PatchKind::Apply {
+                "Apply"
+            } else {
+                "Update"
+            };
             let mut ctx = field_manager(query, headers, operation);
             if kind == PatchKind::Apply && query.get("fieldManager").is_none_or(str::is_empty) {
                 return Err(ApiError::invalid_options(
@@ -350,12 +396,19 @@ async fn resource_request(
                 field_validation,
                 dry_run(query),
             )?;
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok(json_response(status, &stored, &warnings))
         }
         ("delete", Some(name), None) => {
             let options = DeleteOptions::parse(&body, query)?;
-            match cluster.registry.delete(resource, &namespace, name, &options)? {
+            match cluster
+                .registry
+                .delete(resource, &namespace, name, &options)?
+            {
                 DeleteOutcome::Pending(object) => Ok(json_response(StatusCode::OK, &object, &[])),
                 DeleteOutcome::Removed(object) => {
                     if resource.plural == "pods" && resource.group.is_empty() {
@@ -414,7 +467,11 @@ fn list_item(object: &Value) -> Value {
 }
 
 /// Render one object according to the `Accept` header.
-pub fn render_object(object: &Value, render: Rendering, resource: &crate::resources::ResourceType) -> Value {
+pub fn render_object(
+    object: &Value,
+    render: Rendering,
+    resource: &crate::resources::ResourceType,
+) -> Value {
     match render {
         Rendering::Full => object.clone(),
         Rendering::Metadata => json!({
@@ -433,7 +490,12 @@ struct ContinueToken {
     offset: usize,
 }
 
-fn list(cluster: &Arc<Cluster>, rp: &ResourcePath, query: &Query, render: Rendering) -> Result<Response, ApiError> {
+fn list(
+    cluster: &Arc<Cluster>,
+    rp: &ResourcePath,
+    query: &Query,
+    render: Rendering,
+) -> Result<Response, ApiError> {
     let resource = rp.resource;
     if query.get("sendInitialEvents").is_some() {
         return Err(ApiError::invalid_options(
@@ -458,14 +520,19 @@ fn list(cluster: &Arc<Cluster>, rp: &ResourcePath, query: &Query, render: Render
             return Err(ApiError::resource_version_too_large(rv, current));
         }
     }
-    let limit = query.integer("limit")?.filter(|l| *l > 0).map(|l| l as usize);
+    let limit = query
+        .integer("limit")?
+        .filter(|l| *l > 0)
+        .map(|l| l as usize);
     let (rv, items, offset) = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(token)
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<ContinueToken>(&bytes).ok())
-                .ok_or_else(|| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request("continue key is not valid: illegal base64 data")
+                })?;
             let (rv, items) = cluster.store.snapshot(decoded.snapshot).ok_or_else(|| {
                 ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
             })?;
@@ -473,9 +540,10 @@ fn list(cluster: &Arc<Cluster>, rp: &ResourcePath, query: &Query, render: Render
         }
         None => {
             let (labels, fields) = selectors(rp, query)?;
-            let (rv, items) = cluster
-                .registry
-                .list(resource, rp.namespace.as_deref(), &labels, &fields);
+            let (rv, items) =
+                cluster
+                    .registry
+                    .list(resource, rp.namespace.as_deref(), &labels, &fields);
             (rv, items, 0)
         }
     };
@@ -492,14 +560,23 @@ fn list(cluster: &Arc<Cluster>, rp: &ResourcePath, query: &Query, render: Render
                 .unwrap_or_default(),
             None => cluster.store.save_snapshot(rv, items.clone()),
         };
-        let token = ContinueToken { rv, snapshot, offset: end };
+        let token = ContinueToken {
+            rv,
+            snapshot,
+            offset: end,
+        };
         metadata["continue"] = json!(base64::engine::general_purpose::STANDARD
             .encode(serde_json::to_vec(&token).unwrap_or_default()));
         metadata["remainingItemCount"] = json!(items.len() - end);
     }
     let body = match render {
         Rendering::Table => {
-            let mut t = table::table(resource, page, None, query.get("includeObject") != Some("None"));
+            let mut t = table::table(
+                resource,
+                page,
+                None,
+                query.get("includeObject") != Some("None"),
+            );
             t["metadata"] = metadata;
             t
         }
@@ -524,15 +601,17 @@ fn evict(cluster: &Arc<Cluster>, namespace: &str, name: &str) -> Result<Response
     let pods = crate::resources::pods();
     cluster.registry.get(pods, namespace, name)?;
     let ctx = WriteContext::status("kube-apiserver");
-    cluster.registry.modify(pods, namespace, name, &ctx, |pod| {
-        crate::controllers::pod_status::set_condition(
-            pod,
-            "DisruptionTarget",
-            "True",
-            Some("EvictionByEvictionAPI"),
-            Some("Eviction API: evicting"),
-        );
-    })?;
+    cluster
+        .registry
+        .modify(pods, namespace, name, &ctx, |pod| {
+            crate::controllers::pod_status::set_condition(
+                pod,
+                "DisruptionTarget",
+                "True",
+                Some("EvictionByEvictionAPI"),
+                Some("Eviction API: evicting"),
+            );
+        })?;
     cluster
         .registry
         .delete(pods, namespace, name, &DeleteOptions::default())?;
@@ -544,9 +623,15 @@ fn evict(cluster: &Arc<Cluster>, namespace: &str, name: &str) -> Result<Response
 }
 
 /// `POST pods/{name}/binding`: set `spec.nodeName`.
-fn bind(cluster: &Arc<Cluster>, namespace: &str, name: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let binding: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?;
+fn bind(
+    cluster: &Arc<Cluster>,
+    namespace: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let binding: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })?;
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)

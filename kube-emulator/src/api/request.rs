@@ -112,13 +112,22 @@ pub fn parse_path(path: &str) -> Result<ApiPath, ApiError> {
         ["healthz"] | ["livez"] | ["readyz"] => Ok(ApiPath::Health),
         ["admin", rest @ ..] => Ok(ApiPath::Admin(rest.join("/"))),
         ["openapi", "v3"] => Ok(ApiPath::OpenApiIndex),
-        ["openapi", "v3", "api", version] => Ok(ApiPath::OpenApiDocument(String::new(), (*version).to_string())),
-        ["openapi", "v3", "apis", group, version] => Ok(ApiPath::OpenApiDocument((*group).to_string(), (*version).to_string())),
+        ["openapi", "v3", "api", version] => Ok(ApiPath::OpenApiDocument(
+            String::new(),
+            (*version).to_string(),
+        )),
+        ["openapi", "v3", "apis", group, version] => Ok(ApiPath::OpenApiDocument(
+            (*group).to_string(),
+            (*version).to_string(),
+        )),
         ["api"] => Ok(ApiPath::CoreVersions),
         ["apis"] => Ok(ApiPath::Groups),
         ["api", "v1"] => Ok(ApiPath::GroupVersion(String::new(), "v1".into())),
         ["apis", group] => Ok(ApiPath::Group((*group).to_string())),
-        ["apis", group, version] => Ok(ApiPath::GroupVersion((*group).to_string(), (*version).to_string())),
+        ["apis", group, version] => Ok(ApiPath::GroupVersion(
+            (*group).to_string(),
+            (*version).to_string(),
+        )),
         ["api", "v1", rest @ ..] => parse_resource_path("", "v1", rest),
         ["apis", group, version, rest @ ..] => parse_resource_path(group, version, rest),
         _ => Err(ApiError::path_not_found()),
@@ -126,8 +135,12 @@ pub fn parse_path(path: &str) -> Result<ApiPath, ApiError> {
 }
 
 fn parse_resource_path(group: &str, version: &str, rest: &[&str]) -> Result<ApiPath, ApiError> {
-    let lookup = |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::path_not_found);
-    let build = |resource: &'static ResourceType, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+    let lookup =
+        |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::path_not_found);
+    let build = |resource: &'static ResourceType,
+                 namespace: Option<&str>,
+                 name: Option<&str>,
+                 sub: Option<&str>| {
         if let Some(sub) = sub {
             if !resource.has_subresource(sub) {
                 return Err(ApiError::path_not_found());
@@ -142,9 +155,7 @@ fn parse_resource_path(group: &str, version: &str, rest: &[&str]) -> Result<ApiP
     };
     match rest {
         // /namespaces/{ns}/{plural}[/{name}[/{sub}]] for namespaced resources.
-        ["namespaces", ns, plural, tail @ ..]
-            if group_has_namespaced(group, version, plural) =>
-        {
+        ["namespaces", ns, plural, tail @ ..] if group_has_namespaced(group, version, plural) => {
             let resource = lookup(plural)?;
             match tail {
                 [] => build(resource, Some(ns), None, None),
@@ -190,7 +201,8 @@ mod tests {
 
     #[test]
     fn namespaced_paths_resolve() {
-        let ApiPath::Resource(p) = parse_path("/api/v1/namespaces/default/pods/p1/log").unwrap() else {
+        let ApiPath::Resource(p) = parse_path("/api/v1/namespaces/default/pods/p1/log").unwrap()
+        else {
             panic!("expected resource path");
         };
         assert_eq!(p.resource.plural, "pods");

@@ -18,12 +18,20 @@ pub fn human_age(seconds: i64) -> String {
         format!("{s}s")
     } else if s < 600 {
         let (m, r) = (s / 60, s % 60);
-        if r == 0 { format!("{m}m") } else { format!("{m}m{r}s") }
+        if r == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{r}s")
+        }
     } else if s < 3 * 3600 {
         format!("{}m", s / 60)
     } else if s < 8 * 3600 {
         let (h, m) = (s / 3600, (s % 3600) / 60);
-        if m == 0 { format!("{h}h") } else { format!("{h}h{m}m") }
+        if m == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{m}m")
+        }
     } else if s < 48 * 3600 {
         format!("{}h", s / 3600)
     } else {
@@ -41,10 +49,20 @@ fn age_of(object: &Value) -> String {
 }
 
 fn pod_row(pod: &Value) -> Vec<Value> {
-    let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-    let total = pod.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let total = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     let ready = statuses.iter().filter(|s| s["ready"] == true).count();
-    let restarts: i64 = statuses.iter().map(|s| s["restartCount"].as_i64().unwrap_or(0)).sum();
+    let restarts: i64 = statuses
+        .iter()
+        .map(|s| s["restartCount"].as_i64().unwrap_or(0))
+        .sum();
     let mut reason = pod
         .pointer("/status/reason")
         .and_then(Value::as_str)
@@ -70,8 +88,12 @@ fn pod_row(pod: &Value) -> Vec<Value> {
         json!(reason),
         json!(restarts),
         json!(age_of(pod)),
-        pod.pointer("/status/podIP").cloned().unwrap_or(json!("<none>")),
-        pod.pointer("/spec/nodeName").cloned().unwrap_or(json!("<none>")),
+        pod.pointer("/status/podIP")
+            .cloned()
+            .unwrap_or(json!("<none>")),
+        pod.pointer("/spec/nodeName")
+            .cloned()
+            .unwrap_or(json!("<none>")),
         json!("<none>"),
         json!("<none>"),
     ]
@@ -100,25 +122,49 @@ fn job_row(job: &Value) -> Vec<Value> {
     } else {
         "Running"
     };
-    let succeeded = job.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0);
+    let succeeded = job
+        .pointer("/status/succeeded")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let completions = job
         .pointer("/spec/completions")
         .and_then(Value::as_i64)
-        .map_or_else(|| format!("{succeeded}/1 of 1"), |c| format!("{succeeded}/{c}"));
-    let start = job.pointer("/status/startTime").and_then(Value::as_str).and_then(parse_time);
+        .map_or_else(
+            || format!("{succeeded}/1 of 1"),
+            |c| format!("{succeeded}/{c}"),
+        );
+    let start = job
+        .pointer("/status/startTime")
+        .and_then(Value::as_str)
+        .and_then(parse_time);
     let end = job
         .pointer("/status/completionTime")
         .and_then(Value::as_str)
         .and_then(parse_time)
         .unwrap_or_else(chrono::Utc::now);
     let duration = start.map_or_else(String::new, |s| human_age((end - s).num_seconds()));
-    let containers = job.pointer("/spec/template/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
-    let names: Vec<&str> = containers.iter().filter_map(|c| c["name"].as_str()).collect();
-    let images: Vec<&str> = containers.iter().filter_map(|c| c["image"].as_str()).collect();
+    let containers = job
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = containers
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let images: Vec<&str> = containers
+        .iter()
+        .filter_map(|c| c["image"].as_str())
+        .collect();
     let selector = job
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     vec![
         job["metadata"]["name"].clone(),
@@ -142,8 +188,15 @@ fn event_row(event: &Value) -> Vec<Value> {
         .unwrap_or_else(|| "<unknown>".into());
     let object = format!(
         "{}/{}",
-        event.pointer("/involvedObject/kind").and_then(Value::as_str).unwrap_or_default().to_lowercase(),
-        event.pointer("/involvedObject/name").and_then(Value::as_str).unwrap_or_default()
+        event
+            .pointer("/involvedObject/kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_lowercase(),
+        event
+            .pointer("/involvedObject/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     );
     vec![
         json!(last),
@@ -155,58 +208,100 @@ fn event_row(event: &Value) -> Vec<Value> {
 }
 
 /// Build a Table for `objects`. `include_object` embeds PartialObjectMetadata per row (kubectl's default).
-pub fn table<T: std::borrow::Borrow<Value>>(resource: &ResourceType, objects: &[T], _rv: Option<u64>, include_object: bool) -> Value {
-    let (columns, row_fn): (Vec<Value>, fn(&Value) -> Vec<Value>) = match (resource.group, resource.plural) {
-        ("", "pods") => (
-            vec![
-                column("Name", "string", "name", 0),
-                column("Ready", "string", "", 0),
-                column("Status", "string", "", 0),
-                column("Restarts", "string", "", 0),
-                column("Age", "string", "", 0),
-                column("IP", "string", "", 1),
-                column("Node", "string", "", 1),
-                column("Nominated Node", "string", "", 1),
-                column("Readiness Gates", "string", "", 1),
-            ],
-            pod_row,
-        ),
-        ("batch", "jobs") => (
-            vec![
-                column("Name", "string", "name", 0),
-                column("Status", "string", "", 0),
-                column("Completions", "string", "", 0),
-                column("Duration", "string", "", 0),
-                column("Age", "date", "", 0),
-                column("Containers", "string", "", 1),
-                column("Images", "string", "", 1),
-                column("Selector", "string", "", 1),
-            ],
-            job_row,
-        ),
-        ("", "events") => (
-            vec![
-                column("Last Seen", "string", "", 0),
-                column("Type", "string", "", 0),
-                column("Reason", "string", "", 0),
-                column("Object", "string", "", 0),
-                column("Message", "string", "", 0),
-            ],
-            event_row,
-        ),
-        ("", "namespaces") => (
-            vec![column("Name", "string", "name", 0), column("Status", "string", "", 0), column("Age", "string", "", 0)],
-            |o: &Value| vec![o["metadata"]["name"].clone(), o.pointer("/status/phase").cloned().unwrap_or(json!("")), json!(age_of(o))],
-        ),
-        ("", "nodes") => (
-            vec![column("Name", "string", "name", 0), column("Status", "string", "", 0), column("Roles", "string", "", 0), column("Age", "string", "", 0), column("Version", "string", "", 0)],
-            |o: &Value| vec![o["metadata"]["name"].clone(), json!("Ready"), json!("control-plane"), json!(age_of(o)), o.pointer("/status/nodeInfo/kubeletVersion").cloned().unwrap_or(json!(""))],
-        ),
-        _ => (
-            vec![column("Name", "string", "name", 0), column("Created At", "date", "", 0)],
-            |o: &Value| vec![o["metadata"]["name"].clone(), o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null)],
-        ),
-    };
+pub fn table<T: std::borrow::Borrow<Value>>(
+    resource: &ResourceType,
+    objects: &[T],
+    _rv: Option<u64>,
+    include_object: bool,
+) -> Value {
+    let (columns, row_fn): (Vec<Value>, fn(&Value) -> Vec<Value>) =
+        match (resource.group, resource.plural) {
+            ("", "pods") => (
+                vec![
+                    column("Name", "string", "name", 0),
+                    column("Ready", "string", "", 0),
+                    column("Status", "string", "", 0),
+                    column("Restarts", "string", "", 0),
+                    column("Age", "string", "", 0),
+                    column("IP", "string", "", 1),
+                    column("Node", "string", "", 1),
+                    column("Nominated Node", "string", "", 1),
+                    column("Readiness Gates", "string", "", 1),
+                ],
+                pod_row,
+            ),
+            ("batch", "jobs") => (
+                vec![
+                    column("Name", "string", "name", 0),
+                    column("Status", "string", "", 0),
+                    column("Completions", "string", "", 0),
+                    column("Duration", "string", "", 0),
+                    column("Age", "date", "", 0),
+                    column("Containers", "string", "", 1),
+                    column("Images", "string", "", 1),
+                    column("Selector", "string", "", 1),
+                ],
+                job_row,
+            ),
+            ("", "events") => (
+                vec![
+                    column("Last Seen", "string", "", 0),
+                    column("Type", "string", "", 0),
+                    column("Reason", "string", "", 0),
+                    column("Object", "string", "", 0),
+                    column("Message", "string", "", 0),
+                ],
+                event_row,
+            ),
+            ("", "namespaces") => (
+                vec![
+                    column("Name", "string", "name", 0),
+                    column("Status", "string", "", 0),
+                    column("Age", "string", "", 0),
+                ],
+                |o: &Value| {
+                    vec![
+                        o["metadata"]["name"].clone(),
+                        o.pointer("/status/phase").cloned().unwrap_or(json!("")),
+                        json!(age_of(o)),
+                    ]
+                },
+            ),
+            ("", "nodes") => (
+                vec![
+                    column("Name", "string", "name", 0),
+                    column("Status", "string", "", 0),
+                    column("Roles", "string", "", 0),
+                    column("Age", "string", "", 0),
+                    column("Version", "string", "", 0),
+                ],
+                |o: &Value| {
+                    vec![
+                        o["metadata"]["name"].clone(),
+                        json!("Ready"),
+                        json!("control-plane"),
+                        json!(age_of(o)),
+                        o.pointer("/status/nodeInfo/kubeletVersion")
+                            .cloned()
+                            .unwrap_or(json!("")),
+                    ]
+                },
+            ),
+            _ => (
+                vec![
+                    column("Name", "string", "name", 0),
+                    column("Created At", "date", "", 0),
+                ],
+                |o: &Value| {
+                    vec![
+                        o["metadata"]["name"].clone(),
+                        o.pointer("/metadata/creationTimestamp")
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    ]
+                },
+            ),
+        };
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {

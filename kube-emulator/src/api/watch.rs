@@ -33,7 +33,11 @@ struct WatchFilter {
 impl WatchFilter {
     fn matches(&self, object: &Value) -> bool {
         if let Some(ns) = &self.namespace {
-            if object.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns.as_str()) {
+            if object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                != Some(ns.as_str())
+            {
                 return false;
             }
         }
@@ -46,10 +50,13 @@ impl WatchFilter {
             return None;
         }
         match change.kind {
-            ChangeKind::Added => self.matches(&change.object).then(|| ("ADDED", (*change.object).clone())),
+            ChangeKind::Added => self
+                .matches(&change.object)
+                .then(|| ("ADDED", (*change.object).clone())),
             ChangeKind::Deleted => {
                 let previous = change.previous.as_deref().unwrap_or(&change.object);
-                self.matches(previous).then(|| ("DELETED", (*change.object).clone()))
+                self.matches(previous)
+                    .then(|| ("DELETED", (*change.object).clone()))
             }
             ChangeKind::Modified => {
                 let was = change.previous.as_deref().is_some_and(|p| self.matches(p));
@@ -60,7 +67,8 @@ impl WatchFilter {
                     (true, false) => {
                         // The previous content with the new resourceVersion.
                         let mut last = change.previous.as_deref().cloned().unwrap_or_default();
-                        last["metadata"]["resourceVersion"] = json!(change.resource_version.to_string());
+                        last["metadata"]["resourceVersion"] =
+                            json!(change.resource_version.to_string());
                         Some(("DELETED", last))
                     }
                     (false, false) => None,
@@ -75,7 +83,8 @@ fn bookmark(resource: &ResourceType, rv: u64, initial_events_end: bool) -> Value
     if initial_events_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    let mut object = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": metadata});
+    let mut object =
+        json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": metadata});
     // Go serializes an empty Pod this way; keep the shape of real bookmarks.
     if resource.plural == "pods" && resource.group.is_empty() {
         object["spec"] = json!({"containers": null});
@@ -92,7 +101,8 @@ fn expired_status(message: &str) -> Value {
 }
 
 fn line(event_type: &str, object: &Value) -> Bytes {
-    let mut text = serde_json::to_string(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    let mut text =
+        serde_json::to_string(&json!({"type": event_type, "object": object})).unwrap_or_default();
     text.push('\n');
     Bytes::from(text)
 }
@@ -120,7 +130,10 @@ pub fn watch(
                 "ListOptions.meta.k8s.io \"\" is invalid: allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
             ));
         }
-    } else if query.get("resourceVersionMatch").is_some_and(|m| !m.is_empty()) {
+    } else if query
+        .get("resourceVersionMatch")
+        .is_some_and(|m| !m.is_empty())
+    {
         return Err(ApiError::invalid_options(
             "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
         ));
@@ -132,7 +145,10 @@ pub fn watch(
             ApiError::bad_request(format!("invalid resource version: {rv_param:?}"))
         })?)
     };
-    let timeout = query.integer("timeoutSeconds")?.filter(|t| *t > 0).map(|t| Duration::from_secs(t as u64));
+    let timeout = query
+        .integer("timeoutSeconds")?
+        .filter(|t| *t > 0)
+        .map(|t| Duration::from_secs(t as u64));
     let filter = WatchFilter {
         resource: rp.resource,
         namespace: rp.namespace.clone(),
@@ -143,7 +159,9 @@ pub fn watch(
     let task_cluster = cluster.clone();
     // Subscribe before returning so no change between now and the first poll is lost.
     let start = if send_initial == Some(true) || requested_rv.is_none() || requested_rv == Some(0) {
-        let state = cluster.store.watch_with_state(rp.resource, rp.namespace.as_deref());
+        let state = cluster
+            .store
+            .watch_with_state(rp.resource, rp.namespace.as_deref());
         WatchBeginning::State {
             objects: state.objects,
             receiver: state.receiver,
@@ -163,12 +181,28 @@ pub fn watch(
     };
     let cut = cluster.watch_cut.subscribe();
     tokio::spawn(async move {
-        run_watch(task_cluster, filter, start, tx, timeout, bookmarks, render, cut).await;
+        run_watch(
+            task_cluster,
+            filter,
+            start,
+            tx,
+            timeout,
+            bookmarks,
+            render,
+            cut,
+        )
+        .await;
     });
     let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(response)
 }
 
@@ -231,13 +265,21 @@ async fn run_watch(
                 }
             }
             if initial_events_end {
-                if tx.send(Ok(line("BOOKMARK", &bookmark(resource, rv, true)))).await.is_err() {
+                if tx
+                    .send(Ok(line("BOOKMARK", &bookmark(resource, rv, true))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             (receiver, rv)
         }
-        WatchBeginning::History { backlog, receiver, rv } => {
+        WatchBeginning::History {
+            backlog,
+            receiver,
+            rv,
+        } => {
             let mut last = rv;
             for change in backlog {
                 last = change.resource_version;

@@ -39,8 +39,14 @@ pub fn record(
     reporter: Reporter,
     field_path: Option<&str>,
 ) {
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let now = now_rfc3339();
     let mut involved = json!({
@@ -79,13 +85,22 @@ pub fn record(
     if matches!(reporter, Reporter::Scheduler) {
         // The scheduler uses the events.k8s.io recorder: eventTime set, no first/last timestamps.
         event["eventTime"] = json!(now_micro());
-        event["action"] = json!(if reason == "Scheduled" { "Binding" } else { "Scheduling" });
+        event["action"] = json!(if reason == "Scheduled" {
+            "Binding"
+        } else {
+            "Scheduling"
+        });
         event["firstTimestamp"] = Value::Null;
         event["lastTimestamp"] = Value::Null;
-        event["reportingInstance"] = json!(format!("default-scheduler-{}", cluster.config.node_name));
+        event["reportingInstance"] =
+            json!(format!("default-scheduler-{}", cluster.config.node_name));
     }
     let ctx = WriteContext::update(reporter.component());
-    if let Err(err) = cluster.registry.create(resources::core_events(), namespace, event, &ctx, false) {
+    if let Err(err) =
+        cluster
+            .registry
+            .create(resources::core_events(), namespace, event, &ctx, false)
+    {
         tracing::debug!(%err, "could not record event");
     }
 }

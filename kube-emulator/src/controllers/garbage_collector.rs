@@ -17,7 +17,6 @@ use crate::store::{Change, ChangeKind};
 
 const MANAGER: &str = "kube-controller-manager";
 
-
 struct GarbageCollector {
     cluster: Arc<Cluster>,
     /// owner uid -> dependents.
@@ -31,7 +30,11 @@ fn owner_uids(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|l| l.iter().filter_map(|r| r["uid"].as_str().map(String::from)).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(|r| r["uid"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -85,7 +88,11 @@ impl GarbageCollector {
 
     fn index(&mut self, resource: &'static ResourceType, object: &Value, removed: bool) {
         let (ns, name) = crate::store::object_key(object);
-        let uid = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let uid = object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let entry = (resource.id(), ns, name);
         if removed {
             self.live.remove(&uid);
@@ -125,7 +132,12 @@ impl GarbageCollector {
             self.cluster.ensure_namespace_defaults(&name);
         }
         if removed {
-            let uid = change.object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+            let uid = change
+                .object
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             self.delete_orphaned_dependents(&uid);
             // A dependent went away: owners in foreground deletion may now finish.
             for owner in owner_uids(&change.object) {
@@ -144,13 +156,22 @@ impl GarbageCollector {
 
     /// Background deletion: dependents whose every owner is gone are deleted.
     fn delete_orphaned_dependents(&mut self, owner_uid: &str) {
-        let Some(dependents) = self.dependents.get(owner_uid).cloned() else { return };
+        let Some(dependents) = self.dependents.get(owner_uid).cloned() else {
+            return;
+        };
         for (rid, ns, name) in dependents {
-            let Some(resource) = resource_by_id(&rid) else { continue };
-            let Some(object) = self.cluster.store.get(resource, &ns, &name) else { continue };
+            let Some(resource) = resource_by_id(&rid) else {
+                continue;
+            };
+            let Some(object) = self.cluster.store.get(resource, &ns, &name) else {
+                continue;
+            };
             let owners = owner_uids(&object);
             if owners.iter().all(|o| !self.live.contains_key(o)) {
-                let options = DeleteOptions { propagation: Some(Propagation::Background), ..DeleteOptions::default() };
+                let options = DeleteOptions {
+                    propagation: Some(Propagation::Background),
+                    ..DeleteOptions::default()
+                };
                 let _ = self.cluster.registry.delete(resource, &ns, &name, &options);
             }
         }
@@ -161,40 +182,82 @@ impl GarbageCollector {
             return;
         }
         let (ns, name) = crate::store::object_key(object);
-        let uid = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let uid = object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if resource.id() == resources::namespaces().id() {
             self.terminating_namespaces.insert(name);
             return;
         }
-        let dependents: Vec<(String, String, String)> = self.dependents.get(&uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let dependents: Vec<(String, String, String)> = self
+            .dependents
+            .get(&uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         if has_finalizer(object, ORPHAN_FINALIZER) {
             for (rid, dns, dname) in &dependents {
                 if let Some(dep_resource) = resource_by_id(rid) {
                     let owner = uid.clone();
-                    let _ = self.cluster.registry.modify(dep_resource, dns, dname, &WriteContext::update(MANAGER), |d| {
-                        if let Some(list) = d.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
-                            list.retain(|r| r["uid"] != owner.as_str());
-                            if list.is_empty() {
-                                d["metadata"].as_object_mut().expect("metadata").remove("ownerReferences");
+                    let _ = self.cluster.registry.modify(
+                        dep_resource,
+                        dns,
+                        dname,
+                        &WriteContext::update(MANAGER),
+                        |d| {
+                            if let Some(list) = d
+                                .pointer_mut("/metadata/ownerReferences")
+                                .and_then(Value::as_array_mut)
+                            {
+                                list.retain(|r| r["uid"] != owner.as_str());
+                                if list.is_empty() {
+                                    d["metadata"]
+                                        .as_object_mut()
+                                        .expect("metadata")
+                                        .remove("ownerReferences");
+                                }
                             }
-                        }
-                    });
+                        },
+                    );
                 }
             }
-            let _ = self.cluster.registry.remove_finalizer(resource, &ns, &name, ORPHAN_FINALIZER, MANAGER);
+            let _ = self.cluster.registry.remove_finalizer(
+                resource,
+                &ns,
+                &name,
+                ORPHAN_FINALIZER,
+                MANAGER,
+            );
         } else if has_finalizer(object, FOREGROUND_FINALIZER) {
             let mut remaining = 0;
             for (rid, dns, dname) in &dependents {
-                let Some(dep_resource) = resource_by_id(rid) else { continue };
-                let Some(dep) = self.cluster.store.get(dep_resource, dns, dname) else { continue };
+                let Some(dep_resource) = resource_by_id(rid) else {
+                    continue;
+                };
+                let Some(dep) = self.cluster.store.get(dep_resource, dns, dname) else {
+                    continue;
+                };
                 remaining += 1;
                 if dep.pointer("/metadata/deletionTimestamp").is_none() {
-                    let options = DeleteOptions { propagation: Some(Propagation::Foreground), ..DeleteOptions::default() };
-                    let _ = self.cluster.registry.delete(dep_resource, dns, dname, &options);
+                    let options = DeleteOptions {
+                        propagation: Some(Propagation::Foreground),
+                        ..DeleteOptions::default()
+                    };
+                    let _ = self
+                        .cluster
+                        .registry
+                        .delete(dep_resource, dns, dname, &options);
                 }
             }
             if remaining == 0 {
-                let _ = self.cluster.registry.remove_finalizer(resource, &ns, &name, FOREGROUND_FINALIZER, MANAGER);
+                let _ = self.cluster.registry.remove_finalizer(
+                    resource,
+                    &ns,
+                    &name,
+                    FOREGROUND_FINALIZER,
+                    MANAGER,
+                );
             }
         }
     }
@@ -209,16 +272,20 @@ impl GarbageCollector {
                     remaining += 1;
                     let (_, name) = crate::store::object_key(&object);
                     if object.pointer("/metadata/deletionTimestamp").is_none() {
-                        let options = DeleteOptions { propagation: Some(Propagation::Background), ..DeleteOptions::default() };
+                        let options = DeleteOptions {
+                            propagation: Some(Propagation::Background),
+                            ..DeleteOptions::default()
+                        };
                         let _ = self.cluster.registry.delete(resource, &ns, &name, &options);
                     }
                 }
             }
             if remaining == 0 {
-                self.cluster.store.remove(resources::namespaces(), "", &ns, None);
+                self.cluster
+                    .store
+                    .remove(resources::namespaces(), "", &ns, None);
                 self.terminating_namespaces.remove(&ns);
             }
         }
     }
 }
-

@@ -151,11 +151,17 @@ pub async fn run(cluster: Arc<Cluster>) {
 
 impl JobController {
     fn index_pod(&mut self, pod: &Value, removed: bool) {
-        let Some((kind, _, uid)) = controller_of(pod) else { return };
+        let Some((kind, _, uid)) = controller_of(pod) else {
+            return;
+        };
         if kind != "Job" {
             return;
         }
-        let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = pod
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let set = self.pods_by_job.entry(uid.clone()).or_default();
         if removed {
             set.remove(&name);
@@ -178,9 +184,19 @@ impl JobController {
 
     fn sync(&mut self, key: &JobKey) {
         let (ns, name) = key;
-        let Some(job) = self.cluster.store.get(resources::jobs(), ns, name) else { return };
-        let uid = job.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
-        let pod_names: Vec<String> = self.pods_by_job.get(&uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let Some(job) = self.cluster.store.get(resources::jobs(), ns, name) else {
+            return;
+        };
+        let uid = job
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let pod_names: Vec<String> = self
+            .pods_by_job
+            .get(&uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         let pods: Vec<Arc<Value>> = pod_names
             .iter()
             .filter_map(|n| self.cluster.store.get(resources::pods(), ns, n))
@@ -188,8 +204,17 @@ impl JobController {
             .collect();
         if job.pointer("/metadata/deletionTimestamp").is_some() {
             for pod in pods.iter().filter(|p| has_finalizer(p, TRACKING_FINALIZER)) {
-                let pod_name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                let _ = self.cluster.registry.remove_finalizer(resources::pods(), ns, pod_name, TRACKING_FINALIZER, MANAGER);
+                let pod_name = pod
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let _ = self.cluster.registry.remove_finalizer(
+                    resources::pods(),
+                    ns,
+                    pod_name,
+                    TRACKING_FINALIZER,
+                    MANAGER,
+                );
             }
             return;
         }
@@ -201,7 +226,11 @@ impl JobController {
         let mut newly_failed = 0i64;
         let mut to_release = Vec::new();
         for pod in &pods {
-            let pod_uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+            let pod_uid = pod
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let deleting = pod.pointer("/metadata/deletionTimestamp").is_some();
             let scheduled = pod.pointer("/spec/nodeName").is_some();
             let finished = is_terminal(pod) || (deleting && !scheduled);
@@ -218,7 +247,12 @@ impl JobController {
                     memory.last_failure = Some(Instant::now());
                 }
             }
-            to_release.push(pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string());
+            to_release.push(
+                pod.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         let status = job.get("status").cloned().unwrap_or_else(|| json!({}));
         let succeeded = status["succeeded"].as_i64().unwrap_or(0) + newly_succeeded;
@@ -231,7 +265,10 @@ impl JobController {
             .iter()
             .filter(|p| !is_terminal(p) && p.pointer("/metadata/deletionTimestamp").is_some())
             .count() as i64;
-        let ready = active_pods.iter().filter(|p| has_true_condition(p, "Ready")).count() as i64;
+        let ready = active_pods
+            .iter()
+            .filter(|p| has_true_condition(p, "Ready"))
+            .count() as i64;
         let active = active_pods.len() as i64;
 
         let finished = has_true_condition(&job, "Complete") || has_true_condition(&job, "Failed");
@@ -260,7 +297,11 @@ impl JobController {
                     conditions_to_set.push(("Failed", reason.clone(), message.clone()));
                     events.push(("Warning", reason, message));
                 } else {
-                    conditions_to_set.push(("Complete", "CompletionsReached".into(), "Reached expected number of succeeded pods".into()));
+                    conditions_to_set.push((
+                        "Complete",
+                        "CompletionsReached".into(),
+                        "Reached expected number of succeeded pods".into(),
+                    ));
                     completion_time = Some(now_rfc3339());
                     events.push(("Normal", "Completed".into(), "Job completed".into()));
                 }
@@ -268,12 +309,20 @@ impl JobController {
         } else if suspended {
             delete_active = active > 0;
             if !has_true_condition(&job, "Suspended") {
-                conditions_to_set.push(("Suspended", "JobSuspended".into(), "Job suspended".into()));
+                conditions_to_set.push((
+                    "Suspended",
+                    "JobSuspended".into(),
+                    "Job suspended".into(),
+                ));
                 events.push(("Normal", "Suspended".into(), "Job suspended".into()));
             }
         } else {
             if has_true_condition(&job, "Suspended") {
-                conditions_to_set.push(("Suspended-False", "JobResumed".into(), "Job resumed".into()));
+                conditions_to_set.push((
+                    "Suspended-False",
+                    "JobResumed".into(),
+                    "Job resumed".into(),
+                ));
                 events.push(("Normal", "Resumed".into(), "Job resumed".into()));
                 start_time = None;
             }
@@ -286,21 +335,39 @@ impl JobController {
                 if now >= deadline {
                     Some(true)
                 } else {
-                    self.after(key, (deadline - now).to_std().unwrap_or_default() + Duration::from_millis(50));
+                    self.after(
+                        key,
+                        (deadline - now).to_std().unwrap_or_default() + Duration::from_millis(50),
+                    );
                     None
                 }
             });
             if failed > backoff_limit {
-                conditions_to_set.push(("FailureTarget", "BackoffLimitExceeded".into(), "Job has reached the specified backoff limit".into()));
+                conditions_to_set.push((
+                    "FailureTarget",
+                    "BackoffLimitExceeded".into(),
+                    "Job has reached the specified backoff limit".into(),
+                ));
                 delete_active = active > 0;
             } else if deadline_exceeded.is_some() {
-                conditions_to_set.push(("FailureTarget", "DeadlineExceeded".into(), "Job was active longer than specified deadline".into()));
+                conditions_to_set.push((
+                    "FailureTarget",
+                    "DeadlineExceeded".into(),
+                    "Job was active longer than specified deadline".into(),
+                ));
                 delete_active = active > 0;
-            } else if completions.is_some_and(|c| succeeded >= c) || (completions.is_none() && succeeded > 0 && active == 0) {
-                conditions_to_set.push(("SuccessCriteriaMet", "CompletionsReached".into(), "Reached expected number of succeeded pods".into()));
+            } else if completions.is_some_and(|c| succeeded >= c)
+                || (completions.is_none() && succeeded > 0 && active == 0)
+            {
+                conditions_to_set.push((
+                    "SuccessCriteriaMet",
+                    "CompletionsReached".into(),
+                    "Reached expected number of succeeded pods".into(),
+                ));
                 delete_active = active > 0;
             } else {
-                let remaining = completions.map_or(parallelism, |c| (c - succeeded).min(parallelism));
+                let remaining =
+                    completions.map_or(parallelism, |c| (c - succeeded).min(parallelism));
                 let want = remaining - active;
                 if want > 0 {
                     let memory = self.memory.get(&uid).expect("memory");
@@ -311,7 +378,9 @@ impl JobController {
                     );
                     let ready_at = memory.last_failure.map(|t| t + delay);
                     match ready_at {
-                        Some(at) if at > Instant::now() => self.after(key, at - Instant::now() + Duration::from_millis(5)),
+                        Some(at) if at > Instant::now() => {
+                            self.after(key, at - Instant::now() + Duration::from_millis(5))
+                        }
                         _ => create = want,
                     }
                 }
@@ -321,42 +390,67 @@ impl JobController {
         // 2. Write status (counts first, then release finalizers, like uncountedTerminatedPods).
         let ctx = WriteContext::status(MANAGER);
         let conditions_to_set_clone = conditions_to_set.clone();
-        let updated = self.cluster.registry.modify(resources::jobs(), ns, name, &ctx, |j| {
-            let s = &mut j["status"];
-            if !s.is_object() {
-                *s = json!({});
-            }
-            set_count(s, "succeeded", succeeded);
-            set_count(s, "failed", failed);
-            set_count(s, "active", active);
-            s["ready"] = json!(ready);
-            s["terminating"] = json!(terminating);
-            s["uncountedTerminatedPods"] = json!({});
-            if let Some(t) = &start_time {
-                s["startTime"] = json!(t);
-            }
-            if let Some(t) = &completion_time {
-                s["completionTime"] = json!(t);
-            }
-            for (kind, reason, message) in &conditions_to_set_clone {
-                if let Some(kind) = kind.strip_suffix("-False") {
-                    set_condition(j, kind, "False", Some(reason), Some(message));
-                } else {
-                    set_condition(j, kind, "True", Some(reason), Some(message));
+        let updated = self
+            .cluster
+            .registry
+            .modify(resources::jobs(), ns, name, &ctx, |j| {
+                let s = &mut j["status"];
+                if !s.is_object() {
+                    *s = json!({});
                 }
-            }
-        });
+                set_count(s, "succeeded", succeeded);
+                set_count(s, "failed", failed);
+                set_count(s, "active", active);
+                s["ready"] = json!(ready);
+                s["terminating"] = json!(terminating);
+                s["uncountedTerminatedPods"] = json!({});
+                if let Some(t) = &start_time {
+                    s["startTime"] = json!(t);
+                }
+                if let Some(t) = &completion_time {
+                    s["completionTime"] = json!(t);
+                }
+                for (kind, reason, message) in &conditions_to_set_clone {
+                    if let Some(kind) = kind.strip_suffix("-False") {
+                        set_condition(j, kind, "False", Some(reason), Some(message));
+                    } else {
+                        set_condition(j, kind, "True", Some(reason), Some(message));
+                    }
+                }
+            });
         let Ok(Some(updated)) = updated else { return };
         for pod_name in to_release {
-            let _ = self.cluster.registry.remove_finalizer(resources::pods(), ns, &pod_name, TRACKING_FINALIZER, MANAGER);
+            let _ = self.cluster.registry.remove_finalizer(
+                resources::pods(),
+                ns,
+                &pod_name,
+                TRACKING_FINALIZER,
+                MANAGER,
+            );
         }
         for (event_type, reason, message) in events {
-            record(&self.cluster, &updated, event_type, &reason, &message, Reporter::JobController, None);
+            record(
+                &self.cluster,
+                &updated,
+                event_type,
+                &reason,
+                &message,
+                Reporter::JobController,
+                None,
+            );
         }
         if delete_active {
             for pod in &active_pods {
-                let pod_name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                let _ = self.cluster.registry.delete(resources::pods(), ns, pod_name, &DeleteOptions::default());
+                let pod_name = pod
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let _ = self.cluster.registry.delete(
+                    resources::pods(),
+                    ns,
+                    pod_name,
+                    &DeleteOptions::default(),
+                );
             }
         }
         for _ in 0..create {
@@ -369,7 +463,10 @@ impl JobController {
 
     fn create_pod(&mut self, job: &Value) {
         let (ns, name) = crate::store::object_key(job);
-        let uid = job.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+        let uid = job
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let template = job.pointer("/spec/template").cloned().unwrap_or_default();
         let mut metadata = json!({
             "generateName": format!("{name}-"),
@@ -388,40 +485,83 @@ impl JobController {
             "spec": template.get("spec").cloned().unwrap_or_default(),
         });
         let ctx = WriteContext::update(MANAGER);
-        match self.cluster.registry.create(resources::pods(), &ns, pod, &ctx, false) {
+        match self
+            .cluster
+            .registry
+            .create(resources::pods(), &ns, pod, &ctx, false)
+        {
             Ok(created) => {
                 // Index right away (the real controller's "expectations") so a sync triggered
                 // before the pod's ADDED event arrives does not create a second pod.
                 self.index_pod(&created, false);
-                let pod_name = created.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                record(&self.cluster, job, "Normal", "SuccessfulCreate", &format!("Created pod: {pod_name}"), Reporter::JobController, None);
+                let pod_name = created
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                record(
+                    &self.cluster,
+                    job,
+                    "Normal",
+                    "SuccessfulCreate",
+                    &format!("Created pod: {pod_name}"),
+                    Reporter::JobController,
+                    None,
+                );
             }
             Err(err) => {
-                record(&self.cluster, job, "Warning", "FailedCreate", &format!("Error creating: {}", err.message), Reporter::JobController, None);
+                record(
+                    &self.cluster,
+                    job,
+                    "Warning",
+                    "FailedCreate",
+                    &format!("Error creating: {}", err.message),
+                    Reporter::JobController,
+                    None,
+                );
             }
         }
     }
 
     fn handle_ttl(&self, key: &JobKey, job: &Value) {
-        let Some(ttl) = job.pointer("/spec/ttlSecondsAfterFinished").and_then(Value::as_i64) else { return };
+        let Some(ttl) = job
+            .pointer("/spec/ttlSecondsAfterFinished")
+            .and_then(Value::as_i64)
+        else {
+            return;
+        };
         let finished_at = job
             .pointer("/status/conditions")
             .and_then(Value::as_array)
-            .and_then(|c| c.iter().find(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"))
+            .and_then(|c| {
+                c.iter().find(|c| {
+                    (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
+                })
+            })
             .and_then(|c| c["lastTransitionTime"].as_str())
             .and_then(parse_time);
-        let Some(finished_at) = finished_at else { return };
+        let Some(finished_at) = finished_at else {
+            return;
+        };
         let expire = finished_at + chrono::Duration::seconds(ttl);
         let now = chrono::Utc::now();
         if now >= expire {
             let options = DeleteOptions {
                 propagation: Some(Propagation::Foreground),
-                precondition_uid: job.pointer("/metadata/uid").and_then(Value::as_str).map(String::from),
+                precondition_uid: job
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(String::from),
                 ..DeleteOptions::default()
             };
-            let _ = self.cluster.registry.delete(resources::jobs(), &key.0, &key.1, &options);
+            let _ = self
+                .cluster
+                .registry
+                .delete(resources::jobs(), &key.0, &key.1, &options);
         } else {
-            self.after(key, (expire - now).to_std().unwrap_or_default() + Duration::from_millis(50));
+            self.after(
+                key,
+                (expire - now).to_std().unwrap_or_default() + Duration::from_millis(50),
+            );
         }
     }
 }

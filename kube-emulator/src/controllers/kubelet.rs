@@ -21,7 +21,9 @@ use crate::admission::WriteContext;
 use crate::cluster::Cluster;
 use crate::registry::DeleteOptions;
 use crate::resources;
-use crate::runtime::{ContainerExit, ContainerLaunch, ContainerRuntime, PodFate, PullOutcome, StopSignal};
+use crate::runtime::{
+    ContainerExit, ContainerLaunch, ContainerRuntime, PodFate, PullOutcome, StopSignal,
+};
 use crate::store::ChangeKind;
 use crate::time::now_rfc3339;
 
@@ -61,7 +63,14 @@ pub async fn run(cluster: Arc<Cluster>, runtime: Arc<dyn ContainerRuntime>) {
         match change {
             Ok(change) if change.resource.id() == resources::pods().id() => {
                 let removed = change.kind == ChangeKind::Deleted;
-                observe(&cluster, &runtime, &mut workers, &node, &change.object, removed);
+                observe(
+                    &cluster,
+                    &runtime,
+                    &mut workers,
+                    &node,
+                    &change.object,
+                    removed,
+                );
             }
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => {
@@ -87,7 +96,11 @@ fn observe(
     if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
         return;
     }
-    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let uid = pod
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if removed {
         if let Some(tx) = workers.remove(&uid) {
             let _ = tx.send(PodSignal::Removed);
@@ -97,7 +110,9 @@ fn observe(
     }
     let signal = match pod.pointer("/metadata/deletionTimestamp") {
         Some(_) => PodSignal::Deleting(
-            pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0),
+            pod.pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
         ),
         None => PodSignal::Running,
     };
@@ -127,7 +142,16 @@ fn observe(
     let cluster = cluster.clone();
     let runtime = runtime.clone();
     tokio::spawn(async move {
-        PodWorker { cluster, runtime, namespace: ns, name, uid, signals: rx }.run().await;
+        PodWorker {
+            cluster,
+            runtime,
+            namespace: ns,
+            name,
+            uid,
+            signals: rx,
+        }
+        .run()
+        .await;
     });
 }
 
@@ -137,7 +161,10 @@ fn final_delete(cluster: &Cluster, namespace: &str, name: &str, uid: &str) {
         precondition_uid: Some(uid.to_string()),
         ..DeleteOptions::default()
     };
-    if let Err(err) = cluster.registry.delete(resources::pods(), namespace, name, &options) {
+    if let Err(err) = cluster
+        .registry
+        .delete(resources::pods(), namespace, name, &options)
+    {
         if err.code != 404 && err.code != 409 {
             tracing::warn!(%err, "kubelet final delete failed");
         }
@@ -171,7 +198,9 @@ impl PodWorker {
         self.cluster
             .store
             .get(resources::pods(), &self.namespace, &self.name)
-            .filter(|p| p.pointer("/metadata/uid").and_then(Value::as_str) == Some(self.uid.as_str()))
+            .filter(|p| {
+                p.pointer("/metadata/uid").and_then(Value::as_str) == Some(self.uid.as_str())
+            })
     }
 
     fn write_status(&self, edit: impl FnOnce(&mut Value)) -> Option<Arc<Value>> {
@@ -179,12 +208,21 @@ impl PodWorker {
         let uid = self.uid.clone();
         self.cluster
             .registry
-            .modify(resources::pods(), &self.namespace, &self.name, &ctx, |pod| {
-                if pod.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid.as_str()) {
-                    edit(pod);
-                    pod["status"]["observedGeneration"] = pod.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
-                }
-            })
+            .modify(
+                resources::pods(),
+                &self.namespace,
+                &self.name,
+                &ctx,
+                |pod| {
+                    if pod.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid.as_str()) {
+                        edit(pod);
+                        pod["status"]["observedGeneration"] = pod
+                            .pointer("/metadata/generation")
+                            .cloned()
+                            .unwrap_or(json!(1));
+                    }
+                },
+            )
             .ok()
             .flatten()
     }
@@ -192,7 +230,15 @@ impl PodWorker {
     fn event(&self, event_type: &str, reason: &str, message: &str, container: Option<&str>) {
         if let Some(pod) = self.pod() {
             let field_path = container.map(|c| format!("spec.containers{{{c}}}"));
-            record(&self.cluster, &pod, event_type, reason, message, Reporter::Kubelet, field_path.as_deref());
+            record(
+                &self.cluster,
+                &pod,
+                event_type,
+                reason,
+                message,
+                Reporter::Kubelet,
+                field_path.as_deref(),
+            );
         }
     }
 
@@ -223,8 +269,15 @@ impl PodWorker {
     async fn run(mut self) {
         let stage = self.cluster.config.kubelet_stage_delay;
         let Some(pod) = self.pod() else { return };
-        let containers: Vec<Value> = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
-        let names: Vec<String> = containers.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect();
+        let containers: Vec<Value> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let names: Vec<String> = containers
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect();
         // Stage 1: ContainerCreating.
         let now = now_rfc3339();
         let unready = format!("containers with unready status: [{}]", names.join(" "));
@@ -235,8 +288,20 @@ impl PodWorker {
             p["status"]["startTime"] = json!(now);
             set_condition(p, "PodReadyToStartContainers", "False", None, None);
             set_condition(p, "Initialized", "True", None, None);
-            set_condition(p, "Ready", "False", Some("ContainersNotReady"), Some(&unready));
-            set_condition(p, "ContainersReady", "False", Some("ContainersNotReady"), Some(&unready));
+            set_condition(
+                p,
+                "Ready",
+                "False",
+                Some("ContainersNotReady"),
+                Some(&unready),
+            );
+            set_condition(
+                p,
+                "ContainersReady",
+                "False",
+                Some("ContainersNotReady"),
+                Some(&unready),
+            );
             p["status"]["containerStatuses"] = json!(containers
                 .iter()
                 .map(|c| waiting_status(c, "ContainerCreating", None, 0, None))
@@ -267,7 +332,12 @@ impl PodWorker {
                 match resolve_env(&self.cluster, &pod, c) {
                     Err(message) => {
                         if self.set_waiting(i, "CreateContainerConfigError", Some(&message)) {
-                            self.event("Warning", "Failed", &format!("Error: {message}"), Some(&cname));
+                            self.event(
+                                "Warning",
+                                "Failed",
+                                &format!("Error: {message}"),
+                                Some(&cname),
+                            );
                         }
                         blocked = true;
                         continue;
@@ -281,16 +351,39 @@ impl PodWorker {
                         let (reason, message) = if pull_failures == 0 {
                             ("ErrImagePull", error.clone())
                         } else {
-                            ("ImagePullBackOff", format!("Back-off pulling image \"{image}\""))
+                            (
+                                "ImagePullBackOff",
+                                format!("Back-off pulling image \"{image}\""),
+                            )
                         };
                         if self.set_waiting(i, reason, Some(&message)) {
                             if reason == "ErrImagePull" {
-                                self.event("Normal", "Pulling", &format!("Pulling image \"{image}\""), Some(&cname));
-                                self.event("Warning", "Failed", &format!("Failed to pull image \"{image}\": {error}"), Some(&cname));
-                                self.event("Warning", "Failed", "Error: ErrImagePull", Some(&cname));
+                                self.event(
+                                    "Normal",
+                                    "Pulling",
+                                    &format!("Pulling image \"{image}\""),
+                                    Some(&cname),
+                                );
+                                self.event(
+                                    "Warning",
+                                    "Failed",
+                                    &format!("Failed to pull image \"{image}\": {error}"),
+                                    Some(&cname),
+                                );
+                                self.event(
+                                    "Warning",
+                                    "Failed",
+                                    "Error: ErrImagePull",
+                                    Some(&cname),
+                                );
                             } else {
                                 self.event("Normal", "BackOff", &message, Some(&cname));
-                                self.event("Warning", "Failed", "Error: ImagePullBackOff", Some(&cname));
+                                self.event(
+                                    "Warning",
+                                    "Failed",
+                                    "Error: ImagePullBackOff",
+                                    Some(&cname),
+                                );
                             }
                         }
                     }
@@ -300,7 +393,11 @@ impl PodWorker {
                 break;
             }
             pull_failures += 1;
-            let wait = self.cluster.config.image_pull_backoff.max(Duration::from_millis(50));
+            let wait = self
+                .cluster
+                .config
+                .image_pull_backoff
+                .max(Duration::from_millis(50));
             if let Some(i) = self.sleep(wait).await {
                 return self.stop_before_start(i).await;
             }
@@ -309,16 +406,30 @@ impl PodWorker {
             let image = c["image"].as_str().unwrap_or_default();
             let cname = c["name"].as_str().unwrap_or_default();
             if c["imagePullPolicy"] == "IfNotPresent" || c["imagePullPolicy"] == "Never" {
-                self.event("Normal", "Pulled", &format!("Container image \"{image}\" already present on machine"), Some(cname));
+                self.event(
+                    "Normal",
+                    "Pulled",
+                    &format!("Container image \"{image}\" already present on machine"),
+                    Some(cname),
+                );
             } else {
-                self.event("Normal", "Pulling", &format!("Pulling image \"{image}\""), Some(cname));
+                self.event(
+                    "Normal",
+                    "Pulling",
+                    &format!("Pulling image \"{image}\""),
+                    Some(cname),
+                );
                 self.event("Normal", "Pulled", &format!("Successfully pulled image \"{image}\" in 1.2s (1.2s including waiting). Image size: 3623807 bytes."), Some(cname));
             }
         }
         // Stage 3: run.
         let slots: Vec<ContainerSlot> = containers
             .iter()
-            .map(|c| ContainerSlot { spec: c.clone(), restart_count: 0, exit: None })
+            .map(|c| ContainerSlot {
+                spec: c.clone(),
+                restart_count: 0,
+                exit: None,
+            })
             .collect();
         self.run_containers(slots, envs).await;
     }
@@ -328,7 +439,9 @@ impl PodWorker {
         let mut changed = false;
         self.write_status(|p| {
             if let Some(status) = p.pointer_mut(&format!("/status/containerStatuses/{index}")) {
-                let current = status.pointer("/state/waiting/reason").and_then(Value::as_str);
+                let current = status
+                    .pointer("/state/waiting/reason")
+                    .and_then(Value::as_str);
                 if current != Some(reason) {
                     changed = true;
                 }
@@ -361,22 +474,41 @@ impl PodWorker {
         }
     }
 
-    async fn run_containers(mut self, mut slots: Vec<ContainerSlot>, envs: Vec<Vec<(String, String)>>) {
+    async fn run_containers(
+        mut self,
+        mut slots: Vec<ContainerSlot>,
+        envs: Vec<Vec<(String, String)>>,
+    ) {
         let Some(pod) = self.pod() else { return };
-        let restart_policy = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always").to_string();
-        let grace_default = pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+        let restart_policy = pod
+            .pointer("/spec/restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Always")
+            .to_string();
+        let grace_default = pod
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30);
         let fate = self.runtime.pod_fate(&pod);
         let mut runs = Vec::new();
         let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel::<(usize, ContainerExit)>(16);
         let mut signal_senders = Vec::new();
         for (i, slot) in slots.iter().enumerate() {
-            let (signals, started_at) = self.start_container(&pod, slot, envs.get(i).cloned().unwrap_or_default(), i, exit_tx.clone());
+            let (signals, started_at) = self.start_container(
+                &pod,
+                slot,
+                envs.get(i).cloned().unwrap_or_default(),
+                i,
+                exit_tx.clone(),
+            );
             signal_senders.push(signals);
             runs.push(started_at);
         }
         self.mark_running();
         let evict_at = match fate {
-            PodFate::EvictAfterMillis(ms) => Some(tokio::time::Instant::now() + Duration::from_millis(ms)),
+            PodFate::EvictAfterMillis(ms) => {
+                Some(tokio::time::Instant::now() + Duration::from_millis(ms))
+            }
             PodFate::Normal => None,
         };
         let mut crash_backoff = self.cluster.config.job_backoff_base;
@@ -402,12 +534,22 @@ impl PodWorker {
                     for (i, s) in slots.iter().enumerate() {
                         if s.exit.is_none() {
                             let cname = s.spec["name"].as_str().unwrap_or_default().to_string();
-                            self.event("Normal", "Killing", &format!("Stopping container {cname}"), Some(&cname));
-                            let _ = signal_senders[i].try_send(if grace == 0 { StopSignal::Kill } else { StopSignal::Terminate });
+                            self.event(
+                                "Normal",
+                                "Killing",
+                                &format!("Stopping container {cname}"),
+                                Some(&cname),
+                            );
+                            let _ = signal_senders[i].try_send(if grace == 0 {
+                                StopSignal::Kill
+                            } else {
+                                StopSignal::Terminate
+                            });
                         }
                     }
                     let _ = grace_default;
-                    kill_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(grace as u64));
+                    kill_deadline =
+                        Some(tokio::time::Instant::now() + Duration::from_secs(grace as u64));
                     if running == 0 {
                         break;
                     }
@@ -487,9 +629,19 @@ impl PodWorker {
             }
         }
         // All containers are done: terminal phase.
-        let all_succeeded = slots.iter().all(|s| s.exit.as_ref().is_some_and(|e| e.exit_code == 0));
-        let phase = if all_succeeded && !evicted { "Succeeded" } else { "Failed" };
-        let ready_reason = if phase == "Succeeded" { "PodCompleted" } else { "PodFailed" };
+        let all_succeeded = slots
+            .iter()
+            .all(|s| s.exit.as_ref().is_some_and(|e| e.exit_code == 0));
+        let phase = if all_succeeded && !evicted {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        let ready_reason = if phase == "Succeeded" {
+            "PodCompleted"
+        } else {
+            "PodFailed"
+        };
         self.write_status(|p| {
             p["status"]["phase"] = json!(phase);
             if evicted {
@@ -526,10 +678,25 @@ impl PodWorker {
         exit_tx: tokio::sync::mpsc::Sender<(usize, ContainerExit)>,
     ) -> (tokio::sync::mpsc::Sender<StopSignal>, String) {
         let cname = slot.spec["name"].as_str().unwrap_or_default().to_string();
-        self.event("Normal", "Created", &format!("Created container: {cname}"), Some(&cname));
+        self.event(
+            "Normal",
+            "Created",
+            &format!("Created container: {cname}"),
+            Some(&cname),
+        );
         let log = self.cluster.logs.start_run(&self.uid, &cname);
-        let run = self.runtime.start(ContainerLaunch { pod: pod.clone(), container: slot.spec.clone(), env, log });
-        self.event("Normal", "Started", &format!("Started container {cname}"), Some(&cname));
+        let run = self.runtime.start(ContainerLaunch {
+            pod: pod.clone(),
+            container: slot.spec.clone(),
+            env,
+            log,
+        });
+        self.event(
+            "Normal",
+            "Started",
+            &format!("Started container {cname}"),
+            Some(&cname),
+        );
         let started_at = now_rfc3339();
         let container_id = format!("containerd://{}", random_hex(64));
         let image = normalized_image(slot.spec["image"].as_str().unwrap_or_default());
@@ -577,7 +744,14 @@ impl PodWorker {
         });
     }
 
-    fn record_exit(&self, index: usize, slot: &ContainerSlot, exit: &ContainerExit, restarting: bool, backoff: Duration) {
+    fn record_exit(
+        &self,
+        index: usize,
+        slot: &ContainerSlot,
+        exit: &ContainerExit,
+        restarting: bool,
+        backoff: Duration,
+    ) {
         let finished = now_rfc3339();
         let cname = slot.spec["name"].as_str().unwrap_or_default().to_string();
         let name = self.name.clone();
@@ -619,7 +793,13 @@ impl PodWorker {
     }
 }
 
-fn waiting_status(container: &Value, reason: &str, message: Option<&str>, restarts: i64, last: Option<Value>) -> Value {
+fn waiting_status(
+    container: &Value,
+    reason: &str,
+    message: Option<&str>,
+    restarts: i64,
+    last: Option<Value>,
+) -> Value {
     let mut waiting = json!({"reason": reason});
     if let Some(m) = message {
         waiting["message"] = json!(m);
@@ -643,7 +823,8 @@ fn normalized_image(image: &str) -> String {
         name.push_str(":latest");
     }
     let first = name.split('/').next().unwrap_or_default();
-    let has_registry = name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     if !has_registry {
         if name.contains('/') {
             name = format!("docker.io/{name}");
@@ -657,26 +838,47 @@ fn normalized_image(image: &str) -> String {
 fn random_hex(len: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..len).map(|_| format!("{:x}", rng.random_range(0..16u8))).collect()
+    (0..len)
+        .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+        .collect()
 }
 
 /// Resolve a container's environment (`env` with `valueFrom`, then `envFrom`). A missing
 /// non-optional Secret/ConfigMap/key yields the kubelet's CreateContainerConfigError message.
-pub fn resolve_env(cluster: &Cluster, pod: &Value, container: &Value) -> Result<Vec<(String, String)>, String> {
-    let namespace = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+pub fn resolve_env(
+    cluster: &Cluster,
+    pod: &Value,
+    container: &Value,
+) -> Result<Vec<(String, String)>, String> {
+    let namespace = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let mut env: Vec<(String, String)> = Vec::new();
     let lookup = |kind: &str, name: &str| -> Option<Arc<Value>> {
-        let resource = if kind == "secret" { resources::secrets() } else { resources::configmaps() };
+        let resource = if kind == "secret" {
+            resources::secrets()
+        } else {
+            resources::configmaps()
+        };
         cluster.store.get(resource, namespace, name)
     };
     let data_value = |kind: &str, object: &Value, key: &str| -> Option<String> {
         if kind == "secret" {
-            object.pointer(&format!("/data/{}", key.replace('~', "~0").replace('/', "~1")))
+            object
+                .pointer(&format!(
+                    "/data/{}",
+                    key.replace('~', "~0").replace('/', "~1")
+                ))
                 .and_then(Value::as_str)
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         } else {
-            object.pointer(&format!("/data/{}", key.replace('~', "~0").replace('/', "~1")))
+            object
+                .pointer(&format!(
+                    "/data/{}",
+                    key.replace('~', "~0").replace('/', "~1")
+                ))
                 .and_then(Value::as_str)
                 .map(String::from)
         }
@@ -685,7 +887,9 @@ pub fn resolve_env(cluster: &Cluster, pod: &Value, container: &Value) -> Result<
         for source in list {
             let prefix = source["prefix"].as_str().unwrap_or_default();
             for (field, kind) in [("secretRef", "secret"), ("configMapRef", "configmap")] {
-                let Some(reference) = source.get(field) else { continue };
+                let Some(reference) = source.get(field) else {
+                    continue;
+                };
                 let name = reference["name"].as_str().unwrap_or_default();
                 let optional = reference["optional"].as_bool().unwrap_or(false);
                 match lookup(kind, name) {
@@ -717,7 +921,9 @@ pub fn resolve_env(cluster: &Cluster, pod: &Value, container: &Value) -> Result<
                 continue;
             };
             for (field, kind) in [("secretKeyRef", "secret"), ("configMapKeyRef", "configmap")] {
-                let Some(reference) = from.get(field) else { continue };
+                let Some(reference) = from.get(field) else {
+                    continue;
+                };
                 let object_name = reference["name"].as_str().unwrap_or_default();
                 let key = reference["key"].as_str().unwrap_or_default();
                 let optional = reference["optional"].as_bool().unwrap_or(false);
@@ -728,7 +934,14 @@ pub fn resolve_env(cluster: &Cluster, pod: &Value, container: &Value) -> Result<
                         Some(v) => env.push((name.clone(), v)),
                         None if optional => {}
                         None => {
-                            return Err(format!("couldn't find key {key} in {} {namespace}/{object_name}", if kind == "secret" { "Secret" } else { "ConfigMap" }))
+                            return Err(format!(
+                                "couldn't find key {key} in {} {namespace}/{object_name}",
+                                if kind == "secret" {
+                                    "Secret"
+                                } else {
+                                    "ConfigMap"
+                                }
+                            ))
                         }
                     },
                 }
@@ -746,15 +959,28 @@ pub fn resolve_env(cluster: &Cluster, pod: &Value, container: &Value) -> Result<
                     other => other
                         .strip_prefix("metadata.labels['")
                         .and_then(|k| k.strip_suffix("']"))
-                        .and_then(|k| pod.pointer("/metadata/labels").and_then(|l| l.get(k)).cloned())
+                        .and_then(|k| {
+                            pod.pointer("/metadata/labels")
+                                .and_then(|l| l.get(k))
+                                .cloned()
+                        })
                         .or_else(|| {
                             other
                                 .strip_prefix("metadata.annotations['")
                                 .and_then(|k| k.strip_suffix("']"))
-                                .and_then(|k| pod.pointer("/metadata/annotations").and_then(|l| l.get(k)).cloned())
+                                .and_then(|k| {
+                                    pod.pointer("/metadata/annotations")
+                                        .and_then(|l| l.get(k))
+                                        .cloned()
+                                })
                         }),
                 };
-                env.push((name.clone(), value.and_then(|v| v.as_str().map(String::from)).unwrap_or_default()));
+                env.push((
+                    name.clone(),
+                    value
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                ));
             }
             if from.get("resourceFieldRef").is_some() {
                 env.push((name.clone(), "0".to_string()));
@@ -772,14 +998,22 @@ mod tests {
     fn image_references_are_checked_like_containerd() {
         assert!(is_valid_image_reference("alpine"));
         assert!(is_valid_image_reference("docker.io/library/alpine:3.20"));
-        assert!(is_valid_image_reference("localhost:5000/prefecthq/prefect:3-latest"));
+        assert!(is_valid_image_reference(
+            "localhost:5000/prefecthq/prefect:3-latest"
+        ));
         assert!(!is_valid_image_reference("Alpine"));
         assert!(!is_valid_image_reference("bad image"));
     }
 
     #[test]
     fn short_images_normalize_to_docker_hub() {
-        assert_eq!(normalized_image("alpine"), "docker.io/library/alpine:latest");
-        assert_eq!(normalized_image("prefecthq/prefect:3"), "docker.io/prefecthq/prefect:3");
+        assert_eq!(
+            normalized_image("alpine"),
+            "docker.io/library/alpine:latest"
+        );
+        assert_eq!(
+            normalized_image("prefecthq/prefect:3"),
+            "docker.io/prefecthq/prefect:3"
+        );
     }
 }

@@ -21,7 +21,9 @@ use crate::runtime::ContainerRuntime;
 /// Start every controller; they stop when the cluster's shutdown token is cancelled.
 pub fn spawn_all(cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
     let runtime: Arc<dyn ContainerRuntime> = match cluster.config.runtime {
-        RuntimeKind::Scripted => Arc::new(ScriptedRuntime { default_run: cluster.config.scripted_default_run }),
+        RuntimeKind::Scripted => Arc::new(ScriptedRuntime {
+            default_run: cluster.config.scripted_default_run,
+        }),
         RuntimeKind::Process => Arc::new(ProcessRuntime {
             workdir: cluster.config.process_workdir.clone(),
             extra_env: cluster.config.process_env.clone(),

@@ -8,7 +8,13 @@ use crate::time::now_rfc3339;
 
 /// Set (or update) a condition in `status.conditions`. `lastTransitionTime` changes only when
 /// the condition's status changes. Pod conditions carry `lastProbeTime: null` like the kubelet's.
-pub fn set_condition(object: &mut Value, kind: &str, status: &str, reason: Option<&str>, message: Option<&str>) {
+pub fn set_condition(
+    object: &mut Value,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
     if !object.get("status").is_some_and(Value::is_object) {
         object["status"] = json!({});
     }
@@ -43,7 +49,8 @@ pub fn set_condition(object: &mut Value, kind: &str, status: &str, reason: Optio
             };
             if !is_pod {
                 // Job conditions keep their probe time unless something changes.
-                if existing["status"] == status && existing.get("reason") == condition.get("reason") {
+                if existing["status"] == status && existing.get("reason") == condition.get("reason")
+                {
                     condition["lastProbeTime"] = existing["lastProbeTime"].clone();
                 }
             }
@@ -56,8 +63,14 @@ pub fn set_condition(object: &mut Value, kind: &str, status: &str, reason: Optio
         }
     }
     if is_pod {
-        let generation = object.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
-        if let Some(list) = object.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+        let generation = object
+            .pointer("/metadata/generation")
+            .cloned()
+            .unwrap_or(json!(1));
+        if let Some(list) = object
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut)
+        {
             for c in list {
                 c["observedGeneration"] = generation.clone();
             }
@@ -74,7 +87,10 @@ pub fn has_true_condition(object: &Value, kind: &str) -> bool {
     object
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|list| list.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+        .is_some_and(|list| {
+            list.iter()
+                .any(|c| c["type"] == kind && c["status"] == "True")
+        })
 }
 
 /// `Succeeded` or `Failed`.
@@ -87,5 +103,7 @@ pub fn is_terminal(pod: &Value) -> bool {
 
 /// The pod's `status.phase`.
 pub fn phase(pod: &Value) -> &str {
-    pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("")
+    pod.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }

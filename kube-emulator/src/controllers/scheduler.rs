@@ -38,21 +38,45 @@ pub fn pod_requests(pod: &Value) -> (f64, f64) {
 }
 
 fn unscheduled(pod: &Value) -> bool {
-    pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().is_empty()
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .is_empty()
         && pod.pointer("/metadata/deletionTimestamp").is_none()
         && !is_terminal(pod)
-        && pod.pointer("/spec/schedulerName").and_then(Value::as_str).unwrap_or("default-scheduler") == "default-scheduler"
+        && pod
+            .pointer("/spec/schedulerName")
+            .and_then(Value::as_str)
+            .unwrap_or("default-scheduler")
+            == "default-scheduler"
 }
 
 /// Bind a pod to `node` (the `pods/binding` subresource semantics).
-pub fn bind_pod(cluster: &Cluster, namespace: &str, name: &str, node: &str) -> Result<Arc<Value>, ApiError> {
+pub fn bind_pod(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    node: &str,
+) -> Result<Arc<Value>, ApiError> {
     let pods = resources::pods();
     let bound = cluster.store.update(pods, namespace, name, |pod| {
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(ApiError::conflict(pods, name, "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict(
+                pods,
+                name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
-        if let Some(existing) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            return Err(ApiError::conflict(pods, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+        if let Some(existing) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                pods,
+                name,
+                &format!("pod {name} is already assigned to node \"{existing}\""),
+            ));
         }
         let mut next = pod.clone();
         next["spec"]["nodeName"] = Value::from(node);
@@ -84,7 +108,8 @@ fn fit_error(cluster: &Cluster, pod: &Value) -> Option<String> {
     let mut used_mem = 0.0;
     let mut count = 0u32;
     for other in &pods {
-        if other.pointer("/spec/nodeName").and_then(Value::as_str) == Some(cluster.config.node_name.as_str())
+        if other.pointer("/spec/nodeName").and_then(Value::as_str)
+            == Some(cluster.config.node_name.as_str())
             && !is_terminal(other)
         {
             let (c, m) = pod_requests(other);
@@ -131,13 +156,32 @@ fn try_schedule(cluster: &Cluster, namespace: &str, name: &str) -> bool {
             let already = pod
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "PodScheduled" && c["message"] == message.as_str()));
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "PodScheduled" && c["message"] == message.as_str())
+                });
             if !already {
                 let ctx = WriteContext::status("kube-scheduler");
-                let _ = cluster.registry.modify(resources::pods(), namespace, name, &ctx, |p| {
-                    set_condition(p, "PodScheduled", "False", Some("Unschedulable"), Some(&message));
-                });
-                record(cluster, &pod, "Warning", "FailedScheduling", &message, Reporter::Scheduler, None);
+                let _ = cluster
+                    .registry
+                    .modify(resources::pods(), namespace, name, &ctx, |p| {
+                        set_condition(
+                            p,
+                            "PodScheduled",
+                            "False",
+                            Some("Unschedulable"),
+                            Some(&message),
+                        );
+                    });
+                record(
+                    cluster,
+                    &pod,
+                    "Warning",
+                    "FailedScheduling",
+                    &message,
+                    Reporter::Scheduler,
+                    None,
+                );
             }
             false
         }
@@ -183,7 +227,9 @@ pub async fn run(cluster: Arc<Cluster>) {
                         }
                     } else {
                         unschedulable.remove(&key);
-                        if is_terminal(&change.object) && !change.previous.as_deref().is_some_and(is_terminal) {
+                        if is_terminal(&change.object)
+                            && !change.previous.as_deref().is_some_and(is_terminal)
+                        {
                             capacity_freed = true;
                         }
                     }

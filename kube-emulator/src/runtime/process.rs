@@ -14,7 +14,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ContainerExit, ContainerLaunch, ContainerRun, ContainerRuntime, PullOutcome, StopSignal};
+use super::{
+    ContainerExit, ContainerLaunch, ContainerRun, ContainerRuntime, PullOutcome, StopSignal,
+};
 use crate::container_logs::LogStream;
 
 /// The process runtime.
@@ -66,7 +68,11 @@ pub fn expand_references(text: &str, env: &[(String, String)]) -> String {
 fn string_list(value: &serde_json::Value) -> Vec<String> {
     value
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -114,7 +120,10 @@ impl ContainerRuntime for ProcessRuntime {
             log.finish();
             let _ = exit_tx.send(exit);
         });
-        ContainerRun { exit: exit_rx, signals: signal_tx }
+        ContainerRun {
+            exit: exit_rx,
+            signals: signal_tx,
+        }
     }
 }
 
@@ -150,12 +159,22 @@ async fn run_process(
                 "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"{program}\": {err}"
             );
             log.push(format!("{message}\n"));
-            return ContainerExit { exit_code: 128, reason: "StartError".into(), message: Some(message) };
+            return ContainerExit {
+                exit_code: 128,
+                reason: "StartError".into(),
+                message: Some(message),
+            };
         }
     };
     let pid = child.id().map(|p| Pid::from_raw(p as i32));
-    let stdout = child.stdout.take().map(|s| tokio::spawn(pump(s, log.clone())));
-    let stderr = child.stderr.take().map(|s| tokio::spawn(pump(s, log.clone())));
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(pump(s, log.clone())));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(pump(s, log.clone())));
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
@@ -181,7 +200,11 @@ async fn run_process(
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(9));
             ContainerExit::from_code(code)
         }
-        Err(err) => ContainerExit { exit_code: 128, reason: "Error".into(), message: Some(err.to_string()) },
+        Err(err) => ContainerExit {
+            exit_code: 128,
+            reason: "Error".into(),
+            message: Some(err.to_string()),
+        },
     }
 }
 

@@ -25,7 +25,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ContainerExit, ContainerLaunch, ContainerRun, ContainerRuntime, PodFate, PullOutcome, StopSignal};
+use super::{
+    ContainerExit, ContainerLaunch, ContainerRun, ContainerRuntime, PodFate, PullOutcome,
+    StopSignal,
+};
 
 /// A parsed script.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +83,10 @@ pub fn script_for(pod: &Value, container: &Value, default_run: Duration) -> Scri
     if let Some(text) = annotation {
         return parse_script(text, default_run);
     }
-    let image = container["image"].as_str().unwrap_or_default().to_lowercase();
+    let image = container["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
     if image.contains("pull-error") || image.contains("does-not-exist") {
         Script::PullError
     } else if image.contains("oom") {
@@ -116,7 +122,11 @@ impl ContainerRuntime for ScriptedRuntime {
     }
 
     fn pod_fate(&self, pod: &Value) -> PodFate {
-        let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let containers = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for c in &containers {
             if let Script::Evict(after) = script_for(pod, c, self.default_run) {
                 return PodFate::EvictAfterMillis(after.as_millis() as u64);
@@ -129,9 +139,18 @@ impl ContainerRuntime for ScriptedRuntime {
         let script = script_for(&launch.pod, &launch.container, self.default_run);
         let (exit_tx, exit_rx) = oneshot::channel();
         let (signal_tx, mut signal_rx) = mpsc::channel(4);
-        let name = launch.container["name"].as_str().unwrap_or_default().to_string();
-        launch.log.push(format!("scripted container {name}: {script:?}\n"));
-        if let Some(text) = launch.pod.pointer("/metadata/annotations/kube-emulator.io~1log").and_then(Value::as_str) {
+        let name = launch.container["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        launch
+            .log
+            .push(format!("scripted container {name}: {script:?}\n"));
+        if let Some(text) = launch
+            .pod
+            .pointer("/metadata/annotations/kube-emulator.io~1log")
+            .and_then(Value::as_str)
+        {
             for line in text.lines() {
                 launch.log.push(format!("{line}\n"));
             }
@@ -142,9 +161,15 @@ impl ContainerRuntime for ScriptedRuntime {
                 Script::Fail(code, d) => (Some(d), ContainerExit::from_code(code)),
                 Script::Oom(d) => (
                     Some(d),
-                    ContainerExit { exit_code: 137, reason: "OOMKilled".into(), message: None },
+                    ContainerExit {
+                        exit_code: 137,
+                        reason: "OOMKilled".into(),
+                        message: None,
+                    },
                 ),
-                Script::PullError | Script::Hang | Script::IgnoreSigterm => (None, ContainerExit::from_code(0)),
+                Script::PullError | Script::Hang | Script::IgnoreSigterm => {
+                    (None, ContainerExit::from_code(0))
+                }
             };
             let ignores_term = script == Script::IgnoreSigterm;
             let finished = async {
@@ -167,7 +192,10 @@ impl ContainerRuntime for ScriptedRuntime {
             launch.log.finish();
             let _ = exit_tx.send(exit);
         });
-        ContainerRun { exit: exit_rx, signals: signal_tx }
+        ContainerRun {
+            exit: exit_rx,
+            signals: signal_tx,
+        }
     }
 }
 
@@ -190,7 +218,13 @@ mod tests {
     fn image_names_select_outcomes() {
         let pod = json!({"metadata": {}});
         let d = Duration::from_secs(1);
-        assert_eq!(script_for(&pod, &json!({"image": "registry/pull-error:1"}), d), Script::PullError);
-        assert_eq!(script_for(&pod, &json!({"image": "busybox"}), d), Script::Succeed(d));
+        assert_eq!(
+            script_for(&pod, &json!({"image": "registry/pull-error:1"}), d),
+            Script::PullError
+        );
+        assert_eq!(
+            script_for(&pod, &json!({"image": "busybox"}), d),
+            Script::Succeed(d)
+        );
     }
 }

@@ -10,9 +10,12 @@ use kube_emulator::{Emulator, EmulatorConfig, RuntimeKind};
 
 /// Start an emulator with fast delays.
 pub async fn start(runtime: RuntimeKind) -> Emulator {
-    Emulator::start(EmulatorConfig { runtime, ..EmulatorConfig::fast() })
-        .await
-        .expect("emulator starts")
+    Emulator::start(EmulatorConfig {
+        runtime,
+        ..EmulatorConfig::fast()
+    })
+    .await
+    .expect("emulator starts")
 }
 
 /// Poll `check` until it returns `Some`, panicking with `what` after 30 s.
@@ -34,7 +37,12 @@ where
 }
 
 /// A Job manifest with one container.
-pub fn job(name: &str, image: &str, command: &[&str], backoff_limit: i32) -> k8s_openapi::api::batch::v1::Job {
+pub fn job(
+    name: &str,
+    image: &str,
+    command: &[&str],
+    backoff_limit: i32,
+) -> k8s_openapi::api::batch::v1::Job {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -48,4 +56,11 @@ pub fn job(name: &str, image: &str, command: &[&str], backoff_limit: i32) -> k8s
         }
     }))
     .expect("job manifest")
+}
+
+/// A plain HTTP client. Building a kube client first installs the process-wide rustls crypto
+/// provider that reqwest needs.
+pub fn http_client(emulator: &Emulator) -> reqwest::Client {
+    let _ = emulator.client();
+    reqwest::Client::new()
 }

@@ -156,7 +156,11 @@ impl Canceller {
     }
 
     async fn tear_down(&self, run: &FlowRun) -> Result<Teardown, kube::Error> {
-        let Some(pid) = run.infrastructure_pid.as_deref().filter(|pid| !pid.is_empty()) else {
+        let Some(pid) = run
+            .infrastructure_pid
+            .as_deref()
+            .filter(|pid| !pid.is_empty())
+        else {
             return Ok(Teardown::NoJobRecorded);
         };
         let Some(job) = JobRef::parse(pid) else {
@@ -176,7 +180,9 @@ impl Canceller {
                 tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.name, "deleted the cancelled run's Job");
                 Ok(Teardown::Deleted(job))
             }
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Teardown::AlreadyGone(job)),
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                Ok(Teardown::AlreadyGone(job))
+            }
             Err(error) => Err(error),
         }
     }
@@ -219,7 +225,9 @@ mod tests {
         assert!(Teardown::KeptByConfiguration(job)
             .message()
             .contains("not deleted"));
-        assert!(Teardown::NoJobRecorded.message().starts_with("Flow run cancelled"));
+        assert!(Teardown::NoJobRecorded
+            .message()
+            .starts_with("Flow run cancelled"));
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub struct ReporterConfig {
     )]
     pub worker_name: String,
     /// Namespace whose Jobs, pods and events are watched; all namespaces when unset.
-    #[arg(long = "namespace", short = 'n', env = "PREFECT_K8S_REPORTER_NAMESPACE")]
+    #[arg(
+        long = "namespace",
+        short = 'n',
+        env = "PREFECT_K8S_REPORTER_NAMESPACE"
+    )]
     pub namespace: Option<String>,
     /// Namespace of the leader-election Lease (default: `POD_NAMESPACE`, else `default`).
     #[arg(long = "lease-namespace", env = "PREFECT_K8S_LEASE_NAMESPACE")]
@@ -50,7 +54,11 @@ pub struct ReporterConfig {
     /// A PENDING or RUNNING run whose `infrastructure_pid` names a Job that does not
     /// exist is crashed once its state is this old (the dispatcher records the pid
     /// just before creating the Job, and may retry that creation for a while).
-    #[arg(long, env = "PREFECT_K8S_MISSING_JOB_GRACE_SECONDS", default_value_t = 300.0)]
+    #[arg(
+        long,
+        env = "PREFECT_K8S_MISSING_JOB_GRACE_SECONDS",
+        default_value_t = 300.0
+    )]
     pub missing_job_grace_seconds: f64,
     /// Never delete Jobs: neither for cancellations (runs are still set
     /// Cancelled) nor in the finished-Job sweep.

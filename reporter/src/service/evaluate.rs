@@ -176,11 +176,8 @@ impl Evaluator {
         let mut reconcile_due = false;
         loop {
             let next_timer = self.timers.keys().next().copied();
-            let sleep_for = next_timer.map(|at| {
-                (at - chrono::Utc::now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-            });
+            let sleep_for =
+                next_timer.map(|at| (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.store.changed() => tokio::time::sleep(COALESCE).await,
@@ -196,7 +193,11 @@ impl Evaluator {
             if !self.is_leader() || !self.store.is_synced() {
                 continue;
             }
-            let mut runs: HashSet<Uuid> = self.store.update(|store| store.take_dirty()).into_iter().collect();
+            let mut runs: HashSet<Uuid> = self
+                .store
+                .update(|store| store.take_dirty())
+                .into_iter()
+                .collect();
             let now = chrono::Utc::now();
             while let Some(entry) = self.timers.first_entry() {
                 if *entry.key() > now {
@@ -261,10 +262,16 @@ impl Evaluator {
 
     fn forget(&mut self, flow_run_id: Uuid) {
         self.proposed.remove(&flow_run_id);
-        self.store.update(|store| store.prune_tombstones(flow_run_id));
+        self.store
+            .update(|store| store.prune_tombstones(flow_run_id));
     }
 
-    fn decide_one(&mut self, flow_run_id: Uuid, state: &FlowRunState, now: Timestamp) -> Option<Proposal> {
+    fn decide_one(
+        &mut self,
+        flow_run_id: Uuid,
+        state: &FlowRunState,
+        now: Timestamp,
+    ) -> Option<Proposal> {
         let (jobs, pods) = self.store.read(|store| store.snapshot(flow_run_id));
         if jobs.is_empty() && pods.is_empty() {
             self.proposed.remove(&flow_run_id);
@@ -291,7 +298,8 @@ impl Evaluator {
                 return None;
             }
             Decision::ProposeInfrastructurePending => {
-                if state.state_type != StateType::Pending || &*state.name == INFRASTRUCTURE_PENDING {
+                if state.state_type != StateType::Pending || &*state.name == INFRASTRUCTURE_PENDING
+                {
                     return None;
                 }
                 let job = newest_live_job(&jobs)?;
@@ -340,7 +348,10 @@ impl Evaluator {
         for (flow_run_id, transition_id, outcome) in outcomes {
             match outcome {
                 Outcome::Answered => {
-                    self.proposed.entry(flow_run_id).or_default().insert(transition_id);
+                    self.proposed
+                        .entry(flow_run_id)
+                        .or_default()
+                        .insert(transition_id);
                     // The run's state changed (or is known): look again right away.
                     self.store.update(|store| store.mark_dirty(flow_run_id));
                 }
@@ -368,19 +379,27 @@ impl Evaluator {
             }
         };
         let now = chrono::Utc::now();
-        let grace = chrono::TimeDelta::from_std(self.missing_job_grace).unwrap_or(chrono::TimeDelta::MAX);
+        let grace =
+            chrono::TimeDelta::from_std(self.missing_job_grace).unwrap_or(chrono::TimeDelta::MAX);
         for run in runs {
             let Some(job) = run.infrastructure_pid.as_deref().and_then(JobRef::parse) else {
                 continue;
             };
-            if self.namespace.as_deref().is_some_and(|ns| ns != job.namespace) {
+            if self
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| ns != job.namespace)
+            {
                 continue;
             }
             let since = run.state.as_ref().and_then(|state| state.timestamp);
             if since.is_none_or(|since| now - since < grace) {
                 continue;
             }
-            if self.store.read(|store| store.has_job_named(run.id, &job.namespace, &job.name)) {
+            if self
+                .store
+                .read(|store| store.has_job_named(run.id, &job.namespace, &job.name))
+            {
                 continue;
             }
             let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
@@ -394,11 +413,15 @@ impl Evaluator {
                 }
                 Ok(Some(found)) => {
                     // Watch lag, or the Job lacks our label: use what the GET shows.
-                    if let Some(view) = JobView::from_job(&found).filter(|view| view.flow_run_id == run.id) {
+                    if let Some(view) =
+                        JobView::from_job(&found).filter(|view| view.flow_run_id == run.id)
+                    {
                         self.store.update(|store| store.apply_job(view));
                     }
                 }
-                Err(error) => tracing::warn!(%error, job = %job.name, "looking up a run's Job failed"),
+                Err(error) => {
+                    tracing::warn!(%error, job = %job.name, "looking up a run's Job failed")
+                }
             }
         }
     }
@@ -496,8 +519,14 @@ mod tests {
         let crashed = transition_id(run, "job-uid-1", "crashed");
         assert_eq!(crashed, transition_id(run, "job-uid-1", "crashed"));
         assert_ne!(crashed, transition_id(run, "job-uid-2", "crashed"));
-        assert_ne!(crashed, transition_id(run, "job-uid-1", "infrastructure-pending"));
-        assert_ne!(crashed, transition_id(Uuid::from_u128(43), "job-uid-1", "crashed"));
+        assert_ne!(
+            crashed,
+            transition_id(run, "job-uid-1", "infrastructure-pending")
+        );
+        assert_ne!(
+            crashed,
+            transition_id(Uuid::from_u128(43), "job-uid-1", "crashed")
+        );
     }
 
     #[test]
@@ -515,7 +544,10 @@ mod tests {
         .expect("a flow run");
         assert_eq!(
             run_state_of(&run),
-            Some(FlowRunState::new(StateType::Pending, INFRASTRUCTURE_PENDING))
+            Some(FlowRunState::new(
+                StateType::Pending,
+                INFRASTRUCTURE_PENDING
+            ))
         );
     }
 }

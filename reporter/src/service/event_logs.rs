@@ -100,7 +100,12 @@ impl EventBacklog {
         self.pending.insert(
             key,
             PendingEvent {
-                namespace: event.metadata.namespace.as_deref().unwrap_or_default().into(),
+                namespace: event
+                    .metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or_default()
+                    .into(),
                 name: event.metadata.name.as_deref().unwrap_or_default().into(),
                 log,
                 first_seen,
@@ -123,13 +128,14 @@ impl EventBacklog {
         now: Instant,
     ) -> Vec<(Uuid, PendingEvent)> {
         let mut ready = Vec::new();
-        self.pending.retain(|_, pending| match run_of(&pending.log) {
-            Some(run) => {
-                ready.push((run, pending.clone()));
-                true
-            }
-            None => now.duration_since(pending.first_seen) < UNMATCHED_TTL,
-        });
+        self.pending
+            .retain(|_, pending| match run_of(&pending.log) {
+                Some(run) => {
+                    ready.push((run, pending.clone()));
+                    true
+                }
+                None => now.duration_since(pending.first_seen) < UNMATCHED_TTL,
+            });
         ready
     }
 
@@ -242,7 +248,11 @@ async fn annotate(kube: &kube::Client, pending: &PendingEvent) {
         "metadata": {"annotations": {FORWARDED_COUNT_ANNOTATION: pending.log.dedup_key.count.to_string()}}
     });
     match api
-        .patch(&pending.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &pending.name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => {}

@@ -141,10 +141,12 @@ pub async fn run_election(
         match held {
             Ok(true) => last_renewed = Some(now),
             Ok(false) => last_renewed = None,
-            Err(error) => tracing::warn!(%error, lease = %settings.name, "leader election call failed"),
+            Err(error) => {
+                tracing::warn!(%error, lease = %settings.name, "leader election call failed")
+            }
         }
-        let leading =
-            last_renewed.is_some_and(|renewed| now.duration_since(renewed) < settings.renew_deadline());
+        let leading = last_renewed
+            .is_some_and(|renewed| now.duration_since(renewed) < settings.renew_deadline());
         if !leading {
             last_renewed = None;
         }
@@ -170,7 +172,9 @@ pub async fn run_election(
     if was_leading {
         match release(&api, &settings).await {
             Ok(()) => tracing::info!(lease = %settings.name, "released the lease"),
-            Err(error) => tracing::warn!(%error, lease = %settings.name, "releasing the lease failed"),
+            Err(error) => {
+                tracing::warn!(%error, lease = %settings.name, "releasing the lease failed")
+            }
         }
     }
 }
@@ -209,7 +213,9 @@ async fn try_hold(
             };
             match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
-                Err(kube::Error::Api(status)) if status.is_already_exists() || status.is_conflict() => {
+                Err(kube::Error::Api(status))
+                    if status.is_already_exists() || status.is_conflict() =>
+                {
                     Ok(false)
                 }
                 Err(error) => Err(error),
@@ -221,11 +227,15 @@ async fn try_hold(
             if step == LeasePlan::Acquire {
                 spec.holder_identity = Some(settings.identity.clone());
                 spec.acquire_time = Some(micro_now());
-                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+                spec.lease_transitions =
+                    Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
             }
             spec.lease_duration_seconds = Some(duration_seconds(settings.duration));
             spec.renew_time = Some(micro_now());
-            match api.replace(&settings.name, &PostParams::default(), &lease).await {
+            match api
+                .replace(&settings.name, &PostParams::default(), &lease)
+                .await
+            {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(status)) if status.is_conflict() => Ok(false),
                 Err(error) => Err(error),
@@ -275,7 +285,10 @@ mod tests {
     fn no_lease_is_created_and_our_own_is_renewed() {
         let mut seen = None;
         let now = Instant::now();
-        assert_eq!(plan(None, "me", DURATION, &mut seen, now), LeasePlan::Create);
+        assert_eq!(
+            plan(None, "me", DURATION, &mut seen, now),
+            LeasePlan::Create
+        );
         let ours = lease(Some("me"), "1");
         assert_eq!(
             plan(Some(&ours), "me", DURATION, &mut seen, now),
@@ -329,13 +342,7 @@ mod tests {
         );
         // Unchanged for a whole lease duration: expired.
         assert_eq!(
-            plan(
-                Some(&renewed),
-                "me",
-                DURATION,
-                &mut seen,
-                later + DURATION
-            ),
+            plan(Some(&renewed), "me", DURATION, &mut seen, later + DURATION),
             LeasePlan::Acquire
         );
     }

@@ -203,12 +203,18 @@ impl Reporter {
         work_done.cancel();
         while let Some(ended) = tasks.join_next().await {
             if let Err(source) = ended {
-                failure.get_or_insert(ReporterError::Task { task: "worker", source });
+                failure.get_or_insert(ReporterError::Task {
+                    task: "worker",
+                    source,
+                });
             }
         }
         election_stop.cancel();
         if let Err(source) = election.join().await {
-            failure.get_or_insert(ReporterError::Task { task: "election", source });
+            failure.get_or_insert(ReporterError::Task {
+                task: "election",
+                source,
+            });
         }
         tracing::info!("reporter stopped");
         failure.map_or(Ok(()), Err)

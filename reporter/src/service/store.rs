@@ -456,10 +456,7 @@ mod tests {
         store.apply_pod(pulling_pod("p1"), at(0));
         assert!(!store.is_synced());
         let vanished = store.replace_jobs(vec![job("j2")]);
-        assert_eq!(
-            vanished.iter().map(|j| &*j.uid).collect::<Vec<_>>(),
-            ["j1"]
-        );
+        assert_eq!(vanished.iter().map(|j| &*j.uid).collect::<Vec<_>>(), ["j1"]);
         store.replace_pods(Vec::new(), at(8));
         assert!(store.is_synced());
         let (_, pods) = store.snapshot(run());

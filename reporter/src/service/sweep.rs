@@ -52,7 +52,9 @@ pub async fn run_sweep(
             match api.delete(&name, &params).await {
                 Ok(_) => tracing::info!(%namespace, job = %name, "deleted a finished Job"),
                 Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                Err(error) => tracing::warn!(%error, %namespace, job = %name, "deleting a finished Job failed"),
+                Err(error) => {
+                    tracing::warn!(%error, %namespace, job = %name, "deleting a finished Job failed")
+                }
             }
         }
     }
@@ -64,8 +66,17 @@ mod tests {
 
     #[test]
     fn the_sweep_looks_often_enough_but_not_constantly() {
-        assert_eq!(sweep_interval(Duration::from_secs(2)), Duration::from_secs(1));
-        assert_eq!(sweep_interval(Duration::from_secs(120)), Duration::from_secs(30));
-        assert_eq!(sweep_interval(Duration::from_secs(86_400)), Duration::from_secs(60));
+        assert_eq!(
+            sweep_interval(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_secs(120)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_secs(86_400)),
+            Duration::from_secs(60)
+        );
     }
 }

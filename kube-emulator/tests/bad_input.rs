@@ -1,0 +1,196 @@
+//! Bad input gets the apiserver's 400/422 Status naming the problem, and the request parsers
+//! never panic on arbitrary input (property tests).
+
+mod support;
+
+use kube_emulator::api::request::{parse_path, Query};
+use kube_emulator::selectors::{FieldSelector, LabelSelector};
+use kube_emulator::RuntimeKind;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+async fn post(http: &reqwest::Client, url: &str, body: &str) -> (u16, Value) {
+    let response = http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let code = response.status().as_u16();
+    let status: Value = response.json().await.unwrap();
+    serde_json::from_value::<kube::core::Status>(status.clone()).expect("a Status body");
+    (code, status)
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_objects_are_rejected_with_reasons() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let http = support::http_client(&emulator);
+    let jobs = format!("{}/apis/batch/v1/namespaces/default/jobs", emulator.url());
+
+    let (code, status) = post(&http, &jobs, "{not json").await;
+    assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
+
+    let (code, status) = post(
+        &http,
+        &jobs,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}"#,
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the expected API version"),
+        "{status}"
+    );
+
+    let (code, status) = post(
+        &http,
+        &jobs,
+        r#"{"apiVersion":"batch/v1","kind":"Pod","metadata":{"name":"x"}}"#,
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+
+    let bad_name = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "Bad_Name"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}});
+    let (code, status) = post(&http, &jobs, &bad_name.to_string()).await;
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
+
+    let missing_image = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ok"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c"}]}}}});
+    let (code, status) = post(&http, &jobs, &missing_image.to_string()).await;
+    assert_eq!(code, 422);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.template.spec.containers[0].image: Required value"),
+        "{status}"
+    );
+
+    let bad_label = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ok", "labels": {"a": "bad value!"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}});
+    let (code, status) = post(&http, &jobs, &bad_label.to_string()).await;
+    assert_eq!(code, 422);
+    assert_eq!(status["details"]["causes"][0]["field"], "metadata.labels");
+
+    let bad_quantity = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ok"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "lots"}}}]}}}});
+    let (code, status) = post(&http, &jobs, &bad_quantity.to_string()).await;
+    assert_eq!(code, 400);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("quantities must match the regular expression"),
+        "{status}"
+    );
+
+    let negative = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ok"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i", "resources": {"requests": {"memory": "-1Gi"}}}]}}}});
+    let (code, status) = post(&http, &jobs, &negative.to_string()).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.template.spec.containers[0].resources.requests[memory]"
+    );
+
+    let always = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ok"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    let (code, status) = post(&http, &jobs, &always.to_string()).await;
+    assert_eq!(code, 422);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.template.spec.restartPolicy: Unsupported value: \"Always\""),
+        "{status}"
+    );
+
+    // Unknown fields inside the pod template are dropped (Prefect puts `completions` there).
+    let prefect_like = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "flow-"},
+        "spec": {"template": {"spec": {"completions": 1, "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}});
+    let (code, created) = {
+        let response = http
+            .post(&jobs)
+            .header("Content-Type", "application/json")
+            .body(prefect_like.to_string())
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(code, 201);
+    assert!(created.pointer("/spec/template/spec/completions").is_none());
+
+    let bad_selector = http
+        .get(format!("{jobs}?labelSelector=a%20b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_selector.status().as_u16(), 400);
+    let bad_field = http
+        .get(format!(
+            "{}/api/v1/pods?fieldSelector=spec.foo%3Dbar",
+            emulator.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_field.status().as_u16(), 400);
+    let body: Value = bad_field.json().await.unwrap();
+    assert_eq!(body["message"], "field label not supported: spec.foo");
+
+    // JSON patch over raw HTTP; a precondition-violating JSON patch fails.
+    let cm = format!("{}/api/v1/namespaces/default/configmaps", emulator.url());
+    post(&http, &cm, r#"{"metadata":{"name":"p"},"data":{"a":"1"}}"#).await;
+    let patched = http
+        .patch(format!("{cm}/p"))
+        .header("Content-Type", "application/json-patch+json")
+        .body(r#"[{"op":"replace","path":"/data/a","value":"2"}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status().as_u16(), 200);
+    let unsupported = http
+        .patch(format!("{cm}/p"))
+        .header("Content-Type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsupported.status().as_u16(), 415);
+    emulator.shutdown().await;
+}
+
+proptest! {
+    #[test]
+    fn request_parsers_never_panic(path in "\\PC{0,80}", query in "\\PC{0,80}", selector in "\\PC{0,60}") {
+        let _ = parse_path(&path);
+        let _ = Query::parse(Some(&query));
+        let _ = LabelSelector::parse(&selector);
+        let _ = FieldSelector::parse(&selector, kube_emulator::resources::pods());
+    }
+
+    #[test]
+    fn structured_paths_never_panic(segments in proptest::collection::vec("[a-z0-9./%-]{0,12}", 0..8)) {
+        let path = format!("/{}", segments.join("/"));
+        let _ = parse_path(&path);
+        let _ = parse_path(&format!("/api/v1/{path}"));
+        let _ = parse_path(&format!("/apis/batch/v1/{path}"));
+    }
+
+    #[test]
+    fn selector_like_text_never_panics(text in "[a-z=!,() <>0-9/.-]{0,40}") {
+        let _ = LabelSelector::parse(&text);
+        let _ = FieldSelector::parse(&text, kube_emulator::resources::jobs());
+    }
+}

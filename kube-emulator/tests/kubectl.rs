@@ -1,0 +1,135 @@
+//! kubectl (Debian's kubernetes-client) against the emulator through its kubeconfig: apply -f,
+//! get, get -w, describe, logs, delete --cascade=foreground.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use kube_emulator::{Emulator, RuntimeKind};
+use tokio::io::AsyncReadExt;
+
+async fn kubectl(emulator: &Emulator, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new("kubectl")
+        .env("KUBECONFIG", emulator.kubeconfig_path())
+        .args(args)
+        .output()
+        .await
+        .expect("kubectl runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const JOB: &str = "apiVersion: batch/v1
+kind: Job
+metadata:
+  name: kubectl-job
+spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      annotations:
+        kube-emulator.io/script: hang
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: busybox:1.36
+        command: [\"sleep\", \"3600\"]
+";
+
+#[tokio::test]
+async fn kubectl_manages_jobs_and_pods() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("job.yaml");
+    std::fs::write(&manifest, JOB).unwrap();
+
+    // get -w streams changes; start it before anything exists.
+    let mut watcher = tokio::process::Command::new("kubectl")
+        .env("KUBECONFIG", emulator.kubeconfig_path())
+        .args(["get", "pods", "-w", "--request-timeout=60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let (ok, out, err) = kubectl(&emulator, &["apply", "-f", manifest.to_str().unwrap()]).await;
+    assert!(ok, "apply failed: {err}");
+    assert!(out.contains("job.batch/kubectl-job created"), "{out}");
+    // Applying again is unchanged (client-side apply: GET + patch).
+    let (ok, out, err) = kubectl(&emulator, &["apply", "-f", manifest.to_str().unwrap()]).await;
+    assert!(ok, "re-apply failed: {err}");
+    assert!(
+        out.contains("unchanged") || out.contains("configured"),
+        "{out}"
+    );
+
+    support::eventually("pod running", || async {
+        let (_, out, _) = kubectl(&emulator, &["get", "pods", "-l", "job-name=kubectl-job"]).await;
+        out.contains("Running").then_some(())
+    })
+    .await;
+    let (ok, out, _) = kubectl(&emulator, &["get", "jobs"]).await;
+    assert!(
+        ok && out.contains("kubectl-job") && out.contains("COMPLETIONS"),
+        "{out}"
+    );
+    let (ok, out, err) = kubectl(&emulator, &["describe", "job", "kubectl-job"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("SuccessfulCreate"), "{out}");
+    let (ok, out, err) = kubectl(
+        &emulator,
+        &["describe", "pods", "-l", "job-name=kubectl-job"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Started") && out.contains("Controlled By:  Job/kubectl-job"),
+        "{out}"
+    );
+    let (ok, out, err) = kubectl(&emulator, &["logs", "job/kubectl-job"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("scripted container main"), "{out}");
+
+    let (ok, out, err) = kubectl(
+        &emulator,
+        &[
+            "delete",
+            "job",
+            "kubectl-job",
+            "--cascade=foreground",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    assert!(ok, "delete failed: {err}");
+    assert!(out.contains("deleted"), "{out}");
+    let (_, out, _) = kubectl(
+        &emulator,
+        &["get", "pods", "-l", "job-name=kubectl-job", "-o", "name"],
+    )
+    .await;
+    assert_eq!(out.trim(), "", "foreground delete removes the pods first");
+
+    // The watcher saw the pod come and go.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    watcher.start_kill().unwrap();
+    let mut seen = String::new();
+    watcher
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .await
+        .unwrap();
+    assert!(
+        seen.contains("kubectl-job-") && seen.contains("Running"),
+        "{seen}"
+    );
+    emulator.shutdown().await;
+}

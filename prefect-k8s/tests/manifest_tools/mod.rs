@@ -1,0 +1,247 @@
+//! The real tools the manifest tests run: the `prefect-k8s` binary under
+//! test, `kubectl kustomize`, PyPI's `kubernetes-validate` and the Python of
+//! the project virtualenv. A missing tool fails the test with what to install;
+//! nothing is skipped.
+
+#![allow(dead_code)] // each test binary uses its own part of these helpers
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The Kubernetes version whose schemas the manifests are checked against
+/// (the one the workspace's k8s-openapi targets).
+pub const KUBERNETES_VERSION: &str = "1.36.0";
+
+/// The Cargo workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate lives in the workspace")
+        .to_path_buf()
+}
+
+/// `$PREFECT_K8S_VENV`, else `<workspace>/.venv` (as scripts/install-deps.sh).
+pub fn venv_dir() -> PathBuf {
+    match std::env::var_os("PREFECT_K8S_VENV") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join(".venv"),
+    }
+}
+
+fn venv_program(name: &str, what: &str) -> PathBuf {
+    let path = venv_dir().join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: {what} is needed by this test; run scripts/install-deps.sh",
+        path.display()
+    );
+    path
+}
+
+/// The project virtualenv's Python.
+pub fn venv_python() -> PathBuf {
+    venv_program("python", "the project virtualenv's Python")
+}
+
+fn kubectl() -> PathBuf {
+    let candidates = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    candidates
+        .into_iter()
+        .map(|dir| dir.join("kubectl"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!("kubectl is not on PATH: install it (Debian: kubernetes-client) or run scripts/install-deps.sh")
+        })
+}
+
+/// Runs a command, panicking with its output unless it succeeds; returns stdout.
+pub fn run_ok(command: &mut Command, what: &str) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{what}: cannot start {command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// `prefect-k8s install <args>`; its YAML stream.
+pub fn install(args: &[&str]) -> String {
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_prefect-k8s"))
+            .arg("install")
+            .args(args)
+            .env_remove("PREFECT_API_KEY")
+            .env_remove("PREFECT_API_URL"),
+        &format!("prefect-k8s install {}", args.join(" ")),
+    )
+}
+
+/// `prefect-k8s install <args>` that must fail; its stderr.
+pub fn install_refused(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_prefect-k8s"))
+        .arg("install")
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("prefect-k8s runs");
+    assert!(
+        !output.status.success(),
+        "prefect-k8s install {} should fail; it printed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "a refused install prints no manifest"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `kubectl kustomize <dir>` (offline: the kustomize built into kubectl).
+pub fn kustomize(dir: &Path) -> String {
+    run_ok(
+        Command::new(kubectl()).arg("kustomize").arg(dir),
+        &format!("kubectl kustomize {}", dir.display()),
+    )
+}
+
+/// Validates a YAML stream offline against the Kubernetes schemas (strict:
+/// unknown fields are errors) with `kubernetes-validate`.
+pub fn assert_valid_kubernetes(yaml: &str, label: &str) {
+    let validator = venv_program("kubernetes-validate", "PyPI's kubernetes-validate");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("manifests.yaml");
+    std::fs::write(&file, yaml).expect("write manifests");
+    let output = Command::new(validator)
+        .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
+        .arg(&file)
+        .output()
+        .expect("kubernetes-validate runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{label}: not valid Kubernetes {KUBERNETES_VERSION}:\n{report}"
+    );
+    let documents = parse_stream(yaml).len();
+    let passed = report.matches(" passed for resource ").count();
+    assert_eq!(
+        passed, documents,
+        "{label}: every one of the {documents} objects must be checked:\n{report}"
+    );
+}
+
+/// The documents of a YAML stream (empty documents dropped).
+pub fn parse_stream(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| serde::Deserialize::deserialize(document).expect("every document is YAML"))
+        .filter(|value: &Value| !value.is_null())
+        .collect()
+}
+
+/// `Kind/namespace/name` of an object.
+pub fn object_key(object: &Value) -> String {
+    format!(
+        "{}/{}/{}",
+        object["kind"].as_str().unwrap_or_default(),
+        object["metadata"]["namespace"].as_str().unwrap_or_default(),
+        object["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+/// The objects of a stream by key, with every container's `env` sorted by
+/// name: kustomize inserts patched entries first, `install` appends them, and
+/// without `$(VAR)` references the order means nothing.
+pub fn objects_by_key(yaml: &str) -> BTreeMap<String, Value> {
+    let mut objects = BTreeMap::new();
+    for mut object in parse_stream(yaml) {
+        sort_env_lists(&mut object);
+        let key = object_key(&object);
+        assert!(
+            objects.insert(key.clone(), object).is_none(),
+            "{key} appears twice"
+        );
+    }
+    objects
+}
+
+fn sort_env_lists(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "env" {
+                    if let Value::Array(entries) = child {
+                        entries.sort_by(|a, b| {
+                            a["name"]
+                                .as_str()
+                                .unwrap_or("")
+                                .cmp(b["name"].as_str().unwrap_or(""))
+                        });
+                    }
+                }
+                sort_env_lists(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(sort_env_lists),
+        _ => {}
+    }
+}
+
+/// Asserts two renderings hold the same objects, naming the differences.
+pub fn assert_same_objects(left: &str, left_label: &str, right: &str, right_label: &str) {
+    let left_objects = objects_by_key(left);
+    let right_objects = objects_by_key(right);
+    let keys: std::collections::BTreeSet<&String> =
+        left_objects.keys().chain(right_objects.keys()).collect();
+    let mut differences = Vec::new();
+    for key in keys {
+        match (left_objects.get(key), right_objects.get(key)) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(a), Some(b)) => differences.push(format!(
+                "{key} differs:\n{left_label}: {}\n{right_label}: {}",
+                serde_json::to_string_pretty(a).unwrap(),
+                serde_json::to_string_pretty(b).unwrap()
+            )),
+            (Some(_), None) => differences.push(format!("{key} only in {left_label}")),
+            (None, Some(_)) => differences.push(format!("{key} only in {right_label}")),
+            (None, None) => unreachable!(),
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{left_label} and {right_label} differ:\n{}",
+        differences.join("\n")
+    );
+}
+
+/// The one object of `kind` named `name`.
+pub fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the manifests"))
+}
+
+/// The first container of a workload's pod template.
+pub fn container<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    &find(objects, kind, name)["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// The plain value of a container's environment variable.
+pub fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|entry| entry["name"] == name)
+        .and_then(|entry| entry["value"].as_str())
+}
