@@ -39,14 +39,12 @@ async fn reflector_converges(compact_midway: bool, streaming_list: bool) {
         config = config.streaming_lists();
     }
     let stream = reflector(writer, watcher(api.clone(), config)).applied_objects();
-    let relists = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let driver = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             let _ = item;
         }
     });
-    let _ = relists;
     reader.wait_until_ready().await.unwrap();
     for round in 0..40 {
         let name = format!("cm-{}", round % 12);

@@ -41,6 +41,7 @@ impl FieldValidation {
 }
 
 /// A decoded request body and the warnings produced while decoding it.
+#[derive(Debug)]
 pub struct Decoded {
     /// The pruned object.
     pub object: Value,

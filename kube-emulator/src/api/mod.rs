@@ -286,9 +286,9 @@ async fn resource_request(
     let namespace = rp.namespace.clone().unwrap_or_default();
     let render = rendering(headers);
     if !resource.verbs.contains(&verb) && rp.subresource.is_none() {
-        return Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource"
-        )));
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
     }
     if resource.namespaced
         && rp.namespace.is_none()

@@ -7,6 +7,9 @@ use serde_json::{json, Value};
 use crate::resources::ResourceType;
 use crate::time::parse_time;
 
+/// Renders one row of cells for an object.
+type RowRenderer = fn(&Value) -> Vec<Value>;
+
 fn column(name: &str, kind: &str, format: &str, priority: u32) -> Value {
     json!({"name": name, "type": kind, "format": format, "description": name, "priority": priority})
 }
@@ -214,94 +217,93 @@ pub fn table<T: std::borrow::Borrow<Value>>(
     _rv: Option<u64>,
     include_object: bool,
 ) -> Value {
-    let (columns, row_fn): (Vec<Value>, fn(&Value) -> Vec<Value>) =
-        match (resource.group, resource.plural) {
-            ("", "pods") => (
+    let (columns, row_fn): (Vec<Value>, RowRenderer) = match (resource.group, resource.plural) {
+        ("", "pods") => (
+            vec![
+                column("Name", "string", "name", 0),
+                column("Ready", "string", "", 0),
+                column("Status", "string", "", 0),
+                column("Restarts", "string", "", 0),
+                column("Age", "string", "", 0),
+                column("IP", "string", "", 1),
+                column("Node", "string", "", 1),
+                column("Nominated Node", "string", "", 1),
+                column("Readiness Gates", "string", "", 1),
+            ],
+            pod_row,
+        ),
+        ("batch", "jobs") => (
+            vec![
+                column("Name", "string", "name", 0),
+                column("Status", "string", "", 0),
+                column("Completions", "string", "", 0),
+                column("Duration", "string", "", 0),
+                column("Age", "date", "", 0),
+                column("Containers", "string", "", 1),
+                column("Images", "string", "", 1),
+                column("Selector", "string", "", 1),
+            ],
+            job_row,
+        ),
+        ("", "events") => (
+            vec![
+                column("Last Seen", "string", "", 0),
+                column("Type", "string", "", 0),
+                column("Reason", "string", "", 0),
+                column("Object", "string", "", 0),
+                column("Message", "string", "", 0),
+            ],
+            event_row,
+        ),
+        ("", "namespaces") => (
+            vec![
+                column("Name", "string", "name", 0),
+                column("Status", "string", "", 0),
+                column("Age", "string", "", 0),
+            ],
+            |o: &Value| {
                 vec![
-                    column("Name", "string", "name", 0),
-                    column("Ready", "string", "", 0),
-                    column("Status", "string", "", 0),
-                    column("Restarts", "string", "", 0),
-                    column("Age", "string", "", 0),
-                    column("IP", "string", "", 1),
-                    column("Node", "string", "", 1),
-                    column("Nominated Node", "string", "", 1),
-                    column("Readiness Gates", "string", "", 1),
-                ],
-                pod_row,
-            ),
-            ("batch", "jobs") => (
+                    o["metadata"]["name"].clone(),
+                    o.pointer("/status/phase").cloned().unwrap_or(json!("")),
+                    json!(age_of(o)),
+                ]
+            },
+        ),
+        ("", "nodes") => (
+            vec![
+                column("Name", "string", "name", 0),
+                column("Status", "string", "", 0),
+                column("Roles", "string", "", 0),
+                column("Age", "string", "", 0),
+                column("Version", "string", "", 0),
+            ],
+            |o: &Value| {
                 vec![
-                    column("Name", "string", "name", 0),
-                    column("Status", "string", "", 0),
-                    column("Completions", "string", "", 0),
-                    column("Duration", "string", "", 0),
-                    column("Age", "date", "", 0),
-                    column("Containers", "string", "", 1),
-                    column("Images", "string", "", 1),
-                    column("Selector", "string", "", 1),
-                ],
-                job_row,
-            ),
-            ("", "events") => (
+                    o["metadata"]["name"].clone(),
+                    json!("Ready"),
+                    json!("control-plane"),
+                    json!(age_of(o)),
+                    o.pointer("/status/nodeInfo/kubeletVersion")
+                        .cloned()
+                        .unwrap_or(json!("")),
+                ]
+            },
+        ),
+        _ => (
+            vec![
+                column("Name", "string", "name", 0),
+                column("Created At", "date", "", 0),
+            ],
+            |o: &Value| {
                 vec![
-                    column("Last Seen", "string", "", 0),
-                    column("Type", "string", "", 0),
-                    column("Reason", "string", "", 0),
-                    column("Object", "string", "", 0),
-                    column("Message", "string", "", 0),
-                ],
-                event_row,
-            ),
-            ("", "namespaces") => (
-                vec![
-                    column("Name", "string", "name", 0),
-                    column("Status", "string", "", 0),
-                    column("Age", "string", "", 0),
-                ],
-                |o: &Value| {
-                    vec![
-                        o["metadata"]["name"].clone(),
-                        o.pointer("/status/phase").cloned().unwrap_or(json!("")),
-                        json!(age_of(o)),
-                    ]
-                },
-            ),
-            ("", "nodes") => (
-                vec![
-                    column("Name", "string", "name", 0),
-                    column("Status", "string", "", 0),
-                    column("Roles", "string", "", 0),
-                    column("Age", "string", "", 0),
-                    column("Version", "string", "", 0),
-                ],
-                |o: &Value| {
-                    vec![
-                        o["metadata"]["name"].clone(),
-                        json!("Ready"),
-                        json!("control-plane"),
-                        json!(age_of(o)),
-                        o.pointer("/status/nodeInfo/kubeletVersion")
-                            .cloned()
-                            .unwrap_or(json!("")),
-                    ]
-                },
-            ),
-            _ => (
-                vec![
-                    column("Name", "string", "name", 0),
-                    column("Created At", "date", "", 0),
-                ],
-                |o: &Value| {
-                    vec![
-                        o["metadata"]["name"].clone(),
-                        o.pointer("/metadata/creationTimestamp")
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                    ]
-                },
-            ),
-        };
+                    o["metadata"]["name"].clone(),
+                    o.pointer("/metadata/creationTimestamp")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                ]
+            },
+        ),
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {

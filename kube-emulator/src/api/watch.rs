@@ -264,14 +264,13 @@ async fn run_watch(
                     return;
                 }
             }
-            if initial_events_end {
-                if tx
+            if initial_events_end
+                && tx
                     .send(Ok(line("BOOKMARK", &bookmark(resource, rv, true))))
                     .await
                     .is_err()
-                {
-                    return;
-                }
+            {
+                return;
             }
             (receiver, rv)
         }

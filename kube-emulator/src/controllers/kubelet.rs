@@ -485,10 +485,6 @@ impl PodWorker {
             .and_then(Value::as_str)
             .unwrap_or("Always")
             .to_string();
-        let grace_default = pod
-            .pointer("/spec/terminationGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(30);
         let fate = self.runtime.pod_fate(&pod);
         let mut runs = Vec::new();
         let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel::<(usize, ContainerExit)>(16);
@@ -547,7 +543,6 @@ impl PodWorker {
                             });
                         }
                     }
-                    let _ = grace_default;
                     kill_deadline =
                         Some(tokio::time::Instant::now() + Duration::from_secs(grace as u64));
                     if running == 0 {
