@@ -19,7 +19,10 @@ use kube_emulator::{Emulator, EmulatorConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load benchmark"]
 async fn ten_thousand_jobs_with_watchers() {
-    let count: usize = std::env::var("BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let count: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let emulator = Emulator::start(EmulatorConfig {
         scripted_default_run: Duration::from_millis(10),
         kubelet_stage_delay: Duration::from_millis(1),
@@ -38,7 +41,8 @@ async fn ten_thousand_jobs_with_watchers() {
             None => watcher::Config::default(),
         };
         watchers.push(tokio::spawn(async move {
-            let mut stream = std::pin::pin!(watcher(pods, config).default_backoff().applied_objects());
+            let mut stream =
+                std::pin::pin!(watcher(pods, config).default_backoff().applied_objects());
             while stream.next().await.is_some() {
                 events.fetch_add(1, Ordering::Relaxed);
             }
@@ -48,7 +52,9 @@ async fn ten_thousand_jobs_with_watchers() {
         let jobs: Api<Job> = Api::all(client.clone());
         let events = events.clone();
         watchers.push(tokio::spawn(async move {
-            let mut stream = std::pin::pin!(watcher(jobs, watcher::Config::default()).default_backoff().applied_objects());
+            let mut stream = std::pin::pin!(watcher(jobs, watcher::Config::default())
+                .default_backoff()
+                .applied_objects());
             while stream.next().await.is_some() {
                 events.fetch_add(1, Ordering::Relaxed);
             }
@@ -61,7 +67,10 @@ async fn ten_thousand_jobs_with_watchers() {
             let jobs = jobs.clone();
             async move {
                 let mut job = support::job(&format!("bench-{i}"), "busybox", &["true"], 0);
-                job.spec.as_mut().unwrap().template.metadata = Some(serde_json::from_value(serde_json::json!({"labels": {"bench": "yes"}})).unwrap());
+                job.spec.as_mut().unwrap().template.metadata = Some(
+                    serde_json::from_value(serde_json::json!({"labels": {"bench": "yes"}}))
+                        .unwrap(),
+                );
                 jobs.create(&PostParams::default(), &job).await.unwrap();
             }
         })
@@ -78,7 +87,10 @@ async fn ten_thousand_jobs_with_watchers() {
         if done == count {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(1800), "only {done}/{count} completed");
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "only {done}/{count} completed"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!(

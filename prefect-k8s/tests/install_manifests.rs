@@ -577,3 +577,72 @@ fn help_lists_the_seed_agents_install_options() {
         );
     }
 }
+
+/// The YAML blocks of a Markdown file.
+fn yaml_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```yaml") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), text) => {
+                block.push_str(text);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_overlay_in_docs_install_md_renders_valid_manifests_as_described() {
+    let docs = std::fs::read_to_string(workspace_root().join("docs/install.md"))
+        .expect("docs/install.md exists");
+    for command in [
+        "kubectl kustomize deploy/\n",
+        "kubectl kustomize deploy/overlays/nats-cluster\n",
+    ] {
+        assert!(docs.contains(command), "the docs show {command:?}");
+    }
+    let blocks = yaml_blocks(&docs);
+    let overlay = blocks
+        .iter()
+        .find(|block| block.contains("kind: Kustomization"))
+        .expect("docs/install.md shows an overlay");
+    // As the docs say: the overlay next to the repository checked out as prefect-k8s/.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    std::os::unix::fs::symlink(workspace_root(), dir.path().join("prefect-k8s")).unwrap();
+    let overlay_dir = dir.path().join("my-prefect-k8s");
+    std::fs::create_dir(&overlay_dir).unwrap();
+    std::fs::write(overlay_dir.join("kustomization.yaml"), overlay).unwrap();
+    let rendered = kustomize(&overlay_dir);
+    assert_valid_kubernetes(&rendered, "the overlay of docs/install.md");
+    let objects = parse_stream(&rendered);
+    assert!(objects
+        .iter()
+        .all(|object| object["metadata"]["namespace"] == "prefect"));
+    for deployment in [
+        "prefect-k8s-poller",
+        "prefect-k8s-dispatcher",
+        "prefect-k8s-reporter",
+    ] {
+        assert_eq!(
+            container(&objects, "Deployment", deployment)["image"],
+            "registry.example.com/prefect-k8s:0.1.0"
+        );
+    }
+    assert_eq!(
+        find(&objects, "ConfigMap", "prefect-k8s-settings")["data"]["PREFECT_K8S_WORK_POOL"],
+        "my-pool"
+    );
+    let dispatcher = container(&objects, "Deployment", "prefect-k8s-dispatcher");
+    assert_eq!(
+        env_value(dispatcher, "PREFECT_K8S_API_KEY_SECRET"),
+        Some("prefect-k8s-api-key:key")
+    );
+}

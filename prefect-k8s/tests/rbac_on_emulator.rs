@@ -138,8 +138,8 @@ async fn each_service_can_do_its_work_and_nothing_else_with_its_own_token() {
     let emulator = start_emulator_with_rbac().await;
     let applied = apply_install_output(&emulator).await;
     assert_eq!(
-        applied, 10,
-        "Namespace, 3 ServiceAccounts, 2 Roles, 2 RoleBindings, ConfigMap, Secret"
+        applied, 11,
+        "Namespace, 3 ServiceAccounts, 2 Roles, 2 RoleBindings, 2 ConfigMaps, Secret"
     );
 
     // The dispatcher creates a flow run's Job and reads it back on AlreadyExists.
@@ -298,7 +298,10 @@ async fn each_service_can_do_its_work_and_nothing_else_with_its_own_token() {
         reporter_leases.get("prefect-k8s-reporter").await,
         "reporter reads its Lease",
     );
-    current.spec.get_or_insert_with(Default::default).holder_identity = Some("reporter-1".into());
+    current
+        .spec
+        .get_or_insert_with(Default::default)
+        .holder_identity = Some("reporter-1".into());
     assert_allowed(
         reporter_leases
             .replace("prefect-k8s-reporter", &PostParams::default(), &current)
@@ -328,7 +331,9 @@ async fn each_service_can_do_its_work_and_nothing_else_with_its_own_token() {
         "reporter creates a Job",
     );
     assert_forbidden(
-        reporter_pods.delete(&pod_name, &DeleteParams::default()).await,
+        reporter_pods
+            .delete(&pod_name, &DeleteParams::default())
+            .await,
         "reporter deletes a pod",
     );
     assert_forbidden(
@@ -355,7 +360,12 @@ async fn without_the_install_output_a_service_account_is_refused_everything() {
     let stream = install(&["-n", NAMESPACE]);
     let accounts: Vec<Value> = parse_stream(&stream)
         .into_iter()
-        .filter(|object| matches!(object["kind"].as_str(), Some("ServiceAccount" | "Namespace")))
+        .filter(|object| {
+            matches!(
+                object["kind"].as_str(),
+                Some("ServiceAccount" | "Namespace")
+            )
+        })
         .collect();
     assert_eq!(accounts.len(), 4, "the Namespace and three ServiceAccounts");
     for object in accounts {

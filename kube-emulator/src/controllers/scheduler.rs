@@ -3,7 +3,7 @@
 //! `Unschedulable` with the real FitError message and a `FailedScheduling` event, retrying when
 //! capacity frees up.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -96,37 +96,48 @@ pub fn bind_pod(
     Ok(bound)
 }
 
+/// Requests of the non-terminal pods bound to the node, kept up to date from store changes so
+/// scheduling a pod does not rescan every pod.
+#[derive(Default)]
+struct NodeUsage {
+    pods: HashMap<(String, String), (f64, f64)>,
+    cpu: f64,
+    memory: f64,
+}
+
+impl NodeUsage {
+    fn observe(&mut self, node: &str, pod: &Value, removed: bool) {
+        let key = crate::store::object_key(pod);
+        let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node);
+        if let Some((c, m)) = self.pods.remove(&key) {
+            self.cpu -= c;
+            self.memory -= m;
+        }
+        if bound && !removed && !is_terminal(pod) {
+            let (c, m) = pod_requests(pod);
+            self.cpu += c;
+            self.memory += m;
+            self.pods.insert(key, (c, m));
+        }
+    }
+}
+
 /// Why the pod does not fit, or `None` if it does.
-fn fit_error(cluster: &Cluster, pod: &Value) -> Option<String> {
+fn fit_error(cluster: &Cluster, usage: &NodeUsage, pod: &Value) -> Option<String> {
     let capacity = &cluster.config.node_capacity;
     let (cpu_cap, mem_cap) = (
         parse_quantity(&capacity.cpu).unwrap_or(f64::MAX),
         parse_quantity(&capacity.memory).unwrap_or(f64::MAX),
     );
-    let (_, pods) = cluster.store.list(resources::pods(), None);
-    let mut used_cpu = 0.0;
-    let mut used_mem = 0.0;
-    let mut count = 0u32;
-    for other in &pods {
-        if other.pointer("/spec/nodeName").and_then(Value::as_str)
-            == Some(cluster.config.node_name.as_str())
-            && !is_terminal(other)
-        {
-            let (c, m) = pod_requests(other);
-            used_cpu += c;
-            used_mem += m;
-            count += 1;
-        }
-    }
     let (cpu, mem) = pod_requests(pod);
     let mut reasons = Vec::new();
-    if cpu > 0.0 && used_cpu + cpu > cpu_cap + 1e-9 {
+    if cpu > 0.0 && usage.cpu + cpu > cpu_cap + 1e-9 {
         reasons.push("1 Insufficient cpu");
     }
-    if mem > 0.0 && used_mem + mem > mem_cap + 0.5 {
+    if mem > 0.0 && usage.memory + mem > mem_cap + 0.5 {
         reasons.push("1 Insufficient memory");
     }
-    if count + 1 > capacity.pods {
+    if usage.pods.len() as u64 + 1 > u64::from(capacity.pods) {
         reasons.push("1 Too many pods");
     }
     if reasons.is_empty() {
@@ -138,17 +149,18 @@ fn fit_error(cluster: &Cluster, pod: &Value) -> Option<String> {
     ))
 }
 
-fn try_schedule(cluster: &Cluster, namespace: &str, name: &str) -> bool {
+fn try_schedule(cluster: &Cluster, usage: &mut NodeUsage, namespace: &str, name: &str) -> bool {
     let Some(pod) = cluster.store.get(resources::pods(), namespace, name) else {
         return true;
     };
     if !unscheduled(&pod) {
         return true;
     }
-    match fit_error(cluster, &pod) {
+    match fit_error(cluster, usage, &pod) {
         None => {
-            if let Err(err) = bind_pod(cluster, namespace, name, &cluster.config.node_name) {
-                tracing::debug!(%err, "binding failed");
+            match bind_pod(cluster, namespace, name, &cluster.config.node_name) {
+                Ok(bound) => usage.observe(&cluster.config.node_name, &bound, false),
+                Err(err) => tracing::debug!(%err, "binding failed"),
             }
             true
         }
@@ -194,9 +206,14 @@ pub async fn run(cluster: Arc<Cluster>) {
     // Pods to try now, and pods that did not fit (retried when capacity frees up).
     let mut fresh: BTreeSet<(String, String)> = BTreeSet::new();
     let mut unschedulable: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut usage = NodeUsage::default();
+    let node = cluster.config.node_name.clone();
     let (_, existing) = cluster.store.list(resources::pods(), None);
-    for pod in existing.iter().filter(|p| unscheduled(p)) {
-        fresh.insert(crate::store::object_key(pod));
+    for pod in &existing {
+        usage.observe(&node, pod, false);
+        if unscheduled(pod) {
+            fresh.insert(crate::store::object_key(pod));
+        }
     }
     let mut capacity_freed = false;
     loop {
@@ -205,7 +222,7 @@ pub async fn run(cluster: Arc<Cluster>) {
             capacity_freed = false;
         }
         for key in std::mem::take(&mut fresh) {
-            if !try_schedule(&cluster, &key.0, &key.1) {
+            if !try_schedule(&cluster, &mut usage, &key.0, &key.1) {
                 unschedulable.insert(key);
             }
         }
@@ -214,32 +231,39 @@ pub async fn run(cluster: Arc<Cluster>) {
             _ = cluster.shutdown.cancelled() => return,
         };
         match change {
-            Ok(change) if change.resource.id() == resources::pods().id() => match change.kind {
-                ChangeKind::Deleted => {
-                    unschedulable.remove(&crate::store::object_key(&change.object));
-                    capacity_freed = true;
-                }
-                _ => {
-                    let key = crate::store::object_key(&change.object);
-                    if unscheduled(&change.object) {
-                        if !unschedulable.contains(&key) {
-                            fresh.insert(key);
-                        }
-                    } else {
-                        unschedulable.remove(&key);
-                        if is_terminal(&change.object)
-                            && !change.previous.as_deref().is_some_and(is_terminal)
-                        {
-                            capacity_freed = true;
+            Ok(change) if change.resource.id() == resources::pods().id() => {
+                usage.observe(&node, &change.object, change.kind == ChangeKind::Deleted);
+                match change.kind {
+                    ChangeKind::Deleted => {
+                        unschedulable.remove(&crate::store::object_key(&change.object));
+                        capacity_freed = true;
+                    }
+                    _ => {
+                        let key = crate::store::object_key(&change.object);
+                        if unscheduled(&change.object) {
+                            if !unschedulable.contains(&key) {
+                                fresh.insert(key);
+                            }
+                        } else {
+                            unschedulable.remove(&key);
+                            if is_terminal(&change.object)
+                                && !change.previous.as_deref().is_some_and(is_terminal)
+                            {
+                                capacity_freed = true;
+                            }
                         }
                     }
                 }
-            },
+            }
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => {
+                usage = NodeUsage::default();
                 let (_, pods) = cluster.store.list(resources::pods(), None);
-                for pod in pods.iter().filter(|p| unscheduled(p)) {
-                    fresh.insert(crate::store::object_key(pod));
+                for pod in &pods {
+                    usage.observe(&node, pod, false);
+                    if unscheduled(pod) {
+                        fresh.insert(crate::store::object_key(pod));
+                    }
                 }
             }
             Err(RecvError::Closed) => return,
