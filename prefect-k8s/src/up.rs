@@ -295,12 +295,9 @@ async fn run_demo(args: &UpArgs, prefect: &PrefectClient, state: &Path) -> anyho
         let current = prefect.read_flow_run(run.id).await?;
         let state = current.state.as_ref();
         let shown = state
-            .map(|s| {
-                format!(
-                    "{} ({})",
-                    s.display_name(),
-                    s.message.clone().unwrap_or_default()
-                )
+            .map(|s| match s.message.as_deref().filter(|m| !m.is_empty()) {
+                Some(message) => format!("{}: {message}", s.display_name()),
+                None => s.display_name().to_string(),
             })
             .unwrap_or_else(|| "no state".into());
         if shown != last {

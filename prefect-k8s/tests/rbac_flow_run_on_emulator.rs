@@ -105,12 +105,15 @@ async fn a_flow_run_reaches_a_job_and_its_fate_reaches_prefect_with_install_rbac
     // The poller takes no Kubernetes client: it cannot use one.
     let mut poller_config = poller::PollerConfig::for_pool(&pool);
     poller_config.poll_interval_seconds = 0.5;
-    services.push(tokio::spawn(poller::run(
-        poller_config,
-        prefect.clone(),
-        nats_client().await,
-        shutdown.clone(),
-    ).map_ok_to_unit("poller")));
+    services.push(tokio::spawn(fail_on_error(
+        "poller",
+        poller::run(
+            poller_config,
+            prefect.clone(),
+            nats_client().await,
+            shutdown.clone(),
+        ),
+    )));
 
     let mut dispatcher_config = dispatcher::DispatcherConfig::for_pool(&pool);
     dispatcher_config.ack_wait_seconds = 10;
@@ -119,7 +122,8 @@ async fn a_flow_run_reaches_a_job_and_its_fate_reaches_prefect_with_install_rbac
     let dispatcher_kube = emulator
         .service_account_client(NAMESPACE, "prefect-k8s-dispatcher")
         .unwrap();
-    services.push(tokio::spawn(
+    services.push(tokio::spawn(fail_on_error(
+        "dispatcher",
         dispatcher::run(
             dispatcher_config,
             prefect.clone(),
@@ -127,9 +131,8 @@ async fn a_flow_run_reaches_a_job_and_its_fate_reaches_prefect_with_install_rbac
             nats_client().await,
             shutdown.clone(),
             Arc::new(dispatcher::DispatchStats::default()),
-        )
-        .map_ok_to_unit("dispatcher"),
-    ));
+        ),
+    )));
 
     let mut reporter_config = reporter::service::ReporterConfig::for_pool(&pool);
     reporter_config.namespace = Some(NAMESPACE.into());
@@ -141,10 +144,12 @@ async fn a_flow_run_reaches_a_job_and_its_fate_reaches_prefect_with_install_rbac
     let reporter_kube = emulator
         .service_account_client(NAMESPACE, "prefect-k8s-reporter")
         .unwrap();
-    let reporter = reporter::service::Reporter::new(reporter_config, prefect.clone(), reporter_kube);
-    services.push(tokio::spawn(
-        reporter.run(shutdown.clone()).map_ok_to_unit("reporter"),
-    ));
+    let reporter =
+        reporter::service::Reporter::new(reporter_config, prefect.clone(), reporter_kube);
+    services.push(tokio::spawn(fail_on_error(
+        "reporter",
+        reporter.run(shutdown.clone()),
+    )));
 
     eventually("the poller to create the work pool", || async {
         prefect.read_work_pool(&pool).await.ok().map(|_| ())
@@ -207,21 +212,12 @@ async fn a_flow_run_reaches_a_job_and_its_fate_reaches_prefect_with_install_rbac
     drop(nats);
 }
 
-/// Turns a service's result into `()`, failing the test on an error.
-trait ServiceOutcome {
-    fn map_ok_to_unit(self, service: &'static str) -> impl std::future::Future<Output = ()> + Send;
-}
-
-impl<F, E> ServiceOutcome for F
-where
-    F: std::future::Future<Output = Result<(), E>> + Send,
-    E: std::fmt::Display,
-{
-    fn map_ok_to_unit(self, service: &'static str) -> impl std::future::Future<Output = ()> + Send {
-        async move {
-            if let Err(error) = self.await {
-                panic!("the {service} stopped with an error: {error}");
-            }
-        }
+/// Awaits a service, failing the test if it stops with an error.
+async fn fail_on_error<E: std::fmt::Display>(
+    service: &'static str,
+    outcome: impl std::future::Future<Output = Result<(), E>>,
+) {
+    if let Err(error) = outcome.await {
+        panic!("the {service} stopped with an error: {error}");
     }
 }
