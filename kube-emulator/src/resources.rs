@@ -58,6 +58,16 @@ impl ResourceType {
         format!("{}/{}", self.group, self.plural)
     }
 
+    /// The storage table key (allocation-free).
+    pub fn table_key(&self) -> (&'static str, &'static str) {
+        (self.group, self.plural)
+    }
+
+    /// Whether two references name the same resource (all live in [`RESOURCES`]).
+    pub fn is(&self, other: &ResourceType) -> bool {
+        std::ptr::eq(self, other) || self.table_key() == other.table_key()
+    }
+
     /// `List` kind, e.g. `JobList`.
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)

@@ -50,7 +50,7 @@ struct ListSnapshot {
 
 struct StoreState {
     resource_version: u64,
-    tables: HashMap<String, BTreeMap<ObjectKey, Arc<Value>>>,
+    tables: HashMap<(&'static str, &'static str), BTreeMap<ObjectKey, Arc<Value>>>,
     history: VecDeque<Arc<Change>>,
     history_limit: usize,
     /// Watches asking for a resourceVersion below this get 410 Expired.
@@ -123,7 +123,7 @@ impl Store {
         let state = self.state.lock();
         state
             .tables
-            .get(&resource.id())
+            .get(&resource.table_key())
             .and_then(|t| t.get(&(namespace.to_string(), name.to_string())))
             .cloned()
     }
@@ -142,7 +142,7 @@ impl Store {
         resource: &ResourceType,
         namespace: Option<&str>,
     ) -> Vec<Arc<Value>> {
-        let Some(table) = state.tables.get(&resource.id()) else {
+        let Some(table) = state.tables.get(&resource.table_key()) else {
             return Vec::new();
         };
         match namespace {
@@ -195,7 +195,7 @@ impl Store {
     ) -> Result<Arc<Value>, ApiError> {
         let (namespace, name) = object_key(&object);
         let mut state = self.state.lock();
-        let table = state.tables.entry(resource.id()).or_default();
+        let table = state.tables.entry(resource.table_key()).or_default();
         if let Some(existing) = table.get(&(namespace.clone(), name.clone())) {
             let terminating = existing.pointer("/metadata/deletionTimestamp").is_some();
             return Err(ApiError::already_exists(resource, &name, terminating));
@@ -206,7 +206,7 @@ impl Store {
         let object = Arc::new(object);
         state
             .tables
-            .get_mut(&resource.id())
+            .get_mut(&resource.table_key())
             .expect("table")
             .insert((namespace, name), object.clone());
         self.record(
@@ -239,7 +239,7 @@ impl Store {
         let key = (namespace.to_string(), name.to_string());
         let current = state
             .tables
-            .get(&resource.id())
+            .get(&resource.table_key())
             .and_then(|t| t.get(&key))
             .cloned()
             .ok_or_else(|| ApiError::not_found(resource, name))?;
@@ -256,7 +256,7 @@ impl Store {
         let updated = Arc::new(updated);
         state
             .tables
-            .get_mut(&resource.id())
+            .get_mut(&resource.table_key())
             .expect("table")
             .insert(key, updated.clone());
         self.record(
@@ -283,7 +283,7 @@ impl Store {
     ) -> Option<Arc<Value>> {
         let mut state = self.state.lock();
         let key = (namespace.to_string(), name.to_string());
-        let table = state.tables.get_mut(&resource.id())?;
+        let table = state.tables.get_mut(&resource.table_key())?;
         let current = table.get(&key)?.clone();
         if let Some(uid) = expected_uid {
             if current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
@@ -374,7 +374,7 @@ impl Store {
         self.state
             .lock()
             .tables
-            .get(&resource.id())
+            .get(&resource.table_key())
             .map_or(0, BTreeMap::len)
     }
 }

@@ -46,7 +46,7 @@ impl WatchFilter {
 
     /// The event (type, object) a change produces for this watch, if any.
     fn event_for(&self, change: &Change) -> Option<(&'static str, Value)> {
-        if change.resource.id() != self.resource.id() {
+        if !change.resource.is(self.resource) {
             return None;
         }
         match change.kind {

@@ -20,9 +20,9 @@ const MANAGER: &str = "kube-controller-manager";
 struct GarbageCollector {
     cluster: Arc<Cluster>,
     /// owner uid -> dependents.
-    dependents: HashMap<String, HashSet<(String, String, String)>>,
+    dependents: HashMap<String, HashSet<Entry>>,
     /// uid -> object, for every live object.
-    live: HashMap<String, (String, String, String)>,
+    live: HashMap<String, Entry>,
     terminating_namespaces: HashSet<String>,
 }
 
@@ -38,8 +38,11 @@ fn owner_uids(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn resource_by_id(id: &str) -> Option<&'static ResourceType> {
-    RESOURCES.iter().find(|r| r.id() == id)
+/// `(table key, namespace, name)` of a stored object.
+type Entry = ((&'static str, &'static str), String, String);
+
+fn resource_by_id(key: &(&'static str, &'static str)) -> Option<&'static ResourceType> {
+    RESOURCES.iter().find(|r| r.table_key() == *key)
 }
 
 fn has_finalizer(object: &Value, finalizer: &str) -> bool {
@@ -93,7 +96,7 @@ impl GarbageCollector {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let entry = (resource.id(), ns, name);
+        let entry = (resource.table_key(), ns, name);
         if removed {
             self.live.remove(&uid);
         } else {
@@ -117,7 +120,7 @@ impl GarbageCollector {
         if let Some(previous) = &change.previous {
             // Drop stale ownership edges before re-indexing.
             let (ns, name) = crate::store::object_key(previous);
-            let entry = (resource.id(), ns, name);
+            let entry = (resource.table_key(), ns, name);
             for owner in owner_uids(previous) {
                 if let Some(set) = self.dependents.get_mut(&owner) {
                     set.remove(&entry);
@@ -126,7 +129,7 @@ impl GarbageCollector {
         }
         let removed = change.kind == ChangeKind::Deleted;
         self.index(resource, &change.object, removed);
-        if change.kind == ChangeKind::Added && resource.id() == resources::namespaces().id() {
+        if change.kind == ChangeKind::Added && resource.is(resources::namespaces()) {
             // The ServiceAccount and root-CA publisher controllers fill new namespaces.
             let (_, name) = crate::store::object_key(&change.object);
             self.cluster.ensure_namespace_defaults(&name);
@@ -187,11 +190,11 @@ impl GarbageCollector {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        if resource.id() == resources::namespaces().id() {
+        if resource.is(resources::namespaces()) {
             self.terminating_namespaces.insert(name);
             return;
         }
-        let dependents: Vec<(String, String, String)> = self
+        let dependents: Vec<Entry> = self
             .dependents
             .get(&uid)
             .map(|s| s.iter().cloned().collect())

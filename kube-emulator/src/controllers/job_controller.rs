@@ -93,7 +93,7 @@ pub async fn run(cluster: Arc<Cluster>) {
         tokio::select! {
             change = changes.recv() => match change {
                 Ok(change) => {
-                    if change.resource.id() == resources::jobs().id() {
+                    if change.resource.is(resources::jobs()) {
                         if change.kind == ChangeKind::Deleted {
                             if let Some(uid) = change.object.pointer("/metadata/uid").and_then(Value::as_str) {
                                 controller.memory.remove(uid);
@@ -108,7 +108,7 @@ pub async fn run(cluster: Arc<Cluster>) {
                         } else {
                             queue.insert(crate::store::object_key(&change.object));
                         }
-                    } else if change.resource.id() == resources::pods().id() {
+                    } else if change.resource.is(resources::pods()) {
                         let removed = change.kind == ChangeKind::Deleted;
                         controller.index_pod(&change.object, removed);
                         if let Some((kind, name, uid)) = controller_of(&change.object) {

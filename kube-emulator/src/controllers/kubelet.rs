@@ -61,7 +61,7 @@ pub async fn run(cluster: Arc<Cluster>, runtime: Arc<dyn ContainerRuntime>) {
             _ = cluster.shutdown.cancelled() => return,
         };
         match change {
-            Ok(change) if change.resource.id() == resources::pods().id() => {
+            Ok(change) if change.resource.is(resources::pods()) => {
                 let removed = change.kind == ChangeKind::Deleted;
                 observe(
                     &cluster,

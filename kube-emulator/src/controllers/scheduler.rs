@@ -231,7 +231,7 @@ pub async fn run(cluster: Arc<Cluster>) {
             _ = cluster.shutdown.cancelled() => return,
         };
         match change {
-            Ok(change) if change.resource.id() == resources::pods().id() => {
+            Ok(change) if change.resource.is(resources::pods()) => {
                 usage.observe(&node, &change.object, change.kind == ChangeKind::Deleted);
                 match change.kind {
                     ChangeKind::Deleted => {

@@ -135,6 +135,10 @@ pub struct Evaluator {
     timers: BTreeMap<Timestamp, HashSet<Uuid>>,
     /// Transition ids proposed per run (never proposed twice).
     proposed: HashMap<Uuid, HashSet<Uuid>>,
+    /// Runs found final whose Jobs still exist (until the TTL controller or the sweep
+    /// removes them): the periodic reconcile skips them; a change to their Jobs or
+    /// pods (e.g. a retry's new Job) still gets them evaluated.
+    settled: HashSet<Uuid>,
 }
 
 impl Evaluator {
@@ -162,6 +166,7 @@ impl Evaluator {
             leadership,
             timers: BTreeMap::new(),
             proposed: HashMap::new(),
+            settled: HashSet::new(),
         }
     }
 
@@ -174,6 +179,9 @@ impl Evaluator {
         let mut reconcile = tokio::time::interval(self.reconcile_interval);
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconcile_due = false;
+        // The search for vanished Jobs reads every PENDING/RUNNING run of the pool: done
+        // when this replica starts leading and every tenth reconcile after that.
+        let mut reconciles_until_missing_job_search = 0u32;
         loop {
             let next_timer = self.timers.keys().next().copied();
             let sleep_for =
@@ -188,6 +196,7 @@ impl Evaluator {
                         return;
                     }
                     reconcile_due = true;
+                    reconciles_until_missing_job_search = 0;
                 }
             }
             if !self.is_leader() || !self.store.is_synced() {
@@ -207,8 +216,14 @@ impl Evaluator {
             }
             if reconcile_due {
                 reconcile_due = false;
-                self.find_missing_jobs().await;
-                runs.extend(self.store.read(|store| store.run_ids()));
+                if reconciles_until_missing_job_search == 0 {
+                    self.find_missing_jobs().await;
+                    reconciles_until_missing_job_search = 10;
+                }
+                reconciles_until_missing_job_search -= 1;
+                let known = self.store.read(|store| store.run_ids());
+                self.settled.retain(|run| known.contains(run));
+                runs.extend(known.into_iter().filter(|run| !self.settled.contains(run)));
                 runs.extend(self.store.update(|store| store.take_dirty()));
             }
             if !runs.is_empty() {
@@ -275,6 +290,7 @@ impl Evaluator {
         let (jobs, pods) = self.store.read(|store| store.snapshot(flow_run_id));
         if jobs.is_empty() && pods.is_empty() {
             self.proposed.remove(&flow_run_id);
+            self.settled.remove(&flow_run_id);
             return None;
         }
         let input = DecisionInput {
@@ -285,6 +301,11 @@ impl Evaluator {
             settings: &self.settings,
         };
         let decision = decide(&input);
+        if state.state_type.is_final() {
+            self.settled.insert(flow_run_id);
+        } else {
+            self.settled.remove(&flow_run_id);
+        }
         tracing::debug!(%flow_run_id, state = %state.state_type, ?decision, "decided");
         let (kind, job_uid, report) = match decision {
             Decision::Nothing => {

@@ -191,13 +191,14 @@ impl Reporter {
 
         let mut failure = None;
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => {}
             Some(ended) = tasks.join_next() => {
                 match ended {
-                    Ok(task) => tracing::error!(task, "a reporter task ended on its own"),
+                    Ok(_) if shutdown.is_cancelled() => {}
+                    Ok(task) => tracing::error!(task, "a reporter task ended on its own; stopping"),
                     Err(source) => failure = Some(ReporterError::Task { task: "worker", source }),
                 }
-                work_done.cancel();
             }
         }
         work_done.cancel();

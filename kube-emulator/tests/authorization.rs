@@ -1,0 +1,48 @@
+//! RBAC mode: ServiceAccount tokens, Roles/Bindings created through the API and enforced, and
+//! 403 Forbidden worded like kube-apiserver's.
+
+mod support;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, ListParams, PostParams};
+use kube_emulator::{AuthorizationMode, Emulator, EmulatorConfig};
+use serde_json::json;
+
+#[tokio::test]
+async fn service_accounts_are_limited_to_their_role() {
+    let emulator = Emulator::start(EmulatorConfig { authorization: AuthorizationMode::Rbac, ..EmulatorConfig::fast() })
+        .await
+        .unwrap();
+    let admin = emulator.client().unwrap();
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "observer"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), "default").create(&PostParams::default(), &sa).await.unwrap();
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}]})).unwrap();
+    Api::<Role>::namespaced(admin.clone(), "default").create(&PostParams::default(), &role).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "observer-reads-pods"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "observer", "namespace": "default"}]})).unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "default").create(&PostParams::default(), &binding).await.unwrap();
+
+    let observer = emulator.service_account_client("default", "observer").unwrap();
+    Api::<Pod>::namespaced(observer.clone(), "default").list(&ListParams::default()).await.unwrap();
+    let err = Api::<Job>::namespaced(observer.clone(), "default")
+        .create(&PostParams::default(), &support::job("nope", "busybox", &["true"], 0))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(status) => {
+            assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+            assert_eq!(
+                status.message,
+                "jobs.batch is forbidden: User \"system:serviceaccount:default:observer\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"default\""
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = Api::<Pod>::namespaced(observer, "kube-system").list(&ListParams::default()).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err:?}");
+    emulator.shutdown().await;
+}

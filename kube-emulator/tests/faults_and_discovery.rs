@@ -1,0 +1,77 @@
+//! Fault injection (429 with Retry-After, 503, latency) and discovery as kube-rs uses it:
+//! legacy and aggregated discovery, metadata-only requests, and typed round trips.
+
+mod support;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use kube::discovery::Discovery;
+use kube_emulator::{FaultSettings, RuntimeKind};
+
+#[tokio::test]
+async fn injected_429s_carry_retry_after_and_kube_rs_retries_them() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let http = support::http_client(&emulator);
+    emulator.set_faults(FaultSettings { fail_next: 1, error_code: 429, retry_after_seconds: 1, ..FaultSettings::default() });
+    let response = http.get(format!("{}/api/v1/namespaces/default/pods", emulator.url())).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert_eq!(response.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let status: kube::core::Status = response.json().await.unwrap();
+    assert_eq!(status.reason, "TooManyRequests");
+
+    // kube >= 4 retries 429/503 transparently.
+    emulator.set_faults(FaultSettings { fail_next: 2, error_code: 503, retry_after_seconds: 1, ..FaultSettings::default() });
+    let pods: Api<Pod> = Api::namespaced(emulator.client().unwrap(), "default");
+    pods.list(&ListParams::default()).await.unwrap();
+
+    // The admin endpoint switches faults at run time.
+    let set = http
+        .put(format!("{}/admin/faults", emulator.url()))
+        .body(r#"{"failNext": 1, "errorCode": 500, "verb": "create"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status().as_u16(), 200);
+    let jobs: Api<Job> = Api::namespaced(emulator.client().unwrap(), "default");
+    let err = jobs.create(&PostParams::default(), &support::job("f", "busybox", &["true"], 0)).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 500), "{err:?}");
+    jobs.create(&PostParams::default(), &support::job("f", "busybox", &["true"], 0)).await.unwrap();
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn discovery_works_legacy_and_aggregated() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let client = emulator.client().unwrap();
+    for discovery in [
+        Discovery::new(client.clone()).run().await.unwrap(),
+        Discovery::new(client.clone()).run_aggregated().await.unwrap(),
+    ] {
+        let groups: Vec<String> = discovery.groups().map(|g| g.name().to_string()).collect();
+        for wanted in ["", "batch", "coordination.k8s.io", "rbac.authorization.k8s.io", "events.k8s.io"] {
+            assert!(groups.iter().any(|g| g == wanted), "{wanted:?} missing from {groups:?}");
+        }
+        let batch = discovery.get("batch").unwrap();
+        let (job, caps) = batch.recommended_kind("Job").unwrap();
+        assert_eq!(job.plural, "jobs");
+        assert!(caps.supports_operation("watch"));
+    }
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "36"));
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn metadata_only_requests_return_partial_object_metadata() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let client = emulator.client().unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(&PostParams::default(), &support::job("meta", "busybox", &["true"], 0)).await.unwrap();
+    let listed = jobs.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].metadata.name.as_deref(), Some("meta"));
+    let one = jobs.get_metadata("meta").await.unwrap();
+    assert_eq!(one.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+    emulator.shutdown().await;
+}

@@ -1,0 +1,383 @@
+//! The real parts for the reporter's acceptance tests: the Prefect server shared by the
+//! tests of a binary (each test uses its own work pool and deployment) and a Kubernetes
+//! API emulator of the test's own with the scripted runtime. Runs are claimed and their
+//! Jobs created the way the dispatcher does it (claim `Pending`, record
+//! `infrastructure_pid`, create a Job labelled `prefect.io/flow-run-id`); container
+//! fates come from the emulator's scripted rules (image names, `kube-emulator.io/script`).
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
+use prefect_client::{
+    ClientConfig, DeploymentCreate, DeploymentFlowRunCreate, FlowRun, Log, PrefectClient, State,
+    StateCreate, StateType, WorkPoolCreate,
+};
+use reporter::service::{GraceOverrides, Reporter, ReporterConfig, ReporterError};
+use serde_json::{json, Value};
+use test_stack::prefect::{unique_name, PrefectServer};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Generous bound for anything a test waits for; tests assert what happens, not how fast.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Namespace of the test Jobs.
+pub const NAMESPACE: &str = "default";
+
+pub struct Stack {
+    pub prefect_server: &'static PrefectServer,
+    pub emulator: kube_emulator::Emulator,
+    pub prefect: PrefectClient,
+    pub kube: kube::Client,
+    pub pool: String,
+    pub deployment_id: Uuid,
+}
+
+/// How a test Job's pod behaves.
+#[derive(Clone, Debug, Default)]
+pub struct JobSpec {
+    pub image: Option<String>,
+    /// `kube-emulator.io/script` on the pod (e.g. `fail:3:0.2`, `hang`).
+    pub script: Option<String>,
+    /// `kube-emulator.io/log`: lines the scripted container prints.
+    pub log: Option<String>,
+    /// An env var from this (missing) Secret.
+    pub secret_env: Option<String>,
+    pub cpu_request: Option<String>,
+    pub active_deadline_seconds: Option<i64>,
+    pub pod_watch_timeout_seconds: Option<u64>,
+}
+
+impl JobSpec {
+    pub fn image(image: &str) -> Self {
+        JobSpec {
+            image: Some(image.to_owned()),
+            ..JobSpec::default()
+        }
+    }
+
+    pub fn script(script: &str) -> Self {
+        JobSpec {
+            script: Some(script.to_owned()),
+            ..JobSpec::default()
+        }
+    }
+}
+
+/// A reporter replica running in this process.
+pub struct RunningReporter {
+    pub shutdown: CancellationToken,
+    pub leading: watch::Receiver<bool>,
+    handle: JoinHandle<Result<(), ReporterError>>,
+}
+
+impl RunningReporter {
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Stops it as SIGTERM would (a leader releases its Lease).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(PATIENCE, self.handle)
+            .await
+            .expect("the reporter stops");
+        result.expect("reporter task").expect("reporter ends cleanly");
+    }
+
+    /// Kills it as SIGKILL would: every task stops at once, the Lease is not released.
+    pub async fn kill(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        service_runtime::telemetry::init();
+        let prefect_server = PrefectServer::shared();
+        let emulator = kube_emulator::Emulator::start(kube_emulator::EmulatorConfig::fast())
+            .await
+            .expect("start the Kubernetes API emulator");
+        let prefect =
+            PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+        let kube = emulator.client().expect("emulator client");
+        let pool = unique_name("reporter-pool");
+        prefect
+            .create_work_pool(&WorkPoolCreate::new(&pool, "kubernetes", json!({})))
+            .await
+            .expect("create work pool");
+        let flow = prefect
+            .create_flow(&unique_name("flow"))
+            .await
+            .expect("create flow");
+        let deployment = prefect
+            .create_deployment(&DeploymentCreate {
+                work_pool_name: Some(pool.clone()),
+                ..DeploymentCreate::new(unique_name("deployment"), flow.id)
+            })
+            .await
+            .expect("create deployment");
+        Stack {
+            prefect_server,
+            emulator,
+            prefect,
+            kube,
+            pool,
+            deployment_id: deployment.id,
+        }
+    }
+
+    /// Reporter settings for tests: short grace periods and lease.
+    pub fn reporter_config(&self, identity: &str) -> ReporterConfig {
+        let mut config = ReporterConfig::for_pool(&self.pool);
+        config.identity = Some(identity.to_owned());
+        config.lease_namespace = Some(NAMESPACE.to_owned());
+        config.lease_duration_seconds = 3;
+        config.cancel_poll_seconds = 0.5;
+        config.reconcile_seconds = 2.0;
+        config.missing_job_grace_seconds = 1.0;
+        config.grace = GraceOverrides {
+            image_error_grace_seconds: Some(1.0),
+            config_error_grace_seconds: Some(1.0),
+            default_pod_watch_timeout_seconds: Some(30.0),
+            settle_grace_seconds: Some(1.0),
+            pod_start_timeout_seconds: None,
+        };
+        config
+    }
+
+    pub fn spawn_reporter(&self, config: ReporterConfig) -> RunningReporter {
+        let reporter = Reporter::new(config, self.prefect.clone(), self.kube.clone());
+        let leading = reporter.leadership();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(reporter.run(shutdown.clone()));
+        RunningReporter {
+            shutdown,
+            leading,
+            handle,
+        }
+    }
+
+    /// A run of the test deployment, claimed (`Pending`) as a dispatcher would.
+    pub async fn claimed_run(&self) -> FlowRun {
+        let run = self
+            .prefect
+            .create_flow_run_from_deployment(self.deployment_id, &DeploymentFlowRunCreate::default())
+            .await
+            .expect("create flow run");
+        let claim = self
+            .prefect
+            .set_flow_run_state(run.id, &StateCreate::pending_claim(Uuid::new_v4()), false)
+            .await
+            .expect("claim");
+        assert_eq!(
+            claim.status,
+            prefect_client::SetStateStatus::Accept,
+            "claim accepted"
+        );
+        run
+    }
+
+    /// Records the pid and creates the run's Job; returns the Job name.
+    pub async fn submit(&self, run: &FlowRun, spec: &JobSpec) -> String {
+        let name = format!("run-{}", &run.id.simple().to_string()[..12]);
+        self.prefect
+            .update_flow_run_infrastructure_pid(run.id, &format!("{NAMESPACE}:{name}"))
+            .await
+            .expect("record pid");
+        let job: Job = serde_json::from_value(job_manifest(&name, run.id, spec)).expect("a Job");
+        Api::<Job>::namespaced(self.kube.clone(), NAMESPACE)
+            .create(&PostParams::default(), &job)
+            .await
+            .expect("create the Job");
+        name
+    }
+
+    /// A claimed run with its Job.
+    pub async fn submitted_run(&self, spec: &JobSpec) -> (FlowRun, String) {
+        let run = self.claimed_run().await;
+        let job = self.submit(&run, spec).await;
+        (run, job)
+    }
+
+    pub async fn set_state(&self, run_id: Uuid, state_type: StateType, name: &str, force: bool) {
+        self.prefect
+            .set_flow_run_state(run_id, &StateCreate::new(state_type, name), force)
+            .await
+            .expect("set state");
+    }
+
+    pub async fn run(&self, id: Uuid) -> FlowRun {
+        self.prefect.read_flow_run(id).await.expect("read flow run")
+    }
+
+    pub async fn states(&self, id: Uuid) -> Vec<State> {
+        self.prefect
+            .read_flow_run_states(id)
+            .await
+            .expect("read states")
+    }
+
+    /// Waits until the run is final; returns its final state.
+    pub async fn final_state(&self, id: Uuid) -> State {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let run = self.run(id).await;
+            if let Some(state) = run.state.filter(|state| state.state_type.is_final()) {
+                return state;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gave up waiting: run {id} reaches a final state"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The run's states of `state_type` (optionally of this name).
+    pub async fn states_of(&self, id: Uuid, state_type: StateType, name: Option<&str>) -> Vec<State> {
+        self.states(id)
+            .await
+            .into_iter()
+            .filter(|state| state.state_type == state_type)
+            .filter(|state| name.is_none_or(|name| state.name.as_deref() == Some(name)))
+            .collect()
+    }
+
+    /// Every log line of the run.
+    pub async fn logs(&self, id: Uuid) -> Vec<Log> {
+        let mut logs = Vec::new();
+        loop {
+            let page = self
+                .prefect
+                .read_flow_run_logs(id, 200, logs.len())
+                .await
+                .expect("read logs");
+            let done = page.len() < 200;
+            logs.extend(page);
+            if done {
+                return logs;
+            }
+        }
+    }
+
+    pub async fn pods_of_job(&self, job: &str) -> Vec<Pod> {
+        Api::<Pod>::namespaced(self.kube.clone(), NAMESPACE)
+            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .await
+            .expect("list pods")
+            .items
+    }
+
+    pub async fn job_exists(&self, job: &str) -> bool {
+        Api::<Job>::namespaced(self.kube.clone(), NAMESPACE)
+            .get_opt(job)
+            .await
+            .expect("get job")
+            .is_some()
+    }
+
+    pub async fn delete_job(&self, job: &str) {
+        Api::<Job>::namespaced(self.kube.clone(), NAMESPACE)
+            .delete(
+                job,
+                &DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                },
+            )
+            .await
+            .expect("delete job");
+    }
+
+    /// Waits until a pod of the Job runs.
+    pub async fn wait_for_running_pod(&self, job: &str) {
+        eventually(&format!("a pod of {job} runs"), || async {
+            self.pods_of_job(job).await.iter().any(|pod| {
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            })
+        })
+        .await;
+    }
+}
+
+/// A Job like the dispatcher's: our label on the Job and its pods, no retries.
+pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
+    let mut pod_annotations = serde_json::Map::new();
+    if let Some(script) = &spec.script {
+        pod_annotations.insert("kube-emulator.io/script".into(), json!(script));
+    }
+    if let Some(log) = &spec.log {
+        pod_annotations.insert("kube-emulator.io/log".into(), json!(log));
+    }
+    let mut container = json!({
+        "name": "prefect-job",
+        "image": spec.image.clone().unwrap_or_else(|| "prefecthq/prefect:3-latest".to_owned()),
+        "args": ["prefect", "flow-run", "execute"],
+        "env": [{"name": "PREFECT__FLOW_RUN_ID", "value": flow_run_id.to_string()}],
+    });
+    if let Some(secret) = &spec.secret_env {
+        container["env"].as_array_mut().unwrap().push(json!({
+            "name": "DB_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}},
+        }));
+    }
+    if let Some(cpu) = &spec.cpu_request {
+        container["resources"] = json!({"requests": {"cpu": cpu}});
+    }
+    let mut job_annotations = serde_json::Map::new();
+    if let Some(seconds) = spec.pod_watch_timeout_seconds {
+        job_annotations.insert(
+            reporter::observe::POD_WATCH_TIMEOUT_ANNOTATION.into(),
+            json!(seconds.to_string()),
+        );
+    }
+    let mut job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {"prefect.io/flow-run-id": flow_run_id.to_string()},
+            "annotations": job_annotations,
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {
+                    "labels": {"prefect.io/flow-run-id": flow_run_id.to_string()},
+                    "annotations": pod_annotations,
+                },
+                "spec": {"restartPolicy": "Never", "containers": [container]},
+            },
+        },
+    });
+    if let Some(deadline) = spec.active_deadline_seconds {
+        job["spec"]["activeDeadlineSeconds"] = json!(deadline);
+    }
+    job
+}
+
+/// Polls `check` until it holds, panicking with `what` after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("gave up waiting: {what}");
+}
