@@ -148,6 +148,18 @@ async fn two_hundred_runs_with_two_pollers_and_three_dispatchers_make_two_hundre
     stack.stop_services().await;
 }
 
+/// Waits until every run has a Job, lets redeliveries and later polls
+/// settle, then checks there is exactly one Job per run and no more.
+async fn assert_every_run_gets_exactly_one_job(stack: &Stack, runs: &[uuid::Uuid]) {
+    eventually("every run has a Job", || async {
+        stack.all_flow_run_jobs().await.len() >= runs.len()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(stack.all_flow_run_jobs().await.len(), runs.len());
+    assert_one_job_per_run(stack, runs).await;
+}
+
 /// Every run has exactly one Job, and none is left Pending without one.
 async fn assert_one_job_per_run(stack: &Stack, runs: &[uuid::Uuid]) {
     for run in runs {
@@ -178,19 +190,7 @@ async fn sigkilling_a_dispatcher_mid_batch_leaves_exactly_one_job_per_run() {
     }
 
     // A real dispatcher process, killed with SIGKILL once it has started.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
-        .env("PREFECT_API_URL", stack.prefect_server.api_url())
-        .env("NATS_URL", stack.nats.url())
-        .env("KUBECONFIG", stack.emulator.kubeconfig_path())
-        .env("PREFECT_K8S_WORK_POOL", &stack.pool)
-        .env("RUST_LOG", "info")
-        .args(["--ack-wait-seconds", "10", "--concurrency", "16"])
-        .args([
-            "--health-addr",
-            &format!("127.0.0.1:{}", test_stack::ports::free_port()),
-        ])
-        .spawn()
-        .expect("start the dispatcher binary");
+    let mut child = stack.dispatcher_process(&["--ack-wait-seconds", "10", "--concurrency", "16"]);
     eventually("the first Jobs exist", || async {
         !stack.all_flow_run_jobs().await.is_empty()
     })
@@ -206,13 +206,7 @@ async fn sigkilling_a_dispatcher_mid_batch_leaves_exactly_one_job_per_run() {
     // A surviving replica picks up the rest, including claims the dead one
     // made but did not finish.
     stack.spawn_dispatcher(stack.dispatcher_config()).await;
-    eventually("every run has a Job", || async {
-        stack.all_flow_run_jobs().await.len() >= runs.len()
-    })
-    .await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(stack.all_flow_run_jobs().await.len(), runs.len());
-    assert_one_job_per_run(&stack, &runs).await;
+    assert_every_run_gets_exactly_one_job(&stack, &runs).await;
     stack.stop_services().await;
 }
 
@@ -247,13 +241,7 @@ async fn restarting_nats_server_loses_and_duplicates_nothing() {
     .await;
     // And once more while dispatching.
     stack.nats.restart();
-    eventually("every run has a Job", || async {
-        stack.all_flow_run_jobs().await.len() >= runs.len()
-    })
-    .await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(stack.all_flow_run_jobs().await.len(), runs.len());
-    assert_one_job_per_run(&stack, &runs).await;
+    assert_every_run_gets_exactly_one_job(&stack, &runs).await;
     assert!(DispatchStats::get(&stats.submitted) >= runs.len() as u64);
     stack.stop_services().await;
 }
@@ -438,18 +426,7 @@ async fn sigterm_finishes_or_hands_back_in_flight_work() {
     for _ in 0..40 {
         runs.push(stack.run_of(&deployment, None).await.id);
     }
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
-        .env("PREFECT_API_URL", stack.prefect_server.api_url())
-        .env("NATS_URL", stack.nats.url())
-        .env("KUBECONFIG", stack.emulator.kubeconfig_path())
-        .env("PREFECT_K8S_WORK_POOL", &stack.pool)
-        .args(["--ack-wait-seconds", "30", "--concurrency", "8"])
-        .args([
-            "--health-addr",
-            &format!("127.0.0.1:{}", test_stack::ports::free_port()),
-        ])
-        .spawn()
-        .expect("start the dispatcher binary");
+    let mut child = stack.dispatcher_process(&["--ack-wait-seconds", "30", "--concurrency", "8"]);
     eventually("the first Jobs exist", || async {
         !stack.all_flow_run_jobs().await.is_empty()
     })
@@ -470,13 +447,7 @@ async fn sigterm_finishes_or_hands_back_in_flight_work() {
 
     // Handed-back messages go to the next replica at once (no ack wait).
     stack.spawn_dispatcher(stack.dispatcher_config()).await;
-    eventually("every run has a Job", || async {
-        stack.all_flow_run_jobs().await.len() >= runs.len()
-    })
-    .await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(stack.all_flow_run_jobs().await.len(), runs.len());
-    assert_one_job_per_run(&stack, &runs).await;
+    assert_every_run_gets_exactly_one_job(&stack, &runs).await;
     stack.stop_services().await;
 }
 

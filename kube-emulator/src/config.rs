@@ -111,7 +111,7 @@ impl Default for EmulatorConfig {
             scripted_default_run: Duration::from_secs(2),
             image_pull_backoff: Duration::from_secs(2),
             watch_bookmark_interval: Duration::from_secs(30),
-            watch_history: 200_000,
+            watch_history: 50_000,
             watch_buffer: 65_536,
             process_workdir: None,
             process_env: Vec::new(),

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod container_logs;
 pub mod controllers;
+pub mod conversion;
 pub mod emulator;
 pub mod error;
 pub mod faults;

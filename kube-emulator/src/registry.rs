@@ -296,7 +296,7 @@ impl Registry {
                 return Err(ApiError::not_found(resource, name));
             }
             let decoded = admission::decode_value(resource, patch, field_validation)?;
-            let mut object = decoded.object;
+            let mut object = crate::conversion::to_storage(resource, decoded.object);
             object["metadata"]["name"] = json!(name);
             let created = self.create(resource, namespace, object, ctx, dry_run)?;
             return Ok((created, true, decoded.warnings));
@@ -313,16 +313,13 @@ impl Registry {
                     return Err(ApiError::stale_resource_version(resource, name));
                 }
             }
-            let patched = apply_patch(current, &patch, kind)?;
+            // Patches apply to the served version; storage may differ (events.k8s.io).
+            let served = crate::conversion::from_storage(resource, current);
+            let patched = apply_patch(&served, &patch, kind)?;
             let decoded = admission::decode_value(resource, patched, field_validation)?;
             warnings = decoded.warnings;
-            prepare_update(
-                resource,
-                current,
-                decoded.object,
-                subresource.as_deref(),
-                ctx,
-            )
+            let object = crate::conversion::to_storage(resource, decoded.object);
+            prepare_update(resource, current, object, subresource.as_deref(), ctx)
         })?;
         Ok((stored, false, warnings))
     }

@@ -58,9 +58,13 @@ impl ResourceType {
         format!("{}/{}", self.group, self.plural)
     }
 
-    /// The storage table key (allocation-free).
+    /// The storage table key (allocation-free). `events.k8s.io` Events share the core table.
     pub fn table_key(&self) -> (&'static str, &'static str) {
-        (self.group, self.plural)
+        if self.group == "events.k8s.io" {
+            ("", "events")
+        } else {
+            (self.group, self.plural)
+        }
     }
 
     /// Whether two references name the same resource (all live in [`RESOURCES`]).

@@ -79,15 +79,21 @@ fn start_with_config(config: &str, pod_name: &str) -> RunningServer {
     )
     .unwrap();
     let monitor_port = free_port();
-    let child = Command::new(nats_server_binary())
+    let log_path = store.path().join("nats-server.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut command = Command::new(nats_server_binary());
+    command
         .arg("--config")
         .arg(&config_path)
         .args(["--port", &free_port().to_string()])
-        .args(["--http_port", &monitor_port.to_string()])
-        .args(["--cluster", &format!("nats://127.0.0.1:{}", free_port())])
+        .args(["--http_port", &monitor_port.to_string()]);
+    if config.contains("cluster {") {
+        command.args(["--cluster", &format!("nats://127.0.0.1:{}", free_port())]);
+    }
+    let child = command
         .env("POD_NAME", pod_name)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start nats-server");
     let server = RunningServer {
@@ -97,7 +103,11 @@ fn start_with_config(config: &str, pod_name: &str) -> RunningServer {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_get(monitor_port, "/varz").is_none() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not start:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     server

@@ -15,7 +15,10 @@ fn assert_cancelled_with(state: &prefect_client::State, fragment: &str) {
         state.message
     );
     let message = state.message.as_deref().unwrap_or_default();
-    assert!(message.contains(fragment), "{fragment:?} missing from {message}");
+    assert!(
+        message.contains(fragment),
+        "{fragment:?} missing from {message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +79,10 @@ async fn a_run_cancelled_while_no_reporter_ran_is_cancelled_after_the_restart() 
     let reporter = stack.spawn_reporter(stack.reporter_config("reporter-a"));
     let state = stack.final_state(run.id).await;
     assert_cancelled_with(&state, &format!("deleted Kubernetes Job default/{job}"));
-    eventually("the Job is gone", || async { !stack.job_exists(&job).await }).await;
+    eventually("the Job is gone", || async {
+        !stack.job_exists(&job).await
+    })
+    .await;
     reporter.stop().await;
 }
 

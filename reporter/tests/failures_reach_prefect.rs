@@ -133,7 +133,8 @@ async fn every_failure_kind_ends_crashed_with_a_message_that_names_it() {
     let logs = stack.logs(pull_error_run.id).await;
     assert!(
         logs.iter()
-            .any(|line| line.message.starts_with("Kubernetes event") && line.message.contains("pull")),
+            .any(|line| line.message.starts_with("Kubernetes event")
+                && line.message.contains("pull")),
         "pod events reach the run's logs: {:?}",
         logs.iter().map(|l| &l.message).collect::<Vec<_>>()
     );
@@ -172,7 +173,10 @@ async fn a_deleted_job_crashes_its_run_and_a_run_that_failed_by_itself_stays_fai
     // Wait until the failing Job has failed, then give the reporter time to (not) act.
     support::eventually("the failing Job fails", || async {
         let pods = stack
-            .pods_of_job(&format!("run-{}", &failing_run.id.simple().to_string()[..12]))
+            .pods_of_job(&format!(
+                "run-{}",
+                &failing_run.id.simple().to_string()[..12]
+            ))
             .await;
         pods.iter()
             .any(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
@@ -185,10 +189,7 @@ async fn a_deleted_job_crashes_its_run_and_a_run_that_failed_by_itself_stays_fai
         StateType::Crashed
     );
     let failing = stack.run(failing_run.id).await;
-    assert_eq!(
-        failing.state.map(|s| s.state_type),
-        Some(StateType::Failed)
-    );
+    assert_eq!(failing.state.map(|s| s.state_type), Some(StateType::Failed));
     assert!(stack
         .states_of(failing_run.id, StateType::Crashed, None)
         .await

@@ -1,5 +1,5 @@
-//! Several replicas and restarts: a standby takes over when the leader dies in the
-//! middle of a burst of failures and every run is reported exactly once; a restarted
+//! Several replicas and restarts: a standby takes over when the leader process is
+//! SIGKILLed in the middle of a burst of failures and every run is reported exactly once; a restarted
 //! reporter misses nothing (runs that failed and events that happened while it was
 //! down) and repeats nothing (state proposals and logs are counted in Prefect); a Job
 //! deleted while no reporter ran is still reported.
@@ -8,6 +8,8 @@ mod support;
 
 use std::collections::HashMap;
 
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use prefect_client::{FlowRun, StateType};
 use reporter::INFRASTRUCTURE_PENDING;
 use support::{eventually, JobSpec, Stack};
@@ -39,7 +41,11 @@ async fn assert_no_repeated_logs(stack: &Stack, runs: &[FlowRun]) {
             *seen.entry(line.message).or_default() += 1;
         }
         let repeated: Vec<_> = seen.iter().filter(|(_, count)| **count > 1).collect();
-        assert!(repeated.is_empty(), "run {}: repeated logs {repeated:?}", run.id);
+        assert!(
+            repeated.is_empty(),
+            "run {}: repeated logs {repeated:?}",
+            run.id
+        );
     }
 }
 
@@ -53,10 +59,13 @@ async fn has_event_log(stack: &Stack, run: &FlowRun, reason: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_standby_takes_over_when_the_leader_dies_and_every_run_is_reported_once() {
+async fn the_standby_takes_over_when_the_leader_is_sigkilled_and_every_run_is_reported_once() {
     let stack = Stack::start().await;
-    let leader = stack.spawn_reporter(stack.reporter_config("reporter-a"));
-    eventually("reporter-a leads", || async { leader.is_leader() }).await;
+    let leader = stack.spawn_reporter_process("reporter-a");
+    eventually("the reporter-a process leads", || async {
+        stack.lease_holder().await.as_deref() == Some("reporter-a")
+    })
+    .await;
     let mut leader = Some(leader);
     let standby = stack.spawn_reporter(stack.reporter_config("reporter-b"));
 
@@ -71,11 +80,15 @@ async fn the_standby_takes_over_when_the_leader_dies_and_every_run_is_reported_o
         runs.push(run);
         if index == 5 {
             eventually("the leader reported some of the burst", || async {
-                stack.run(runs[0].id).await.state.is_some_and(|s| s.state_type.is_final())
+                stack
+                    .run(runs[0].id)
+                    .await
+                    .state
+                    .is_some_and(|s| s.state_type.is_final())
             })
             .await;
             assert!(!standby.is_leader());
-            leader.take().expect("killed once").kill().await;
+            leader.take().expect("killed once").sigkill();
         }
     }
     eventually("reporter-b takes over", || async { standby.is_leader() }).await;
@@ -153,7 +166,10 @@ async fn a_job_deleted_while_no_reporter_ran_is_reported_after_the_restart() {
         .set_state(run.id, StateType::Running, "Running", false)
         .await;
     stack.delete_job(&job).await;
-    eventually("the Job is gone", || async { !stack.job_exists(&job).await }).await;
+    eventually("the Job is gone", || async {
+        !stack.job_exists(&job).await
+    })
+    .await;
 
     let reporter = stack.spawn_reporter(stack.reporter_config("reporter-a"));
     let state = stack.final_state(run.id).await;
@@ -164,4 +180,24 @@ async fn a_job_deleted_while_no_reporter_ran_is_reported_after_the_restart() {
         "{message}"
     );
     reporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_gracefully_releases_its_lease_and_the_standby_leads() {
+    let stack = Stack::start().await;
+    let config = stack.reporter_config("reporter-a");
+    let lease_name = config.lease_name();
+    let leader = stack.spawn_reporter(config);
+    eventually("reporter-a leads", || async { leader.is_leader() }).await;
+    let standby = stack.spawn_reporter(stack.reporter_config("reporter-b"));
+    leader.stop().await;
+    eventually("reporter-b leads", || async { standby.is_leader() }).await;
+    let lease = Api::<Lease>::namespaced(stack.kube.clone(), support::NAMESPACE)
+        .get(&lease_name)
+        .await
+        .expect("the Lease");
+    let spec = lease.spec.expect("a spec");
+    assert_eq!(spec.holder_identity.as_deref(), Some("reporter-b"));
+    assert_eq!(spec.lease_transitions, Some(1), "one handover counted");
+    standby.stop().await;
 }

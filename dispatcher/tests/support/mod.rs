@@ -177,6 +177,23 @@ impl Stack {
         self.prefect.read_flow_run(id).await.expect("read flow run")
     }
 
+    /// Starts the real dispatcher binary against this stack, for tests that
+    /// must signal a process (SIGKILL, SIGTERM).
+    pub fn dispatcher_process(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+            .env("PREFECT_API_URL", self.prefect_server.api_url())
+            .env("NATS_URL", self.nats.url())
+            .env("KUBECONFIG", self.emulator.kubeconfig_path())
+            .env("PREFECT_K8S_WORK_POOL", &self.pool)
+            .args(args)
+            .args([
+                "--health-addr",
+                &format!("127.0.0.1:{}", test_stack::ports::free_port()),
+            ])
+            .spawn()
+            .expect("start the dispatcher binary")
+    }
+
     /// Stops the in-process services (cancel, then wait).
     pub async fn stop_services(&mut self) {
         for (token, _) in &self.services {

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use crate::admission::{self, FieldValidation, WriteContext};
 use crate::cluster::Cluster;
+use crate::conversion::{from_storage, to_storage};
 use crate::error::ApiError;
 use crate::patch::PatchKind;
 use crate::registry::{DeleteOptions, DeleteOutcome};
@@ -322,13 +323,13 @@ async fn resource_request(
             let created = cluster.registry.create(
                 resource,
                 &namespace,
-                decoded.object,
+                to_storage(resource, decoded.object),
                 &ctx,
                 dry_run(query),
             )?;
             Ok(json_response(
                 StatusCode::CREATED,
-                &created,
+                &from_storage(resource, &created),
                 &decoded.warnings,
             ))
         }
@@ -345,12 +346,16 @@ async fn resource_request(
                 resource,
                 &namespace,
                 name,
-                decoded.object,
+                to_storage(resource, decoded.object),
                 sub,
                 &ctx,
                 dry_run(query),
             )?;
-            Ok(json_response(StatusCode::OK, &stored, &decoded.warnings))
+            Ok(json_response(
+                StatusCode::OK,
+                &from_storage(resource, &stored),
+                &decoded.warnings,
+            ))
         }
         ("patch", Some(name), sub @ (None | Some("status"))) => {
             let content_type = headers
@@ -401,7 +406,11 @@ async fn resource_request(
             } else {
                 StatusCode::OK
             };
-            Ok(json_response(status, &stored, &warnings))
+            Ok(json_response(
+                status,
+                &from_storage(resource, &stored),
+                &warnings,
+            ))
         }
         ("delete", Some(name), None) => {
             let options = DeleteOptions::parse(&body, query)?;
@@ -409,7 +418,11 @@ async fn resource_request(
                 .registry
                 .delete(resource, &namespace, name, &options)?
             {
-                DeleteOutcome::Pending(object) => Ok(json_response(StatusCode::OK, &object, &[])),
+                DeleteOutcome::Pending(object) => Ok(json_response(
+                    StatusCode::OK,
+                    &from_storage(resource, &object),
+                    &[],
+                )),
                 DeleteOutcome::Removed(object) => {
                     if resource.plural == "pods" && resource.group.is_empty() {
                         return Ok(json_response(StatusCode::OK, &object, &[]));
@@ -440,7 +453,10 @@ async fn resource_request(
                 &fields,
                 &options,
             )?;
-            let items: Vec<Value> = items.iter().map(|o| list_item(o)).collect();
+            let items: Vec<Value> = items
+                .iter()
+                .map(|o| list_item(&from_storage(resource, o)))
+                .collect();
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
@@ -473,7 +489,7 @@ pub fn render_object(
     resource: &crate::resources::ResourceType,
 ) -> Value {
     match render {
-        Rendering::Full => object.clone(),
+        Rendering::Full => from_storage(resource, object),
         Rendering::Metadata => json!({
             "kind": "PartialObjectMetadata",
             "apiVersion": "meta.k8s.io/v1",
@@ -590,7 +606,7 @@ fn list(
             "kind": resource.list_kind(),
             "apiVersion": resource.api_version(),
             "metadata": metadata,
-            "items": page.iter().map(|o| list_item(o)).collect::<Vec<_>>(),
+            "items": page.iter().map(|o| list_item(&from_storage(resource, o))).collect::<Vec<_>>(),
         }),
     };
     Ok(json_response(StatusCode::OK, &body, &[]))

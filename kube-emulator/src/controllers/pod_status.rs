@@ -19,6 +19,10 @@ pub fn set_condition(
         object["status"] = json!({});
     }
     let is_pod = object["kind"] == "Pod";
+    let generation = object
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
     let conditions = object["status"]
         .as_object_mut()
         .expect("status object")
@@ -38,7 +42,8 @@ pub fn set_condition(
         condition["message"] = json!(message);
     }
     if is_pod {
-        condition["observedGeneration"] = object_generation_placeholder();
+        // Kubelets since v1.33 stamp the pod generation they observed on each condition.
+        condition["observedGeneration"] = generation.clone();
     }
     match list.iter_mut().find(|c| c["type"] == kind) {
         Some(existing) => {
@@ -62,24 +67,6 @@ pub fn set_condition(
             list.push(condition);
         }
     }
-    if is_pod {
-        let generation = object
-            .pointer("/metadata/generation")
-            .cloned()
-            .unwrap_or(json!(1));
-        if let Some(list) = object
-            .pointer_mut("/status/conditions")
-            .and_then(Value::as_array_mut)
-        {
-            for c in list {
-                c["observedGeneration"] = generation.clone();
-            }
-        }
-    }
-}
-
-fn object_generation_placeholder() -> Value {
-    json!(1)
 }
 
 /// Whether a condition of `kind` is `True`.

@@ -107,10 +107,39 @@ pub fn install_refused(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The oldest kustomize (major version) that reads `deploy/`: inline
+/// `patches:` entries arrived with kustomize v4 (kubectl 1.21).
+const OLDEST_KUSTOMIZE_MAJOR: u32 = 4;
+
+/// kubectl, checked to embed a kustomize that reads `deploy/`.
+fn kubectl_with_kustomize() -> PathBuf {
+    let kubectl = kubectl();
+    let version = run_ok(
+        Command::new(&kubectl).args(["version", "--client", "-o", "json"]),
+        "kubectl version --client",
+    );
+    let version: Value = serde_json::from_str(&version).expect("kubectl version prints JSON");
+    let kustomize = version["kustomizeVersion"].as_str().unwrap_or("none");
+    let major = kustomize
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok());
+    assert!(
+        major.is_some_and(|major| major >= OLDEST_KUSTOMIZE_MAJOR),
+        "{} embeds kustomize {kustomize}; deploy/ needs kustomize v{OLDEST_KUSTOMIZE_MAJOR} or later \
+         (kubectl 1.21 or later; Debian 12's kubernetes-client 1.20 is too old)",
+        kubectl.display()
+    );
+    kubectl
+}
+
 /// `kubectl kustomize <dir>` (offline: the kustomize built into kubectl).
 pub fn kustomize(dir: &Path) -> String {
     run_ok(
-        Command::new(kubectl()).arg("kustomize").arg(dir),
+        Command::new(kubectl_with_kustomize())
+            .arg("kustomize")
+            .arg(dir),
         &format!("kubectl kustomize {}", dir.display()),
     )
 }

@@ -14,6 +14,9 @@
 //! never a second state: Prefect answers a re-sent transition id with REJECT, a late
 //! `Crashed` on a final run with ABORT, and a second `InfrastructurePending` with ABORT.
 //!
+//! Runs of other work pools (their Jobs carry the same label when pools share a
+//! cluster) are left to their own reporters.
+//!
 //! Reconciliation also looks for runs of the pool that are `PENDING`/`RUNNING` with an
 //! `infrastructure_pid` naming a Job the cluster does not have (deleted while no reporter
 //! watched): after a GET confirms it, such a Job becomes a deleted tombstone, and the run
@@ -221,7 +224,11 @@ impl Evaluator {
                     reconciles_until_missing_job_search = 10;
                 }
                 reconciles_until_missing_job_search -= 1;
-                let known = self.store.read(|store| store.run_ids());
+                let known: HashSet<Uuid> = self
+                    .store
+                    .read(|store| store.run_ids())
+                    .into_iter()
+                    .collect();
                 self.settled.retain(|run| known.contains(run));
                 runs.extend(known.into_iter().filter(|run| !self.settled.contains(run)));
                 runs.extend(self.store.update(|store| store.take_dirty()));
@@ -243,7 +250,9 @@ impl Evaluator {
     }
 
     /// Reads the runs' states, decides, proposes.
-    async fn evaluate(&mut self, runs: Vec<Uuid>) {
+    async fn evaluate(&mut self, mut runs: Vec<Uuid>) {
+        self.store
+            .read(|store| runs.retain(|run| !store.is_of_another_pool(*run)));
         for batch in runs.chunks(READ_BATCH) {
             let read = match self.prefect.read_flow_runs_by_ids(batch).await {
                 Ok(read) => read,
@@ -262,8 +271,20 @@ impl Evaluator {
                 let Some(run) = states.get(&flow_run_id) else {
                     // The run was deleted from Prefect: nothing to report, ever.
                     self.forget(flow_run_id);
+                    self.settled.insert(flow_run_id);
                     continue;
                 };
+                let ours = run
+                    .work_pool_name
+                    .as_deref()
+                    .is_none_or(|pool| pool == self.work_pool);
+                self.store
+                    .update(|store| store.set_of_our_pool(flow_run_id, ours));
+                if !ours {
+                    // Another pool's reporter handles it.
+                    self.settled.insert(flow_run_id);
+                    continue;
+                }
                 let Some(state) = run_state_of(run) else {
                     continue;
                 };

@@ -21,11 +21,13 @@ use crate::{EventLog, EventSubjectKind, JobView, PodView, Timestamp};
 /// `infrastructure_pid` names it, the cluster does not have it).
 pub const MISSING_JOB_UID_PREFIX: &str = "missing:";
 
-/// The uids of one run's Jobs and pods.
+/// The uids of one run's Jobs and pods, and whether the run is of our work pool.
 #[derive(Debug, Default)]
 struct RunIndex {
     jobs: Vec<Box<str>>,
     pods: Vec<Box<str>>,
+    /// `None` until the evaluator has read the run from Prefect.
+    of_our_pool: Option<bool>,
 }
 
 /// Views of our Jobs and pods. Plain data; see [`SharedStore`] for the shared handle.
@@ -257,8 +259,32 @@ impl ViewStore {
         self.runs.keys().copied().collect()
     }
 
-    /// The run an Event is about, if it concerns one of our pods or Jobs.
+    /// Records whether the run belongs to our work pool (Jobs of other pools carry the
+    /// same label when several pools share a cluster; their reporters handle them).
+    pub fn set_of_our_pool(&mut self, flow_run_id: Uuid, ours: bool) {
+        if let Some(index) = self.runs.get_mut(&flow_run_id) {
+            index.of_our_pool = Some(ours);
+        }
+    }
+
+    /// Known to belong to another work pool.
+    pub fn is_of_another_pool(&self, flow_run_id: Uuid) -> bool {
+        self.runs
+            .get(&flow_run_id)
+            .is_some_and(|index| index.of_our_pool == Some(false))
+    }
+
+    /// The run an Event is about, if it concerns one of our pods or Jobs and the run is
+    /// known to be of our work pool.
     pub fn run_of_event(&self, log: &EventLog) -> Option<Uuid> {
+        self.subject_run(log).filter(|run| {
+            self.runs
+                .get(run)
+                .is_some_and(|index| index.of_our_pool == Some(true))
+        })
+    }
+
+    fn subject_run(&self, log: &EventLog) -> Option<Uuid> {
         match (log.subject_kind, log.subject_uid.as_deref()) {
             (EventSubjectKind::Pod, Some(uid)) => self.pods.get(uid).map(|pod| pod.flow_run_id),
             (EventSubjectKind::Job, Some(uid)) => self.jobs.get(uid).map(|job| job.flow_run_id),
@@ -478,6 +504,32 @@ mod tests {
             store.replace_jobs(Vec::new()).is_empty(),
             "never re-confirmed"
         );
+    }
+
+    #[test]
+    fn events_are_matched_only_to_runs_known_to_be_of_our_pool() {
+        use crate::{EventDedupKey, EventSubjectKind, LogLevel};
+        let mut store = ViewStore::default();
+        store.apply_pod(pulling_pod("p1"), at(0));
+        let log = EventLog {
+            subject_kind: EventSubjectKind::Pod,
+            subject_uid: Some("p1".into()),
+            subject_name: "pod-p1".into(),
+            namespace: "prefect".into(),
+            level: LogLevel::Info,
+            message: "Kubernetes event Scheduled on pod pod-p1".into(),
+            timestamp: None,
+            dedup_key: EventDedupKey {
+                event: "e1".into(),
+                count: 1,
+            },
+        };
+        assert_eq!(store.run_of_event(&log), None, "not read from Prefect yet");
+        store.set_of_our_pool(run(), false);
+        assert_eq!(store.run_of_event(&log), None, "another pool's run");
+        assert!(store.is_of_another_pool(run()));
+        store.set_of_our_pool(run(), true);
+        assert_eq!(store.run_of_event(&log), Some(run()));
     }
 
     #[test]

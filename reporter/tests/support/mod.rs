@@ -89,13 +89,35 @@ impl RunningReporter {
         let result = tokio::time::timeout(PATIENCE, self.handle)
             .await
             .expect("the reporter stops");
-        result.expect("reporter task").expect("reporter ends cleanly");
+        result
+            .expect("reporter task")
+            .expect("reporter ends cleanly");
     }
 
     /// Kills it as SIGKILL would: every task stops at once, the Lease is not released.
     pub async fn kill(self) {
         self.handle.abort();
         let _ = self.handle.await;
+    }
+}
+
+/// A reporter replica running as a child process of the real binary.
+pub struct ReporterProcess {
+    child: std::process::Child,
+}
+
+impl ReporterProcess {
+    /// SIGKILL: no cleanup at all, the Lease is not released.
+    pub fn sigkill(mut self) {
+        self.child.kill().expect("SIGKILL the reporter");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ReporterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -166,11 +188,54 @@ impl Stack {
         }
     }
 
+    /// Starts the `reporter` binary with [`Stack::reporter_config`]'s settings, through
+    /// its flags' environment variables and the emulator's kubeconfig.
+    pub fn spawn_reporter_process(&self, identity: &str) -> ReporterProcess {
+        let health_port = test_stack::ports::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_reporter"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("KUBECONFIG", self.emulator.kubeconfig_path())
+            .env("PREFECT_API_URL", self.prefect_server.api_url())
+            .env("PREFECT_K8S_WORK_POOL", &self.pool)
+            .env("PREFECT_K8S_REPORTER_IDENTITY", identity)
+            .env("PREFECT_K8S_LEASE_NAMESPACE", NAMESPACE)
+            .env("PREFECT_K8S_LEASE_DURATION_SECONDS", "3")
+            .env("PREFECT_K8S_CANCEL_POLL_SECONDS", "0.5")
+            .env("PREFECT_K8S_RECONCILE_SECONDS", "2")
+            .env("PREFECT_K8S_MISSING_JOB_GRACE_SECONDS", "1")
+            .env("PREFECT_K8S_IMAGE_ERROR_GRACE_SECONDS", "1")
+            .env("PREFECT_K8S_CONFIG_ERROR_GRACE_SECONDS", "1")
+            .env("PREFECT_K8S_DEFAULT_POD_WATCH_TIMEOUT_SECONDS", "30")
+            .env("PREFECT_K8S_SETTLE_GRACE_SECONDS", "1")
+            .env("HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start the reporter binary");
+        ReporterProcess { child }
+    }
+
+    /// Who holds the reporters' Lease.
+    pub async fn lease_holder(&self) -> Option<String> {
+        let name = ReporterConfig::for_pool(&self.pool).lease_name();
+        let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+            self.kube.clone(),
+            NAMESPACE,
+        )
+        .get_opt(&name)
+        .await
+        .expect("read the Lease")?;
+        lease.spec?.holder_identity.filter(|holder| !holder.is_empty())
+    }
+
     /// A run of the test deployment, claimed (`Pending`) as a dispatcher would.
     pub async fn claimed_run(&self) -> FlowRun {
         let run = self
             .prefect
-            .create_flow_run_from_deployment(self.deployment_id, &DeploymentFlowRunCreate::default())
+            .create_flow_run_from_deployment(
+                self.deployment_id,
+                &DeploymentFlowRunCreate::default(),
+            )
             .await
             .expect("create flow run");
         let claim = self
@@ -243,7 +308,12 @@ impl Stack {
     }
 
     /// The run's states of `state_type` (optionally of this name).
-    pub async fn states_of(&self, id: Uuid, state_type: StateType, name: Option<&str>) -> Vec<State> {
+    pub async fn states_of(
+        &self,
+        id: Uuid,
+        state_type: StateType,
+        name: Option<&str>,
+    ) -> Vec<State> {
         self.states(id)
             .await
             .into_iter()
@@ -301,9 +371,10 @@ impl Stack {
     /// Waits until a pod of the Job runs.
     pub async fn wait_for_running_pod(&self, job: &str) {
         eventually(&format!("a pod of {job} runs"), || async {
-            self.pods_of_job(job).await.iter().any(|pod| {
-                pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-            })
+            self.pods_of_job(job)
+                .await
+                .iter()
+                .any(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         })
         .await;
     }
