@@ -74,6 +74,12 @@ enum Command {
         /// 429, 500 or 503.
         #[arg(long, default_value_t = 429)]
         fault_error_code: u16,
+        /// Working directory of process-runtime containers (default: the temp dir).
+        #[arg(long)]
+        process_workdir: Option<PathBuf>,
+        /// Extra environment for process-runtime containers, `KEY=VALUE` (repeatable).
+        #[arg(long = "process-env", value_parser = parse_key_value)]
+        process_env: Vec<(String, String)>,
     },
 }
 
@@ -101,6 +107,8 @@ async fn main() -> anyhow::Result<()> {
             fault_latency_ms,
             fault_error_rate,
             fault_error_code,
+            process_workdir,
+            process_env,
         } => {
             let config = EmulatorConfig {
                 port,
@@ -121,6 +129,8 @@ async fn main() -> anyhow::Result<()> {
                 job_backoff_base: Duration::from_millis(job_backoff_base_ms),
                 kubelet_stage_delay: Duration::from_millis(kubelet_stage_delay_ms),
                 scripted_default_run: Duration::from_millis(scripted_run_ms),
+                process_workdir,
+                process_env,
                 ..EmulatorConfig::default()
             };
             let emulator = Emulator::start(config)
@@ -146,6 +156,12 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
 }
 
 async fn wait_for_termination() -> anyhow::Result<()> {

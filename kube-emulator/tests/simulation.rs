@@ -289,3 +289,32 @@ async fn logs_support_tail_previous_and_container_selection() {
     assert_eq!(tail, "three\n");
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn pod_failure_policy_fail_job_short_circuits_the_backoff_limit() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let client = emulator.client().unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "policy"},
+        "spec": {
+            "backoffLimit": 6,
+            "podFailurePolicy": {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}
+            ]},
+            "template": {
+                "metadata": {"annotations": {"kube-emulator.io/script": "fail:42:0.1"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}
+            }
+        }
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let failed = wait_job(&jobs, "policy", "Failed", |j| has_condition(j, "Failed")).await;
+    assert_eq!(condition_reason(&failed, "Failed").as_deref(), Some("PodFailurePolicy"));
+    assert_eq!(failed.status.as_ref().unwrap().failed, Some(1));
+    let message = failed.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap().message.unwrap();
+    assert!(message.starts_with("Container main for pod default/policy-") && message.ends_with("failed with exit code 42 matching FailJob rule at index 1"), "{message}");
+    emulator.shutdown().await;
+}

@@ -460,7 +460,7 @@ fn move_to_namespace(object: &mut Value, namespace: &str) {
 /// Namespaces first, then what pods need (accounts, permissions, settings),
 /// then the workloads, then what refers to them.
 fn apply_order(kind: &str) -> usize {
-    const ORDER: [&str; 11] = [
+    const ORDER: [&str; 12] = [
         "Namespace",
         "ServiceAccount",
         "Role",
@@ -472,6 +472,7 @@ fn apply_order(kind: &str) -> usize {
         "StatefulSet",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     ];
     ORDER
         .iter()

@@ -255,3 +255,65 @@ fn flow_run_jobs_go_where_the_roles_are() {
         ));
     }
 }
+
+/// Whether a `matchLabels` selector selects a pod with these labels.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector["matchLabels"]
+        .as_object()
+        .is_some_and(|wanted| wanted.iter().all(|(key, value)| &labels[key] == value))
+}
+
+#[test]
+fn only_the_agents_pods_reach_the_bundled_nats() {
+    let objects = rbac_objects("default");
+    let policy = find(&objects, "NetworkPolicy", "prefect-k8s-nats");
+    let nats_pod = &find(&objects, "StatefulSet", "prefect-k8s-nats")["spec"]["template"]
+        ["metadata"]["labels"];
+    assert!(
+        selects(&policy["spec"]["podSelector"], nats_pod),
+        "the policy covers the NATS pods"
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let rules = policy["spec"]["ingress"].as_array().expect("ingress rules");
+    let client_rules: Vec<&Value> = rules
+        .iter()
+        .filter(|rule| {
+            rule["ports"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|port| port["port"] == 4222))
+        })
+        .collect();
+    assert!(
+        !client_rules.is_empty(),
+        "some pods may reach the client port"
+    );
+    for rule in client_rules {
+        let sources = rule["from"]
+            .as_array()
+            .expect("the client port is not open to all");
+        for deployment in [
+            "prefect-k8s-poller",
+            "prefect-k8s-dispatcher",
+            "prefect-k8s-reporter",
+        ] {
+            let labels =
+                &find(&objects, "Deployment", deployment)["spec"]["template"]["metadata"]["labels"];
+            assert!(
+                sources
+                    .iter()
+                    .any(|source| selects(&source["podSelector"], labels)),
+                "{deployment} may reach NATS"
+            );
+        }
+        let flow_run_pod = serde_json::json!({"prefect.io/flow-run-id": "x", "job-name": "y"});
+        assert!(
+            !sources
+                .iter()
+                .any(|source| selects(&source["podSelector"], &flow_run_pod)),
+            "flow-run pods may not reach NATS"
+        );
+    }
+}

@@ -53,6 +53,11 @@ fn cases() -> Vec<Case> {
             message_contains: &["BackoffLimitExceeded", "OOMKilled", "exit code 137"],
         },
         Case {
+            what: "eviction",
+            spec: JobSpec::script("evict:0.3"),
+            message_contains: &["BackoffLimitExceeded", "Evicted"],
+        },
+        Case {
             what: "non-zero exit before the flow reports",
             spec: JobSpec {
                 script: Some("fail:3:0.2".into()),

@@ -419,6 +419,13 @@ fn validate_job(job: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) 
                 .get("restartPolicy")
                 .and_then(Value::as_str)
                 .unwrap_or("Always");
+            if spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) && policy != "Never" {
+                causes.push(FieldCause::invalid(
+                    "spec.template.spec.restartPolicy",
+                    &json!(policy),
+                    "only \"Never\" is supported when podFailurePolicy is specified",
+                ));
+            }
             if policy != "OnFailure" && policy != "Never" {
                 causes.push(FieldCause::not_supported(
                     "spec.template.spec.restartPolicy",
