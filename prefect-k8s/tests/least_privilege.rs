@@ -3,6 +3,7 @@
 //! dispatcher only create and read Jobs, the reporter only watch, read logs,
 //! delete Jobs and hold its Lease. Checked with the RBAC matching rules of the
 //! API server (verbs, API groups, resources with subresources, resource names).
+//! On the network, only the agent's pods reach the bundled NATS.
 
 mod manifest_tools;
 

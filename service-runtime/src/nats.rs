@@ -15,8 +15,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use flow_run_proto::subjects;
 
-/// How to reach NATS. Flags with environment fallbacks.
-#[derive(Debug, Clone, clap::Args)]
+/// How to reach NATS. Flags with environment fallbacks. `Debug` never shows
+/// the password.
+#[derive(Clone, clap::Args)]
 pub struct NatsOptions {
     /// NATS server URL(s), comma separated.
     #[arg(
@@ -42,6 +43,20 @@ pub struct NatsOptions {
     pub tls_cert: Option<PathBuf>,
     #[arg(long = "nats-tls-key", env = "NATS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsOptions")
+            .field("url", &self.url)
+            .field("creds_file", &self.creds_file)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
 }
 
 impl NatsOptions {
@@ -251,4 +266,27 @@ pub async fn dispatcher_consumer(
         name,
         message: last_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let mut options = NatsOptions::plain("nats://127.0.0.1:4222");
+        options.user = Some("agent".into());
+        options.password = Some("s3cr3t-pass".into());
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("s3cr3t-pass"), "{shown}");
+        assert!(shown.contains("agent"));
+    }
+
+    #[test]
+    fn consumer_names_are_nats_safe() {
+        assert_eq!(
+            dispatcher_consumer_name("my pool.v2"),
+            "dispatcher-my_pool_v2"
+        );
+    }
 }
