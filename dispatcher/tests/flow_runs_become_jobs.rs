@@ -516,3 +516,73 @@ async fn the_api_key_reaches_pods_only_as_a_secret_reference() {
     );
     stack.stop_services().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_refusal_crashes_the_run_with_the_apis_reason() {
+    let mut stack = Stack::start(scripted()).await;
+    stack.spawn_poller(stack.poller_config()).await;
+    stack.spawn_dispatcher(stack.dispatcher_config()).await;
+    stack.wait_for_pool().await;
+    // Valid as a name, but no such namespace exists: the API answers 404.
+    let deployment = stack
+        .deployment(json!({"namespace": "no-such-namespace"}))
+        .await;
+    let run = stack.run_of(&deployment, None).await;
+    eventually("the run is Crashed", || async {
+        stack.run(run.id).await.state.map(|s| s.state_type) == Some(StateType::Crashed)
+    })
+    .await;
+    let message = stack
+        .run(run.id)
+        .await
+        .state
+        .unwrap()
+        .message
+        .unwrap_or_default();
+    assert!(
+        message.contains("NotFound"),
+        "the API's reason is named: {message}"
+    );
+    assert!(
+        message.contains("no-such-namespace"),
+        "the namespace is named: {message}"
+    );
+    assert!(stack.jobs_of(run.id).await.is_empty());
+    stack.stop_services().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_server_errors_are_retried_and_make_exactly_one_job() {
+    let mut stack = Stack::start(scripted()).await;
+    // The next three Job creations fail with 500 (which kube-rs does not
+    // retry itself, so the dispatcher's own retry is what is tested).
+    stack.emulator.set_faults(kube_emulator::FaultSettings {
+        fail_next: 3,
+        error_code: 500,
+        verb: Some("create".into()),
+        resource: Some("jobs".into()),
+        ..Default::default()
+    });
+    stack.spawn_poller(stack.poller_config()).await;
+    let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
+    stack.wait_for_pool().await;
+    let deployment = stack.deployment(json!({})).await;
+    let runs = vec![
+        stack.run_of(&deployment, None).await.id,
+        stack.run_of(&deployment, None).await.id,
+    ];
+    assert_every_run_gets_exactly_one_job(&stack, &runs).await;
+    assert!(
+        DispatchStats::get(&stats.retried) >= 3,
+        "the failures were retried"
+    );
+    for run in &runs {
+        let state = stack.run(*run).await.state.unwrap();
+        assert_ne!(
+            state.state_type,
+            StateType::Crashed,
+            "a transient error never crashes a run"
+        );
+    }
+    stack.stop_services().await;
+}

@@ -28,6 +28,22 @@ pub struct FaultSettings {
     pub verb: Option<String>,
     /// Only requests for this resource plural.
     pub resource: Option<String>,
+    /// Failing requests lose their connection (reset mid-response) instead of getting a Status.
+    pub connection_reset: bool,
+    /// A watch resuming from an expired resourceVersion gets 200 and an immediate close without
+    /// the ERROR 410 event (the behaviour of kubernetes/kubernetes PR #137307's bug).
+    pub silent_watch_expiry: bool,
+}
+
+/// What fault injection decided for one request.
+#[derive(Debug, Default)]
+pub struct FaultDecision {
+    /// Added latency.
+    pub latency: Option<Duration>,
+    /// An error response to return instead of serving.
+    pub error: Option<ApiError>,
+    /// Reset the connection instead of answering.
+    pub reset: bool,
 }
 
 /// Shared fault state.
@@ -47,12 +63,8 @@ impl Faults {
         self.settings.lock().clone()
     }
 
-    /// Decide the fate of a request: latency to add and maybe an error.
-    pub fn check(
-        &self,
-        verb: &str,
-        resource: Option<&str>,
-    ) -> (Option<Duration>, Option<ApiError>) {
+    /// Decide the fate of a request: latency to add and maybe an error or a reset.
+    pub fn check(&self, verb: &str, resource: Option<&str>) -> FaultDecision {
         let mut settings = self.settings.lock();
         if settings.verb.as_deref().is_some_and(|v| v != verb)
             || settings
@@ -60,7 +72,7 @@ impl Faults {
                 .as_deref()
                 .is_some_and(|r| Some(r) != resource)
         {
-            return (None, None);
+            return FaultDecision::default();
         }
         let latency = (settings.latency_ms > 0).then(|| Duration::from_millis(settings.latency_ms));
         let fail = if settings.fail_next > 0 {
@@ -69,6 +81,9 @@ impl Faults {
         } else {
             settings.error_rate > 0.0 && rand::rng().random::<f64>() < settings.error_rate
         };
+        if fail && settings.connection_reset {
+            return FaultDecision { latency, error: None, reset: true };
+        }
         let error = fail.then(|| match settings.error_code {
             500 => ApiError::internal("injected fault"),
             503 => {
@@ -80,6 +95,6 @@ impl Faults {
             }
             _ => ApiError::too_many_requests(settings.retry_after_seconds.max(1)),
         });
-        (latency, error)
+        FaultDecision { latency, error, reset: false }
     }
 }

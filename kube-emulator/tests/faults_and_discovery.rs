@@ -75,3 +75,29 @@ async fn metadata_only_requests_return_partial_object_metadata() {
     assert_eq!(one.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn connection_resets_and_silent_watch_expiry_can_be_injected() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let http = support::http_client(&emulator);
+    let pods_url = format!("{}/api/v1/namespaces/default/pods", emulator.url());
+    emulator.set_faults(FaultSettings { fail_next: 1, connection_reset: true, ..FaultSettings::default() });
+    let outcome = match http.get(&pods_url).send().await {
+        Ok(response) => response.text().await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    assert!(outcome.is_err(), "the connection should break");
+    assert!(http.get(&pods_url).send().await.unwrap().status().is_success());
+
+    // Silent expiry: 200 and an immediate clean close, no ERROR event.
+    let list: serde_json::Value = http.get(&pods_url).send().await.unwrap().json().await.unwrap();
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    emulator.compact();
+    emulator.set_faults(FaultSettings { silent_watch_expiry: true, ..FaultSettings::default() });
+    let body = http.get(format!("{pods_url}?watch=true&resourceVersion={rv}")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "");
+    emulator.set_faults(FaultSettings::default());
+    let body = http.get(format!("{pods_url}?watch=true&resourceVersion={rv}")).send().await.unwrap().text().await.unwrap();
+    assert!(body.contains("\"code\":410"), "{body}");
+    emulator.shutdown().await;
+}

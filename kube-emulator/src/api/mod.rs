@@ -156,11 +156,21 @@ async fn dispatch(
         ApiPath::Resource(p) => Some(p.resource.plural),
         _ => None,
     };
-    let (latency, injected) = cluster.faults.check(verb, resource_name);
-    if let Some(latency) = latency {
+    let decision = cluster.faults.check(verb, resource_name);
+    if let Some(latency) = decision.latency {
         tokio::time::sleep(latency).await;
     }
-    if let Some(err) = injected {
+    if decision.reset {
+        // A body that fails before its first byte makes hyper abort the connection.
+        let broken = futures::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected connection reset",
+            ))
+        });
+        return Ok(Response::new(Body::from_stream(broken)));
+    }
+    if let Some(err) = decision.error {
         return Err(err);
     }
     let user = authorization::authenticate(cluster, headers)?;

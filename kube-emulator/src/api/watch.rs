@@ -243,6 +243,9 @@ async fn run_watch(
     };
     let (mut receiver, mut last_rv) = match start {
         WatchBeginning::Expired(rv) => {
+            if cluster.faults.get().silent_watch_expiry {
+                return;
+            }
             let _ = tx
                 .send(Ok(send(
                     "ERROR",
