@@ -33,6 +33,9 @@ pub struct Cluster {
     pub shutdown: CancellationToken,
     /// The server URL (set once bound).
     pub server_url: parking_lot::Mutex<String>,
+    /// Aggregation index of events recorded by the simulated components: correlation key ->
+    /// event name.
+    pub recorded_events: parking_lot::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Cluster {
@@ -48,6 +51,7 @@ impl Cluster {
             watch_cut,
             shutdown: CancellationToken::new(),
             server_url: parking_lot::Mutex::new(String::new()),
+            recorded_events: parking_lot::Mutex::new(std::collections::HashMap::new()),
             config,
         });
         cluster.bootstrap();

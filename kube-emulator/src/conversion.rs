@@ -21,7 +21,12 @@ fn is_events_v1(resource: &ResourceType) -> bool {
     resource.group == "events.k8s.io"
 }
 
-fn rename(object: &Value, pairs: impl Iterator<Item = (&'static str, &'static str)>, kind: &str, api_version: &str) -> Value {
+fn rename(
+    object: &Value,
+    pairs: impl Iterator<Item = (&'static str, &'static str)>,
+    kind: &str,
+    api_version: &str,
+) -> Value {
     let Some(map) = object.as_object() else {
         return object.clone();
     };
@@ -54,7 +59,12 @@ pub fn from_storage(resource: &ResourceType, object: &Value) -> Value {
     if !is_events_v1(resource) {
         return object.clone();
     }
-    rename(object, EVENT_FIELDS.iter().map(|(a, b)| (*b, *a)), "Event", "events.k8s.io/v1")
+    rename(
+        object,
+        EVENT_FIELDS.iter().map(|(a, b)| (*b, *a)),
+        "Event",
+        "events.k8s.io/v1",
+    )
 }
 
 #[cfg(test)]

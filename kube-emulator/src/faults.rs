@@ -82,7 +82,11 @@ impl Faults {
             settings.error_rate > 0.0 && rand::rng().random::<f64>() < settings.error_rate
         };
         if fail && settings.connection_reset {
-            return FaultDecision { latency, error: None, reset: true };
+            return FaultDecision {
+                latency,
+                error: None,
+                reset: true,
+            };
         }
         let error = fail.then(|| match settings.error_code {
             500 => ApiError::internal("injected fault"),
@@ -95,6 +99,10 @@ impl Faults {
             }
             _ => ApiError::too_many_requests(settings.retry_after_seconds.max(1)),
         });
-        FaultDecision { latency, error, reset: false }
+        FaultDecision {
+            latency,
+            error,
+            reset: false,
+        }
     }
 }

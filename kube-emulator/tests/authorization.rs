@@ -12,24 +12,47 @@ use serde_json::json;
 
 #[tokio::test]
 async fn service_accounts_are_limited_to_their_role() {
-    let emulator = Emulator::start(EmulatorConfig { authorization: AuthorizationMode::Rbac, ..EmulatorConfig::fast() })
+    let emulator = Emulator::start(EmulatorConfig {
+        authorization: AuthorizationMode::Rbac,
+        ..EmulatorConfig::fast()
+    })
+    .await
+    .unwrap();
+    let admin = emulator.client().unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "observer"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &sa)
         .await
         .unwrap();
-    let admin = emulator.client().unwrap();
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "observer"}})).unwrap();
-    Api::<ServiceAccount>::namespaced(admin.clone(), "default").create(&PostParams::default(), &sa).await.unwrap();
     let role: Role = serde_json::from_value(json!({"metadata": {"name": "pod-reader"},
         "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}]})).unwrap();
-    Api::<Role>::namespaced(admin.clone(), "default").create(&PostParams::default(), &role).await.unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "observer-reads-pods"},
+    Api::<Role>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding =
+        serde_json::from_value(json!({"metadata": {"name": "observer-reads-pods"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "observer", "namespace": "default"}]})).unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), "default").create(&PostParams::default(), &binding).await.unwrap();
+        "subjects": [{"kind": "ServiceAccount", "name": "observer", "namespace": "default"}]}))
+        .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
 
-    let observer = emulator.service_account_client("default", "observer").unwrap();
-    Api::<Pod>::namespaced(observer.clone(), "default").list(&ListParams::default()).await.unwrap();
+    let observer = emulator
+        .service_account_client("default", "observer")
+        .unwrap();
+    Api::<Pod>::namespaced(observer.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
     let err = Api::<Job>::namespaced(observer.clone(), "default")
-        .create(&PostParams::default(), &support::job("nope", "busybox", &["true"], 0))
+        .create(
+            &PostParams::default(),
+            &support::job("nope", "busybox", &["true"], 0),
+        )
         .await
         .unwrap_err();
     match err {
@@ -42,7 +65,13 @@ async fn service_accounts_are_limited_to_their_role() {
         }
         other => panic!("{other:?}"),
     }
-    let err = Api::<Pod>::namespaced(observer, "kube-system").list(&ListParams::default()).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err:?}");
+    let err = Api::<Pod>::namespaced(observer, "kube-system")
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 403),
+        "{err:?}"
+    );
     emulator.shutdown().await;
 }

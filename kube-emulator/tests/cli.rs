@@ -12,7 +12,15 @@ async fn serve_writes_a_kubeconfig_and_stops_on_sigterm() {
         listener.local_addr().unwrap().port()
     };
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-emulator"))
-        .args(["serve", "--port", &port.to_string(), "--kubeconfig", kubeconfig.to_str().unwrap(), "--runtime", "process"])
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--runtime",
+            "process",
+        ])
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -29,12 +37,18 @@ async fn serve_writes_a_kubeconfig_and_stops_on_sigterm() {
                 break String::from_utf8_lossy(&output.stdout).into_owned();
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "server never answered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server never answered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(namespaces.contains("namespace/kube-system"), "{namespaces}");
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
     assert!(status.success(), "{status:?}");
 }

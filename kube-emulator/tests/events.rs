@@ -14,9 +14,16 @@ async fn recorder_events_are_visible_in_both_api_versions() {
     let emulator = support::start(RuntimeKind::Scripted).await;
     let client = emulator.client().unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "subject"}})).unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "subject"}})).unwrap();
     let cm = cms.create(&PostParams::default(), &cm).await.unwrap();
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "dispatcher".into(), instance: Some("dispatcher-0".into()) });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "dispatcher".into(),
+            instance: Some("dispatcher-0".into()),
+        },
+    );
     let event = RecordedEvent {
         type_: EventType::Normal,
         reason: "Dispatched".into(),
@@ -30,18 +37,34 @@ async fn recorder_events_are_visible_in_both_api_versions() {
     recorder.publish(&event, &reference).await.unwrap();
 
     let core: Api<Event> = Api::namespaced(client.clone(), "default");
-    let seen = core.list(&ListParams::default().fields("involvedObject.name=subject")).await.unwrap();
+    let seen = core
+        .list(&ListParams::default().fields("involvedObject.name=subject"))
+        .await
+        .unwrap();
     assert_eq!(seen.items.len(), 1, "{:?}", seen.items);
     let stored = &seen.items[0];
     assert_eq!(stored.reason.as_deref(), Some("Dispatched"));
-    assert_eq!(stored.message.as_deref(), Some("flow run handed to the cluster"));
+    assert_eq!(
+        stored.message.as_deref(),
+        Some("flow run handed to the cluster")
+    );
     assert_eq!(stored.reporting_component.as_deref(), Some("dispatcher"));
-    assert!(stored.series.is_some(), "the repeat is recorded as a series");
+    assert!(
+        stored.series.is_some(),
+        "the repeat is recorded as a series"
+    );
 
     let v1: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, "default");
     let listed = v1.list(&ListParams::default()).await.unwrap();
-    let same = listed.items.iter().find(|e| e.reason.as_deref() == Some("Dispatched")).expect("served as events.k8s.io/v1");
-    assert_eq!(same.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("subject"));
+    let same = listed
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Dispatched"))
+        .expect("served as events.k8s.io/v1");
+    assert_eq!(
+        same.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("subject")
+    );
     assert_eq!(same.note.as_deref(), Some("flow run handed to the cluster"));
     emulator.shutdown().await;
 }

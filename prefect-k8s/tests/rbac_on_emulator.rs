@@ -20,7 +20,7 @@ use kube::api::{
     PatchParams, PostParams, WatchParams,
 };
 use kube_emulator::{AuthorizationMode, Emulator, EmulatorConfig};
-use manifest_tools::{install, kubectl_apply, parse_stream};
+use manifest_tools::{install, parse_stream};
 use serde_json::{json, Value};
 
 /// Where the install puts the agent and its flow-run Jobs in this test.
@@ -44,27 +44,32 @@ async fn start_emulator_with_rbac() -> Emulator {
     .expect("start the Kubernetes API emulator")
 }
 
-/// Applies, as the cluster admin and with `kubectl apply -f -`, the objects of
-/// `prefect-k8s install --rbac -n flows -t …` the emulator serves; returns
-/// how many.
-fn apply_install_output(emulator: &Emulator) -> usize {
+/// Creates, as the cluster admin, the objects of `prefect-k8s install --rbac
+/// -n flows -t …` the emulator serves; returns how many.
+async fn apply_install_output(emulator: &Emulator) -> usize {
+    let admin = emulator.client().expect("admin client");
     let stream = install(&["--rbac", "-n", NAMESPACE, "-t", "pnu_rbac_test"]);
-    let served: Vec<Value> = parse_stream(&stream)
-        .into_iter()
-        .filter(|object| SERVED_KINDS.contains(&object["kind"].as_str().unwrap_or_default()))
-        .collect();
-    let served_stream = served
-        .iter()
-        .map(|object| serde_yaml::to_string(object).expect("YAML"))
-        .collect::<Vec<_>>()
-        .join("---\n");
-    let report = kubectl_apply(emulator.kubeconfig_path(), &served_stream);
-    assert_eq!(
-        report.matches(" created").count(),
-        served.len(),
-        "kubectl created every object:\n{report}"
-    );
-    served.len()
+    let mut applied = 0;
+    for object in parse_stream(&stream) {
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        if !SERVED_KINDS.contains(&kind.as_str()) {
+            continue;
+        }
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind));
+        let api: Api<DynamicObject> = if kind == "Namespace" {
+            Api::all_with(admin.clone(), &resource)
+        } else {
+            Api::namespaced_with(admin.clone(), NAMESPACE, &resource)
+        };
+        let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("an object");
+        api.create(&PostParams::default(), &dynamic)
+            .await
+            .unwrap_or_else(|error| panic!("creating {kind} as admin: {error}"));
+        applied += 1;
+    }
+    applied
 }
 
 fn client_of(emulator: &Emulator, service: &str) -> kube::Client {
@@ -131,7 +136,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_can_do_its_work_and_nothing_else_with_its_own_token() {
     let emulator = start_emulator_with_rbac().await;
-    let applied = apply_install_output(&emulator);
+    let applied = apply_install_output(&emulator).await;
     assert_eq!(
         applied, 11,
         "Namespace, 3 ServiceAccounts, 2 Roles, 2 RoleBindings, 2 ConfigMaps, Secret"

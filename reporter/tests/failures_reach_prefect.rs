@@ -54,7 +54,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             what: "eviction",
-            spec: JobSpec::script("evict:0.3"),
+            spec: JobSpec {
+                sidecar_script: Some("evict:0.3".into()),
+                ..JobSpec::script("hang")
+            },
             message_contains: &["BackoffLimitExceeded", "Evicted"],
         },
         Case {

@@ -345,6 +345,7 @@ async fn resource_request(
         }
         ("create", Some(name), Some("eviction")) => evict(cluster, &namespace, name),
         ("create", Some(name), Some("binding")) => bind(cluster, &namespace, name, &body),
+        ("create", Some(name), Some("token")) => token_request(cluster, &namespace, name, &body),
         ("update", Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
             let decoded = admission::decode_body(resource, &body, field_validation)?;
             let mut ctx = field_manager(query, headers, "Update");
@@ -646,6 +647,41 @@ fn evict(cluster: &Arc<Cluster>, namespace: &str, name: &str) -> Result<Response
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         &[],
     ))
+}
+
+/// `POST serviceaccounts/{name}/token`: a TokenRequest answered with the emulator's token for
+/// that ServiceAccount (what `kubectl create token` calls).
+fn token_request(
+    cluster: &Arc<Cluster>,
+    namespace: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    cluster
+        .registry
+        .get(crate::resources::service_accounts(), namespace, name)?;
+    let mut request: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?
+    };
+    let seconds = request
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    request["apiVersion"] = json!("authentication.k8s.io/v1");
+    request["kind"] = json!("TokenRequest");
+    request["metadata"] = json!({"name": name, "namespace": namespace, "creationTimestamp": null});
+    if request.get("spec").is_none() {
+        request["spec"] = json!({"audiences": ["https://kubernetes.default.svc.cluster.local"], "expirationSeconds": seconds});
+    }
+    request["status"] = json!({
+        "token": authorization::service_account_token(namespace, name),
+        "expirationTimestamp": crate::time::format_time(chrono::Utc::now() + chrono::Duration::seconds(seconds)),
+    });
+    Ok(json_response(StatusCode::CREATED, &request, &[]))
 }
 
 /// `POST pods/{name}/binding`: set `spec.nodeName`.

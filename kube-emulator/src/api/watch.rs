@@ -145,10 +145,16 @@ pub fn watch(
             ApiError::bad_request(format!("invalid resource version: {rv_param:?}"))
         })?)
     };
+    // Without timeoutSeconds the apiserver picks a random duration in [min-request-timeout,
+    // 2 x min-request-timeout) (default 1800 s) so long-lived watches are rebalanced.
     let timeout = query
         .integer("timeoutSeconds")?
         .filter(|t| *t > 0)
-        .map(|t| Duration::from_secs(t as u64));
+        .map(|t| Duration::from_secs(t as u64))
+        .or_else(|| {
+            use rand::Rng;
+            Some(Duration::from_secs(rand::rng().random_range(1800..3600)))
+        });
     let filter = WatchFilter {
         resource: rp.resource,
         namespace: rp.namespace.clone(),

@@ -96,11 +96,53 @@ pub fn record(
             json!(format!("default-scheduler-{}", cluster.config.node_name));
     }
     let ctx = WriteContext::update(reporter.component());
-    if let Err(err) =
-        cluster
-            .registry
-            .create(resources::core_events(), namespace, event, &ctx, false)
+    // Like client-go's event correlator: an identical event (same object, reason, message,
+    // type, source) within the aggregation window bumps `count` and `lastTimestamp` instead of
+    // creating a new object.
+    let key = format!(
+        "{}|{}|{}|{}|{}",
+        object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or(name),
+        reason,
+        message,
+        event_type,
+        reporter.component()
+    );
+    let existing = cluster.recorded_events.lock().get(&key).cloned();
+    if let Some(existing_name) = existing {
+        let bumped = cluster.registry.modify(
+            resources::core_events(),
+            namespace,
+            &existing_name,
+            &ctx,
+            |e| {
+                let count = e["count"].as_i64().unwrap_or(1);
+                e["count"] = json!(count + 1);
+                e["lastTimestamp"] = json!(now_rfc3339());
+            },
+        );
+        if matches!(bumped, Ok(Some(_))) {
+            return;
+        }
+    }
+    match cluster
+        .registry
+        .create(resources::core_events(), namespace, event, &ctx, false)
     {
-        tracing::debug!(%err, "could not record event");
+        Ok(created) => {
+            let created_name = created
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let mut index = cluster.recorded_events.lock();
+            if index.len() > 100_000 {
+                index.clear();
+            }
+            index.insert(key, created_name);
+        }
+        Err(err) => tracing::debug!(%err, "could not record event"),
     }
 }

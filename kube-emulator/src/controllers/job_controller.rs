@@ -592,7 +592,10 @@ enum PolicyAction {
 
 /// Evaluate `spec.podFailurePolicy` rules in order (job controller `pod_failure_policy.go`).
 fn pod_failure_policy_action(job: &Value, pod: &Value) -> PolicyAction {
-    let Some(rules) = job.pointer("/spec/podFailurePolicy/rules").and_then(Value::as_array) else {
+    let Some(rules) = job
+        .pointer("/spec/podFailurePolicy/rules")
+        .and_then(Value::as_array)
+    else {
         return PolicyAction::Count;
     };
     let (ns, name) = crate::store::object_key(pod);
@@ -605,7 +608,10 @@ fn pod_failure_policy_action(job: &Value, pod: &Value) -> PolicyAction {
         let action = rule["action"].as_str().unwrap_or("Count");
         let mut matched: Option<String> = None;
         if let Some(on_exit) = rule.get("onExitCodes") {
-            let values: Vec<i64> = on_exit["values"].as_array().map(|v| v.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
+            let values: Vec<i64> = on_exit["values"]
+                .as_array()
+                .map(|v| v.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
             let only = on_exit["containerName"].as_str();
             let negate = on_exit["operator"] == "NotIn";
             for status in &statuses {
@@ -613,7 +619,12 @@ fn pod_failure_policy_action(job: &Value, pod: &Value) -> PolicyAction {
                 if only.is_some_and(|o| o != cname) {
                     continue;
                 }
-                let Some(code) = status.pointer("/state/terminated/exitCode").and_then(Value::as_i64) else { continue };
+                let Some(code) = status
+                    .pointer("/state/terminated/exitCode")
+                    .and_then(Value::as_i64)
+                else {
+                    continue;
+                };
                 if code == 0 {
                     continue;
                 }

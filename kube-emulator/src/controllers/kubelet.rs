@@ -37,6 +37,8 @@ pub fn is_valid_image_reference(image: &str) -> bool {
     IMAGE_REFERENCE.is_match(image)
 }
 
+const POD_DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
 /// What the worker learns about its pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PodSignal {
@@ -316,6 +318,7 @@ impl PodWorker {
         loop {
             let Some(pod) = self.pod() else { return };
             let mut blocked = false;
+            let mut pull_blocked = false;
             envs.clear();
             for (i, c) in containers.iter().enumerate() {
                 let cname = c["name"].as_str().unwrap_or_default().to_string();
@@ -348,6 +351,7 @@ impl PodWorker {
                     PullOutcome::Pulled => {}
                     PullOutcome::Fails(error) => {
                         blocked = true;
+                        pull_blocked = true;
                         let (reason, message) = if pull_failures == 0 {
                             ("ErrImagePull", error.clone())
                         } else {
@@ -356,7 +360,9 @@ impl PodWorker {
                                 format!("Back-off pulling image \"{image}\""),
                             )
                         };
-                        if self.set_waiting(i, reason, Some(&message)) {
+                        // Back-off events repeat on every retry (aggregated into `count`).
+                        let changed = self.set_waiting(i, reason, Some(&message));
+                        if changed || reason == "ImagePullBackOff" {
                             if reason == "ErrImagePull" {
                                 self.event(
                                     "Normal",
@@ -393,11 +399,19 @@ impl PodWorker {
                 break;
             }
             pull_failures += 1;
-            let wait = self
+            // The kubelet's image back-off doubles up to five minutes; configuration errors are
+            // retried at the base interval.
+            let base = self
                 .cluster
                 .config
                 .image_pull_backoff
                 .max(Duration::from_millis(50));
+            let wait = if pull_blocked {
+                (base * 2u32.saturating_pow(pull_failures.saturating_sub(1).min(16)))
+                    .min(Duration::from_secs(300))
+            } else {
+                base
+            };
             if let Some(i) = self.sleep(wait).await {
                 return self.stop_before_start(i).await;
             }
@@ -507,6 +521,20 @@ impl PodWorker {
             }
             PodFate::Normal => None,
         };
+        // Pod-level activeDeadlineSeconds, measured from status.startTime.
+        let pod_deadline_at = pod
+            .pointer("/spec/activeDeadlineSeconds")
+            .and_then(Value::as_i64)
+            .map(|seconds| {
+                let started = pod
+                    .pointer("/status/startTime")
+                    .and_then(Value::as_str)
+                    .and_then(crate::time::parse_time)
+                    .unwrap_or_else(chrono::Utc::now);
+                let remaining = (started + chrono::Duration::seconds(seconds)) - chrono::Utc::now();
+                tokio::time::Instant::now() + remaining.to_std().unwrap_or_default()
+            });
+        let mut deadline_exceeded = false;
         let mut crash_backoff = self.cluster.config.job_backoff_base;
         let mut pending_restarts: Vec<(usize, tokio::time::Instant)> = Vec::new();
         let mut kill_deadline: Option<tokio::time::Instant> = None;
@@ -554,7 +582,7 @@ impl PodWorker {
             tokio::select! {
                 Some((index, exit)) = exit_rx.recv() => {
                     let failed = exit.exit_code != 0;
-                    let restart = !deleting && !evicted && match restart_policy.as_str() {
+                    let restart = !deleting && !evicted && !deadline_exceeded && match restart_policy.as_str() {
                         "Always" => true,
                         "OnFailure" => failed,
                         _ => false,
@@ -602,6 +630,16 @@ impl PodWorker {
                     });
                     self.event("Warning", "Evicted", message, None);
                 }
+                _ = async { match pod_deadline_at { Some(at) if !deadline_exceeded && !evicted => tokio::time::sleep_until(at).await, _ => std::future::pending().await } } => {
+                    deadline_exceeded = true;
+                    pending_restarts.clear();
+                    for (i, s) in slots.iter().enumerate() {
+                        if s.exit.is_none() {
+                            let _ = signal_senders[i].try_send(StopSignal::Kill);
+                        }
+                    }
+                    self.event("Normal", "DeadlineExceeded", POD_DEADLINE_MESSAGE, None);
+                }
                 changed = self.signals.changed() => {
                     if changed.is_err() { return; }
                     if matches!(*self.signals.borrow(), PodSignal::Removed) {
@@ -627,7 +665,7 @@ impl PodWorker {
         let all_succeeded = slots
             .iter()
             .all(|s| s.exit.as_ref().is_some_and(|e| e.exit_code == 0));
-        let phase = if all_succeeded && !evicted {
+        let phase = if all_succeeded && !evicted && !deadline_exceeded {
             "Succeeded"
         } else {
             "Failed"
@@ -639,6 +677,10 @@ impl PodWorker {
         };
         self.write_status(|p| {
             p["status"]["phase"] = json!(phase);
+            if deadline_exceeded {
+                p["status"]["reason"] = json!("DeadlineExceeded");
+                p["status"]["message"] = json!(POD_DEADLINE_MESSAGE);
+            }
             if evicted {
                 p["status"]["reason"] = json!("Evicted");
                 p["status"]["message"] = json!("The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. ");

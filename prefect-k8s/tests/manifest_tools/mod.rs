@@ -144,35 +144,6 @@ pub fn kustomize(dir: &Path) -> String {
     )
 }
 
-/// `kubectl apply -f -` of a YAML stream, as the cluster user of `kubeconfig`;
-/// kubectl's report.
-pub fn kubectl_apply(kubeconfig: &Path, yaml: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(kubectl())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start kubectl apply");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write to kubectl apply");
-    let output = child.wait_with_output().expect("kubectl apply runs");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "kubectl apply -f - failed:\n{report}"
-    );
-    report
-}
-
 /// Validates a YAML stream offline against the Kubernetes schemas (strict:
 /// unknown fields are errors) with `kubernetes-validate`.
 pub fn assert_valid_kubernetes(yaml: &str, label: &str) {

@@ -503,7 +503,13 @@ async fn propose(
             let reason = result.details.reason.as_deref().unwrap_or("");
             match result.status {
                 SetStateStatus::Accept => {
-                    tracing::info!(%flow_run_id, kind = ?proposal.kind, message = state.message.as_deref().unwrap_or(""), "reported");
+                    // The headline only: the log tail is the user's output and stays in Prefect.
+                    let headline = state
+                        .message
+                        .as_deref()
+                        .and_then(|message| message.lines().next())
+                        .unwrap_or("");
+                    tracing::info!(%flow_run_id, kind = ?proposal.kind, headline, "reported");
                     Outcome::Answered
                 }
                 SetStateStatus::Reject | SetStateStatus::Abort => {

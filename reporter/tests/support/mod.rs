@@ -53,6 +53,9 @@ pub struct JobSpec {
     pub cpu_request: Option<String>,
     pub active_deadline_seconds: Option<i64>,
     pub pod_watch_timeout_seconds: Option<u64>,
+    /// A second container, `sidecar`, with this script (e.g. `evict:0.3` evicts the
+    /// pod while `prefect-job` still runs).
+    pub sidecar_script: Option<String>,
 }
 
 impl JobSpec {
@@ -225,7 +228,10 @@ impl Stack {
         .get_opt(&name)
         .await
         .expect("read the Lease")?;
-        lease.spec?.holder_identity.filter(|holder| !holder.is_empty())
+        lease
+            .spec?
+            .holder_identity
+            .filter(|holder| !holder.is_empty())
     }
 
     /// A run of the test deployment, claimed (`Pending`) as a dispatcher would.
@@ -404,6 +410,11 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
     if let Some(cpu) = &spec.cpu_request {
         container["resources"] = json!({"requests": {"cpu": cpu}});
     }
+    let mut containers = vec![container];
+    if let Some(script) = &spec.sidecar_script {
+        pod_annotations.insert("kube-emulator.io/script-sidecar".into(), json!(script));
+        containers.push(json!({"name": "sidecar", "image": "busybox:1.36"}));
+    }
     let mut job_annotations = serde_json::Map::new();
     if let Some(seconds) = spec.pod_watch_timeout_seconds {
         job_annotations.insert(
@@ -427,7 +438,7 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
                     "labels": {"prefect.io/flow-run-id": flow_run_id.to_string()},
                     "annotations": pod_annotations,
                 },
-                "spec": {"restartPolicy": "Never", "containers": [container]},
+                "spec": {"restartPolicy": "Never", "containers": containers},
             },
         },
     });
