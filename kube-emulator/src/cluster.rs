@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -108,6 +108,69 @@ impl Cluster {
         let _ = self
             .registry
             .create(resources::nodes(), "", node, &ctx, false);
+        self.bootstrap_cluster_roles(&ctx);
+    }
+
+    /// The default user-facing ClusterRoles (`cluster-admin`, `admin`, `edit`, `view`, rules
+    /// approximating the real bootstrap policy for the kinds served here) and the
+    /// `cluster-admin` binding for `system:masters`.
+    fn bootstrap_cluster_roles(&self, ctx: &WriteContext) {
+        let cluster_roles = resources::by_plural("rbac.authorization.k8s.io", "clusterroles");
+        let bindings = resources::by_plural("rbac.authorization.k8s.io", "clusterrolebindings");
+        let read = json!(["get", "list", "watch"]);
+        let write = json!(["create", "delete", "deletecollection", "patch", "update"]);
+        let workloads = json!({
+            "": ["pods", "pods/log", "pods/status", "events", "configmaps", "services", "persistentvolumeclaims", "serviceaccounts"],
+            "apps": ["deployments", "deployments/status", "statefulsets", "statefulsets/status"],
+            "batch": ["jobs", "jobs/status"],
+            "autoscaling": ["horizontalpodautoscalers"],
+            "policy": ["poddisruptionbudgets"],
+            "networking.k8s.io": ["networkpolicies"],
+            "coordination.k8s.io": ["leases"],
+            "events.k8s.io": ["events"]
+        });
+        let mut view_rules = Vec::new();
+        let mut edit_rules = Vec::new();
+        for (group, resources) in workloads.as_object().expect("table") {
+            view_rules.push(json!({"apiGroups": [group], "resources": resources, "verbs": read}));
+            let mut all: Vec<Value> = read.as_array().expect("verbs").clone();
+            all.extend(write.as_array().expect("verbs").iter().cloned());
+            edit_rules.push(json!({"apiGroups": [group], "resources": resources, "verbs": all}));
+        }
+        edit_rules.push(json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "delete", "deletecollection", "patch", "update"]}));
+        view_rules.push(json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}));
+        let mut admin_rules = edit_rules.clone();
+        admin_rules.push(json!({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["*"]}));
+        admin_rules.push(json!({"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"], "verbs": ["create"]}));
+        let labels = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
+        for (name, rules) in [
+            (
+                "cluster-admin",
+                json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+            ),
+            ("admin", Value::Array(admin_rules)),
+            ("edit", Value::Array(edit_rules)),
+            ("view", Value::Array(view_rules)),
+        ] {
+            let _ = self.registry.create(
+                cluster_roles,
+                "",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                       "metadata": {"name": name, "labels": labels}, "rules": rules}),
+                ctx,
+                false,
+            );
+        }
+        let _ = self.registry.create(
+            bindings,
+            "",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                   "metadata": {"name": "cluster-admin", "labels": labels},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]}),
+            ctx,
+            false,
+        );
     }
 
     /// Create the namespace's `default` ServiceAccount and `kube-root-ca.crt` ConfigMap (what

@@ -74,6 +74,9 @@ pub struct EmulatorConfig {
     pub kubeconfig_path: Option<PathBuf>,
     /// Authorization mode.
     pub authorization: AuthorizationMode,
+    /// Serve HTTPS with a generated CA (the kubeconfig carries it). kubectl only sends kubeconfig
+    /// credentials over TLS, so use this with RBAC when kubectl must authenticate.
+    pub tls: bool,
     /// Base of the Job controller's pod failure backoff (real: 10 s, doubling, capped).
     pub job_backoff_base: Duration,
     /// Cap of the pod failure backoff (real: 10 min).
@@ -105,6 +108,7 @@ impl Default for EmulatorConfig {
             node_name: "kube-emulator-node".into(),
             kubeconfig_path: None,
             authorization: AuthorizationMode::AlwaysAllow,
+            tls: false,
             job_backoff_base: Duration::from_secs(10),
             job_backoff_max: Duration::from_secs(600),
             kubelet_stage_delay: Duration::from_millis(500),

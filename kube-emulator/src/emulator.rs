@@ -15,6 +15,7 @@ use crate::config::EmulatorConfig;
 use crate::controllers;
 use crate::error::EmulatorError;
 use crate::kubeconfig;
+use crate::tls;
 
 /// A running emulator.
 pub struct Emulator {
@@ -24,6 +25,8 @@ pub struct Emulator {
     _kubeconfig_dir: Option<tempfile::TempDir>,
     server: Option<JoinHandle<()>>,
     controllers: Vec<JoinHandle<()>>,
+    /// The generated CA when serving HTTPS.
+    certificate: Option<tls::ServingCertificate>,
 }
 
 impl Emulator {
@@ -31,7 +34,17 @@ impl Emulator {
     pub async fn start(config: EmulatorConfig) -> Result<Self, EmulatorError> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
         let address = listener.local_addr()?;
-        let url = format!("http://{address}");
+        let certificate = if config.tls {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
+        let scheme = if certificate.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{address}");
         let (kubeconfig_path, kubeconfig_dir) = match &config.kubeconfig_path {
             Some(path) => (path.clone(), None),
             None => {
@@ -39,20 +52,35 @@ impl Emulator {
                 (dir.path().join("kubeconfig"), Some(dir))
             }
         };
-        kubeconfig::write(&kubeconfig_path, &url, ADMIN_TOKEN)?;
+        kubeconfig::write(
+            &kubeconfig_path,
+            &url,
+            ADMIN_TOKEN,
+            certificate.as_ref().map(|c| c.ca_pem.as_str()),
+        )?;
         let cluster = Cluster::new(config);
         *cluster.server_url.lock() = url.clone();
         let controllers = controllers::spawn_all(&cluster);
         let router = api::router(cluster.clone());
         let shutdown = cluster.shutdown.clone();
-        let server = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(err) = served {
-                tracing::error!(%err, "kube-emulator server failed");
+        let server = match &certificate {
+            Some(certificate) => {
+                let certificate = certificate.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = tls::serve(listener, router, &certificate, shutdown).await {
+                        tracing::error!(%err, "kube-emulator TLS server failed");
+                    }
+                })
             }
-        });
+            None => tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(%err, "kube-emulator server failed");
+                }
+            }),
+        };
         tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "kube-emulator serving");
         Ok(Self {
             cluster,
@@ -61,12 +89,23 @@ impl Emulator {
             _kubeconfig_dir: kubeconfig_dir,
             server: Some(server),
             controllers,
+            certificate,
         })
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (or `https://` with `tls`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.certificate.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.address)
+    }
+
+    /// PEM of the CA that signed the serving certificate, when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.certificate.as_ref().map(|c| c.ca_pem.as_str())
     }
 
     /// The bound address.
@@ -111,6 +150,7 @@ impl Emulator {
                 &self.url(),
                 &service_account_token(namespace, name),
                 namespace,
+                self.ca_pem(),
             ),
         )?;
         Ok(())
@@ -124,6 +164,9 @@ impl Emulator {
         );
         config.default_namespace = "default".into();
         config.auth_info.token = Some(token.to_string().into());
+        if let Some(certificate) = &self.certificate {
+            config.root_cert = Some(vec![certificate.ca_der.clone()]);
+        }
         kube::Client::try_from(config).map_err(|e| EmulatorError::Client(e.to_string()))
     }
 

@@ -278,6 +278,15 @@ impl ApiError {
         )
     }
 
+    /// 415 for a create/update body we cannot decode (protobuf, CBOR).
+    pub fn unsupported_body_type(content_type: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {content_type}"),
+        )
+    }
+
     /// 410 Expired (stale resourceVersion or continue token).
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
@@ -353,4 +362,7 @@ pub enum EmulatorError {
     /// Building a kube client from the emulator's kubeconfig failed.
     #[error("kube client error: {0}")]
     Client(String),
+    /// Generating the serving certificate or configuring TLS failed.
+    #[error("TLS setup error: {0}")]
+    Tls(String),
 }

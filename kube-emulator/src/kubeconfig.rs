@@ -3,15 +3,25 @@
 
 use std::path::Path;
 
-/// Render the kubeconfig YAML for `server` with a bearer `token`.
-pub fn render(server: &str, token: &str, namespace: &str) -> String {
+/// Render the kubeconfig YAML for `server` with a bearer `token`, trusting `ca_pem` when the
+/// server speaks HTTPS.
+pub fn render(server: &str, token: &str, namespace: &str, ca_pem: Option<&str>) -> String {
+    use base64::Engine;
+    let ca = ca_pem
+        .map(|pem| {
+            format!(
+                "\n    certificate-authority-data: {}",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            )
+        })
+        .unwrap_or_default();
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: kube-emulator
   cluster:
-    server: {server}
+    server: {server}{ca}
 contexts:
 - name: kube-emulator
   context:
@@ -29,11 +39,11 @@ users:
 }
 
 /// Write the kubeconfig to `path` (creating parent directories).
-pub fn write(path: &Path, server: &str, token: &str) -> std::io::Result<()> {
+pub fn write(path: &Path, server: &str, token: &str, ca_pem: Option<&str>) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)?;
         }
     }
-    std::fs::write(path, render(server, token, "default"))
+    std::fs::write(path, render(server, token, "default", ca_pem))
 }

@@ -31,6 +31,7 @@ pub mod runtime;
 pub mod selectors;
 pub mod store;
 pub mod time;
+pub mod tls;
 
 pub use config::{AuthorizationMode, EmulatorConfig, NodeCapacity, RuntimeKind};
 pub use emulator::Emulator;

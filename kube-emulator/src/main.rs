@@ -47,6 +47,10 @@ enum Command {
         /// Authorization mode.
         #[arg(long, value_enum, default_value = "always-allow")]
         authorization: AuthorizationArg,
+        /// Serve HTTPS with a generated CA written into the kubeconfig (kubectl only sends
+        /// credentials over TLS, so use this with `--authorization rbac`).
+        #[arg(long)]
+        tls: bool,
         /// Node allocatable CPU.
         #[arg(long, default_value = "8")]
         node_cpu: String,
@@ -98,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig,
             runtime,
             authorization,
+            tls,
             node_cpu,
             node_memory,
             node_pods,
@@ -120,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
                     AuthorizationArg::AlwaysAllow => AuthorizationMode::AlwaysAllow,
                     AuthorizationArg::Rbac => AuthorizationMode::Rbac,
                 },
+                tls,
                 node_capacity: NodeCapacity {
                     cpu: node_cpu,
                     memory: node_memory,

@@ -75,3 +75,100 @@ async fn service_accounts_are_limited_to_their_role() {
     );
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn kubectl_authenticates_over_tls_in_rbac_mode() {
+    let emulator = Emulator::start(EmulatorConfig {
+        authorization: AuthorizationMode::Rbac,
+        tls: true,
+        ..EmulatorConfig::fast()
+    })
+    .await
+    .unwrap();
+    assert!(emulator.url().starts_with("https://"));
+    // kube-rs trusts the generated CA.
+    let admin = emulator.client().unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "robot"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(admin, "default")
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let kubectl = |args: Vec<String>| {
+        let kubeconfig = emulator.kubeconfig_path().to_path_buf();
+        async move {
+            let output = tokio::process::Command::new("kubectl")
+                .env("KUBECONFIG", kubeconfig)
+                .args(&args)
+                .output()
+                .await
+                .unwrap();
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+    // client-go only sends kubeconfig credentials over TLS; with them kubectl is the admin.
+    let (ok, out, err) = kubectl(vec!["get".into(), "namespaces".into()]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("kube-system"), "{out}");
+    let token = emulator.service_account_token("default", "robot");
+    let (ok, _, err) = kubectl(vec![
+        "get".into(),
+        "pods".into(),
+        format!("--token={token}"),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("User \"system:serviceaccount:default:robot\" cannot list resource \"pods\""),
+        "{err}"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn default_cluster_roles_can_be_bound() {
+    let emulator = Emulator::start(EmulatorConfig {
+        authorization: AuthorizationMode::Rbac,
+        ..EmulatorConfig::fast()
+    })
+    .await
+    .unwrap();
+    let admin = emulator.client().unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "viewer"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "viewer-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": "default"}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin, "default")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let viewer = emulator
+        .service_account_client("default", "viewer")
+        .unwrap();
+    Api::<Job>::namespaced(viewer.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let err = Api::<Job>::namespaced(viewer, "default")
+        .create(
+            &PostParams::default(),
+            &support::job("nope", "busybox", &["true"], 0),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 403),
+        "{err:?}"
+    );
+    emulator.shutdown().await;
+}

@@ -194,3 +194,80 @@ proptest! {
         let _ = FieldSelector::parse(&text, kube_emulator::resources::jobs());
     }
 }
+
+/// One emulator shared by the fuzz cases below, on its own runtime.
+fn fuzz_target() -> &'static (
+    tokio::runtime::Runtime,
+    kube_emulator::Emulator,
+    reqwest::Client,
+) {
+    static TARGET: std::sync::OnceLock<(
+        tokio::runtime::Runtime,
+        kube_emulator::Emulator,
+        reqwest::Client,
+    )> = std::sync::OnceLock::new();
+    TARGET.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let emulator = runtime.block_on(support::start(RuntimeKind::Scripted));
+        let http = runtime.block_on(async { support::http_client(&emulator) });
+        (runtime, emulator, http)
+    })
+}
+
+fn arbitrary_path() -> impl Strategy<Value = String> {
+    let segment = prop_oneof![
+        Just("api".to_string()),
+        Just("apis".to_string()),
+        Just("v1".to_string()),
+        Just("batch".to_string()),
+        Just("namespaces".to_string()),
+        Just("default".to_string()),
+        Just("pods".to_string()),
+        Just("jobs".to_string()),
+        Just("status".to_string()),
+        Just("log".to_string()),
+        "[a-zA-Z0-9%._-]{0,10}",
+    ];
+    proptest::collection::vec(segment, 0..7).prop_map(|s| format!("/{}", s.join("/")))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Whatever arrives over HTTP, the server answers (no panic drops the connection) and every
+    /// error body is a Status.
+    #[test]
+    fn arbitrary_requests_get_an_answer(
+        method in prop_oneof![Just("GET"), Just("POST"), Just("PUT"), Just("PATCH"), Just("DELETE")],
+        path in arbitrary_path(),
+        query in "[a-zA-Z=&%0-9,!()._-]{0,40}",
+        body in prop_oneof![Just(String::new()), Just("{}".to_string()), Just("{\"metadata\":{\"name\":\"x\"}}".to_string()), "\\PC{0,60}"],
+        content_type in prop_oneof![Just("application/json"), Just("application/merge-patch+json"), Just("application/strategic-merge-patch+json"), Just("application/json-patch+json"), Just("application/apply-patch+yaml"), Just("text/plain")],
+    ) {
+        let (runtime, emulator, http) = fuzz_target();
+        let url = format!("{}{}?{}", emulator.url(), path, query);
+        let (status, content_type_back, text) = runtime.block_on(async {
+            let response = http
+                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), &url)
+                .header("Content-Type", content_type)
+                .body(body.clone())
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+                .expect("the server answers");
+            let status = response.status().as_u16();
+            let content_type_back = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            // Watches stream; a bounded read is enough.
+            let text = tokio::time::timeout(std::time::Duration::from_millis(300), response.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+            (status, content_type_back, text)
+        });
+        if status >= 400 && content_type_back.starts_with("application/json") {
+            let parsed: Result<kube::core::Status, _> = serde_json::from_str(&text);
+            prop_assert!(parsed.is_ok(), "{status} body is not a Status: {text}");
+        }
+    }
+}

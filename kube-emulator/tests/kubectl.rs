@@ -133,3 +133,104 @@ async fn kubectl_manages_jobs_and_pods() {
     );
     emulator.shutdown().await;
 }
+
+const WORKLOADS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: nats
+spec:
+  serviceName: nats
+  selector:
+    matchLabels: {app: nats}
+  template:
+    metadata:
+      labels: {app: nats}
+    spec:
+      containers:
+      - name: nats
+        image: nats:2.9
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: web
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels: {app: web}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: web
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 4
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web
+spec:
+  podSelector:
+    matchLabels: {app: web}
+";
+
+#[tokio::test]
+async fn kubectl_applies_workload_manifests_it_only_stores() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("workloads.yaml");
+    std::fs::write(&manifest, WORKLOADS).unwrap();
+    let (ok, out, err) = kubectl(&emulator, &["apply", "-f", manifest.to_str().unwrap()]).await;
+    assert!(ok, "apply failed: {err}");
+    for created in [
+        "deployment.apps/web created",
+        "service/web created",
+        "statefulset.apps/nats created",
+        "poddisruptionbudget.policy/web created",
+        "horizontalpodautoscaler.autoscaling/web created",
+        "networkpolicy.networking.k8s.io/web created",
+    ] {
+        assert!(out.contains(created), "{created} missing from {out}");
+    }
+    let (ok, out, err) = kubectl(
+        &emulator,
+        &["get", "deployments,statefulsets,services", "-o", "name"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("deployment.apps/web") && out.contains("statefulset.apps/nats"),
+        "{out}"
+    );
+    emulator.shutdown().await;
+}

@@ -620,3 +620,113 @@ async fn pod_deadline_and_repeated_back_off_events() {
     .await;
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn init_containers_run_first_and_in_order() {
+    let emulator = support::start(RuntimeKind::Process).await;
+    let client = emulator.client().unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let spec = json!({"restartPolicy": "Never",
+        "initContainers": [{"name": "prepare", "image": "alpine", "command": ["sh", "-c", format!("echo prepared > {}", marker.display())]}],
+        "containers": [{"name": "main", "image": "alpine", "command": ["sh", "-c", format!("cat {}", marker.display())]}]});
+    pods.create(&PostParams::default(), &pod("with-init", spec))
+        .await
+        .unwrap();
+    let done = wait_pod(&pods, "with-init", "Succeeded", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+    })
+    .await;
+    let status = done.status.unwrap();
+    let init = status.init_container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(
+        (init.exit_code, init.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    assert!(status
+        .conditions
+        .unwrap()
+        .iter()
+        .any(|c| c.type_ == "Initialized" && c.status == "True"));
+    let main_log = pods
+        .logs(
+            "with-init",
+            &LogParams {
+                container: Some("main".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(main_log, "prepared\n", "main ran after the init container");
+
+    let failing = json!({"restartPolicy": "Never",
+        "initContainers": [{"name": "prepare", "image": "alpine", "command": ["sh", "-c", "exit 2"]}],
+        "containers": [{"name": "main", "image": "alpine", "command": ["true"]}]});
+    pods.create(&PostParams::default(), &pod("init-fails", failing))
+        .await
+        .unwrap();
+    let failed = wait_pod(&pods, "init-fails", "Failed", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+    })
+    .await;
+    let init = failed.status.unwrap().init_container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(init.exit_code, 2);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_secret_volume_keeps_the_pod_container_creating() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let client = emulator.client().unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let spec = json!({"restartPolicy": "Never",
+        "volumes": [{"name": "creds", "secret": {"secretName": "not-there"}}],
+        "containers": [{"name": "c", "image": "hang", "volumeMounts": [{"name": "creds", "mountPath": "/creds"}]}]});
+    pods.create(&PostParams::default(), &pod("mounts", spec))
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let event = support::eventually("FailedMount", || async {
+        let list = events
+            .list(&ListParams::default().fields("involvedObject.name=mounts,reason=FailedMount"))
+            .await
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        event.message.as_deref(),
+        Some("MountVolume.SetUp failed for volume \"creds\" : secret \"not-there\" not found")
+    );
+    let pod_now = pods.get("mounts").await.unwrap();
+    assert_eq!(
+        waiting_reason(&pod_now).as_deref(),
+        Some("ContainerCreating")
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "not-there"}, "stringData": {"a": "b"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    wait_pod(&pods, "mounts", "Running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    emulator.shutdown().await;
+}

@@ -36,10 +36,19 @@ async fn main() -> anyhow::Result<()> {
     let prefect = service_runtime::prefect::client(&cli.prefect, &cli.reporter.worker_name)
         .context("configuring the Prefect client")?;
     let kube = service_runtime::kubernetes::client().await?;
-    health.serving().await;
-    let result = Reporter::new(cli.reporter, prefect, kube)
-        .run(shutdown)
-        .await;
+    let reporter = Reporter::new(cli.reporter, prefect, kube);
+    let store = reporter.store();
+    let running = reporter.run(shutdown);
+    tokio::pin!(running);
+    // SERVING once the Job and pod lists are in (the Kubernetes API answers and the
+    // replica, leader or standby, can act).
+    let result = tokio::select! {
+        result = &mut running => result,
+        _ = store.synced() => {
+            health.serving().await;
+            running.await
+        }
+    };
     health.not_serving().await;
     result.map_err(Into::into)
 }

@@ -204,3 +204,54 @@ async fn a_deleted_job_crashes_its_run_and_a_run_that_failed_by_itself_stays_fai
         .is_empty());
     reporter.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_another_work_pool_are_left_to_that_pool_s_reporter() {
+    let stack = Stack::start().await;
+    let reporter = stack.spawn_reporter(stack.reporter_config("reporter-a"));
+    let other_deployment = stack.deployment_in_another_pool().await;
+    let foreign = stack.claimed_run_of(other_deployment).await;
+    let foreign_job = stack
+        .submit(
+            &foreign,
+            &JobSpec::image("registry.example.com/flows/pull-error:1"),
+        )
+        .await;
+    support::eventually("the other pool's pod cannot pull its image", || async {
+        stack.pods_of_job(&foreign_job).await.iter().any(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|status| status.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c.state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .is_some_and(|w| w.reason.as_deref() == Some("ImagePullBackOff"))
+                })
+        })
+    })
+    .await;
+    // A run of our pool with the same failure, submitted afterwards, is reported.
+    let (ours, _) = stack
+        .submitted_run(&JobSpec::image("registry.example.com/flows/pull-error:1"))
+        .await;
+    assert_eq!(
+        stack.final_state(ours.id).await.state_type,
+        StateType::Crashed
+    );
+    let foreign_states = stack.states(foreign.id).await;
+    assert_eq!(
+        foreign_states
+            .last()
+            .map(|s| (s.state_type, s.name.clone())),
+        Some((StateType::Pending, Some("Pending".to_owned()))),
+        "untouched: still the dispatcher's claim"
+    );
+    assert!(
+        stack.logs(foreign.id).await.is_empty(),
+        "no event logs for another pool's run"
+    );
+    reporter.stop().await;
+}

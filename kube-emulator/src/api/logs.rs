@@ -48,9 +48,22 @@ pub async fn pod_log(
                 .collect()
         })
         .unwrap_or_default();
+    let init_containers: Vec<String> = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
     let container = match query.get("container").filter(|c| !c.is_empty()) {
         Some(c) => {
-            if !containers.iter().any(|n| n == c) {
+            if !containers
+                .iter()
+                .chain(init_containers.iter())
+                .any(|n| n == c)
+            {
                 return Err(ApiError::bad_request(format!(
                     "container {c} is not valid for pod {name}"
                 )));
@@ -102,7 +115,7 @@ pub async fn pod_log(
             "container \"{container}\" in pod \"{name}\" is waiting to start: {detail}"
         )));
     };
-    let mut lines = stream.lines_from(0);
+    let (mut lines, next_line) = stream.lines_since(0);
     if let Some(since) = since {
         lines.retain(|l| l.time >= since);
     }
@@ -124,7 +137,7 @@ pub async fn pod_log(
     }
     let mut response = if follow && !stream.is_finished() && !previous {
         let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-        let seen = stream.lines_from(0).len();
+        let seen = next_line;
         let shutdown = cluster.shutdown.clone();
         tokio::spawn(async move {
             if tx.send(Ok(Bytes::from(text))).await.is_err() {
@@ -137,13 +150,13 @@ pub async fn pod_log(
                     _ = shutdown.cancelled() => return,
                     _ = tx.closed() => return,
                 }
-                let fresh = stream.lines_from(seen);
-                seen += fresh.len();
+                let (fresh, next) = stream.lines_since(seen);
+                seen = next;
                 let chunk: String = fresh.iter().map(|l| render_line(l, timestamps)).collect();
                 if !chunk.is_empty() && tx.send(Ok(Bytes::from(chunk))).await.is_err() {
                     return;
                 }
-                if stream.is_finished() && stream.lines_from(seen).is_empty() {
+                if stream.is_finished() && stream.len() <= seen {
                     return;
                 }
             }

@@ -309,6 +309,16 @@ async fn resource_request(
         return Err(ApiError::path_not_found());
     }
     let field_validation = FieldValidation::parse(query.get("fieldValidation"))?;
+    if matches!(verb, "create" | "update") && !body.is_empty() {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        if content_type.contains("protobuf") || content_type.contains("cbor") {
+            // We only speak JSON; clients fall back to JSON on 415 like with older servers.
+            return Err(ApiError::unsupported_body_type(content_type));
+        }
+    }
     match (verb, rp.name.as_deref(), rp.subresource.as_deref()) {
         ("watch", None, None) => {
             let (labels, fields) = selectors(&rp, query)?;

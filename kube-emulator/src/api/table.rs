@@ -82,6 +82,18 @@ fn pod_row(pod: &Value) -> Vec<Value> {
             };
         }
     }
+    let init_statuses = pod
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let init_done = init_statuses
+        .iter()
+        .filter(|s| s.pointer("/state/terminated/exitCode") == Some(&json!(0)))
+        .count();
+    if init_done < init_statuses.len() && !matches!(reason.as_str(), "Failed" | "Succeeded") {
+        reason = format!("Init:{init_done}/{}", init_statuses.len());
+    }
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         reason = "Terminating".into();
     }

@@ -280,16 +280,47 @@ impl PodWorker {
             .iter()
             .filter_map(|c| c["name"].as_str().map(String::from))
             .collect();
-        // Stage 1: ContainerCreating.
+        let init_containers: Vec<Value> = pod
+            .pointer("/spec/initContainers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let init_names: Vec<String> = init_containers
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect();
+        // Stage 1: ContainerCreating (PodInitializing while init containers are pending).
         let now = now_rfc3339();
         let unready = format!("containers with unready status: [{}]", names.join(" "));
+        let main_waiting = if init_containers.is_empty() {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
         self.write_status(|p| {
             p["status"]["phase"] = json!("Pending");
             p["status"]["hostIP"] = json!("172.18.0.2");
             p["status"]["hostIPs"] = json!([{"ip": "172.18.0.2"}]);
             p["status"]["startTime"] = json!(now);
             set_condition(p, "PodReadyToStartContainers", "False", None, None);
-            set_condition(p, "Initialized", "True", None, None);
+            if init_containers.is_empty() {
+                set_condition(p, "Initialized", "True", None, None);
+            } else {
+                set_condition(
+                    p,
+                    "Initialized",
+                    "False",
+                    Some("ContainersNotInitialized"),
+                    Some(&format!(
+                        "containers with incomplete status: [{}]",
+                        init_names.join(" ")
+                    )),
+                );
+                p["status"]["initContainerStatuses"] = json!(init_containers
+                    .iter()
+                    .map(|c| waiting_status(c, "PodInitializing", None, 0, None))
+                    .collect::<Vec<_>>());
+            }
             set_condition(
                 p,
                 "Ready",
@@ -306,7 +337,7 @@ impl PodWorker {
             );
             p["status"]["containerStatuses"] = json!(containers
                 .iter()
-                .map(|c| waiting_status(c, "ContainerCreating", None, 0, None))
+                .map(|c| waiting_status(c, main_waiting, None, 0, None))
                 .collect::<Vec<_>>());
         });
         if let Some(i) = self.sleep(stage).await {
@@ -320,7 +351,19 @@ impl PodWorker {
             let mut blocked = false;
             let mut pull_blocked = false;
             envs.clear();
-            for (i, c) in containers.iter().enumerate() {
+            // Volumes first: a missing Secret/ConfigMap volume keeps the pod in ContainerCreating
+            // and no container is looked at until it appears.
+            let volume_problem = missing_volume_source(&self.cluster, &pod);
+            if let Some(message) = &volume_problem {
+                self.event("Warning", "FailedMount", message, None);
+                blocked = true;
+            }
+            let to_check = if volume_problem.is_some() {
+                &containers[..0]
+            } else {
+                &containers[..]
+            };
+            for (i, c) in to_check.iter().enumerate() {
                 let cname = c["name"].as_str().unwrap_or_default().to_string();
                 let image = c["image"].as_str().unwrap_or_default().to_string();
                 if !is_valid_image_reference(&image) {
@@ -436,7 +479,11 @@ impl PodWorker {
                 self.event("Normal", "Pulled", &format!("Successfully pulled image \"{image}\" in 1.2s (1.2s including waiting). Image size: 3623807 bytes."), Some(cname));
             }
         }
-        // Stage 3: run.
+        // Stage 3: init containers, one at a time.
+        if !init_containers.is_empty() && !self.run_init_containers(&init_containers).await {
+            return;
+        }
+        // Stage 4: run.
         let slots: Vec<ContainerSlot> = containers
             .iter()
             .map(|c| ContainerSlot {
@@ -446,6 +493,129 @@ impl PodWorker {
             })
             .collect();
         self.run_containers(slots, envs).await;
+    }
+
+    /// Run init containers in order. Returns false when the pod ended (failed or deleted).
+    async fn run_init_containers(&mut self, init_containers: &[Value]) -> bool {
+        let Some(pod) = self.pod() else { return false };
+        let restart_policy = pod
+            .pointer("/spec/restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Always")
+            .to_string();
+        let mut backoff = self.cluster.config.job_backoff_base;
+        let mut index = 0;
+        let mut restarts = 0i64;
+        while index < init_containers.len() {
+            let spec = &init_containers[index];
+            let cname = spec["name"].as_str().unwrap_or_default().to_string();
+            let env = resolve_env(&self.cluster, &pod, spec).unwrap_or_default();
+            self.event(
+                "Normal",
+                "Created",
+                &format!("Created container: {cname}"),
+                Some(&cname),
+            );
+            let log = self.cluster.logs.start_run(&self.uid, &cname);
+            let run = self.runtime.start(ContainerLaunch {
+                pod: pod.clone(),
+                container: spec.clone(),
+                env,
+                log,
+            });
+            self.event(
+                "Normal",
+                "Started",
+                &format!("Started container {cname}"),
+                Some(&cname),
+            );
+            let started = now_rfc3339();
+            let restart_count = restarts;
+            self.write_status(|p| {
+                if let Some(status) =
+                    p.pointer_mut(&format!("/status/initContainerStatuses/{index}"))
+                {
+                    status["state"] = json!({"running": {"startedAt": started}});
+                    status["started"] = json!(true);
+                    status["restartCount"] = json!(restart_count);
+                    status["containerID"] = json!(format!("containerd://{}", random_hex(64)));
+                }
+            });
+            let signals = run.signals.clone();
+            let mut exit_rx = run.exit;
+            let exit = loop {
+                tokio::select! {
+                    exit = &mut exit_rx => break exit.unwrap_or(ContainerExit::from_code(137)),
+                    changed = self.signals.changed() => {
+                        if changed.is_err() || self.interrupt().is_some() {
+                            let _ = signals.try_send(StopSignal::Kill);
+                            let interrupt = self.interrupt().unwrap_or(Interrupt::Removed);
+                            self.stop_before_start(interrupt).await;
+                            return false;
+                        }
+                    }
+                    _ = self.cluster.shutdown.cancelled() => {
+                        let _ = signals.try_send(StopSignal::Kill);
+                        return false;
+                    }
+                }
+            };
+            let finished = now_rfc3339();
+            let started_at = started.clone();
+            self.write_status(|p| {
+                if let Some(status) =
+                    p.pointer_mut(&format!("/status/initContainerStatuses/{index}"))
+                {
+                    status["state"] = json!({"terminated": {
+                        "exitCode": exit.exit_code, "reason": exit.reason,
+                        "startedAt": started_at, "finishedAt": finished,
+                        "containerID": status["containerID"].clone()
+                    }});
+                    status["ready"] = json!(exit.exit_code == 0);
+                    status["started"] = json!(false);
+                }
+            });
+            if exit.exit_code == 0 {
+                index += 1;
+                restarts = 0;
+                continue;
+            }
+            if restart_policy == "Never" {
+                self.write_status(|p| {
+                    p["status"]["phase"] = json!("Failed");
+                    set_condition(p, "Ready", "False", Some("PodFailed"), None);
+                    set_condition(p, "ContainersReady", "False", Some("PodFailed"), None);
+                });
+                return false;
+            }
+            restarts += 1;
+            self.event(
+                "Warning",
+                "BackOff",
+                &format!(
+                    "Back-off restarting failed container {cname} in pod {}_{}({})",
+                    self.name, self.namespace, self.uid
+                ),
+                Some(&cname),
+            );
+            if let Some(interrupt) = self.sleep(backoff).await {
+                self.stop_before_start(interrupt).await;
+                return false;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(300));
+        }
+        self.write_status(|p| {
+            set_condition(p, "Initialized", "True", None, None);
+            if let Some(list) = p
+                .pointer_mut("/status/containerStatuses")
+                .and_then(Value::as_array_mut)
+            {
+                for status in list {
+                    status["state"] = json!({"waiting": {"reason": "ContainerCreating"}});
+                }
+            }
+        });
+        true
     }
 
     /// Set a container's waiting state; returns true if it changed (so events are not repeated).
@@ -470,7 +640,7 @@ impl PodWorker {
     }
 
     /// Deleted before any container ran: go terminal and finish the delete.
-    async fn stop_before_start(self, interrupt: Interrupt) {
+    async fn stop_before_start(&self, interrupt: Interrupt) {
         if let Interrupt::Deleted(_) = interrupt {
             self.write_status(|p| {
                 p["status"]["phase"] = json!("Failed");
@@ -878,6 +1048,46 @@ fn random_hex(len: usize) -> String {
     (0..len)
         .map(|_| format!("{:x}", rng.random_range(0..16u8)))
         .collect()
+}
+
+/// The kubelet's FailedMount message for the first non-optional Secret/ConfigMap volume whose
+/// source does not exist.
+fn missing_volume_source(cluster: &Cluster, pod: &Value) -> Option<String> {
+    let namespace = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array)?;
+    for volume in volumes {
+        let name = volume["name"].as_str().unwrap_or_default();
+        let (kind, source, resource) = if let Some(secret) = volume.get("secret") {
+            (
+                "secret",
+                secret["secretName"].as_str(),
+                resources::secrets(),
+            )
+        } else if let Some(config_map) = volume.get("configMap") {
+            (
+                "configmap",
+                config_map["name"].as_str(),
+                resources::configmaps(),
+            )
+        } else {
+            continue;
+        };
+        let optional = volume
+            .get("secret")
+            .or_else(|| volume.get("configMap"))
+            .and_then(|v| v["optional"].as_bool())
+            .unwrap_or(false);
+        let Some(source) = source else { continue };
+        if !optional && cluster.store.get(resource, namespace, source).is_none() {
+            return Some(format!(
+                "MountVolume.SetUp failed for volume \"{name}\" : {kind} \"{source}\" not found"
+            ));
+        }
+    }
+    None
 }
 
 /// Resolve a container's environment (`env` with `valueFrom`, then `envFrom`). A missing

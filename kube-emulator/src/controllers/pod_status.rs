@@ -67,6 +67,19 @@ pub fn set_condition(
             list.push(condition);
         }
     }
+    if is_pod {
+        // The kubelet's order: PodReadyToStartContainers, Initialized, Ready, ContainersReady,
+        // PodScheduled, then anything else (e.g. DisruptionTarget).
+        let rank = |c: &Value| match c["type"].as_str().unwrap_or_default() {
+            "PodReadyToStartContainers" => 0,
+            "Initialized" => 1,
+            "Ready" => 2,
+            "ContainersReady" => 3,
+            "PodScheduled" => 4,
+            _ => 5,
+        };
+        list.sort_by_key(rank);
+    }
 }
 
 /// Whether a condition of `kind` is `True`.

@@ -1,6 +1,6 @@
 //! The evaluator (leader only): whenever a run's Jobs or pods change, a
 //! [`Decision::WaitUntil`] instant passes, or the reconcile period ends, it reads the
-//! runs' states from Prefect in batches, calls [`decide`] and acts:
+//! runs' states from Prefect in batches, calls [`decide()`] and acts:
 //!
 //! - `InfrastructurePending`: `PENDING` named `InfrastructurePending`, `force=false`,
 //!   only for a run that is `PENDING` (a `SCHEDULED` run with a pending pod is a
@@ -103,6 +103,7 @@ pub fn run_state_of(run: &FlowRun) -> Option<FlowRunState> {
 }
 
 /// One proposal to send.
+#[derive(Debug)]
 struct Proposal {
     flow_run_id: Uuid,
     kind: ProposalKind,
@@ -314,6 +315,12 @@ impl Evaluator {
             self.settled.remove(&flow_run_id);
             return None;
         }
+        if state.state_type.is_final() {
+            self.settled.insert(flow_run_id);
+        } else {
+            self.settled.remove(&flow_run_id);
+        }
+        let already_sent = self.proposed.get(&flow_run_id);
         let input = DecisionInput {
             run_state: state,
             jobs: &jobs,
@@ -321,55 +328,18 @@ impl Evaluator {
             now,
             settings: &self.settings,
         };
-        let decision = decide(&input);
-        if state.state_type.is_final() {
-            self.settled.insert(flow_run_id);
-        } else {
-            self.settled.remove(&flow_run_id);
-        }
-        tracing::debug!(%flow_run_id, state = %state.state_type, ?decision, "decided");
-        let (kind, job_uid, report) = match decision {
-            Decision::Nothing => {
-                if state.state_type.is_final() {
-                    self.forget(flow_run_id);
-                }
-                return None;
+        match next_step(flow_run_id, &input, already_sent) {
+            NextStep::Nothing => None,
+            NextStep::Settled => {
+                self.forget(flow_run_id);
+                None
             }
-            Decision::WaitUntil(at) => {
+            NextStep::WakeAt(at) => {
                 self.wake_at(at, flow_run_id);
-                return None;
+                None
             }
-            Decision::ProposeInfrastructurePending => {
-                if state.state_type != StateType::Pending || &*state.name == INFRASTRUCTURE_PENDING
-                {
-                    return None;
-                }
-                let job = newest_live_job(&jobs)?;
-                (ProposalKind::InfrastructurePending, job.uid.clone(), None)
-            }
-            Decision::ProposeCrashed(report) => {
-                let job_uid = jobs
-                    .iter()
-                    .find(|job| job.namespace == report.namespace && job.name == report.job_name)
-                    .map(|job| job.uid.clone())
-                    .unwrap_or_else(|| format!("{}/{}", report.namespace, report.job_name).into());
-                (ProposalKind::Crashed, job_uid, Some(report))
-            }
-        };
-        let transition_id = transition_id(flow_run_id, &job_uid, kind.as_str());
-        if self
-            .proposed
-            .get(&flow_run_id)
-            .is_some_and(|sent| sent.contains(&transition_id))
-        {
-            return None;
+            NextStep::Propose(proposal) => Some(*proposal),
         }
-        Some(Proposal {
-            flow_run_id,
-            kind,
-            transition_id,
-            report,
-        })
     }
 
     async fn send(&mut self, proposals: Vec<Proposal>) {
@@ -476,6 +446,62 @@ fn newest_live_job(jobs: &[JobView]) -> Option<&JobView> {
         .max_by_key(|job| job.created)
 }
 
+/// What the evaluator does next for one run.
+#[derive(Debug)]
+enum NextStep {
+    Nothing,
+    /// The run is final and needs nothing: drop its tombstones and proposals.
+    Settled,
+    WakeAt(Timestamp),
+    Propose(Box<Proposal>),
+}
+
+/// The decision core's verdict turned into the evaluator's next step: only a `PENDING`
+/// run gets `InfrastructurePending`, each proposal gets its deterministic transition
+/// id, and a proposal already in `already_sent` is not made again.
+fn next_step(
+    flow_run_id: Uuid,
+    input: &DecisionInput<'_>,
+    already_sent: Option<&HashSet<Uuid>>,
+) -> NextStep {
+    let state = input.run_state;
+    let decision = decide(input);
+    tracing::debug!(%flow_run_id, state = %state.state_type, ?decision, "decided");
+    let (kind, job_uid, report) = match decision {
+        Decision::Nothing if state.state_type.is_final() => return NextStep::Settled,
+        Decision::Nothing => return NextStep::Nothing,
+        Decision::WaitUntil(at) => return NextStep::WakeAt(at),
+        Decision::ProposeInfrastructurePending => {
+            if state.state_type != StateType::Pending || &*state.name == INFRASTRUCTURE_PENDING {
+                return NextStep::Nothing;
+            }
+            let Some(job) = newest_live_job(input.jobs) else {
+                return NextStep::Nothing;
+            };
+            (ProposalKind::InfrastructurePending, job.uid.clone(), None)
+        }
+        Decision::ProposeCrashed(report) => {
+            let job_uid = input
+                .jobs
+                .iter()
+                .find(|job| job.namespace == report.namespace && job.name == report.job_name)
+                .map(|job| job.uid.clone())
+                .unwrap_or_else(|| format!("{}/{}", report.namespace, report.job_name).into());
+            (ProposalKind::Crashed, job_uid, Some(report))
+        }
+    };
+    let transition_id = transition_id(flow_run_id, &job_uid, kind.as_str());
+    if already_sent.is_some_and(|sent| sent.contains(&transition_id)) {
+        return NextStep::Nothing;
+    }
+    NextStep::Propose(Box::new(Proposal {
+        flow_run_id,
+        kind,
+        transition_id,
+        report,
+    }))
+}
+
 async fn propose(
     prefect: &PrefectClient,
     kube: &kube::Client,
@@ -575,6 +601,151 @@ mod tests {
             crashed,
             transition_id(Uuid::from_u128(43), "job-uid-1", "crashed")
         );
+    }
+
+    use crate::observe::{
+        ContainerRole, ContainerView, JobConditionKind, JobConditionView, PodPhase, PodView,
+    };
+    use chrono::{TimeZone, Utc};
+
+    fn at(second: i64) -> Timestamp {
+        Utc.timestamp_opt(1_800_000_000 + second, 0).unwrap()
+    }
+
+    fn run_id() -> Uuid {
+        Uuid::from_u128(5)
+    }
+
+    fn job(failed_at: Option<Timestamp>) -> JobView {
+        JobView {
+            uid: "job-uid".into(),
+            name: "etl-1".into(),
+            namespace: "prefect".into(),
+            flow_run_id: run_id(),
+            created: Some(at(0)),
+            backoff_limit: 0,
+            active: u32::from(failed_at.is_none()),
+            succeeded: 0,
+            failed: u32::from(failed_at.is_some()),
+            conditions: failed_at
+                .map(|since| JobConditionView {
+                    kind: JobConditionKind::Failed,
+                    status: crate::observe::ConditionStatus::True,
+                    reason: Some("BackoffLimitExceeded".into()),
+                    message: None,
+                    since: Some(since),
+                })
+                .into_iter()
+                .collect(),
+            pod_watch_timeout_seconds: None,
+            deletion_timestamp: None,
+            deleted_observed_at: None,
+        }
+    }
+
+    fn pending_pod() -> PodView {
+        PodView {
+            uid: "pod-uid".into(),
+            name: "etl-1-abcde".into(),
+            namespace: "prefect".into(),
+            flow_run_id: run_id(),
+            job_name: Some("etl-1".into()),
+            job_uid: Some("job-uid".into()),
+            phase: PodPhase::Pending,
+            created: Some(at(0)),
+            scheduled: None,
+            containers: Box::new([ContainerView {
+                name: "prefect-job".into(),
+                role: ContainerRole::Main,
+                waiting: None,
+                terminated: None,
+                last_terminated: None,
+                restart_count: 0,
+            }]),
+            status_reason: None,
+            status_message: None,
+            deletion_timestamp: None,
+        }
+    }
+
+    fn step(
+        state: &FlowRunState,
+        jobs: &[JobView],
+        pods: &[PodView],
+        sent: Option<&HashSet<Uuid>>,
+    ) -> NextStep {
+        let settings = DecisionSettings::default();
+        let input = DecisionInput {
+            run_state: state,
+            jobs,
+            pods,
+            now: at(100),
+            settings: &settings,
+        };
+        next_step(run_id(), &input, sent)
+    }
+
+    #[test]
+    fn a_pending_run_with_a_pending_pod_gets_infrastructure_pending_once() {
+        let claimed = FlowRunState::new(StateType::Pending, "Pending");
+        let (jobs, pods) = ([job(None)], [pending_pod()]);
+        let NextStep::Propose(proposal) = step(&claimed, &jobs, &pods, None) else {
+            panic!("a proposal");
+        };
+        assert_eq!(proposal.kind, ProposalKind::InfrastructurePending);
+        assert_eq!(
+            proposal.transition_id,
+            transition_id(run_id(), "job-uid", "infrastructure-pending")
+        );
+        let sent = HashSet::from([proposal.transition_id]);
+        assert!(matches!(
+            step(&claimed, &jobs, &pods, Some(&sent)),
+            NextStep::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_scheduled_run_with_a_lingering_pending_pod_is_not_claimed() {
+        let rescheduled = FlowRunState::new(StateType::Scheduled, "AwaitingRetry");
+        assert!(matches!(
+            step(&rescheduled, &[job(None)], &[pending_pod()], None),
+            NextStep::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_failed_job_is_crashed_once_with_a_transition_id_of_that_job() {
+        let running = FlowRunState::new(StateType::Running, "Running");
+        let jobs = [job(Some(at(10)))];
+        let NextStep::Propose(proposal) = step(&running, &jobs, &[], None) else {
+            panic!("a proposal");
+        };
+        assert_eq!(proposal.kind, ProposalKind::Crashed);
+        assert_eq!(
+            proposal.transition_id,
+            transition_id(run_id(), "job-uid", "crashed")
+        );
+        assert!(proposal.report.is_some());
+        let sent = HashSet::from([proposal.transition_id]);
+        assert!(matches!(
+            step(&running, &jobs, &[], Some(&sent)),
+            NextStep::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_final_run_settles_and_a_grace_period_becomes_a_wake_up() {
+        let failed = FlowRunState::new(StateType::Failed, "Failed");
+        assert!(matches!(
+            step(&failed, &[job(Some(at(10)))], &[], None),
+            NextStep::Settled
+        ));
+        let running = FlowRunState::new(StateType::Running, "Running");
+        // Failed one second before `now`: inside the settle grace.
+        assert!(matches!(
+            step(&running, &[job(Some(at(99)))], &[], None),
+            NextStep::WakeAt(at_) if at_ == at(109)
+        ));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! - Someone else holds it: take it over (and count a transition) once the record has
 //!   not changed for a whole lease duration, or at once when it holds no one.
 //! - Shutdown: a leader stops acting, then clears `holderIdentity` so a standby takes
-//!   over at its next look instead of waiting for expiry.
+//!   over at its next look (at most 2 s later) instead of waiting for expiry.
 //!
 //! Expiry is judged, as client-go does, by when *this* replica last saw the record
 //! change (its own monotonic clock), not by comparing the holder's `renewTime` with
@@ -102,8 +102,15 @@ pub struct LeaseSettings {
 }
 
 impl LeaseSettings {
+    /// How often the leader renews.
     fn retry_period(&self) -> Duration {
         self.duration / 3
+    }
+
+    /// How often a standby looks: as often as the leader renews, but at least every
+    /// 2 s, so a takeover follows expiry closely.
+    fn standby_period(&self) -> Duration {
+        self.retry_period().min(Duration::from_secs(2))
     }
 
     /// A leader that has not renewed for this long stops acting.
@@ -164,7 +171,7 @@ pub async fn run_election(
         });
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(settings.retry_period()) => {}
+            _ = tokio::time::sleep(if leading { settings.retry_period() } else { settings.standby_period() }) => {}
         }
     }
     let was_leading = *leadership.borrow();
@@ -372,5 +379,6 @@ mod tests {
         };
         assert!(settings.renew_deadline() < settings.duration);
         assert!(settings.retry_period() * 2 <= settings.renew_deadline());
+        assert!(settings.standby_period() <= settings.retry_period());
     }
 }

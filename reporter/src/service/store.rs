@@ -360,6 +360,13 @@ impl SharedStore {
     pub fn is_synced(&self) -> bool {
         self.read(ViewStore::is_synced)
     }
+
+    /// Completes once both initial lists are in.
+    pub async fn synced(&self) {
+        while !self.is_synced() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -236,12 +236,37 @@ impl Stack {
 
     /// A run of the test deployment, claimed (`Pending`) as a dispatcher would.
     pub async fn claimed_run(&self) -> FlowRun {
+        self.claimed_run_of(self.deployment_id).await
+    }
+
+    /// A deployment in another work pool (created here), as when several pools share
+    /// a cluster.
+    pub async fn deployment_in_another_pool(&self) -> Uuid {
+        let pool = unique_name("other-pool");
+        self.prefect
+            .create_work_pool(&WorkPoolCreate::new(&pool, "kubernetes", json!({})))
+            .await
+            .expect("create work pool");
+        let flow = self
+            .prefect
+            .create_flow(&unique_name("flow"))
+            .await
+            .expect("create flow");
+        self.prefect
+            .create_deployment(&DeploymentCreate {
+                work_pool_name: Some(pool),
+                ..DeploymentCreate::new(unique_name("deployment"), flow.id)
+            })
+            .await
+            .expect("create deployment")
+            .id
+    }
+
+    /// A run of `deployment_id`, claimed (`Pending`) as a dispatcher would.
+    pub async fn claimed_run_of(&self, deployment_id: Uuid) -> FlowRun {
         let run = self
             .prefect
-            .create_flow_run_from_deployment(
-                self.deployment_id,
-                &DeploymentFlowRunCreate::default(),
-            )
+            .create_flow_run_from_deployment(deployment_id, &DeploymentFlowRunCreate::default())
             .await
             .expect("create flow run");
         let claim = self
