@@ -68,12 +68,21 @@ async fn main() -> anyhow::Result<()> {
     let port = test_stack::ports::free_port();
     let _emulator = EmulatorProcess(
         Command::new(&binary)
-            .args(["serve", "--port", &port.to_string(), "--kubelet-stage-delay-ms", "1", "--kubeconfig"])
+            .args([
+                "serve",
+                "--port",
+                &port.to_string(),
+                "--kubelet-stage-delay-ms",
+                "1",
+                "--kubeconfig",
+            ])
             .arg(&kubeconfig)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("start {} (cargo build -p kube-emulator)", binary.display()))?,
+            .with_context(|| {
+                format!("start {} (cargo build -p kube-emulator)", binary.display())
+            })?,
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !kubeconfig.exists() {

@@ -21,7 +21,8 @@ use clap::Parser;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use prefect_client::{
-    ClientConfig, DeploymentCreate, DeploymentFlowRunCreate, FlowRunFilter, PrefectClient, WorkPoolCreate,
+    ClientConfig, DeploymentCreate, DeploymentFlowRunCreate, FlowRunFilter, PrefectClient,
+    WorkPoolCreate,
 };
 use test_stack::nats::NatsServer;
 use test_stack::prefect::{unique_name, PrefectServer, PrefectServerOptions};
@@ -105,7 +106,10 @@ async fn main() -> anyhow::Result<()> {
             args.runs as f64 / elapsed.as_secs_f64()
         );
     }
-    println!("\nPrefect server database: {database}; machine: {} cores", num_cpus());
+    println!(
+        "\nPrefect server database: {database}; machine: {} cores",
+        num_cpus()
+    );
     drop_database(&args.database);
     Ok(())
 }
@@ -147,7 +151,12 @@ async fn start_ours(
     let mut poller_config = poller::PollerConfig::for_pool(pool);
     poller_config.poll_interval_seconds = 1.0;
     let client = service_runtime::nats::connect(&options, "bench-poller").await?;
-    tokio::spawn(poller::run(poller_config, prefect.clone(), client, token.clone()));
+    tokio::spawn(poller::run(
+        poller_config,
+        prefect.clone(),
+        client,
+        token.clone(),
+    ));
     for replica in 0..args.dispatchers {
         let mut config = dispatcher::DispatcherConfig::for_pool(pool);
         config.worker_name = format!("bench-dispatcher-{replica}");
@@ -165,7 +174,11 @@ async fn start_ours(
     Ok(token)
 }
 
-fn start_python(server: &PrefectServer, emulator: &kube_emulator::Emulator, pool: &str) -> anyhow::Result<Child> {
+fn start_python(
+    server: &PrefectServer,
+    emulator: &kube_emulator::Emulator,
+    pool: &str,
+) -> anyhow::Result<Child> {
     let home = std::env::temp_dir().join(unique_name("bench-worker-home"));
     std::fs::create_dir_all(&home)?;
     Command::new(server.prefect_cli())
@@ -200,7 +213,11 @@ async fn wait_for_all_jobs(
             .iter()
             .filter(|r| r.infrastructure_pid.is_some())
             .count();
-        let created = jobs.list(&ListParams::default().labels(&selector)).await?.items.len();
+        let created = jobs
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .len();
         if with_pid >= runs && created >= runs {
             return Ok(created);
         }
@@ -245,12 +262,17 @@ fn drop_database(database: &str) {
     if database == "postgres" {
         let _ = Command::new("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-c"])
-            .arg(format!("drop database if exists {} with (force)", bench_database()))
+            .arg(format!(
+                "drop database if exists {} with (force)",
+                bench_database()
+            ))
             .stdout(Stdio::null())
             .status();
     }
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

@@ -167,6 +167,9 @@ async fn run_process(
         }
     };
     let pid = child.id().map(|p| Pid::from_raw(p as i32));
+    // If this task is dropped (emulator dropped without shutdown), take the whole process group
+    // down, not just the direct child.
+    let _group_guard = ProcessGroupGuard(pid);
     let stdout = child
         .stdout
         .take()
@@ -205,6 +208,18 @@ async fn run_process(
             reason: "Error".into(),
             message: Some(err.to_string()),
         },
+    }
+}
+
+/// Kills a process group with SIGKILL when dropped.
+struct ProcessGroupGuard(Option<Pid>);
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // ESRCH (already gone) is the normal case.
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
     }
 }
 
