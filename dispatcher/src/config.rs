@@ -35,6 +35,10 @@ pub struct DispatcherConfig {
     /// (and its run Crashed when Prefect can be reached).
     #[arg(long, env = "PREFECT_K8S_MAX_DELIVERIES", default_value_t = 50)]
     pub max_deliveries: i64,
+    /// Servers each JetStream stream is stored on when this service creates
+    /// it: 1 for a single NATS server, 3 for a three-node cluster.
+    #[arg(long = "stream-replicas", env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
     /// Seconds the work pool's base job template is cached.
     #[arg(long, env = "PREFECT_K8S_TEMPLATE_CACHE_SECONDS", default_value_t = 30)]
     pub template_cache_seconds: u64,
@@ -132,6 +136,7 @@ impl DispatcherConfig {
             ack_wait_seconds: 60,
             max_deliveries: 50,
             template_cache_seconds: 30,
+            stream_replicas: 1,
             job: JobOptions::default(),
             credentials: FlowCredentials::default(),
         }

@@ -77,7 +77,8 @@ pub async fn run(
     stats: Arc<DispatchStats>,
 ) -> Result<(), DispatcherError> {
     let js = jetstream::new(nats);
-    let (flow_runs, _) = service_runtime::nats::ensure_streams(&js).await?;
+    let (flow_runs, _) =
+        service_runtime::nats::ensure_streams(&js, config.stream_replicas.into()).await?;
     let max_ack_pending = (config.concurrency as i64 * 64).max(1000);
     let consumer = service_runtime::nats::dispatcher_consumer(
         &flow_runs,

@@ -252,7 +252,7 @@ async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
     // No poller: the test publishes the stale messages itself.
     let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
     let js = jetstream::new(stack.nats_client().await);
-    service_runtime::nats::ensure_streams(&js).await.unwrap();
+    service_runtime::nats::ensure_streams(&js, 1).await.unwrap();
     // The pool must exist for the deployment.
     stack
         .prefect
@@ -364,7 +364,7 @@ async fn garbage_on_the_stream_is_dead_lettered_and_the_dispatcher_keeps_serving
     let mut stack = Stack::start(scripted()).await;
     let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
     let js = jetstream::new(stack.nats_client().await);
-    service_runtime::nats::ensure_streams(&js).await.unwrap();
+    service_runtime::nats::ensure_streams(&js, 1).await.unwrap();
     js.publish(
         subjects::due_subject(&stack.pool),
         b"\x0a\xff\xff garbage".to_vec().into(),

@@ -140,6 +140,19 @@ async fn the_python_prefect_kubernetes_worker_runs_a_job_and_reports_its_failure
             .unwrap_or(false)
     })
     .await;
+    // The worker records the infrastructure pid after the Job exists: wait for it.
+    eventually(
+        "the worker records the Job on the flow run",
+        &worker,
+        || async {
+            prefect
+                .read_flow_run(run.id)
+                .await
+                .map(|r| r.infrastructure_pid.is_some())
+                .unwrap_or(false)
+        },
+    )
+    .await;
     let pid = prefect
         .read_flow_run(run.id)
         .await

@@ -53,6 +53,10 @@ pub struct PollerConfig {
         default_value = "prefect-k8s"
     )]
     pub worker_name: String,
+    /// Servers each JetStream stream is stored on when this service creates
+    /// it: 1 for a single NATS server, 3 for a three-node cluster.
+    #[arg(long = "stream-replicas", env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
     /// A base job template (JSON) to create the pool with, instead of
     /// prefect-kubernetes 0.8's default.
     #[arg(long = "base-job-template", env = "PREFECT_K8S_BASE_JOB_TEMPLATE")]
@@ -78,6 +82,7 @@ impl PollerConfig {
             heartbeat_seconds: 30,
             limit: 200,
             worker_name: "prefect-k8s".into(),
+            stream_replicas: 1,
             base_job_template: None,
         }
     }

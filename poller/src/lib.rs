@@ -49,7 +49,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), PollerError> {
     let js = async_nats::jetstream::new(nats);
-    service_runtime::nats::ensure_streams(&js).await?;
+    service_runtime::nats::ensure_streams(&js, config.stream_replicas.into()).await?;
     let pool = pool::ensure_work_pool(&prefect, &config).await?;
 
     tracing::info!(

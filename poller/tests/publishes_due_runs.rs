@@ -49,7 +49,7 @@ async fn due_runs_are_published_once_with_their_rendering_inputs() {
         PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
     let nats = async_nats::connect(nats_server.url()).await.unwrap();
     let js = jetstream::new(nats);
-    service_runtime::nats::ensure_streams(&js).await.unwrap();
+    service_runtime::nats::ensure_streams(&js, 1).await.unwrap();
 
     let mut config = PollerConfig::for_pool(unique_name("pool"));
     config.worker_name = "poller-under-test".into();
@@ -127,7 +127,7 @@ async fn labels_select_work_queues() {
     let prefect =
         PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
     let js = jetstream::new(async_nats::connect(nats_server.url()).await.unwrap());
-    service_runtime::nats::ensure_streams(&js).await.unwrap();
+    service_runtime::nats::ensure_streams(&js, 1).await.unwrap();
 
     let mut config = PollerConfig::for_pool(unique_name("pool"));
     let pool = poller::pool::ensure_work_pool(&prefect, &config)

@@ -138,14 +138,15 @@ pub async fn connect(
         })
 }
 
-/// Stream settings of the due-runs work queue.
-pub fn flow_runs_stream_config() -> stream::Config {
+/// Stream settings of the due-runs work queue, stored on `replicas` servers
+/// (1 for a single server; 3 for a three-node JetStream cluster).
+pub fn flow_runs_stream_config(replicas: usize) -> stream::Config {
     stream::Config {
         name: subjects::FLOW_RUNS_STREAM.to_string(),
         subjects: vec![format!("{}.>", subjects::DUE_PREFIX)],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
-        num_replicas: 1,
+        num_replicas: replicas.max(1),
         duplicate_window: Duration::from_secs(600),
         // Back-pressure instead of loss: never drop an unprocessed run.
         discard: stream::DiscardPolicy::New,
@@ -154,13 +155,13 @@ pub fn flow_runs_stream_config() -> stream::Config {
 }
 
 /// Stream settings of the dead-letter stream.
-pub fn dead_letter_stream_config() -> stream::Config {
+pub fn dead_letter_stream_config(replicas: usize) -> stream::Config {
     stream::Config {
         name: subjects::DEAD_LETTER_STREAM.to_string(),
         subjects: vec![format!("{}.>", subjects::DEAD_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        num_replicas: 1,
+        num_replicas: replicas.max(1),
         max_age: Duration::from_secs(14 * 24 * 3600),
         ..Default::default()
     }
@@ -171,12 +172,14 @@ pub fn dead_letter_stream_config() -> stream::Config {
 /// Services start together (a poller and several dispatchers), so two may
 /// race to create a stream: the loser's create fails (as "subjects overlap"
 /// on 2.9) while the stream now exists. A failed create is therefore followed
-/// by another look-up before it counts as an error.
+/// by another look-up before it counts as an error. `replicas` applies when a
+/// stream is created; an existing stream keeps its own.
 pub async fn ensure_streams(
     js: &jetstream::Context,
+    replicas: usize,
 ) -> Result<(stream::Stream, stream::Stream), NatsSetupError> {
-    let flow_runs = ensure_stream(js, flow_runs_stream_config()).await?;
-    let dead = ensure_stream(js, dead_letter_stream_config()).await?;
+    let flow_runs = ensure_stream(js, flow_runs_stream_config(replicas)).await?;
+    let dead = ensure_stream(js, dead_letter_stream_config(replicas)).await?;
     Ok((flow_runs, dead))
 }
 
@@ -280,6 +283,16 @@ mod tests {
         let shown = format!("{options:?}");
         assert!(!shown.contains("s3cr3t-pass"), "{shown}");
         assert!(shown.contains("agent"));
+    }
+
+    #[test]
+    fn streams_keep_every_run_on_the_configured_replicas() {
+        let queue = flow_runs_stream_config(3);
+        assert_eq!(queue.num_replicas, 3);
+        assert_eq!(queue.retention, stream::RetentionPolicy::WorkQueue);
+        assert_eq!(queue.discard, stream::DiscardPolicy::New);
+        assert_eq!(queue.max_age, Duration::ZERO);
+        assert_eq!(dead_letter_stream_config(0).num_replicas, 1);
     }
 
     #[test]

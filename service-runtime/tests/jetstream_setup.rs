@@ -22,7 +22,7 @@ async fn services_starting_together_all_get_the_streams_and_the_consumer() {
             .await
             .expect("connect");
             let js = jetstream::new(client);
-            let (flow_runs, _) = ensure_streams(&js).await.expect("streams");
+            let (flow_runs, _) = ensure_streams(&js, 1).await.expect("streams");
             dispatcher_consumer(&flow_runs, "pool-a", Duration::from_secs(30), 1000)
                 .await
                 .expect("consumer");

@@ -48,8 +48,21 @@ impl Stack {
         })
         .await
         .expect("start the Kubernetes API emulator");
-        let prefect =
-            PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+        // The test's own set-up calls (creating hundreds of runs while
+        // services poll a SQLite server on a loaded machine) get a longer
+        // retry budget than the services' default: "database is locked"
+        // answers (503) are expected and must not fail the set-up.
+        let patient = prefect_client::RetryPolicy {
+            max_retries: 12,
+            max_delay: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let prefect = PrefectClient::new(
+            ClientConfig::new(&prefect_server.api_url())
+                .unwrap()
+                .with_retry(patient),
+        )
+        .unwrap();
         let kube = emulator.client().expect("a client for the emulator");
         Stack {
             nats,

@@ -4,10 +4,9 @@ installed), the way the Prefect worker and its kopf observer do. Exits non-zero 
 import asyncio
 import sys
 
-from kubernetes import client, config, watch
-
-
 def sync_client(kubeconfig: str) -> None:
+    from kubernetes import client, config, watch
+
     config.load_kube_config(config_file=kubeconfig)
     core = client.CoreV1Api()
     batch = client.BatchV1Api()
@@ -54,11 +53,8 @@ def sync_client(kubeconfig: str) -> None:
 
 
 async def async_client(kubeconfig: str) -> None:
-    try:
-        from kubernetes_asyncio import client as aclient, config as aconfig, watch as awatch
-    except ImportError:
-        print("kubernetes_asyncio not installed; skipped")
-        return
+    from kubernetes_asyncio import client as aclient, config as aconfig, watch as awatch
+
     await aconfig.load_kube_config(config_file=kubeconfig)
     async with aclient.ApiClient() as api:
         batch = aclient.BatchV1Api(api)
@@ -83,9 +79,29 @@ async def async_client(kubeconfig: str) -> None:
         assert failed
         pods = await core.list_pod_for_all_namespaces(label_selector=f"job-name={name}", allow_watch_bookmarks=True)
         assert pods.items[0].status.phase == "Failed"
+        pod = pods.items[0].metadata.name
+        log = await core.read_namespaced_pod_log(pod, "default", container="c", tail_lines=500)
+        assert "scripted container c" in log, log
+        # Paging like the kopf observer's initial LIST.
+        page = await core.list_namespaced_pod("default", limit=1)
+        assert page.metadata.resource_version
+        try:
+            await batch.read_namespaced_job("does-not-exist", "default")
+            raise AssertionError("expected 404")
+        except aclient.exceptions.ApiException as err:
+            assert err.status == 404, err.status
+        await batch.delete_namespaced_job(name, "default", grace_period_seconds=30, propagation_policy="Foreground")
     print("async client ok")
 
 
 if __name__ == "__main__":
-    sync_client(sys.argv[1])
+    try:
+        import kubernetes  # noqa: F401  (the sync client is optional)
+        have_sync = True
+    except ImportError:
+        have_sync = False
+    if have_sync:
+        sync_client(sys.argv[1])
+    else:
+        print("sync kubernetes client not installed; only kubernetes_asyncio checked")
     asyncio.run(async_client(sys.argv[1]))
