@@ -161,6 +161,26 @@ impl Cluster {
                 false,
             );
         }
+        // Every authenticated user may ask what it can do (`kubectl auth can-i`).
+        let _ = self.registry.create(
+            cluster_roles,
+            "",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                   "metadata": {"name": "system:basic-user", "labels": labels},
+                   "rules": [{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}]}),
+            ctx,
+            false,
+        );
+        let _ = self.registry.create(
+            bindings,
+            "",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                   "metadata": {"name": "system:basic-user", "labels": labels},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:basic-user"},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]}),
+            ctx,
+            false,
+        );
         let _ = self.registry.create(
             bindings,
             "",

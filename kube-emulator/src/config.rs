@@ -93,6 +93,8 @@ pub struct EmulatorConfig {
     pub watch_history: usize,
     /// Capacity of the change broadcast; a watcher lagging further gets 410 and relists.
     pub watch_buffer: usize,
+    /// Events older than this are deleted (the apiserver's `--event-ttl`, default 1 h).
+    pub event_ttl: Duration,
     /// Working directory of process-runtime containers (a temp dir per container when `None`).
     pub process_workdir: Option<PathBuf>,
     /// Extra environment for process-runtime containers (after the container's own env).
@@ -117,6 +119,7 @@ impl Default for EmulatorConfig {
             watch_bookmark_interval: Duration::from_secs(30),
             watch_history: 50_000,
             watch_buffer: 65_536,
+            event_ttl: Duration::from_secs(3600),
             process_workdir: None,
             process_env: Vec::new(),
         }

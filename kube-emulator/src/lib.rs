@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod container_logs;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod faults;
 pub mod kubeconfig;
 pub mod patch;
+pub mod protobuf;
 pub mod quantity;
 pub mod registry;
 pub mod resources;

@@ -66,8 +66,9 @@ pub fn apply_patch(original: &Value, patch: &Value, kind: PatchKind) -> Result<V
 
 /// How a list field merges under strategic merge patch.
 enum ListStrategy {
-    /// Merge elements with equal value of this key.
-    MergeByKey(&'static str),
+    /// Merge elements with equal value of the first of these keys the element has
+    /// (`ports` are keyed by `containerPort` in containers and by `port` in Services).
+    MergeByKey(&'static [&'static str]),
     /// Union of primitive values.
     PrimitiveSet,
     /// Replace the whole list.
@@ -86,11 +87,11 @@ fn list_strategy(field: &str) -> ListStrategy {
         | "volumeDevices"
         | "containerStatuses"
         | "initContainerStatuses"
-        | "resourceClaims" => ListStrategy::MergeByKey("name"),
-        "ports" => ListStrategy::MergeByKey("containerPort"),
-        "conditions" => ListStrategy::MergeByKey("type"),
-        "ownerReferences" => ListStrategy::MergeByKey("uid"),
-        "podIPs" | "hostIPs" => ListStrategy::MergeByKey("ip"),
+        | "resourceClaims" => ListStrategy::MergeByKey(&["name"]),
+        "ports" => ListStrategy::MergeByKey(&["containerPort", "port"]),
+        "conditions" => ListStrategy::MergeByKey(&["type"]),
+        "ownerReferences" => ListStrategy::MergeByKey(&["uid"]),
+        "podIPs" | "hostIPs" => ListStrategy::MergeByKey(&["ip"]),
         "finalizers" => ListStrategy::PrimitiveSet,
         _ => ListStrategy::Replace,
     }
@@ -175,9 +176,14 @@ fn merge_list(field: &str, existing: &[Value], patch: &[Value], path: &str) -> V
             }
             Value::Array(out)
         }
-        ListStrategy::MergeByKey(merge_key) => {
+        ListStrategy::MergeByKey(candidates) => {
             let mut out = existing.to_vec();
             for item in patch {
+                let merge_key = candidates
+                    .iter()
+                    .copied()
+                    .find(|k| item.get(*k).is_some())
+                    .unwrap_or(candidates[0]);
                 let key_value = item.get(merge_key);
                 let position =
                     key_value.and_then(|kv| out.iter().position(|e| e.get(merge_key) == Some(kv)));
@@ -234,6 +240,18 @@ mod tests {
         let patch = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["batch.kubernetes.io/job-tracking"]}});
         let merged = apply_patch(&original, &patch, PatchKind::StrategicMerge).unwrap();
         assert_eq!(merged["metadata"]["finalizers"], json!(["x"]));
+    }
+
+    #[test]
+    fn service_ports_merge_by_port() {
+        let original = json!({"spec": {"ports": [{"name": "client", "port": 4222}]}});
+        let patch =
+            json!({"spec": {"ports": [{"name": "client", "port": 4222, "protocol": "TCP"}]}});
+        let merged = apply_patch(&original, &patch, PatchKind::StrategicMerge).unwrap();
+        assert_eq!(
+            merged["spec"]["ports"],
+            json!([{"name": "client", "port": 4222, "protocol": "TCP"}])
+        );
     }
 
     #[test]

@@ -289,16 +289,21 @@ impl Registry {
         subresource: Option<&str>,
         ctx: &WriteContext,
         field_validation: FieldValidation,
+        force: bool,
         dry_run: bool,
     ) -> Result<(Arc<Value>, bool, Vec<String>), ApiError> {
         if kind == PatchKind::Apply && self.store.get(resource, namespace, name).is_none() {
             if subresource.is_some() {
                 return Err(ApiError::not_found(resource, name));
             }
+            let mut apply_ctx = ctx.clone();
+            apply_ctx.fields_v1 = Some(crate::apply::to_fields_v1(&crate::apply::applied_fields(
+                &patch,
+            )));
             let decoded = admission::decode_value(resource, patch, field_validation)?;
             let mut object = crate::conversion::to_storage(resource, decoded.object);
             object["metadata"]["name"] = json!(name);
-            let created = self.create(resource, namespace, object, ctx, dry_run)?;
+            let created = self.create(resource, namespace, object, &apply_ctx, dry_run)?;
             return Ok((created, true, decoded.warnings));
         }
         let requested_rv = patch
@@ -319,7 +324,21 @@ impl Registry {
             let decoded = admission::decode_value(resource, patched, field_validation)?;
             warnings = decoded.warnings;
             let object = crate::conversion::to_storage(resource, decoded.object);
-            prepare_update(resource, current, object, subresource.as_deref(), ctx)
+            let mut next = prepare_update(resource, current, object, subresource.as_deref(), ctx)?;
+            // Server-side apply: conflicts with other appliers' fields, and ownership.
+            if kind == PatchKind::Apply {
+                let merged = crate::conversion::from_storage(resource, &next);
+                next["metadata"]["managedFields"] = crate::apply::check_and_record(
+                    resource,
+                    name,
+                    &served,
+                    &merged,
+                    &patch,
+                    &ctx.manager,
+                    force,
+                )?;
+            }
+            Ok(next)
         })?;
         Ok((stored, false, warnings))
     }

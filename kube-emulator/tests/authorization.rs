@@ -114,6 +114,48 @@ async fn kubectl_authenticates_over_tls_in_rbac_mode() {
     let (ok, out, err) = kubectl(vec!["get".into(), "namespaces".into()]).await;
     assert!(ok, "{err}");
     assert!(out.contains("kube-system"), "{out}");
+    // kubectl's typed generators send protobuf; the simple kinds are decoded.
+    for args in [
+        vec!["create", "namespace", "flows"],
+        vec!["-n", "flows", "create", "serviceaccount", "agent"],
+        vec![
+            "-n",
+            "flows",
+            "create",
+            "secret",
+            "generic",
+            "api-key",
+            "--from-literal=key=pnu_1",
+        ],
+        vec![
+            "-n",
+            "flows",
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=a=b",
+        ],
+    ] {
+        let (ok, _, err) = kubectl(args.iter().map(|s| s.to_string()).collect()).await;
+        assert!(ok, "kubectl {args:?}: {err}");
+    }
+    let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (ok, out, err) = kubectl(strings(&["-n", "flows", "create", "token", "agent"])).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), emulator.service_account_token("flows", "agent"));
+    let (_, out, _) = kubectl(strings(&["auth", "can-i", "create", "jobs", "-n", "flows"])).await;
+    assert_eq!(out.trim(), "yes");
+    let (_, out, _) = kubectl(strings(&[
+        "auth",
+        "can-i",
+        "create",
+        "jobs",
+        "-n",
+        "flows",
+        "--as=system:serviceaccount:flows:agent",
+    ]))
+    .await;
+    assert_eq!(out.trim(), "no");
     let token = emulator.service_account_token("default", "robot");
     let (ok, _, err) = kubectl(vec![
         "get".into(),

@@ -189,6 +189,13 @@ proptest! {
     }
 
     #[test]
+    fn protobuf_envelopes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut body = b"k8s\x00".to_vec();
+        body.extend(tail);
+        let _ = kube_emulator::protobuf::decode(&body, "application/vnd.kubernetes.protobuf");
+    }
+
+    #[test]
     fn selector_like_text_never_panics(text in "[a-z=!,() <>0-9/.-]{0,40}") {
         let _ = LabelSelector::parse(&text);
         let _ = FieldSelector::parse(&text, kube_emulator::resources::jobs());

@@ -68,3 +68,32 @@ async fn recorder_events_are_visible_in_both_api_versions() {
     assert_eq!(same.note.as_deref(), Some("flow run handed to the cluster"));
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_expire_after_the_event_ttl() {
+    let emulator = kube_emulator::Emulator::start(kube_emulator::EmulatorConfig {
+        event_ttl: std::time::Duration::from_secs(1),
+        ..kube_emulator::EmulatorConfig::fast()
+    })
+    .await
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(emulator.client().unwrap(), "default");
+    let event: Event = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "short-lived"},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+        "reason": "Test", "message": "expires", "type": "Normal",
+        "lastTimestamp": kube_emulator::time::now_rfc3339()
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    support::eventually("the event expires", || async {
+        events
+            .get_opt("short-lived")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    emulator.shutdown().await;
+}

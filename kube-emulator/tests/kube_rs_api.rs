@@ -345,3 +345,66 @@ async fn namespaces_secrets_and_leases_work() {
     .await;
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn server_side_apply_reports_conflicts_between_appliers() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let cms: Api<ConfigMap> = Api::namespaced(emulator.client().unwrap(), "default");
+    let config = |value: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": {"k": value}});
+    cms.patch(
+        "shared",
+        &PatchParams::apply("alpha"),
+        &Patch::Apply(config("1")),
+    )
+    .await
+    .unwrap();
+    // Same value: shared ownership, no conflict.
+    cms.patch(
+        "shared",
+        &PatchParams::apply("beta"),
+        &Patch::Apply(config("1")),
+    )
+    .await
+    .unwrap();
+    // Different value: 409 naming the other manager and the field.
+    let err = api_error(
+        cms.patch(
+            "shared",
+            &PatchParams::apply("gamma"),
+            &Patch::Apply(config("2")),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message.starts_with("Apply failed with"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains(".data.k"), "{}", err.message);
+    // Forcing takes the field over.
+    let forced = cms
+        .patch(
+            "shared",
+            &PatchParams::apply("gamma").force(),
+            &Patch::Apply(config("2")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap().get("k").map(String::as_str), Some("2"));
+    let err = api_error(
+        cms.patch(
+            "shared",
+            &PatchParams::apply("alpha"),
+            &Patch::Apply(config("1")),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"gamma\": .data.k"
+    );
+    emulator.shutdown().await;
+}

@@ -234,3 +234,75 @@ async fn kubectl_applies_workload_manifests_it_only_stores() {
     );
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn kubectl_typed_generators_send_protobuf_the_emulator_decodes() {
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let (ok, _, err) = kubectl(&emulator, &["create", "namespace", "work"]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(
+        &emulator,
+        &[
+            "-n",
+            "work",
+            "create",
+            "job",
+            "gen",
+            "--image=busybox:1.36",
+            "--",
+            "echo",
+            "hi",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = kubectl(
+        &emulator,
+        &["-n", "work", "get", "job", "gen", "-o", "jsonpath={.spec.template.spec.containers[0].command} {.spec.template.spec.containers[0].imagePullPolicy} {.spec.template.spec.restartPolicy}"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out, r#"["echo","hi"] IfNotPresent Never"#);
+    let (ok, _, err) = kubectl(
+        &emulator,
+        &[
+            "-n",
+            "work",
+            "wait",
+            "--for=condition=complete",
+            "job/gen",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(
+        &emulator,
+        &[
+            "-n",
+            "work",
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.27",
+            "--replicas=2",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (_, out, _) = kubectl(
+        &emulator,
+        &[
+            "-n",
+            "work",
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    )
+    .await;
+    assert_eq!(out, "2");
+    emulator.shutdown().await;
+}

@@ -151,3 +151,37 @@ async fn deleting_a_running_pod_sends_sigterm() {
     assert!(lines.iter().any(|l| l == "got-term"), "{lines:?}");
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn dropping_the_emulator_kills_container_processes() {
+    let emulator = support::start(RuntimeKind::Process).await;
+    let pods: Api<Pod> = Api::namespaced(emulator.client().unwrap(), "default");
+    // A unique marker so we only ever look at our own process.
+    let marker = format!("sleep {}", 4000 + std::process::id() % 1000);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "lingering"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "alpine",
+            "command": ["sh", "-c", format!("echo started; {marker}")]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let running = |marker: String| async move {
+        let output = tokio::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .await
+            .unwrap();
+        !output.stdout.is_empty()
+    };
+    support::eventually("the container process runs", || {
+        let marker = marker.clone();
+        async move { running(marker).await.then_some(()) }
+    })
+    .await;
+    drop(emulator);
+    support::eventually("the container process is gone", || {
+        let marker = marker.clone();
+        async move { (!running(marker).await).then_some(()) }
+    })
+    .await;
+}

@@ -169,3 +169,45 @@ async fn deleted_events_carry_last_state_and_bookmarks_arrive() {
     }
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_falls_behind_is_told_to_relist() {
+    let emulator = kube_emulator::Emulator::start(kube_emulator::EmulatorConfig {
+        watch_buffer: 16,
+        ..kube_emulator::EmulatorConfig::fast()
+    })
+    .await
+    .unwrap();
+    let http = support::http_client(&emulator);
+    let url = format!("{}/api/v1/namespaces/default/configmaps", emulator.url());
+    // Open a watch and do not read it while a burst of large writes happens.
+    let mut response = http.get(format!("{url}?watch=true")).send().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(emulator.client().unwrap(), "default");
+    let payload = "x".repeat(16 * 1024);
+    for i in 0..1500 {
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("burst-{i}")}, "data": {"blob": payload}}),
+        )
+        .unwrap();
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    // Now drain: the stream ends with an ERROR 410 instead of silently skipping events.
+    let mut tail = Vec::new();
+    while let Ok(Some(chunk)) =
+        tokio::time::timeout(std::time::Duration::from_secs(20), response.chunk())
+            .await
+            .unwrap()
+    {
+        tail.extend_from_slice(&chunk);
+        if tail.len() > 4096 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let last = text.trim_end().rsplit('\n').next().unwrap_or_default();
+    assert!(
+        last.contains("\"type\":\"ERROR\"") && last.contains("\"code\":410"),
+        "{last}"
+    );
+    emulator.shutdown().await;
+}

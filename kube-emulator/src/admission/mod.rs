@@ -274,6 +274,8 @@ pub struct WriteContext {
     pub operation: &'static str,
     /// `Some("status")` for status writes.
     pub subresource: Option<&'static str>,
+    /// The `fieldsV1` to record for a new entry (server-side apply creates).
+    pub fields_v1: Option<Value>,
 }
 
 impl WriteContext {
@@ -283,6 +285,7 @@ impl WriteContext {
             manager: manager.to_string(),
             operation: "Update",
             subresource: None,
+            fields_v1: None,
         }
     }
 
@@ -292,6 +295,7 @@ impl WriteContext {
             manager: manager.to_string(),
             operation: "Update",
             subresource: Some("status"),
+            fields_v1: None,
         }
     }
 }
@@ -322,7 +326,7 @@ pub fn record_manager(object: &mut Value, resource: &ResourceType, ctx: &WriteCo
         "apiVersion": resource.api_version(),
         "time": now_rfc3339(),
         "fieldsType": "FieldsV1",
-        "fieldsV1": {},
+        "fieldsV1": ctx.fields_v1.clone().unwrap_or_else(|| json!({})),
     });
     if let Some(sub) = ctx.subresource {
         entry["subresource"] = json!(sub);

@@ -9,7 +9,6 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::json_response;
-use super::request::Query;
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::faults::FaultSettings;
@@ -20,7 +19,6 @@ pub fn handle(
     cluster: &Arc<Cluster>,
     method: &Method,
     action: &str,
-    _query: &Query,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     match (method.as_str(), action) {

@@ -51,8 +51,50 @@ impl User {
     }
 }
 
-/// Map the `Authorization` header to a user.
+/// Map the `Authorization` header to a user, then apply `Impersonate-User`/`Impersonate-Group`
+/// (kubectl `--as`/`--as-group`) when the caller is a superuser.
 pub fn authenticate(cluster: &Cluster, headers: &HeaderMap) -> Result<User, ApiError> {
+    let user = authenticate_token(cluster, headers)?;
+    let Some(target) = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(user);
+    };
+    if cluster.config.authorization == AuthorizationMode::Rbac && !user.is_superuser() {
+        let resource = resources::by_plural("", "serviceaccounts");
+        return Err(ApiError::forbidden(
+            resource,
+            None,
+            format!(
+                "users \"{target}\" is forbidden: User \"{}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+                user.name
+            ),
+        ));
+    }
+    let mut groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(String::from))
+        .collect();
+    let service_account = target
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, name)| (ns.to_string(), name.to_string()));
+    if let Some((ns, _)) = &service_account {
+        groups.push("system:serviceaccounts".into());
+        groups.push(format!("system:serviceaccounts:{ns}"));
+    }
+    groups.push("system:authenticated".into());
+    Ok(User {
+        name: target.to_string(),
+        groups,
+        service_account,
+    })
+}
+
+fn authenticate_token(cluster: &Cluster, headers: &HeaderMap) -> Result<User, ApiError> {
     if cluster.config.authorization == AuthorizationMode::AlwaysAllow {
         return Ok(User::admin());
     }

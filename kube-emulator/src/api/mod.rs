@@ -149,7 +149,7 @@ async fn dispatch(
 ) -> Result<Response, ApiError> {
     let api_path = request::parse_path(path)?;
     if let ApiPath::Admin(action) = &api_path {
-        return admin::handle(cluster, method, action, query, &body);
+        return admin::handle(cluster, method, action, &body);
     }
     let verb = verb_of(method, &api_path, query);
     let resource_name = match &api_path {
@@ -230,7 +230,7 @@ async fn dispatch(
         }
         ApiPath::Resource(rp) => {
             authorization::authorize(cluster, &user, verb, &rp)?;
-            resource_request(cluster, method, verb, rp, query, headers, body, &user).await
+            resource_request(cluster, verb, rp, query, headers, body, &user).await
         }
     }
 }
@@ -263,6 +263,7 @@ fn field_manager(
         manager,
         operation: default_operation,
         subresource: None,
+        fields_v1: None,
     }
 }
 
@@ -285,7 +286,6 @@ fn selectors(rp: &ResourcePath, query: &Query) -> Result<(LabelSelector, FieldSe
 #[allow(clippy::too_many_arguments)]
 async fn resource_request(
     cluster: &Arc<Cluster>,
-    method: &Method,
     verb: &str,
     rp: ResourcePath,
     query: &Query,
@@ -309,13 +309,17 @@ async fn resource_request(
         return Err(ApiError::path_not_found());
     }
     let field_validation = FieldValidation::parse(query.get("fieldValidation"))?;
+    let mut body = body;
     if matches!(verb, "create" | "update") && !body.is_empty() {
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json");
-        if content_type.contains("protobuf") || content_type.contains("cbor") {
-            // We only speak JSON; clients fall back to JSON on 415 like with older servers.
+        if content_type.contains("protobuf") {
+            // kubectl's typed generators send a few simple kinds as protobuf.
+            let object = crate::protobuf::decode(&body, content_type)?;
+            body = Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
+        } else if content_type.contains("cbor") {
             return Err(ApiError::unsupported_body_type(content_type));
         }
     }
@@ -420,6 +424,7 @@ async fn resource_request(
                 sub,
                 &ctx,
                 field_validation,
+                query.flag("force"),
                 dry_run(query),
             )?;
             let status = if created {
@@ -484,12 +489,9 @@ async fn resource_request(
                 &[],
             ))
         }
-        _ => {
-            let _ = method;
-            Err(ApiError::method_not_allowed(
-                "the server does not allow this method on the requested resource",
-            ))
-        }
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 

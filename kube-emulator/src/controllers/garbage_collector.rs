@@ -63,6 +63,9 @@ pub async fn run(cluster: Arc<Cluster>) {
     };
     gc.rebuild();
     let mut namespace_tick = tokio::time::interval(Duration::from_millis(200));
+    let mut event_expiry_tick = tokio::time::interval(
+        (cluster.config.event_ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(60)),
+    );
     loop {
         tokio::select! {
             change = changes.recv() => match change {
@@ -71,6 +74,7 @@ pub async fn run(cluster: Arc<Cluster>) {
                 Err(RecvError::Closed) => return,
             },
             _ = namespace_tick.tick(), if !gc.terminating_namespaces.is_empty() => gc.finalize_namespaces(),
+            _ = event_expiry_tick.tick() => gc.expire_events(),
             _ = cluster.shutdown.cancelled() => return,
         }
     }
@@ -261,6 +265,39 @@ impl GarbageCollector {
                     FOREGROUND_FINALIZER,
                     MANAGER,
                 );
+            }
+        }
+    }
+
+    /// Delete Events older than the event TTL (etcd leases do this on a real cluster), measured
+    /// from their last occurrence.
+    fn expire_events(&mut self) {
+        let ttl = chrono::Duration::from_std(self.cluster.config.event_ttl)
+            .unwrap_or_else(|_| chrono::Duration::hours(1));
+        let cutoff = chrono::Utc::now() - ttl;
+        let (_, events) = self.cluster.store.list(resources::core_events(), None);
+        for event in events {
+            let last = ["lastTimestamp", "eventTime"]
+                .iter()
+                .filter_map(|f| event.get(*f).and_then(Value::as_str))
+                .chain(
+                    event
+                        .pointer("/series/lastObservedTime")
+                        .and_then(Value::as_str),
+                )
+                .chain(
+                    event
+                        .pointer("/metadata/creationTimestamp")
+                        .and_then(Value::as_str),
+                )
+                .filter_map(crate::time::parse_time)
+                .max();
+            if last.is_some_and(|t| t < cutoff) {
+                let (ns, name) = crate::store::object_key(&event);
+                let uid = event.pointer("/metadata/uid").and_then(Value::as_str);
+                self.cluster
+                    .store
+                    .remove(resources::core_events(), &ns, &name, uid);
             }
         }
     }
