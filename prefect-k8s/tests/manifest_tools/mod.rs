@@ -112,7 +112,7 @@ pub fn install_refused(args: &[&str]) -> String {
 const OLDEST_KUSTOMIZE_MAJOR: u32 = 4;
 
 /// kubectl, checked to embed a kustomize that reads `deploy/`.
-fn kubectl_with_kustomize() -> PathBuf {
+pub fn kubectl_with_kustomize() -> PathBuf {
     let kubectl = kubectl();
     let version = run_ok(
         Command::new(&kubectl).args(["version", "--client", "-o", "json"]),
