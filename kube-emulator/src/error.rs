@@ -17,7 +17,7 @@ pub struct ApiError {
     /// Human readable `Status.message`.
     pub message: String,
     /// `Status.details`, when the real server fills it.
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Seconds for the `Retry-After` header (429, 503, 504).
     pub retry_after_seconds: Option<u64>,
 }
@@ -105,7 +105,7 @@ impl ApiError {
     }
 
     fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -255,7 +255,7 @@ impl ApiError {
             "message": format!("namespace {namespace} is being terminated"),
             "field": "metadata.namespace"
         }]);
-        err.details = Some(details);
+        err.details = Some(Box::new(details));
         err
     }
 
@@ -347,7 +347,7 @@ impl ApiError {
             "code": self.code,
         });
         if let Some(details) = &self.details {
-            status["details"] = details.clone();
+            status["details"] = (**details).clone();
         }
         status
     }

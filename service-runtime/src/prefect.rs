@@ -66,6 +66,23 @@ impl PrefectOptions {
     }
 }
 
+/// Builds the Prefect client these options describe.
+pub fn client(
+    options: &PrefectOptions,
+    worker_name: &str,
+) -> Result<prefect_client::PrefectClient, prefect_client::PrefectError> {
+    let mut config = prefect_client::ClientConfig::new(&options.api_url)?
+        .with_worker_name(worker_name)
+        .with_product_token(format!("prefect-k8s/{}", env!("CARGO_PKG_VERSION")));
+    if let Some(key) = options.effective_api_key() {
+        config = config.with_api_key(key);
+    }
+    if let Some(auth) = options.auth_string.clone().filter(|a| !a.is_empty()) {
+        config = config.with_auth_string(auth);
+    }
+    prefect_client::PrefectClient::new(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,21 +99,4 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<redacted>"));
     }
-}
-
-/// Builds the Prefect client these options describe.
-pub fn client(
-    options: &PrefectOptions,
-    worker_name: &str,
-) -> Result<prefect_client::PrefectClient, prefect_client::PrefectError> {
-    let mut config = prefect_client::ClientConfig::new(&options.api_url)?
-        .with_worker_name(worker_name)
-        .with_product_token(format!("prefect-k8s/{}", env!("CARGO_PKG_VERSION")));
-    if let Some(key) = options.effective_api_key() {
-        config = config.with_api_key(key);
-    }
-    if let Some(auth) = options.auth_string.clone().filter(|a| !a.is_empty()) {
-        config = config.with_auth_string(auth);
-    }
-    prefect_client::PrefectClient::new(config)
 }
