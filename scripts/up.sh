@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --bins
-exec ./target/debug/prefect-k8s up "$@"
+exec cargo run -q --bin prefect-k8s -- up "$@"

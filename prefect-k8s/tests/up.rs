@@ -17,7 +17,9 @@ fn up_runs_the_demo_flow_to_completed() {
         .expect("run cargo build");
     assert!(build.success(), "the workspace's binaries build");
     let state = tempfile::tempdir().unwrap();
-    let output = Command::new(root.join("target/debug/prefect-k8s"))
+    // The binary under test; `up` finds the services' binaries beside it
+    // (the build above put them in the same target directory).
+    let output = Command::new(env!("CARGO_BIN_EXE_prefect-k8s"))
         .args([
             "up",
             "--exit-after-demo",
