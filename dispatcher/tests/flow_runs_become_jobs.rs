@@ -105,10 +105,7 @@ async fn two_hundred_runs_with_two_pollers_and_three_dispatchers_make_two_hundre
     stack.spawn_poller(stack.poller_config()).await;
     stack.wait_for_pool().await;
     let deployment = stack.deployment(json!({})).await;
-    let mut runs = Vec::new();
-    for _ in 0..200 {
-        runs.push(stack.run_of(&deployment, None).await.id);
-    }
+    let runs = stack.runs_of(&deployment, 200).await;
     let mut second = stack.poller_config();
     second.worker_name = "prefect-k8s-second".into();
     stack.spawn_poller(second).await;
@@ -184,10 +181,7 @@ async fn sigkilling_a_dispatcher_mid_batch_leaves_exactly_one_job_per_run() {
     stack.spawn_poller(stack.poller_config()).await;
     stack.wait_for_pool().await;
     let deployment = stack.deployment(json!({})).await;
-    let mut runs = Vec::new();
-    for _ in 0..60 {
-        runs.push(stack.run_of(&deployment, None).await.id);
-    }
+    let runs = stack.runs_of(&deployment, 60).await;
 
     // A real dispatcher process, killed with SIGKILL once it has started.
     let mut child = stack.dispatcher_process(&["--ack-wait-seconds", "10", "--concurrency", "16"]);
@@ -216,10 +210,7 @@ async fn restarting_nats_server_loses_and_duplicates_nothing() {
     stack.spawn_poller(stack.poller_config()).await;
     stack.wait_for_pool().await;
     let deployment = stack.deployment(json!({})).await;
-    let mut runs = Vec::new();
-    for _ in 0..30 {
-        runs.push(stack.run_of(&deployment, None).await.id);
-    }
+    let runs = stack.runs_of(&deployment, 30).await;
     // Messages are in the stream, no dispatcher yet: restart the broker.
     let js = jetstream::new(stack.nats_client().await);
     eventually("the poller published every run", || async {
@@ -422,10 +413,7 @@ async fn sigterm_finishes_or_hands_back_in_flight_work() {
     stack.spawn_poller(stack.poller_config()).await;
     stack.wait_for_pool().await;
     let deployment = stack.deployment(json!({})).await;
-    let mut runs = Vec::new();
-    for _ in 0..40 {
-        runs.push(stack.run_of(&deployment, None).await.id);
-    }
+    let runs = stack.runs_of(&deployment, 40).await;
     let mut child = stack.dispatcher_process(&["--ack-wait-seconds", "30", "--concurrency", "8"]);
     eventually("the first Jobs exist", || async {
         !stack.all_flow_run_jobs().await.is_empty()

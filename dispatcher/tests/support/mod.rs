@@ -168,6 +168,15 @@ impl Stack {
             .expect("create flow run")
     }
 
+    /// `count` runs of the deployment, due now; their ids.
+    pub async fn runs_of(&self, deployment: &Deployment, count: usize) -> Vec<uuid::Uuid> {
+        let mut runs = Vec::with_capacity(count);
+        for _ in 0..count {
+            runs.push(self.run_of(deployment, None).await.id);
+        }
+        runs
+    }
+
     /// Every Job (any namespace) labelled with the run's id.
     pub async fn jobs_of(&self, flow_run_id: uuid::Uuid) -> Vec<Job> {
         let jobs: Api<Job> = Api::all(self.kube.clone());
