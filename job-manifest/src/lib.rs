@@ -61,9 +61,12 @@ pub use slug::{slugify_label_key, slugify_label_value, slugify_name};
 pub use typed_job::typed_job;
 
 /// prefect-kubernetes 0.8.0's default base job template (`{"job_configuration",
-/// "variables"}`), exactly as `KubernetesWorker.get_default_base_job_template()`
+/// "variables"}`) as JSON text, exactly as `KubernetesWorker.get_default_base_job_template()`
 /// returns it; the template a new `kubernetes` work pool is created with.
+pub const DEFAULT_BASE_JOB_TEMPLATE: &str = include_str!("default-base-job-template.json");
+
+/// [`DEFAULT_BASE_JOB_TEMPLATE`], parsed.
 pub fn default_base_job_template() -> Value {
-    serde_json::from_str(include_str!("default-base-job-template.json"))
+    serde_json::from_str(DEFAULT_BASE_JOB_TEMPLATE)
         .expect("the bundled default base job template is valid JSON")
 }

@@ -1,4 +1,5 @@
-//! Replays of real-cluster recordings (`shared/k8s-transcripts/v1-36`): the same requests must
+//! Replays of real-cluster recordings (`tests/testdata/k8s-transcripts/v1-36`, from the
+//! k8s-openapi project, Apache-2.0: see `LICENSE-k8s-openapi` beside them): the same requests must
 //! get the same status codes and response shapes (uids, timestamps, resourceVersions, generated
 //! suffixes and runtime-only fields aside), and every body must round-trip through k8s-openapi.
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 const TRANSCRIPTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/k8s-transcripts/v1-36"
+    "/tests/testdata/k8s-transcripts/v1-36"
 );
 
 #[derive(serde::Deserialize)]

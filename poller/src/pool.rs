@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{PollerConfig, PollerError};
 
-/// prefect-kubernetes 0.8.0's default base job template, exactly.
-pub const DEFAULT_BASE_JOB_TEMPLATE: &str = include_str!("../default-base-job-template.json");
+/// prefect-kubernetes 0.8.0's default base job template, exactly (one copy, in `job-manifest`).
+pub use job_manifest::DEFAULT_BASE_JOB_TEMPLATE;
 
 /// The template to create the pool with: the configured file or the default.
 pub fn base_job_template(config: &PollerConfig) -> Result<serde_json::Value, PollerError> {

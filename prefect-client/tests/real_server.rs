@@ -30,24 +30,6 @@ fn client() -> PrefectClient {
     .unwrap()
 }
 
-fn default_base_job_template() -> serde_json::Value {
-    let path = test_stack::prefect::workspace_root()
-        .parent()
-        .expect("workspace has a parent")
-        .join("shared/research/default-base-job-template.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).expect("template is JSON"),
-        // A minimal template of the same shape when the notes are absent.
-        Err(_) => json!({
-            "job_configuration": {"command": "{{ command }}", "env": "{{ env }}"},
-            "variables": {"type": "object", "properties": {
-                "command": {"type": "string"},
-                "env": {"type": "object", "additionalProperties": {"type": "string"}}
-            }}
-        }),
-    }
-}
-
 /// A pool, a flow and a deployment in it, all uniquely named.
 struct Fixture {
     client: PrefectClient,
@@ -64,7 +46,7 @@ impl Fixture {
             .create_work_pool(&WorkPoolCreate::new(
                 &pool,
                 "kubernetes",
-                default_base_job_template(),
+                job_manifest::default_base_job_template(),
             ))
             .await
             .expect("create pool");
@@ -583,7 +565,7 @@ async fn work_pool_lifecycle_and_heartbeat() {
         "{duplicate:?}"
     );
 
-    let template = default_base_job_template();
+    let template = job_manifest::default_base_job_template();
     client
         .update_work_pool_base_job_template(&name, &template)
         .await
@@ -673,7 +655,7 @@ async fn health_answers() {
 #[tokio::test]
 async fn ensure_work_pool_creates_or_fills_an_empty_template() {
     let client = tokio::task::spawn_blocking(client).await.unwrap();
-    let template = default_base_job_template();
+    let template = job_manifest::default_base_job_template();
 
     let fresh = unique_name("pool-ensure-new");
     let created = client

@@ -1,5 +1,5 @@
 //! `docker-compose.yml` is valid against the Compose Specification's schema
-//! (`<workspace>/../shared/schemas/compose-spec.json`, with the `jsonschema`
+//! (`tests/testdata/compose-spec.json`, Apache-2.0, licence beside it; with the `jsonschema`
 //! package of the project virtualenv) and agrees with the Dockerfile: the
 //! build targets exist, the programs it starts are the ones the image holds.
 
@@ -28,7 +28,10 @@ fn compose_file() -> serde_yaml::Value {
 
 #[test]
 fn compose_file_is_valid_against_the_compose_spec_schema() {
-    let schema = workspace_root().join("../shared/schemas/compose-spec.json");
+    let schema = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/testdata/compose-spec.json"
+    ));
     assert!(
         schema.is_file(),
         "{} is missing: the Compose Specification schema is needed by this test",
@@ -40,7 +43,7 @@ fn compose_file_is_valid_against_the_compose_spec_schema() {
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/validate_compose.py"
             ))
-            .arg(&schema)
+            .arg(schema)
             .arg(workspace_root().join("docker-compose.yml")),
         "validating docker-compose.yml (python tests/validate_compose.py)",
     );

@@ -1,6 +1,6 @@
 //! Test-only builders of Pod, Job and Event objects, written as `serde_json::json!` in the
-//! shape the Kubernetes 1.36 API server returns (see `shared/k8s-transcripts/v1-36/`),
-//! deserialized into k8s-openapi types and, for Pods and Jobs, into our views.
+//! shape the Kubernetes 1.36 API server returns (see the recordings in
+//! `kube-emulator/tests/testdata/k8s-transcripts/v1-36/`), deserialized into k8s-openapi types and, for Pods and Jobs, into our views.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::batch::v1::Job;
