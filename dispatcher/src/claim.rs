@@ -16,7 +16,12 @@
 //! * A run found Pending with our `transition_id` was claimed by us and the
 //!   claimant died before acking: we resume it (the Job name is derived from
 //!   the same key, so creating it again cannot make a second Job).
+//! * The Job is created suspended and released only if a read made after it
+//!   existed still shows the run ours ([`release`]): Pending or Running with
+//!   our `infrastructure_pid`. Anything else (cancelled, crashed, deleted,
+//!   rescheduled) withdraws the Job before it ever had a pod.
 
+use flow_run_proto::{InfrastructurePid, SubmissionKey};
 use prefect_client::{ClaimOutcome as PrefectClaim, FlowRun, OrchestrationResult, StateType};
 use uuid::Uuid;
 
@@ -59,35 +64,67 @@ impl std::fmt::Display for SkipReason {
     }
 }
 
-/// The transition id of the claim made for a message: the same for every
-/// delivery of the message, different for every scheduled state of the run.
-pub fn claim_transition_id(flow_run_id: Uuid, state_id: Uuid) -> Uuid {
-    prefect_client::claim_transition_id(flow_run_id, state_id)
-}
-
 /// Decides from the run's current state whether the message may claim it.
-pub fn decide(state_id: Uuid, transition_id: Uuid, run: Option<&FlowRun>) -> ClaimDecision {
+pub fn decide(key: &SubmissionKey, run: Option<&FlowRun>) -> ClaimDecision {
     let Some(run) = run else {
         return ClaimDecision::Skip(SkipReason::RunDeleted);
     };
     let Some(state) = run.state.as_ref() else {
-        return ClaimDecision::Skip(SkipReason::StateMoved {
-            state_type: "NONE".into(),
-            state_name: "without state".into(),
-        });
+        return ClaimDecision::Skip(moved("NONE", "without state"));
     };
-    if run.is_still_scheduled_as(state_id) {
+    if run.is_still_scheduled_as(key.scheduled_state_id) {
         return ClaimDecision::Propose;
     }
     if state.state_type == StateType::Pending
-        && state.state_details.transition_id == Some(transition_id)
+        && state.state_details.transition_id == Some(key.claim_transition_id())
     {
         return ClaimDecision::Resume;
     }
-    ClaimDecision::Skip(SkipReason::StateMoved {
-        state_type: state.state_type.as_str().to_string(),
-        state_name: state.display_name().to_string(),
-    })
+    ClaimDecision::Skip(moved(state.state_type.as_str(), state.display_name()))
+}
+
+fn moved(state_type: &str, state_name: &str) -> SkipReason {
+    SkipReason::StateMoved {
+        state_type: state_type.to_string(),
+        state_name: state_name.to_string(),
+    }
+}
+
+/// Whether a suspended Job may start, from a read of its run made after the
+/// Job existed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// The run is still ours: unsuspend the Job.
+    Go,
+    /// The run is not ours any more: delete the Job before it has a pod.
+    Withdraw(SkipReason),
+}
+
+/// The run is ours while it is Pending or Running with our pid recorded.
+pub fn release(pid: &InfrastructurePid, run: Option<&FlowRun>) -> Release {
+    let Some(run) = run else {
+        return Release::Withdraw(SkipReason::RunDeleted);
+    };
+    let Some(state) = run.state.as_ref() else {
+        return Release::Withdraw(moved("NONE", "without state"));
+    };
+    let recorded = run
+        .infrastructure_pid
+        .as_deref()
+        .and_then(InfrastructurePid::parse);
+    let active = matches!(state.state_type, StateType::Pending | StateType::Running);
+    if active && recorded.as_ref() == Some(pid) {
+        return Release::Go;
+    }
+    if active {
+        return Release::Withdraw(SkipReason::NotClaimed {
+            reason: format!(
+                "the run's infrastructure_pid is now {}",
+                run.infrastructure_pid.as_deref().unwrap_or("empty")
+            ),
+        });
+    }
+    Release::Withdraw(moved(state.state_type.as_str(), state.display_name()))
 }
 
 /// The answer to a claim proposal, in the dispatcher's terms.
@@ -143,27 +180,29 @@ mod tests {
         .expect("a flow run")
     }
 
-    fn ids() -> (Uuid, Uuid) {
+    fn ids() -> (SubmissionKey, Uuid) {
         let state = Uuid::from_u128(7);
         let run = Uuid::parse_str("0b0e4a6e-5d0a-4a35-9d8a-1f6f0d8c9b11").unwrap();
-        (state, claim_transition_id(run, state))
+        let key = SubmissionKey::new(run, state);
+        (key, key.claim_transition_id())
     }
 
     #[test]
     fn a_run_still_in_the_published_state_is_claimed() {
-        let (state, transition) = ids();
+        let (key, _) = ids();
+        let state = key.scheduled_state_id;
         assert_eq!(
-            decide(state, transition, Some(&run_in("SCHEDULED", state, None))),
+            decide(&key, Some(&run_in("SCHEDULED", state, None))),
             ClaimDecision::Propose
         );
     }
 
     #[test]
     fn a_run_rescheduled_under_a_new_state_is_not_claimed_by_the_old_message() {
-        let (state, transition) = ids();
+        let (key, _) = ids();
         let run = run_in("SCHEDULED", Uuid::from_u128(8), None);
         assert!(matches!(
-            decide(state, transition, Some(&run)),
+            decide(&key, Some(&run)),
             ClaimDecision::Skip(SkipReason::StateMoved { .. })
         ));
     }
@@ -171,7 +210,8 @@ mod tests {
     #[test]
     fn finished_runs_are_never_claimed() {
         // Prefect would ACCEPT a Pending proposal on these: the check is ours.
-        let (state, transition) = ids();
+        let (key, transition) = ids();
+        let state = key.scheduled_state_id;
         for finished in [
             "COMPLETED",
             "FAILED",
@@ -182,10 +222,7 @@ mod tests {
         ] {
             let run = run_in(finished, state, Some(transition));
             assert!(
-                matches!(
-                    decide(state, transition, Some(&run)),
-                    ClaimDecision::Skip(_)
-                ),
+                matches!(decide(&key, Some(&run)), ClaimDecision::Skip(_)),
                 "{finished} must not be claimed"
             );
         }
@@ -193,25 +230,63 @@ mod tests {
 
     #[test]
     fn our_own_pending_claim_is_resumed_and_a_rivals_is_not() {
-        let (state, transition) = ids();
+        let (key, transition) = ids();
         let ours = run_in("PENDING", Uuid::from_u128(9), Some(transition));
-        assert_eq!(
-            decide(state, transition, Some(&ours)),
-            ClaimDecision::Resume
-        );
+        assert_eq!(decide(&key, Some(&ours)), ClaimDecision::Resume);
         let rival = run_in("PENDING", Uuid::from_u128(9), Some(Uuid::from_u128(10)));
-        assert!(matches!(
-            decide(state, transition, Some(&rival)),
-            ClaimDecision::Skip(_)
-        ));
+        assert!(matches!(decide(&key, Some(&rival)), ClaimDecision::Skip(_)));
     }
 
     #[test]
     fn a_deleted_run_is_skipped() {
-        let (state, transition) = ids();
+        let (key, _) = ids();
         assert_eq!(
-            decide(state, transition, None),
+            decide(&key, None),
             ClaimDecision::Skip(SkipReason::RunDeleted)
+        );
+    }
+
+    fn with_pid(mut run: FlowRun, pid: &str) -> FlowRun {
+        run.infrastructure_pid = Some(pid.to_string());
+        run
+    }
+
+    #[test]
+    fn a_job_is_released_only_while_the_run_is_ours() {
+        let pid = InfrastructurePid::new("prefect", "crimson-otter-0123456789abcdef");
+        let (key, transition) = ids();
+        let state = key.scheduled_state_id;
+        let ours = with_pid(run_in("PENDING", state, Some(transition)), &pid.to_string());
+        assert_eq!(release(&pid, Some(&ours)), Release::Go);
+        let running = with_pid(run_in("RUNNING", state, None), &pid.to_string());
+        assert_eq!(release(&pid, Some(&running)), Release::Go);
+        for gone in [
+            "CANCELLING",
+            "CANCELLED",
+            "CRASHED",
+            "COMPLETED",
+            "SCHEDULED",
+            "PAUSED",
+        ] {
+            let run = with_pid(run_in(gone, state, None), &pid.to_string());
+            assert!(
+                matches!(release(&pid, Some(&run)), Release::Withdraw(_)),
+                "{gone} must withdraw the Job"
+            );
+        }
+        let elsewhere = with_pid(run_in("PENDING", state, Some(transition)), "other:job-1");
+        assert!(matches!(
+            release(&pid, Some(&elsewhere)),
+            Release::Withdraw(_)
+        ));
+        let unrecorded = run_in("PENDING", state, Some(transition));
+        assert!(matches!(
+            release(&pid, Some(&unrecorded)),
+            Release::Withdraw(_)
+        ));
+        assert_eq!(
+            release(&pid, None),
+            Release::Withdraw(SkipReason::RunDeleted)
         );
     }
 

@@ -39,6 +39,17 @@ pub struct DispatcherConfig {
     /// it: 1 for a single NATS server, 3 for a three-node cluster.
     #[arg(long = "stream-replicas", env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub stream_replicas: u8,
+    /// Seconds after its claim by which a run's Job must exist; a claim that
+    /// old whose Job could not be created is Crashed with that reason.
+    #[arg(long, env = "PREFECT_K8S_SUBMISSION_TIMEOUT_SECONDS", default_value_t = flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS)]
+    pub submission_timeout_seconds: u64,
+    /// Deadline of each Kubernetes call, in seconds.
+    #[arg(
+        long,
+        env = "PREFECT_K8S_KUBERNETES_TIMEOUT_SECONDS",
+        default_value_t = 30
+    )]
+    pub kubernetes_timeout_seconds: u64,
     /// Seconds the work pool's base job template is cached.
     #[arg(long, env = "PREFECT_K8S_TEMPLATE_CACHE_SECONDS", default_value_t = 30)]
     pub template_cache_seconds: u64,
@@ -127,6 +138,14 @@ impl DispatcherConfig {
         Duration::from_secs(self.ack_wait_seconds.max(5))
     }
 
+    pub fn submission_timeout(&self) -> Duration {
+        Duration::from_secs(self.submission_timeout_seconds)
+    }
+
+    pub fn kubernetes_timeout(&self) -> Duration {
+        Duration::from_secs(self.kubernetes_timeout_seconds.max(1))
+    }
+
     /// Settings for a test or an embedding: a pool, defaults for the rest.
     pub fn for_pool(work_pool: impl Into<String>) -> Self {
         DispatcherConfig {
@@ -135,6 +154,8 @@ impl DispatcherConfig {
             concurrency: 16,
             ack_wait_seconds: 60,
             max_deliveries: 50,
+            submission_timeout_seconds: flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS,
+            kubernetes_timeout_seconds: 30,
             template_cache_seconds: 30,
             stream_replicas: 1,
             job: JobOptions::default(),

@@ -42,10 +42,16 @@ async fn main() -> anyhow::Result<()> {
         .context("configuring the Prefect client")?;
     let kube = service_runtime::kubernetes::client().await?;
     let nats = service_runtime::nats::connect(&cli.nats, "prefect-k8s-dispatcher").await?;
-    health.serving().await;
-    let stats = Arc::new(dispatcher::DispatchStats::default());
-    let result = dispatcher::run(cli.dispatcher, prefect, kube, nats, shutdown, stats).await;
-    health.not_serving().await;
+    let dispatcher = dispatcher::Dispatcher {
+        config: cli.dispatcher,
+        prefect,
+        kube,
+        nats,
+        health: health.clone(),
+        stats: Arc::new(dispatcher::DispatchStats::default()),
+    };
+    let result = dispatcher.run(shutdown).await;
+    health.set_serving(false);
     result.map_err(Into::into)
 }
 

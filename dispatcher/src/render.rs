@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flow_run_proto::FlowRunDue;
+use flow_run_proto::kubernetes::{CLAIM_ANNOTATION, POD_WATCH_TIMEOUT_ANNOTATION};
+use flow_run_proto::{FlowRunDue, InfrastructurePid, SubmissionKey};
 use job_manifest::{
     AgentDefaults, DeploymentContext, FlowRunContext, ForwardedSecret, ForwardedSettings,
 };
@@ -16,18 +17,10 @@ use uuid::Uuid;
 
 use crate::config::{parse_pairs, DispatcherConfig};
 
-/// The annotation carrying the claim a Job was created for.
-pub const CLAIM_ANNOTATION: &str = "prefect-k8s.io/claim";
-/// The annotation telling the reporter how long a pod may stay unscheduled
-/// (the `pod_watch_timeout_seconds` job variable, which prefect-kubernetes
-/// 0.8 accepts but ignores).
-pub const POD_WATCH_TIMEOUT_ANNOTATION: &str = "prefect-k8s.io/pod-watch-timeout-seconds";
-
 /// A rendered Job and where it goes.
 #[derive(Debug, Clone)]
 pub struct RenderedJob {
-    pub namespace: String,
-    pub name: String,
+    pub pid: InfrastructurePid,
     pub manifest: Value,
 }
 
@@ -135,8 +128,13 @@ impl JobRenderer {
         Ok(template)
     }
 
-    /// Renders the Job for a message.
-    pub async fn render(&self, due: &FlowRunDue) -> Result<RenderedJob, RenderFailure> {
+    /// Renders the Job for a message, named after its submission key and
+    /// annotated with it (and the reporter's pod-watch timeout).
+    pub async fn render(
+        &self,
+        due: &FlowRunDue,
+        key: &SubmissionKey,
+    ) -> Result<RenderedJob, RenderFailure> {
         let template = self.base_job_template().await?;
         let invalid = |what: &str, e: String| RenderFailure::Invalid(format!("{what}: {e}"));
         let deployment_variables: Value = serde_json::from_str(&due.deployment_job_variables_json)
@@ -144,11 +142,10 @@ impl JobRenderer {
         let run_variables: Value = serde_json::from_str(&due.flow_run_job_variables_json)
             .map_err(|e| invalid("the flow run's job variables are not JSON", e.to_string()))?;
         let context = flow_run_context(due, &self.worker_name).map_err(RenderFailure::Invalid)?;
-        let claim = format!("{}:{}", due.flow_run_id, due.state_id);
         let name_base =
             job_manifest::job_name_base(&deployment_variables, &run_variables, &context);
-        let job_name = job_manifest::job_name(&name_base, &claim);
-        let mut annotations = vec![(CLAIM_ANNOTATION.to_string(), claim.clone())];
+        let job_name = job_manifest::job_name(&name_base, &key.job_name_suffix());
+        let mut annotations = vec![(CLAIM_ANNOTATION.to_string(), key.claim_annotation())];
         if let Some(seconds) = pod_watch_timeout(&template, &deployment_variables, &run_variables) {
             annotations.push((
                 POD_WATCH_TIMEOUT_ANNOTATION.to_string(),
@@ -168,12 +165,9 @@ impl JobRenderer {
         };
         let rendered = job_manifest::render_job_manifest(&request)
             .map_err(|e| RenderFailure::Invalid(e.to_string()))?;
-        let (namespace, name, manifest) =
-            (rendered.namespace, rendered.job_name, rendered.manifest);
         Ok(RenderedJob {
-            namespace,
-            name,
-            manifest,
+            pid: rendered.infrastructure_pid(),
+            manifest: rendered.manifest,
         })
     }
 }

@@ -1,162 +1,273 @@
 //! Submitting one flow run: claim it, render its Job, record where the Job
-//! will be, create the Job. Every step is safe to repeat, so a message that
-//! is delivered again after any crash ends in exactly one Job.
+//! will be, create the Job suspended, then release it once a fresh read shows
+//! the run is still ours. Every step is safe to repeat, so a message that is
+//! delivered again after any crash ends in exactly one Job, and a Job whose
+//! run was cancelled meanwhile never starts a pod.
 //!
 //! Order and why:
-//! 1. Claim (`Pending`, deterministic transition id) — see [`crate::claim`].
+//! 1. Read the run (batched) and claim it (`Pending`, the submission key's
+//!    transition id) — see [`crate::claim`].
 //! 2. Render — a bad job variable Crashes the run with a message naming it.
+//!    A resumed claim whose pid is already recorded keeps that pid: the Job's
+//!    identity never changes once Prefect knows it.
 //! 3. Record `infrastructure_pid = <namespace>:<job name>` *before* creating
-//!    the Job, so there is never a Job that Prefect cannot cancel. The name is
-//!    derived from the claim, so it is known before the Job exists.
-//! 4. Create the Job; AlreadyExists with our label means an earlier attempt
-//!    created it. A permanent Kubernetes refusal Crashes the run.
+//!    the Job, so there is never a Job that Prefect cannot cancel.
+//! 4. Create the Job suspended; AlreadyExists with our claim means an earlier
+//!    attempt created it. A permanent Kubernetes refusal Crashes the run.
+//! 5. Read the run again (batched) and release the Job, or withdraw it.
+//!
+//! A claim older than the submission timeout whose Job does not exist is
+//! Crashed with that reason instead of being tried again.
 
 use std::time::Duration;
 
-use flow_run_proto::FlowRunDue;
+use flow_run_proto::{FlowRunDue, InfrastructurePid, SubmissionKey};
 use prefect_client::{FlowRun, PrefectClient, StateCreate};
-use uuid::Uuid;
 
-use crate::claim::{self, ClaimDecision, ClaimOutcome, SkipReason};
-use crate::kubernetes::{self, CreateError};
-use crate::render::{JobRenderer, RenderedJob};
+use crate::claim::{self, ClaimDecision, ClaimOutcome, Release, SkipReason};
+use crate::kubernetes::{self, CreateError, Jobs};
+use crate::reads::RunReader;
+use crate::render::{JobRenderer, RenderFailure, RenderedJob};
 
-/// A decoded message with its ids parsed.
+/// A decoded message with its key.
 #[derive(Debug, Clone)]
 pub struct DueRun {
     pub message: FlowRunDue,
-    pub flow_run_id: Uuid,
-    pub state_id: Uuid,
+    pub key: SubmissionKey,
 }
 
 impl DueRun {
     /// Parses the ids; a message without valid ids cannot be handled.
     pub fn parse(message: FlowRunDue) -> Result<DueRun, String> {
-        let flow_run_id = Uuid::parse_str(&message.flow_run_id)
-            .map_err(|e| format!("flow_run_id {:?} is not a UUID: {e}", message.flow_run_id))?;
-        let state_id = Uuid::parse_str(&message.state_id)
-            .map_err(|e| format!("state_id {:?} is not a UUID: {e}", message.state_id))?;
-        Ok(DueRun {
-            message,
-            flow_run_id,
-            state_id,
-        })
+        let key = SubmissionKey::of_message(&message).map_err(|e| e.to_string())?;
+        Ok(DueRun { message, key })
     }
 }
 
 /// How handling one message ended; the consumer acks or naks accordingly.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The run's Job exists (now or from an earlier attempt).
-    Submitted { job: String, resumed: bool },
+    /// The run's Job exists and may run (now or from an earlier attempt).
+    Submitted {
+        job: InfrastructurePid,
+        resumed: bool,
+    },
     /// The message was stale or the claim refused; the run was not touched
     /// (or was not ours).
     Skipped(SkipReason),
+    /// The Job was created but the run stopped being ours before it could
+    /// start (cancelled, crashed, deleted): the Job was deleted unstarted.
+    Withdrawn {
+        job: InfrastructurePid,
+        reason: SkipReason,
+    },
     /// The run could not run and is now Crashed with this message.
     Crashed(String),
     /// Something transient failed; deliver the message again later.
     Retry { after: Duration, error: String },
 }
 
-/// Everything a submission needs, shared by all in-flight submissions.
+/// What a submission needs.
 pub struct Submitter {
     pub prefect: PrefectClient,
-    pub kube: kube::Client,
+    pub reader: RunReader,
+    pub jobs: Jobs,
     pub renderer: JobRenderer,
+    /// A claim older than this whose Job does not exist is Crashed.
+    pub submission_timeout: Duration,
 }
 
+/// Early return of a step: the outcome to settle the message with.
+type Step<T> = Result<T, Outcome>;
+
 impl Submitter {
-    /// Handles one message. `run` is the run as read (in a batch) just now;
-    /// `deliveries` is how many times NATS has delivered the message.
-    pub async fn submit(&self, due: &DueRun, run: Option<&FlowRun>, deliveries: u64) -> Outcome {
-        let transition_id = claim::claim_transition_id(due.flow_run_id, due.state_id);
-        let resumed = match claim::decide(due.state_id, transition_id, run) {
-            ClaimDecision::Skip(reason) => return Outcome::Skipped(reason),
-            ClaimDecision::Resume => true,
-            ClaimDecision::Propose => {
-                let proposal = StateCreate::pending_claim(transition_id);
-                match self
-                    .prefect
-                    .set_flow_run_state(due.flow_run_id, &proposal, false)
-                    .await
-                {
-                    Ok(result) => match claim::interpret(&result, transition_id) {
-                        ClaimOutcome::Claimed => false,
-                        ClaimOutcome::Refused(reason) => return Outcome::Skipped(reason),
-                        ClaimOutcome::Wait(after) => {
-                            return Outcome::Retry {
-                                after,
-                                error: "Prefect asked to wait before claiming".into(),
-                            }
-                        }
-                    },
-                    Err(e) if e.is_not_found() => return Outcome::Skipped(SkipReason::RunDeleted),
-                    Err(e) => return retry(deliveries, format!("claiming the flow run: {e}")),
-                }
-            }
-        };
-
-        let rendered = match self.renderer.render(&due.message).await {
-            Ok(rendered) => rendered,
-            Err(crate::render::RenderFailure::Invalid(message)) => {
-                return self
-                    .crash(
-                        due,
-                        deliveries,
-                        format!("Invalid job configuration: {message}"),
-                    )
-                    .await
-            }
-            Err(crate::render::RenderFailure::Transient(message)) => {
-                return retry(deliveries, message)
-            }
-        };
-        let RenderedJob {
-            namespace,
-            name,
-            manifest,
-        } = rendered;
-
-        let pid = format!("{namespace}:{name}");
-        if let Err(e) = self
-            .prefect
-            .update_flow_run_infrastructure_pid(due.flow_run_id, &pid)
-            .await
-        {
-            if e.is_not_found() {
-                return Outcome::Skipped(SkipReason::RunDeleted);
-            }
-            return retry(
-                deliveries,
-                format!("recording infrastructure_pid {pid}: {e}"),
-            );
-        }
-
-        let run_id = due.flow_run_id.to_string();
-        match kubernetes::create_job(&self.kube, &namespace, &manifest, &run_id).await {
-            Ok(created) => Outcome::Submitted {
-                job: pid,
-                resumed: resumed || created.already_existed,
-            },
-            Err(CreateError::Rejected(message)) => {
-                self.crash(
-                    due,
-                    deliveries,
-                    format!("Failed to submit flow run to infrastructure: {message}"),
-                )
-                .await
-            }
-            Err(CreateError::Transient(message)) => retry(deliveries, message),
+    /// Handles one message; `deliveries` is how many times NATS delivered it.
+    pub async fn submit(&self, due: &DueRun, deliveries: u64) -> Outcome {
+        match self.try_submit(due, deliveries).await {
+            Ok(outcome) | Err(outcome) => outcome,
         }
     }
 
+    async fn try_submit(&self, due: &DueRun, deliveries: u64) -> Step<Outcome> {
+        let run = self.read(due.key, deliveries).await?;
+        let resumed = self.claim(due, run.as_ref(), deliveries).await?;
+        let rendered = self.render(due, run.as_ref(), resumed, deliveries).await?;
+        let pid = rendered.pid.clone();
+        if resumed {
+            self.check_timeout(due, run.as_ref(), &pid, deliveries)
+                .await?;
+        }
+        self.record(due, run.as_ref(), &pid, deliveries).await?;
+        let existing = match self
+            .jobs
+            .create_suspended(&pid, &rendered.manifest, &due.key)
+            .await
+        {
+            Ok(existing) => existing,
+            Err(CreateError::Rejected(message)) => {
+                let text = format!("Failed to submit flow run to infrastructure: {message}");
+                return Err(self.crash(due, deliveries, text).await);
+            }
+            Err(CreateError::Transient(message)) => return Err(retry(deliveries, message)),
+        };
+        let resumed = resumed || existing.already_existed;
+        if !existing.suspended || kubernetes::template_suspends(&rendered.manifest) {
+            // Released by an earlier delivery, or held by the template itself.
+            return Ok(Outcome::Submitted { job: pid, resumed });
+        }
+        self.release(due, pid, resumed, deliveries).await
+    }
+
+    async fn read(&self, key: SubmissionKey, deliveries: u64) -> Step<Option<FlowRun>> {
+        self.reader
+            .read(key.flow_run_id)
+            .await
+            .map_err(|error| retry(deliveries, error))
+    }
+
+    /// Claims the run; `Ok(true)` when it was already ours (a resumed claim).
+    async fn claim(&self, due: &DueRun, run: Option<&FlowRun>, deliveries: u64) -> Step<bool> {
+        match claim::decide(&due.key, run) {
+            ClaimDecision::Skip(reason) => Err(Outcome::Skipped(reason)),
+            ClaimDecision::Resume => Ok(true),
+            ClaimDecision::Propose => {
+                let transition_id = due.key.claim_transition_id();
+                let proposal = StateCreate::pending_claim(transition_id);
+                let result = self
+                    .prefect
+                    .set_flow_run_state(due.key.flow_run_id, &proposal, false)
+                    .await;
+                match result {
+                    Ok(result) => match claim::interpret(&result, transition_id) {
+                        ClaimOutcome::Claimed => Ok(false),
+                        ClaimOutcome::Refused(reason) => Err(Outcome::Skipped(reason)),
+                        ClaimOutcome::Wait(after) => Err(Outcome::Retry {
+                            after,
+                            error: "Prefect asked to wait before claiming".into(),
+                        }),
+                    },
+                    Err(e) if e.is_not_found() => Err(Outcome::Skipped(SkipReason::RunDeleted)),
+                    Err(e) => Err(retry(deliveries, format!("claiming the flow run: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// Renders the Job. A resumed claim with a recorded pid keeps it.
+    async fn render(
+        &self,
+        due: &DueRun,
+        run: Option<&FlowRun>,
+        resumed: bool,
+        deliveries: u64,
+    ) -> Step<RenderedJob> {
+        let mut rendered = match self.renderer.render(&due.message, &due.key).await {
+            Ok(rendered) => rendered,
+            Err(RenderFailure::Invalid(message)) => {
+                let text = format!("Invalid job configuration: {message}");
+                return Err(self.crash(due, deliveries, text).await);
+            }
+            Err(RenderFailure::Transient(message)) => return Err(retry(deliveries, message)),
+        };
+        let recorded = run
+            .and_then(|run| run.infrastructure_pid.as_deref())
+            .and_then(InfrastructurePid::parse);
+        if let (true, Some(recorded)) = (resumed, recorded) {
+            rendered.pid = recorded;
+        }
+        Ok(rendered)
+    }
+
+    /// A resumed claim past the submission timeout whose Job was never
+    /// created is Crashed: nothing keeps retrying a run forever.
+    async fn check_timeout(
+        &self,
+        due: &DueRun,
+        run: Option<&FlowRun>,
+        pid: &InfrastructurePid,
+        deliveries: u64,
+    ) -> Step<()> {
+        let claimed_at = run.and_then(|r| r.state.as_ref()).and_then(|s| s.timestamp);
+        let Some(claimed_at) = claimed_at else {
+            return Ok(());
+        };
+        let age = (chrono::Utc::now() - claimed_at)
+            .to_std()
+            .unwrap_or_default();
+        if age < self.submission_timeout {
+            return Ok(());
+        }
+        match self.jobs.exists(pid).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let text = format!(
+                    "The prefect-k8s dispatcher could not create Kubernetes Job {}/{} within {} s of claiming the flow run.",
+                    pid.namespace,
+                    pid.job_name,
+                    self.submission_timeout.as_secs()
+                );
+                Err(self.crash(due, deliveries, text).await)
+            }
+            Err(CreateError::Rejected(message) | CreateError::Transient(message)) => {
+                Err(retry(deliveries, message))
+            }
+        }
+    }
+
+    /// Records the pid unless it is already recorded. A failure (404
+    /// included: only the batched read decides that a run is gone) retries.
+    async fn record(
+        &self,
+        due: &DueRun,
+        run: Option<&FlowRun>,
+        pid: &InfrastructurePid,
+        deliveries: u64,
+    ) -> Step<()> {
+        let text = pid.to_string();
+        if run.and_then(|r| r.infrastructure_pid.as_deref()) == Some(text.as_str()) {
+            return Ok(());
+        }
+        self.prefect
+            .update_flow_run_infrastructure_pid(due.key.flow_run_id, &text)
+            .await
+            .map_err(|e| {
+                retry(
+                    deliveries,
+                    format!("recording infrastructure_pid {text}: {e}"),
+                )
+            })
+    }
+
+    /// Reads the run again now that its Job exists; releases or withdraws.
+    async fn release(
+        &self,
+        due: &DueRun,
+        pid: InfrastructurePid,
+        resumed: bool,
+        deliveries: u64,
+    ) -> Step<Outcome> {
+        let run = self.read(due.key, deliveries).await?;
+        let verdict = claim::release(&pid, run.as_ref());
+        let result = match &verdict {
+            Release::Go => self.jobs.release(&pid).await.map(|_| ()),
+            Release::Withdraw(_) => self.jobs.withdraw(&pid).await,
+        };
+        if let Err(CreateError::Rejected(message) | CreateError::Transient(message)) = result {
+            return Err(retry(deliveries, message));
+        }
+        Ok(match verdict {
+            Release::Go => Outcome::Submitted { job: pid, resumed },
+            Release::Withdraw(reason) => Outcome::Withdrawn { job: pid, reason },
+        })
+    }
+
     /// Proposes `Crashed`. An ABORT (the run is already final) is fine.
-    async fn crash(&self, due: &DueRun, deliveries: u64, message: String) -> Outcome {
-        tracing::warn!(flow_run_id = %due.flow_run_id, %message, "crashing flow run");
+    pub async fn crash(&self, due: &DueRun, deliveries: u64, message: String) -> Outcome {
+        tracing::warn!(flow_run_id = %due.key.flow_run_id, %message, "crashing flow run");
         let proposal = StateCreate::crashed(message.clone());
         match self
             .prefect
-            .set_flow_run_state(due.flow_run_id, &proposal, false)
+            .set_flow_run_state(due.key.flow_run_id, &proposal, false)
             .await
         {
             Ok(_) => Outcome::Crashed(message),

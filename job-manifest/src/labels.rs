@@ -36,7 +36,7 @@ pub fn base_labels(flow_run: &FlowRunContext) -> Map<String, Value> {
     let version = slugify_label_value(PREFECT_VERSION);
     let mut labels = Map::new();
     labels.insert(
-        "prefect.io/flow-run-id".into(),
+        flow_run_proto::kubernetes::FLOW_RUN_ID_LABEL.into(),
         text(flow_run.flow_run_id.to_string()),
     );
     labels.insert(

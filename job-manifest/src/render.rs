@@ -50,9 +50,9 @@ pub struct RenderedJob {
 }
 
 impl RenderedJob {
-    /// Prefect's `infrastructure_pid` for this Job: `<namespace>:<job name>`.
-    pub fn infrastructure_pid(&self) -> String {
-        format!("{}:{}", self.namespace, self.job_name)
+    /// Prefect's `infrastructure_pid` for this Job.
+    pub fn infrastructure_pid(&self) -> flow_run_proto::InfrastructurePid {
+        flow_run_proto::InfrastructurePid::new(&self.namespace, &self.job_name)
     }
 }
 

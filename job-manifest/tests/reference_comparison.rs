@@ -177,7 +177,7 @@ impl Case {
         let defaults = self.agent_defaults.clone();
         let settings = self.forwarded_settings();
         let base = job_name_base(&deployment, &self.flow_run_job_variables, &context);
-        let name = job_name(&base, FLOW_RUN_ID);
+        let name = job_name(&base, "0123456789abcdef");
         let rendered = render_job_manifest(&RenderRequest {
             base_job_template: &template,
             deployment_job_variables: &deployment,
@@ -200,7 +200,7 @@ impl Case {
             self.name
         );
         assert_eq!(
-            rendered.infrastructure_pid(),
+            rendered.infrastructure_pid().to_string(),
             format!("{}:{name}", rendered.namespace)
         );
         (rendered.manifest, rendered.namespace)

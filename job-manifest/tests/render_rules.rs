@@ -43,7 +43,7 @@ impl Inputs {
             template: default_base_job_template(),
             deployment,
             run,
-            job_name: job_name(&context.flow_run_name, &context.flow_run_id.to_string()),
+            job_name: job_name(&context.flow_run_name, "0123456789abcdef"),
             context,
             defaults: AgentDefaults::default(),
             settings: ForwardedSettings {
@@ -114,7 +114,7 @@ fn defaults_give_the_prefect_kubernetes_job_with_a_fixed_name() {
     assert!(manifest["metadata"].get("generateName").is_none());
     assert_eq!(job.namespace, "default");
     assert_eq!(
-        job.infrastructure_pid(),
+        job.infrastructure_pid().to_string(),
         format!("default:{}", inputs.job_name)
     );
     assert_eq!(container(manifest)["image"], DEFAULT_IMAGE);
@@ -340,12 +340,8 @@ fn extra_labels_and_annotations_go_on_job_and_pod() {
 
 #[test]
 fn job_names_are_deterministic_dns_labels() {
-    let name = job_name("Crimson Otter!", "1d96b242-11d9-4a53-8b8c-f603d3e7c280");
-    assert_eq!(
-        name,
-        job_name("Crimson Otter!", "1d96b242-11d9-4a53-8b8c-f603d3e7c280")
-    );
-    assert!(name.starts_with("crimson-otter-"));
+    let name = job_name("Crimson Otter!", "0123456789abcdef");
+    assert_eq!(name, "crimson-otter-0123456789abcdef");
     assert!(name.len() <= 63);
 }
 

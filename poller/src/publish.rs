@@ -3,7 +3,7 @@
 //! with the same message id, so it cannot be stored twice.
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
-use flow_run_proto::{subjects, FlowRunDue};
+use flow_run_proto::{subjects, FlowRunDue, SubmissionKey};
 use prost::Message;
 
 /// Why a poll did not publish everything it found.
@@ -56,7 +56,12 @@ impl Publisher {
 
     /// Publishes one message; `Ok(true)` when it was stored as new.
     async fn publish_one(&self, subject: String, message: &FlowRunDue) -> Result<bool, PollError> {
-        let id = subjects::due_message_id(&message.flow_run_id, &message.state_id);
+        let id = SubmissionKey::of_message(message)
+            .map_err(|e| PollError::Publish {
+                flow_run_id: message.flow_run_id.clone(),
+                message: e.to_string(),
+            })?
+            .message_id();
         let payload = message.encode_to_vec();
         let mut last_error = String::new();
         for attempt in 1..=PUBLISH_ATTEMPTS {

@@ -12,7 +12,7 @@
 //!    by ids, batched) and continue only if the run is still SCHEDULED with
 //!    the state id it was published with;
 //! 2. propose [`StateCreate::pending_claim`] with
-//!    [`crate::claim_transition_id`] through [`PrefectClient::set_flow_run_state`];
+//!    the submission key's transition id through [`PrefectClient::set_flow_run_state`];
 //! 3. act on [`OrchestrationResult::claim_outcome`].
 
 use chrono::{DateTime, Utc};

@@ -45,8 +45,8 @@ pub use flow_runs::{DeploymentFlowRunCreate, FlowRun, FlowRunFilter};
 pub use flows::Flow;
 pub use logs::{log_level, Log, LogCreate};
 pub use states::{
-    claim_transition_id, ClaimOutcome, OrchestrationDetails, OrchestrationResult, SetStateStatus,
-    State, StateCreate, StateDetails, StateType,
+    ClaimOutcome, OrchestrationDetails, OrchestrationResult, SetStateStatus, State, StateCreate,
+    StateDetails, StateType,
 };
 pub use work_pools::{
     WorkPool, WorkPoolCreate, WorkQueue, WorkQueueCreate, WorkerFlowRunResponse, MAX_PAGE_SIZE,

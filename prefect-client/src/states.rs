@@ -1,8 +1,8 @@
 //! Flow-run states and the state-proposal contract of
 //! `POST /flow_runs/{id}/set_state`: what is sent ([`StateCreate`]), what
 //! comes back ([`OrchestrationResult`]), how to read a claim's outcome
-//! ([`ClaimOutcome`]), and deterministic transition ids
-//! ([`claim_transition_id`]).
+//! ([`ClaimOutcome`]). The claim's deterministic transition id is the
+//! submission key's (`flow_run_proto::SubmissionKey::claim_transition_id`).
 //!
 //! # What the server does with a `Pending` proposal (measured on 3.9.1)
 //!
@@ -265,49 +265,9 @@ impl OrchestrationResult {
     }
 }
 
-/// Namespace of this project's deterministic transition ids (a fixed random
-/// UUID; changing it changes every derived id).
-pub const TRANSITION_ID_NAMESPACE: Uuid =
-    Uuid::from_u128(0x6b1f_93c4_2a7e_4d55_9e0b_3c8a_51d2_7f46);
-
-/// The transition id of the `Pending` claim on `flow_run_id` made for its
-/// Scheduled state `scheduled_state_id`: UUID v5 over
-/// [`TRANSITION_ID_NAMESPACE`] and the 32 bytes of both ids.
-///
-/// Deterministic, so a claim re-sent by anyone holding the same poll result
-/// (an HTTP retry, a redelivered message after a dispatcher crash) is
-/// recognised by the server as the same transition: it answers REJECT with
-/// the Pending state carrying this id, which
-/// [`OrchestrationResult::claim_outcome`] reports as `Claimed`. Exclusivity
-/// between two holders of the same message therefore does not come from the
-/// claim; it must come from the infrastructure (a Job name derived from the
-/// flow run id). A new Scheduled state (e.g. AwaitingRetry) has a new id and
-/// so yields a new transition id.
-///
-/// The server recognises the repeat only while the claim's Pending state is
-/// the run's current state: once a later state (e.g. Pending `Submitting`,
-/// Running) is written, re-sending the claim is ABORTed like a rival's.
-pub fn claim_transition_id(flow_run_id: Uuid, scheduled_state_id: Uuid) -> Uuid {
-    let mut name = [0u8; 32];
-    name[..16].copy_from_slice(flow_run_id.as_bytes());
-    name[16..].copy_from_slice(scheduled_state_id.as_bytes());
-    Uuid::new_v5(&TRANSITION_ID_NAMESPACE, &name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn claim_transition_id_is_deterministic_and_depends_on_both_ids() {
-        let run = Uuid::from_u128(1);
-        let state = Uuid::from_u128(2);
-        let id = claim_transition_id(run, state);
-        assert_eq!(id, claim_transition_id(run, state));
-        assert_eq!(id.get_version_num(), 5);
-        assert_ne!(id, claim_transition_id(run, Uuid::from_u128(3)));
-        assert_ne!(id, claim_transition_id(state, run));
-    }
 
     #[test]
     fn reject_with_our_transition_id_counts_as_claimed() {

@@ -5,10 +5,11 @@
 use std::collections::HashSet;
 
 use chrono::{Duration as TimeDelta, Utc};
+use flow_run_proto::SubmissionKey;
 use prefect_client::{
-    claim_transition_id, log_level, ClaimOutcome, ClientConfig, DeploymentCreate,
-    DeploymentFlowRunCreate, FlowRun, FlowRunFilter, LogCreate, PrefectClient, PrefectError,
-    SetStateStatus, StateCreate, StateType, WorkPoolCreate, WorkQueueCreate,
+    log_level, ClaimOutcome, ClientConfig, DeploymentCreate, DeploymentFlowRunCreate, FlowRun,
+    FlowRunFilter, LogCreate, PrefectClient, PrefectError, SetStateStatus, StateCreate, StateType,
+    WorkPoolCreate, WorkQueueCreate,
 };
 use serde_json::json;
 use test_stack::prefect::{unique_name, PrefectServer};
@@ -205,7 +206,7 @@ async fn claim_contract_matches_the_measured_server_behaviour() {
     let fixture = Fixture::new("claim").await;
     let run = fixture.scheduled_run().await;
     let scheduled = run.state.clone().expect("scheduled state");
-    let ours = claim_transition_id(run.id, scheduled.id);
+    let ours = SubmissionKey::new(run.id, scheduled.id).claim_transition_id();
 
     // Scheduled -> Pending: ACCEPT, written (201).
     let first = fixture
@@ -292,7 +293,7 @@ async fn a_claim_on_a_completed_run_is_accepted_so_callers_must_check_first() {
     let fixture = Fixture::new("stale").await;
     let run = fixture.scheduled_run().await;
     let scheduled_state_id = run.state.as_ref().unwrap().id;
-    let claim_id = claim_transition_id(run.id, scheduled_state_id);
+    let claim_id = SubmissionKey::new(run.id, scheduled_state_id).claim_transition_id();
     for state in [
         StateCreate::pending_claim(claim_id),
         StateCreate::new(StateType::Running, "Running"),
@@ -697,7 +698,8 @@ async fn concurrent_writes_to_the_sqlite_server_all_succeed() {
     for run in runs {
         let client = fixture.client.clone();
         writes.push(tokio::spawn(async move {
-            let claim_id = claim_transition_id(run.id, run.state.as_ref().unwrap().id);
+            let claim_id =
+                SubmissionKey::new(run.id, run.state.as_ref().unwrap().id).claim_transition_id();
             let claim = client
                 .set_flow_run_state(run.id, &StateCreate::pending_claim(claim_id), false)
                 .await?;

@@ -1,9 +1,18 @@
-//! The protobuf messages shared by the poller, the dispatchers and the
-//! reporter, and the NATS subject and stream names they travel on.
-//!
-//! `proto/prefect_k8s/v1/*.proto` is the source of truth; `build.rs` compiles it
-//! with `protox`, so no system `protoc` is needed.
+//! What the services agree on, written once: the protobuf messages on NATS
+//! (`proto/prefect_k8s/v1/*.proto` is their source of truth; `build.rs`
+//! compiles it with `protox`, so no system `protoc` is needed), the subjects
+//! and stream names they travel on ([`subjects`]), the [`SubmissionKey`] from
+//! which every id of one submission derives, and the labels, annotations and
+//! `infrastructure_pid` format on Kubernetes objects ([`kubernetes`]).
 #![forbid(unsafe_code)]
+
+pub mod kubernetes;
+mod submission;
+
+pub use kubernetes::InfrastructurePid;
+pub use submission::{
+    InvalidKey, SubmissionKey, DEFAULT_SUBMISSION_TIMEOUT_SECONDS, JOB_NAME_SUFFIX_LEN,
+};
 
 /// Generated types of package `prefect_k8s.v1`.
 pub mod v1 {
@@ -14,6 +23,8 @@ pub use v1::{DeadLetter, FlowRunDue};
 
 /// NATS names. Every subject and stream name is spelled here once.
 pub mod subjects {
+    use sha2::Digest;
+
     /// WorkQueue stream holding due flow runs until a dispatcher acks them.
     pub const FLOW_RUNS_STREAM: &str = "PREFECT_K8S_FLOW_RUNS";
     /// Limits stream holding messages that could not be handled.
@@ -26,38 +37,37 @@ pub mod subjects {
     /// Subject prefix of dead letters: `flow-runs.dead.<reason>`.
     pub const DEAD_PREFIX: &str = "flow-runs.dead";
 
-    /// Subject a poller of `work_pool` publishes due runs on. Characters that
-    /// NATS treats specially in a token are replaced by `_`.
+    /// Subject a poller of `work_pool` publishes due runs on.
     pub fn due_subject(work_pool: &str) -> String {
-        format!("{DUE_PREFIX}.{}", subject_token(work_pool))
+        format!("{DUE_PREFIX}.{}", pool_token(work_pool))
     }
 
-    /// Subject for a dead letter of the given reason kind.
+    /// Name of the durable consumer the dispatchers of `work_pool` share.
+    pub fn dispatcher_consumer(work_pool: &str) -> String {
+        format!("{DISPATCHER_CONSUMER}-{}", pool_token(work_pool))
+    }
+
+    /// Subject for a dead letter of the given reason kind (one of ours).
     pub fn dead_subject(reason_kind: &str) -> String {
-        format!("{DEAD_PREFIX}.{}", subject_token(reason_kind))
+        format!("{DEAD_PREFIX}.{}", pool_token(reason_kind))
     }
 
-    /// Message id that makes re-publication of one scheduled state harmless.
-    pub fn due_message_id(flow_run_id: &str, state_id: &str) -> String {
-        format!("{flow_run_id}:{state_id}")
-    }
-
-    fn subject_token(raw: &str) -> String {
-        let token: String = raw
-            .chars()
-            .map(|c| {
-                if c.is_whitespace() || matches!(c, '.' | '*' | '>') {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        if token.is_empty() {
-            "_".to_string()
-        } else {
-            token
+    /// A work pool's name as one NATS subject token and consumer name. Names
+    /// made only of `[A-Za-z0-9_-]` are used as they are; any other name is
+    /// reduced to those characters and followed by 8 hex characters of its
+    /// sha256, so two pools never share a subject or a consumer.
+    pub fn pool_token(work_pool: &str) -> String {
+        let safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if !work_pool.is_empty() && work_pool.chars().all(safe) {
+            return work_pool.to_string();
         }
+        let reduced: String = work_pool
+            .chars()
+            .map(|c| if safe(c) { c } else { '_' })
+            .collect();
+        let digest = sha2::Sha256::digest(work_pool.as_bytes());
+        let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        format!("{reduced}-{hash}")
     }
 }
 
@@ -85,11 +95,25 @@ mod tests {
     }
 
     #[test]
-    fn subjects_escape_nats_wildcards() {
+    fn pools_get_their_own_subject_and_consumer() {
         assert_eq!(
-            subjects::due_subject("my pool.a*"),
-            "flow-runs.due.my_pool_a_"
+            subjects::due_subject("k8s-prod_2"),
+            "flow-runs.due.k8s-prod_2"
         );
-        assert_eq!(subjects::due_message_id("r", "s"), "r:s");
+        assert_eq!(subjects::dispatcher_consumer("k8s"), "dispatcher-k8s");
+        let spaced = subjects::due_subject("my pool.a*");
+        assert!(spaced.starts_with("flow-runs.due.my_pool_a_-"), "{spaced}");
+        assert_eq!(spaced.matches('.').count(), 2, "one token: {spaced}");
+        // Names that reduce to the same characters stay apart.
+        let names = ["my pool", "my_pool", "my.pool", "my*pool", "my>pool", ""];
+        let tokens: std::collections::HashSet<String> =
+            names.iter().map(|n| subjects::pool_token(n)).collect();
+        assert_eq!(tokens.len(), names.len(), "{tokens:?}");
+        for token in tokens {
+            assert!(!token.is_empty());
+            assert!(token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        }
     }
 }

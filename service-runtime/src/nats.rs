@@ -209,21 +209,6 @@ async fn ensure_stream(
     })
 }
 
-/// Name of the durable consumer the dispatchers of `work_pool` share.
-pub fn dispatcher_consumer_name(work_pool: &str) -> String {
-    let token: String = work_pool
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{}-{token}", subjects::DISPATCHER_CONSUMER)
-}
-
 /// The shared durable pull consumer of a work pool's dispatchers.
 ///
 /// `ack_wait` is how long a dispatcher may hold a message without acking or
@@ -236,7 +221,7 @@ pub async fn dispatcher_consumer(
     ack_wait: Duration,
     max_ack_pending: i64,
 ) -> Result<consumer::PullConsumer, NatsSetupError> {
-    let name = dispatcher_consumer_name(work_pool);
+    let name = subjects::dispatcher_consumer(work_pool);
     let config = consumer::pull::Config {
         durable_name: Some(name.clone()),
         filter_subject: subjects::due_subject(work_pool),
@@ -247,18 +232,19 @@ pub async fn dispatcher_consumer(
         max_ack_pending,
         ..Default::default()
     };
-    // Replicas start together and race to create the durable; the loser
-    // looks it up again (see `ensure_stream`).
+    // Create, or update an existing durable to these settings (nats-server
+    // 2.9 updates the editable fields of a durable re-created under its
+    // name). Replicas start together and race to create it; the loser looks
+    // it up again (see `ensure_stream`).
     let mut last_error = String::new();
     for attempt in 1..=5u64 {
-        match flow_runs
-            .get_or_create_consumer(&name, config.clone())
-            .await
-        {
+        match flow_runs.create_consumer(config.clone()).await {
             Ok(consumer) => return Ok(consumer),
             Err(error) => {
                 last_error = error.to_string();
                 if let Ok(consumer) = flow_runs.get_consumer(&name).await {
+                    tracing::warn!(consumer = %name, error = %last_error,
+                        "could not update the consumer's settings; using it as it is");
                     return Ok(consumer);
                 }
                 tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
@@ -293,13 +279,5 @@ mod tests {
         assert_eq!(queue.discard, stream::DiscardPolicy::New);
         assert_eq!(queue.max_age, Duration::ZERO);
         assert_eq!(dead_letter_stream_config(0).num_replicas, 1);
-    }
-
-    #[test]
-    fn consumer_names_are_nats_safe() {
-        assert_eq!(
-            dispatcher_consumer_name("my pool.v2"),
-            "dispatcher-my_pool_v2"
-        );
     }
 }

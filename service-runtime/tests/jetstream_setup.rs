@@ -61,3 +61,21 @@ async fn services_starting_together_all_get_the_streams_and_the_consumer() {
     );
     assert_eq!(info.config.filter_subject, "flow-runs.due.pool-a");
 }
+
+/// Scenario 7 of issue 9: a changed ack wait (or max ack pending) must reach
+/// a consumer that already exists, not only a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_consumer_settings_reach_an_existing_consumer() {
+    let server = NatsServer::start();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let (flow_runs, _) = ensure_streams(&js, 1).await.expect("streams");
+    dispatcher_consumer(&flow_runs, "pool-b", Duration::from_secs(60), 1000)
+        .await
+        .expect("consumer");
+    let mut consumer = dispatcher_consumer(&flow_runs, "pool-b", Duration::from_secs(20), 2000)
+        .await
+        .expect("consumer with new settings");
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.config.ack_wait, Duration::from_secs(20));
+    assert_eq!(info.config.max_ack_pending, 2000);
+}

@@ -20,12 +20,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use uuid::Uuid;
 
-/// Label the dispatcher (and Prefect's own worker) puts on Jobs and their pod template.
-pub const FLOW_RUN_ID_LABEL: &str = "prefect.io/flow-run-id";
-
-/// Annotation the dispatcher puts on a Job carrying the `pod_watch_timeout_seconds`
-/// job variable (decimal seconds; `0` disables the timeout).
-pub const POD_WATCH_TIMEOUT_ANNOTATION: &str = "prefect-k8s.io/pod-watch-timeout-seconds";
+pub use flow_run_proto::kubernetes::{FLOW_RUN_ID_LABEL, POD_WATCH_TIMEOUT_ANNOTATION};
 
 /// Labels the Job controller adds to the pods it creates (new name first).
 pub(crate) const JOB_NAME_LABELS: [&str; 2] = ["batch.kubernetes.io/job-name", "job-name"];

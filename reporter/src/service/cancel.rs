@@ -18,42 +18,19 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use flow_run_proto::InfrastructurePid;
+
 /// Runs cancelled at once.
 const CANCELLATIONS_IN_FLIGHT: usize = 8;
 /// Grace period of the deleted Job's pods (the Python worker's).
 const DELETE_GRACE_SECONDS: u32 = 30;
 
-/// A Job named by an `infrastructure_pid`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl JobRef {
-    /// Parses `<namespace>:<job name>` (exactly two non-empty parts, as prefect-kubernetes).
-    pub fn parse(infrastructure_pid: &str) -> Option<JobRef> {
-        let mut parts = infrastructure_pid.split(':');
-        let (Some(namespace), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
-            return None;
-        };
-        let (namespace, name) = (namespace.trim(), name.trim());
-        if namespace.is_empty() || name.is_empty() {
-            return None;
-        }
-        Some(JobRef {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        })
-    }
-}
-
 /// What was done to a cancelled run's infrastructure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Teardown {
-    Deleted(JobRef),
-    AlreadyGone(JobRef),
-    KeptByConfiguration(JobRef),
+    Deleted(InfrastructurePid),
+    AlreadyGone(InfrastructurePid),
+    KeptByConfiguration(InfrastructurePid),
     NoJobRecorded,
     UnreadablePid(String),
 }
@@ -64,15 +41,15 @@ impl Teardown {
         match self {
             Teardown::Deleted(job) => format!(
                 "Flow run cancelled: the reporter deleted Kubernetes Job {}/{} and its pods.",
-                job.namespace, job.name
+                job.namespace, job.job_name
             ),
             Teardown::AlreadyGone(job) => format!(
                 "Flow run cancelled: Kubernetes Job {}/{} was already gone.",
-                job.namespace, job.name
+                job.namespace, job.job_name
             ),
             Teardown::KeptByConfiguration(job) => format!(
                 "Flow run cancelled; Kubernetes Job {}/{} was not deleted (job deletion is disabled).",
-                job.namespace, job.name
+                job.namespace, job.job_name
             ),
             Teardown::NoJobRecorded => {
                 "Flow run cancelled before a Kubernetes Job was recorded for it.".to_owned()
@@ -163,7 +140,7 @@ impl Canceller {
         else {
             return Ok(Teardown::NoJobRecorded);
         };
-        let Some(job) = JobRef::parse(pid) else {
+        let Some(job) = InfrastructurePid::parse(pid) else {
             return Ok(Teardown::UnreadablePid(pid.to_owned()));
         };
         if !self.delete_jobs {
@@ -175,9 +152,9 @@ impl Canceller {
             propagation_policy: Some(PropagationPolicy::Foreground),
             ..DeleteParams::default()
         };
-        match api.delete(&job.name, &params).await {
+        match api.delete(&job.job_name, &params).await {
             Ok(_) => {
-                tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.name, "deleted the cancelled run's Job");
+                tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.job_name, "deleted the cancelled run's Job");
                 Ok(Teardown::Deleted(job))
             }
             Err(kube::Error::Api(status)) if status.is_not_found() => {
@@ -198,23 +175,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pids_name_a_namespace_and_a_job() {
-        assert_eq!(
-            JobRef::parse("prefect:crimson-otter-x7k2p"),
-            Some(JobRef {
-                namespace: "prefect".into(),
-                name: "crimson-otter-x7k2p".into()
-            })
-        );
-        assert_eq!(JobRef::parse("crimson-otter"), None);
-        assert_eq!(JobRef::parse("a:b:c"), None);
-        assert_eq!(JobRef::parse(":b"), None);
-        assert_eq!(JobRef::parse("12345"), None);
-    }
-
-    #[test]
     fn cancelled_messages_say_what_was_deleted() {
-        let job = JobRef::parse("prefect:etl-1").unwrap();
+        let job = InfrastructurePid::parse("prefect:etl-1").unwrap();
         assert_eq!(
             Teardown::Deleted(job.clone()).message(),
             "Flow run cancelled: the reporter deleted Kubernetes Job prefect/etl-1 and its pods."

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::cancel::JobRef;
+use super::cancel::InfrastructurePid;
 use super::store::SharedStore;
 use crate::decide::LogSource;
 use crate::{
@@ -394,7 +394,11 @@ impl Evaluator {
         let grace =
             chrono::TimeDelta::from_std(self.missing_job_grace).unwrap_or(chrono::TimeDelta::MAX);
         for run in runs {
-            let Some(job) = run.infrastructure_pid.as_deref().and_then(JobRef::parse) else {
+            let Some(job) = run
+                .infrastructure_pid
+                .as_deref()
+                .and_then(InfrastructurePid::parse)
+            else {
                 continue;
             };
             if self
@@ -410,17 +414,17 @@ impl Evaluator {
             }
             if self
                 .store
-                .read(|store| store.has_job_named(run.id, &job.namespace, &job.name))
+                .read(|store| store.has_job_named(run.id, &job.namespace, &job.job_name))
             {
                 continue;
             }
             let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
-            match api.get_opt(&job.name).await {
+            match api.get_opt(&job.job_name).await {
                 Ok(None) => {
-                    tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.name,
+                    tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.job_name,
                         "the run's Job does not exist; treating it as deleted");
                     self.store.update(|store| {
-                        store.insert_missing_job(run.id, &job.namespace, &job.name, now)
+                        store.insert_missing_job(run.id, &job.namespace, &job.job_name, now)
                     });
                 }
                 Ok(Some(found)) => {
@@ -432,7 +436,7 @@ impl Evaluator {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, job = %job.name, "looking up a run's Job failed")
+                    tracing::warn!(%error, job = %job.job_name, "looking up a run's Job failed")
                 }
             }
         }

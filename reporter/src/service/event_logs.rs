@@ -38,7 +38,7 @@ use super::watch::ApiScope;
 use crate::{event_log, EventLog};
 
 /// Annotation on an Event: the highest count of it forwarded as a flow-run log.
-pub const FORWARDED_COUNT_ANNOTATION: &str = "prefect-k8s.io/forwarded-count";
+pub use flow_run_proto::kubernetes::FORWARDED_COUNT_ANNOTATION;
 /// Logger name of forwarded lines.
 pub const EVENT_LOGGER: &str = "prefect_k8s.reporter.kubernetes_events";
 /// An Event whose subject is not (yet) one of our pods or Jobs is dropped after this.

@@ -1,0 +1,315 @@
+//! The pull loop: messages come off the pool's durable consumer one at a time,
+//! each only once a slot of the `--concurrency` window is free, and each is
+//! handled on its own task (no batch waits for its slowest member). The
+//! JetStream setup is re-done whenever pulling fails, so a lost stream or
+//! consumer is re-created with the configured settings; health reports
+//! NOT_SERVING meanwhile. This module also decides how each message ends:
+//! acked, nak'ed with backoff, or parked on the dead-letter stream.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use flow_run_proto::FlowRunDue;
+use futures::{FutureExt, StreamExt};
+use prost::Message as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::claim::{self, ClaimDecision};
+use crate::dead_letter::DeadLetters;
+use crate::kubernetes::Jobs;
+use crate::reads::RunReader;
+use crate::render::JobRenderer;
+use crate::submit::{backoff, DueRun, Outcome, Submitter};
+use crate::{DispatchStats, Dispatcher, DispatcherConfig, DispatcherError};
+
+/// What every message task shares.
+struct Handler {
+    config: DispatcherConfig,
+    submitter: Submitter,
+    dead_letters: DeadLetters,
+    stats: Arc<DispatchStats>,
+}
+
+type Messages = jetstream::consumer::pull::Stream;
+
+pub(crate) async fn run(
+    dispatcher: Dispatcher,
+    shutdown: CancellationToken,
+) -> Result<(), DispatcherError> {
+    let Dispatcher {
+        config,
+        prefect,
+        kube,
+        nats,
+        health,
+        stats,
+    } = dispatcher;
+    let js = jetstream::new(nats);
+    let renderer = JobRenderer::new(prefect.clone(), &config).map_err(DispatcherError::Config)?;
+    let submitter = Submitter {
+        reader: RunReader::spawn(prefect.clone()),
+        jobs: Jobs::new(kube, config.kubernetes_timeout()),
+        prefect,
+        renderer,
+        submission_timeout: config.submission_timeout(),
+    };
+    let dead_letters = DeadLetters::new(js.clone(), config.worker_name.clone());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        work_pool = %config.work_pool,
+        concurrency = config.concurrency,
+        "Starting prefect-k8s dispatcher"
+    );
+    let window = Arc::new(Semaphore::new(config.concurrency as usize));
+    let handler = Arc::new(Handler {
+        config,
+        submitter,
+        dead_letters,
+        stats,
+    });
+    let mut tasks = JoinSet::new();
+    let mut delay = Duration::from_millis(250);
+    while !shutdown.is_cancelled() {
+        match pull(&js, &handler.config).await {
+            Ok(messages) => {
+                health.set_serving(true);
+                delay = Duration::from_millis(250);
+                pump(messages, &handler, &window, &mut tasks, &shutdown).await;
+            }
+            Err(error) => tracing::warn!(%error, "cannot pull from JetStream; setting up again"),
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        health.set_serving(false);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    health.set_serving(false);
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}
+
+/// Ensures the streams and the consumer (creating or updating them) and
+/// starts pulling.
+async fn pull(js: &jetstream::Context, config: &DispatcherConfig) -> Result<Messages, String> {
+    let (flow_runs, _) = service_runtime::nats::ensure_streams(js, config.stream_replicas.into())
+        .await
+        .map_err(|e| e.to_string())?;
+    let max_ack_pending = (i64::from(config.concurrency) * 64).max(1000);
+    let consumer: PullConsumer = service_runtime::nats::dispatcher_consumer(
+        &flow_runs,
+        &config.work_pool,
+        config.ack_wait(),
+        max_ack_pending,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    consumer
+        .stream()
+        .max_messages_per_batch(config.concurrency as usize)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Takes messages while slots are free, until shutdown or until pulling
+/// fails (the caller then sets up again).
+async fn pump(
+    mut messages: Messages,
+    handler: &Arc<Handler>,
+    window: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = window.clone().acquire_owned() => permit.expect("the window is never closed"),
+        };
+        let item = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            item = messages.next() => item,
+        };
+        match item {
+            Some(Ok(message)) => {
+                let handler = handler.clone();
+                tasks.spawn(async move { handler.handle(message, permit).await });
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, kind = ?error.kind(), "JetStream pull failed");
+                return;
+            }
+            None => return,
+        }
+    }
+    hand_back(&mut messages).await;
+}
+
+/// Naks, without delay, messages received but not started, so another
+/// replica takes them at once instead of after the ack wait.
+async fn hand_back(messages: &mut Messages) {
+    let mut handed = 0;
+    while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
+        handed += 1;
+    }
+    if handed > 0 {
+        tracing::info!(handed, "handed back unstarted flow runs");
+    }
+}
+
+impl Handler {
+    /// Decodes, submits (telling NATS it is in progress meanwhile) and
+    /// settles one message. The window slot is freed when this returns.
+    async fn handle(&self, message: jetstream::Message, _slot: OwnedSemaphorePermit) {
+        let deliveries = message.info().map(|i| i.delivered as u64).unwrap_or(1);
+        let due = match FlowRunDue::decode(message.payload.as_ref()).map(DueRun::parse) {
+            Ok(Ok(due)) => due,
+            Ok(Err(reason)) => return self.park(&message, deliveries, "invalid", &reason).await,
+            Err(error) => {
+                let reason = format!("not a FlowRunDue message: {error}");
+                return self
+                    .park(&message, deliveries, "undecodable", &reason)
+                    .await;
+            }
+        };
+        let ack_wait = self.config.ack_wait();
+        if deliveries as i64 > self.config.max_deliveries {
+            return with_progress(&message, ack_wait, self.give_up(&message, &due, deliveries))
+                .await;
+        }
+        let outcome =
+            with_progress(&message, ack_wait, self.submitter.submit(&due, deliveries)).await;
+        self.settle(&message, &due, &outcome).await;
+    }
+
+    /// Acks or naks the message according to the outcome, and logs it.
+    async fn settle(&self, message: &jetstream::Message, due: &DueRun, outcome: &Outcome) {
+        let flow_run_id = due.message.flow_run_id.as_str();
+        let stats = &self.stats;
+        match outcome {
+            Outcome::Submitted { job, resumed } => {
+                stats.submitted.fetch_add(1, Ordering::Relaxed);
+                if *resumed {
+                    stats.resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(flow_run_id, flow_run = %due.message.flow_run_name, job = %job, resumed, "flow run submitted");
+            }
+            Outcome::Skipped(reason) => {
+                stats.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(flow_run_id, %reason, "not submitting flow run");
+            }
+            Outcome::Withdrawn { job, reason } => {
+                stats.withdrawn.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(flow_run_id, job = %job, %reason, "deleted the Job before it started");
+            }
+            Outcome::Crashed(text) => {
+                stats.crashed.fetch_add(1, Ordering::Relaxed);
+                let headline = text.lines().next().unwrap_or_default();
+                tracing::warn!(flow_run_id, message = %headline, "flow run crashed before its Job could run");
+            }
+            Outcome::Retry { after, error } => {
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(flow_run_id, %error, retry_in = ?after, "submission failed; will retry");
+                let _ = message.ack_with(AckKind::Nak(Some(*after))).await;
+                return;
+            }
+        }
+        ack(message, flow_run_id).await;
+    }
+
+    /// Parks a message on the dead-letter stream and terminates it. If
+    /// parking fails the message is nak'ed, so it is never lost.
+    async fn park(&self, message: &jetstream::Message, deliveries: u64, kind: &str, reason: &str) {
+        tracing::error!(subject = %message.subject, kind, reason, "dead-lettering message");
+        let parked = self
+            .dead_letters
+            .park(
+                kind,
+                message.subject.as_str(),
+                reason,
+                deliveries,
+                &message.payload,
+            )
+            .await;
+        match parked {
+            Ok(()) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                let _ = message.ack_with(AckKind::Term).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "dead-lettering failed; will retry");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await;
+            }
+        }
+    }
+
+    /// A message delivered more often than allowed. Its run is Crashed and
+    /// the message parked only when the run is known to be this message's
+    /// (still in the published state, or Pending under its claim); a run
+    /// that moved on is left alone; and while the run cannot be read the
+    /// message is kept, because giving up blind could strand a claimed run.
+    async fn give_up(&self, message: &jetstream::Message, due: &DueRun, deliveries: u64) {
+        let flow_run_id = due.message.flow_run_id.as_str();
+        let run = match self.submitter.reader.read(due.key.flow_run_id).await {
+            Ok(run) => run,
+            Err(error) => {
+                tracing::warn!(flow_run_id, %error, deliveries, "cannot read the run of a message that keeps failing; keeping it");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(backoff(deliveries))))
+                    .await;
+                return;
+            }
+        };
+        if let ClaimDecision::Skip(reason) = claim::decide(&due.key, run.as_ref()) {
+            return self.settle(message, due, &Outcome::Skipped(reason)).await;
+        }
+        let reason = format!("gave up after {deliveries} deliveries");
+        let text = format!(
+            "The prefect-k8s dispatcher could not submit this flow run: {reason}. The message is parked on the dead-letter stream."
+        );
+        match self.submitter.crash(due, deliveries, text).await {
+            Outcome::Crashed(_) => self.park(message, deliveries, "gave-up", &reason).await,
+            other => self.settle(message, due, &other).await,
+        }
+    }
+}
+
+/// Runs `work`, telling NATS the message is still being worked on every
+/// third of the ack wait, so a slow call does not cause a redelivery.
+async fn with_progress<F: std::future::Future>(
+    message: &jetstream::Message,
+    ack_wait: Duration,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(ack_wait / 3);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            _ = ticker.tick() => { let _ = message.ack_with(AckKind::Progress).await; }
+        }
+    }
+}
+
+async fn ack(message: &jetstream::Message, flow_run_id: &str) {
+    // A lost ack means one more delivery, which the claim rules make harmless.
+    if let Err(error) = message.double_ack().await {
+        tracing::warn!(flow_run_id, %error, "ack not confirmed; the message may be delivered again");
+    }
+}
