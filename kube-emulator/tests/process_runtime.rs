@@ -185,3 +185,42 @@ async fn dropping_the_emulator_kills_container_processes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_image_no_registry_has_fails_to_pull_and_never_runs() {
+    let emulator = support::start(RuntimeKind::Process).await;
+    let client = emulator.client().unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let marker = std::env::temp_dir().join(format!("ran-{}", std::process::id()));
+    let command = format!("touch {}", marker.display());
+    jobs.create(
+        &PostParams::default(),
+        &support::job(
+            "missing",
+            "registry.example/pull-error:1",
+            &["sh", "-c", &command],
+            0,
+        ),
+    )
+    .await
+    .unwrap();
+    let reason = support::eventually("pull error", || {
+        let pods = pods.clone();
+        async move {
+            let pod = pods
+                .list(&ListParams::default().labels("job-name=missing"))
+                .await
+                .ok()?
+                .items
+                .pop()?;
+            let waiting = pod.status?.container_statuses?.pop()?.state?.waiting?;
+            waiting
+                .reason
+                .filter(|r| r == "ImagePullBackOff" || r == "ErrImagePull")
+        }
+    })
+    .await;
+    assert!(reason.contains("Image"), "{reason}");
+    assert!(!marker.exists(), "the container of an unpullable image ran");
+}

@@ -89,7 +89,13 @@ async fn pump<R: AsyncRead + Unpin>(reader: R, log: Arc<LogStream>) {
 }
 
 impl ContainerRuntime for ProcessRuntime {
-    fn pull(&self, _pod: &serde_json::Value, _container: &serde_json::Value) -> PullOutcome {
+    /// The image is not run, but an image no registry has (see
+    /// [`super::scripted::image_is_missing`]) still fails to pull.
+    fn pull(&self, _pod: &serde_json::Value, container: &serde_json::Value) -> PullOutcome {
+        let image = container["image"].as_str().unwrap_or_default();
+        if super::scripted::image_is_missing(image) {
+            return super::scripted::pull_denied(image);
+        }
         PullOutcome::Pulled
     }
 

@@ -87,7 +87,7 @@ pub fn script_for(pod: &Value, container: &Value, default_run: Duration) -> Scri
         .as_str()
         .unwrap_or_default()
         .to_lowercase();
-    if image.contains("pull-error") || image.contains("does-not-exist") {
+    if image_is_missing(&image) {
         Script::PullError
     } else if image.contains("oom") {
         Script::Oom(default_run)
@@ -102,6 +102,20 @@ pub fn script_for(pod: &Value, container: &Value, default_run: Duration) -> Scri
     }
 }
 
+/// Images no registry has, in either runtime: names containing `pull-error`
+/// or `does-not-exist`.
+pub fn image_is_missing(image: &str) -> bool {
+    let image = image.to_lowercase();
+    image.contains("pull-error") || image.contains("does-not-exist")
+}
+
+/// containerd's answer to a pull of an image the registry does not have.
+pub fn pull_denied(image: &str) -> PullOutcome {
+    PullOutcome::Fails(format!(
+        "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"
+    ))
+}
+
 /// The scripted runtime.
 pub struct ScriptedRuntime {
     /// Run time when the script does not say.
@@ -111,12 +125,7 @@ pub struct ScriptedRuntime {
 impl ContainerRuntime for ScriptedRuntime {
     fn pull(&self, pod: &Value, container: &Value) -> PullOutcome {
         match script_for(pod, container, self.default_run) {
-            Script::PullError => {
-                let image = container["image"].as_str().unwrap_or_default();
-                PullOutcome::Fails(format!(
-                    "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"
-                ))
-            }
+            Script::PullError => pull_denied(container["image"].as_str().unwrap_or_default()),
             _ => PullOutcome::Pulled,
         }
     }
