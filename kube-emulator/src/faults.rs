@@ -16,6 +16,11 @@ use crate::error::ApiError;
 pub struct FaultSettings {
     /// Extra latency before every matching request.
     pub latency_ms: u64,
+    /// When above 0, the latency applies only to this many more matching requests.
+    pub latency_next: u32,
+    /// The latency comes after the request was served (the change is committed, the
+    /// answer is late), not before.
+    pub latency_after_commit: bool,
     /// Probability (0..1) that a matching request fails with `error_code`.
     pub error_rate: f64,
     /// Fail this many matching requests unconditionally.
@@ -44,6 +49,8 @@ pub struct FaultDecision {
     pub error: Option<ApiError>,
     /// Reset the connection instead of answering.
     pub reset: bool,
+    /// Serve first, then wait `latency` before answering.
+    pub latency_after_commit: bool,
 }
 
 /// Shared fault state.
@@ -74,7 +81,8 @@ impl Faults {
         {
             return FaultDecision::default();
         }
-        let latency = (settings.latency_ms > 0).then(|| Duration::from_millis(settings.latency_ms));
+        let latency = take_latency(&mut settings);
+        let latency_after_commit = settings.latency_after_commit;
         let fail = if settings.fail_next > 0 {
             settings.fail_next -= 1;
             true
@@ -86,6 +94,7 @@ impl Faults {
                 latency,
                 error: None,
                 reset: true,
+                latency_after_commit,
             };
         }
         let error = fail.then(|| match settings.error_code {
@@ -103,6 +112,22 @@ impl Faults {
             latency,
             error,
             reset: false,
+            latency_after_commit,
         }
     }
+}
+
+/// The latency for one matching request, counting down `latency_next`.
+fn take_latency(settings: &mut FaultSettings) -> Option<Duration> {
+    let latency = Duration::from_millis(settings.latency_ms);
+    if latency.is_zero() {
+        return None;
+    }
+    if settings.latency_next > 0 {
+        settings.latency_next -= 1;
+        if settings.latency_next == 0 {
+            settings.latency_ms = 0;
+        }
+    }
+    Some(latency)
 }

@@ -195,3 +195,47 @@ async fn connection_resets_and_silent_watch_expiry_can_be_injected() {
     assert!(body.contains("\"code\":410"), "{body}");
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn latency_can_hit_only_the_next_requests_and_come_after_the_commit() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let emulator = support::start(RuntimeKind::Scripted).await;
+    let client = emulator.client().unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    let map = |name: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap()
+    };
+    emulator.set_faults(FaultSettings {
+        latency_ms: 3000,
+        latency_next: 1,
+        latency_after_commit: true,
+        verb: Some("create".into()),
+        resource: Some("configmaps".into()),
+        ..FaultSettings::default()
+    });
+    // The first create is stored at once but answered late: a client that gives
+    // up early finds the object there.
+    let late = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        maps.create(&PostParams::default(), &map("first")),
+    )
+    .await;
+    assert!(late.is_err(), "the answer came before the latency");
+    assert!(
+        maps.get_opt("first").await.unwrap().is_some(),
+        "already stored"
+    );
+    // Only the next request was delayed.
+    let started = std::time::Instant::now();
+    maps.create(&PostParams::default(), &map("second"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let faults: FaultSettings = reqwest::get(format!("{}/admin/faults", emulator.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(faults.latency_ms, 0, "the limited latency is used up");
+}

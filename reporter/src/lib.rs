@@ -51,8 +51,8 @@ pub mod service;
 mod test_fixtures;
 
 pub use decide::{
-    crash_message, decide, CrashCause, CrashReport, Decision, DecisionInput, DecisionSettings,
-    INFRASTRUCTURE_PENDING_MESSAGE,
+    crash_message, decide, jobs_to_withdraw, CrashCause, CrashReport, Decision, DecisionInput,
+    DecisionSettings, INFRASTRUCTURE_PENDING_MESSAGE,
 };
 pub use events::{event_log, EventDedupKey, EventLog, EventSubjectKind, LogLevel};
 pub use observe::{JobView, PodView, Timestamp};

@@ -57,6 +57,7 @@ pub struct JobFixture {
     backoff_limit: Option<i32>,
     pod_watch_timeout: Option<String>,
     deletion: Option<Timestamp>,
+    suspend: bool,
     status: Value,
 }
 
@@ -70,8 +71,25 @@ impl JobFixture {
             backoff_limit: Some(0),
             pod_watch_timeout: Some("60".to_owned()),
             deletion: None,
+            suspend: false,
             status: json!({}),
         }
+    }
+
+    /// Created suspended by the dispatcher, not yet released.
+    pub fn suspended(mut self) -> Self {
+        self.suspend = true;
+        self
+    }
+
+    /// Released (unsuspended) at `time`, as the Job controller records it.
+    pub fn released(mut self, time: Timestamp) -> Self {
+        self.status = json!({"conditions": [{
+            "type": "Suspended", "status": "False", "reason": "JobResumed",
+            "message": "Job resumed", "lastProbeTime": rfc3339(time),
+            "lastTransitionTime": rfc3339(time)
+        }]});
+        self
     }
 
     pub fn named(mut self, name: &str, uid: &str) -> Self {
@@ -229,7 +247,7 @@ impl JobFixture {
                 }
             },
             "completionMode": "NonIndexed",
-            "suspend": false,
+            "suspend": self.suspend,
             "podReplacementPolicy": "TerminatingOrFailed",
             "ttlSecondsAfterFinished": 3600
         });

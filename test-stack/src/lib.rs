@@ -7,8 +7,10 @@
 //! - [`nats`]: [`nats::NatsServer`], can be killed and restarted on the same port.
 //! - [`prefect`]: [`prefect::PrefectServer`] and the virtualenv lookup.
 //! - [`ports`]: free loopback ports.
+//! - [`http_proxy`]: [`http_proxy::FaultProxy`], request counts and faults in front of a server.
 #![forbid(unsafe_code)]
 
+pub mod http_proxy;
 pub mod nats;
 pub mod ports;
 pub mod prefect;

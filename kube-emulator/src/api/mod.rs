@@ -157,7 +157,7 @@ async fn dispatch(
         _ => None,
     };
     let decision = cluster.faults.check(verb, resource_name);
-    if let Some(latency) = decision.latency {
+    if let (Some(latency), false) = (decision.latency, decision.latency_after_commit) {
         tokio::time::sleep(latency).await;
     }
     if decision.reset {
@@ -173,6 +173,22 @@ async fn dispatch(
     if let Some(err) = decision.error {
         return Err(err);
     }
+    let served = serve(cluster, verb, api_path, query, headers, body).await;
+    if let (Some(latency), true) = (decision.latency, decision.latency_after_commit) {
+        tokio::time::sleep(latency).await;
+    }
+    served
+}
+
+/// Serves a request that fault injection let through.
+async fn serve(
+    cluster: &Arc<Cluster>,
+    verb: &str,
+    api_path: ApiPath,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let user = authorization::authenticate(cluster, headers)?;
     let accept = headers
         .get(http::header::ACCEPT)

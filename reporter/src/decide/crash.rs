@@ -41,6 +41,14 @@ pub enum CrashCause {
     JobCompletedWithoutFinalState,
     /// The Job was deleted before the flow run reached a final state.
     JobDeleted,
+    /// The run's `infrastructure_pid` names a Job that was never seen in the cluster,
+    /// long after the claim: deleted while no reporter watched, or never created.
+    JobMissing { grace_seconds: u64 },
+    /// The Job stayed suspended (never released by a dispatcher) for this long.
+    JobNeverReleased { timeout_seconds: u64 },
+    /// The run has been `PENDING` this long without any `infrastructure_pid`: its
+    /// submission was lost between the claim and the recording of the Job.
+    ClaimNeverRecorded { grace_seconds: u64 },
 }
 
 /// The container that shows the crash.
@@ -262,6 +270,19 @@ fn headline(report: &CrashReport) -> String {
         CrashCause::JobDeleted => {
             format!("Kubernetes Job {job} was deleted before the flow run reached a final state.")
         }
+        CrashCause::JobMissing { grace_seconds } => format!(
+            "Kubernetes Job {job}, recorded as the flow run's infrastructure, does not exist \
+             {grace_seconds} s after the flow run was submitted: it was deleted, or it was \
+             never created."
+        ),
+        CrashCause::ClaimNeverRecorded { grace_seconds } => format!(
+            "The flow run was claimed for submission to Kubernetes more than {grace_seconds} s \
+             ago, but no Kubernetes Job was ever recorded for it: the submission was lost."
+        ),
+        CrashCause::JobNeverReleased { timeout_seconds } => format!(
+            "Kubernetes Job {job} was created suspended and no dispatcher released it within \
+             {timeout_seconds} s; it was never started."
+        ),
     };
     if let Some(pod) = &report.pod {
         text.push(' ');

@@ -15,7 +15,9 @@
 //! | pod pending, container waiting in `ErrImagePull`/`ImagePullBackOff`/`InvalidImageName` | `PENDING`/`RUNNING` | `Crashed` after `image_error_grace`, `WaitUntil` before |
 //! | pod pending, container waiting in `CreateContainerConfigError` | `PENDING`/`RUNNING` | `Crashed` after `config_error_grace` naming the missing Secret/ConfigMap/key |
 //! | pod pending, not scheduled | `PENDING`/`RUNNING` | `Crashed` after the Job's pod-watch timeout from pod creation |
-//! | Job in progress without any pod and `status.active == 0` | `PENDING`/`RUNNING` | `Crashed` after the pod-watch timeout from Job creation (`FailedCreate`: quota, missing ServiceAccount) |
+//! | Job in progress without any pod and `status.active == 0` | `PENDING`/`RUNNING` | `Crashed` after the pod-watch timeout from the Job's release (`FailedCreate`: quota, missing ServiceAccount) |
+//! | Job still suspended (a dispatcher creates Jobs suspended and releases them) | `PENDING`/`RUNNING` | `Crashed` after `submission_grace` from Job creation (never released) |
+//! | pid names a Job never seen, `submission_grace` after the claim | `PENDING`/`RUNNING` | `Crashed` (deleted, or never created) |
 //! | pod scheduled but still pending after `pod_start_timeout` (opt-in, off by default) | `PENDING`/`RUNNING` | `Crashed` |
 //! | pod pending otherwise (or inside a grace period) | `SCHEDULED`, `PENDING` not named `InfrastructurePending` | `ProposeInfrastructurePending` |
 //! | pod failed/evicted/OOM-killed while the Job still has retries | any | `Nothing` (the Job replaces the pod; the Job's failure decides) |
@@ -25,6 +27,10 @@
 //! restart, from the pod's scheduling. The settle grace also lets an evicted pod's flow
 //! reschedule its own run (`backoffLimit: 0` + SIGTERM ⇒ `SCHEDULED`/`AwaitingRetry`),
 //! which is then never crashed.
+//!
+//! Besides proposals, [`jobs_to_withdraw`] names the Jobs of final runs that must be
+//! deleted before they run: any unfinished Job of a `CANCELLED` run, any suspended Job of
+//! a final run.
 //!
 //! Across Jobs: a Job's crash (or its pending settle wait) is dropped while another Job of
 //! the same run still serves it (not deleted, not failed, not itself crashing): the
@@ -45,7 +51,7 @@ use chrono::TimeDelta;
 use crate::observe::{
     ContainerView, JobView, PodPhase, PodView, Timestamp, WaitingGraceClass, WaitingView,
 };
-use crate::run_state::FlowRunState;
+use crate::run_state::{FlowRunState, StateType};
 use crash::{culprit_pod, describe_container};
 
 /// Grace periods and timeouts of the decisions.
@@ -71,6 +77,10 @@ pub struct DecisionSettings {
     /// pulling a large image legitimately takes minutes (prefect#12071). Counted from the
     /// pod's scheduling, so it includes the time init containers run.
     pub pod_start_timeout: Option<Duration>,
+    /// How long after a claim its Job may be missing or still suspended before the run
+    /// is crashed. Must exceed the dispatchers' submission timeout (they stop creating
+    /// and releasing Jobs after it). Default: the shared default timeout plus 2 minutes.
+    pub submission_grace: Duration,
 }
 
 impl Default for DecisionSettings {
@@ -81,6 +91,9 @@ impl Default for DecisionSettings {
             default_pod_watch_timeout: Duration::from_secs(60),
             settle_grace: Duration::from_secs(10),
             pod_start_timeout: None,
+            submission_grace: Duration::from_secs(
+                flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS + 120,
+            ),
         }
     }
 }
@@ -192,22 +205,25 @@ fn decide_for_job(job: &JobView, input: &DecisionInput<'_>) -> Decision {
     if let Some(ended) = ended_job_crash(job, input) {
         return ended;
     }
-    if job.is_suspended() {
-        return Decision::Nothing;
-    }
     let may_crash = input.run_state.may_crash();
+    if job.is_suspended() {
+        return unreleased_job(job, may_crash, input);
+    }
     let pod_watch_timeout = pod_watch_timeout(job, input.settings);
     let mut pods = pods_of(job, input.pods).peekable();
     if pods.peek().is_none() {
         // No pod at all: the controller could not create one (FailedCreate) or is about to.
         // When it counts an active pod we merely do not see it (watch lag, labels removed
         // from the pod template): never crash for that.
-        let (Some(timeout), Some(created), true, 0) =
-            (pod_watch_timeout, job.created, may_crash, job.active)
-        else {
+        let (Some(timeout), Some(startable), true, 0) = (
+            pod_watch_timeout,
+            job.startable_since(),
+            may_crash,
+            job.active,
+        ) else {
             return Decision::Nothing;
         };
-        return crash_or_wait(later_by(created, timeout), input.now, || CrashReport {
+        return crash_or_wait(later_by(startable, timeout), input.now, || CrashReport {
             cause: CrashCause::NoPodCreated {
                 timeout_seconds: timeout.num_seconds().unsigned_abs(),
             },
@@ -234,6 +250,41 @@ fn decide_for_job(job: &JobView, input: &DecisionInput<'_>) -> Decision {
         return Decision::ProposeInfrastructurePending;
     }
     wake_at.map_or(Decision::Nothing, Decision::WaitUntil)
+}
+
+/// A suspended Job waits for a dispatcher to release it; one that is never
+/// released (its submission was lost) crashes the run after the submission grace.
+fn unreleased_job(job: &JobView, may_crash: bool, input: &DecisionInput<'_>) -> Decision {
+    let (true, Some(created)) = (may_crash, job.created) else {
+        return Decision::Nothing;
+    };
+    let grace = input.settings.submission_grace;
+    crash_or_wait(later_by(created, to_delta(grace)), input.now, || {
+        CrashReport {
+            cause: CrashCause::JobNeverReleased {
+                timeout_seconds: grace.as_secs(),
+            },
+            namespace: job.namespace.clone(),
+            job_name: job.name.clone(),
+            pod: None,
+        }
+    })
+}
+
+/// Jobs that must not run, whatever their state: every Job of a `CANCELLED` run that
+/// has neither finished nor started going away, and every still-suspended Job of a final
+/// run. Such a Job appears when its creation was in flight while the run was cancelled
+/// or crashed (Prefect would accept `Running` from its pod). `CANCELLING` runs are the
+/// canceller's.
+pub fn jobs_to_withdraw<'a>(state: &FlowRunState, jobs: &'a [JobView]) -> Vec<&'a JobView> {
+    if !state.state_type.is_final() {
+        return Vec::new();
+    }
+    let cancelled = state.state_type == StateType::Cancelled;
+    jobs.iter()
+        .filter(|job| job.gone_at().is_none() && !job.never_observed)
+        .filter(|job| job.is_suspended() || (cancelled && !job_has_ended(job)))
+        .collect()
 }
 
 /// Crash (or settle wait) for a Job that failed, completed or went away.
@@ -263,7 +314,11 @@ fn ended_job_crash(job: &JobView, input: &DecisionInput<'_>) -> Option<Decision>
             completion.since.or_else(|| job.gone_at()),
         )
     } else if let Some(gone_at) = job.gone_at() {
-        let cause = if job.succeeded > 0 {
+        let cause = if job.never_observed {
+            CrashCause::JobMissing {
+                grace_seconds: input.settings.submission_grace.as_secs(),
+            }
+        } else if job.succeeded > 0 {
             CrashCause::JobCompletedWithoutFinalState
         } else {
             CrashCause::JobDeleted

@@ -959,3 +959,85 @@ fn no_scenario_crashes_while_another_job_of_the_run_is_running() {
         );
     }
 }
+
+// --- Suspended Jobs (created suspended, released by the dispatcher) --------------------
+
+#[test]
+fn a_suspended_job_waits_for_its_release_and_crashes_only_after_the_submission_grace() {
+    let jobs = [JobFixture::new().suspended().view()];
+    let grace = DecisionSettings::default().submission_grace.as_secs() as i64;
+    assert_eq!(
+        decide_at(&pending(), &jobs, &[], at(60)),
+        Decision::WaitUntil(at(grace)),
+        "no pod-watch timeout for a Job that may not have pods yet"
+    );
+    let report = crashed(decide_at(&pending(), &jobs, &[], at(grace)));
+    assert_eq!(
+        report.cause,
+        CrashCause::JobNeverReleased {
+            timeout_seconds: grace as u64
+        }
+    );
+    assert!(crash_message(&report, None).contains("never started"));
+}
+
+#[test]
+fn a_released_job_counts_its_pod_watch_timeout_from_the_release() {
+    let jobs = [JobFixture::new().released(at(50)).view()];
+    assert_eq!(
+        decide_at(&pending(), &jobs, &[], at(70)),
+        Decision::WaitUntil(at(110))
+    );
+}
+
+#[test]
+fn a_job_never_seen_is_reported_missing_not_deleted() {
+    let mut job = JobFixture::new().view();
+    job.never_observed = true;
+    job.mark_deleted(at(0));
+    let report = crashed(decide_at(&pending(), &[job], &[], at(100)));
+    assert!(matches!(report.cause, CrashCause::JobMissing { .. }));
+    let message = crash_message(&report, None);
+    assert!(
+        message.contains("deleted, or it was never created"),
+        "{message}"
+    );
+}
+
+#[test]
+fn jobs_of_cancelled_runs_and_unreleased_jobs_of_final_runs_are_withdrawn() {
+    let active = JobFixture::new()
+        .named("active", "uid-active")
+        .active()
+        .view();
+    let suspended = JobFixture::new()
+        .named("held", "uid-held")
+        .suspended()
+        .view();
+    let failed = JobFixture::new()
+        .named("failed", "uid-failed")
+        .failed(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            at(5),
+        )
+        .view();
+    let jobs = [active, suspended, failed];
+    let names = |state: &FlowRunState| -> Vec<String> {
+        jobs_to_withdraw(state, &jobs)
+            .iter()
+            .map(|job| job.name.to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(&run_state(StateType::Cancelled, "Cancelled")),
+        ["active", "held"]
+    );
+    assert_eq!(names(&run_state(StateType::Crashed, "Crashed")), ["held"]);
+    assert_eq!(
+        names(&run_state(StateType::Completed, "Completed")),
+        ["held"]
+    );
+    assert!(names(&pending()).is_empty());
+    assert!(names(&run_state(StateType::Cancelling, "Cancelling")).is_empty());
+}

@@ -82,6 +82,12 @@ pub struct JobView {
     /// absent or not a number (the decision then uses its default); `Some(0)` disables it.
     pub pod_watch_timeout_seconds: Option<u32>,
     pub deletion_timestamp: Option<Timestamp>,
+    /// `spec.suspend`: the dispatcher creates Jobs suspended and releases them once
+    /// their run is confirmed; a suspended Job has no pods.
+    pub suspend: bool,
+    /// A tombstone made for a Job that a run's `infrastructure_pid` names but that was
+    /// never seen in the cluster: deleted, or never created.
+    pub never_observed: bool,
     /// Set by the watcher (via [`JobView::mark_deleted`]) once the Job is confirmed gone
     /// from the API server; the view is then kept as a tombstone until the run settles.
     pub deleted_observed_at: Option<Timestamp>,
@@ -121,6 +127,8 @@ impl JobView {
                 .and_then(|annotations| annotations.get(POD_WATCH_TIMEOUT_ANNOTATION))
                 .and_then(|value| value.trim().parse().ok()),
             deletion_timestamp: metadata.deletion_timestamp.as_ref().and_then(timestamp_of),
+            suspend: job.spec.as_ref().and_then(|spec| spec.suspend) == Some(true),
+            never_observed: false,
             deleted_observed_at: None,
         })
     }
@@ -156,8 +164,21 @@ impl JobView {
         self.failed > self.backoff_limit
     }
 
+    /// Suspended now (its spec says so, or the controller has not yet seen it resumed).
     pub fn is_suspended(&self) -> bool {
-        self.true_condition(&JobConditionKind::Suspended).is_some()
+        self.suspend || self.true_condition(&JobConditionKind::Suspended).is_some()
+    }
+
+    /// When the Job could start its first pod: when it was resumed (the `Suspended`
+    /// condition turned `False`), else when it was created.
+    pub fn startable_since(&self) -> Option<Timestamp> {
+        let resumed = self.conditions.iter().find(|condition| {
+            condition.kind == JobConditionKind::Suspended
+                && condition.status == ConditionStatus::False
+        });
+        resumed
+            .and_then(|condition| condition.since)
+            .or(self.created)
     }
 
     /// When the Job started going away: confirmed deletion, else its deletion timestamp.

@@ -1,8 +1,10 @@
 //! Cancellation (leader only): every `--cancel-poll-seconds`, the runs of the pool in
 //! `CANCELLING` are read from Prefect; each one's Job (from its `infrastructure_pid`,
-//! `<namespace>:<job name>`) is deleted with Foreground propagation (404: already
-//! gone), then the run is set `Cancelled` with `force=true` and a message saying what
-//! was deleted. A run without a pid (cancelled before its Job was recorded) is just
+//! `<namespace>:<job name>`), and any other Job of the run the watchers know, is
+//! deleted with Foreground propagation (404: already gone), then the run is set
+//! `Cancelled` with `force=true` and a message saying what was deleted. A Job whose
+//! creation was still in flight lands after this; the evaluator deletes it then
+//! (see `reporter::jobs_to_withdraw`), and the dispatcher never releases it. A run without a pid (cancelled before its Job was recorded) is just
 //! set `Cancelled`. Because it polls Prefect's state, it also catches runs cancelled
 //! while no reporter was leading. A deletion that fails leaves the run `CANCELLING`
 //! for the next poll.
@@ -11,7 +13,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{DeleteParams, PropagationPolicy};
+use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
+use service_runtime::kubernetes::deadline;
+
+use super::store::SharedStore;
 use kube::Api;
 use prefect_client::{FlowRun, FlowRunFilter, PrefectClient, StateCreate, StateType};
 use tokio::sync::watch;
@@ -65,6 +70,7 @@ impl Teardown {
 #[derive(Clone)]
 pub struct Canceller {
     pub prefect: PrefectClient,
+    pub store: SharedStore,
     pub kube: kube::Client,
     pub work_pool: String,
     pub delete_jobs: bool,
@@ -146,13 +152,9 @@ impl Canceller {
         if !self.delete_jobs {
             return Ok(Teardown::KeptByConfiguration(job));
         }
+        self.delete_other_jobs(run.id, &job).await?;
         let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
-        let params = DeleteParams {
-            grace_period_seconds: Some(DELETE_GRACE_SECONDS),
-            propagation_policy: Some(PropagationPolicy::Foreground),
-            ..DeleteParams::default()
-        };
-        match api.delete(&job.job_name, &params).await {
+        match deadline(api.delete(&job.job_name, &delete_params(None))).await {
             Ok(_) => {
                 tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.job_name, "deleted the cancelled run's Job");
                 Ok(Teardown::Deleted(job))
@@ -162,6 +164,48 @@ impl Canceller {
             }
             Err(error) => Err(error),
         }
+    }
+}
+
+impl Canceller {
+    /// Deletes the run's other live Jobs the watchers know (a Job in another namespace
+    /// after the run's template changed, say), each only if it is still that Job.
+    async fn delete_other_jobs(
+        &self,
+        flow_run_id: Uuid,
+        pid: &InfrastructurePid,
+    ) -> Result<(), kube::Error> {
+        let (jobs, _) = self.store.read(|store| store.snapshot(flow_run_id));
+        let others = jobs.iter().filter(|job| {
+            job.gone_at().is_none()
+                && !job.never_observed
+                && !(*job.namespace == pid.namespace && *job.name == pid.job_name)
+        });
+        for job in others {
+            let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
+            match deadline(api.delete(&job.name, &delete_params(Some(&job.uid)))).await {
+                Ok(_) => {
+                    tracing::info!(flow_run_id = %flow_run_id, namespace = %job.namespace, job = %job.name, "deleted another Job of the cancelled run")
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Foreground deletion with the Python worker's grace period, optionally only of the
+/// Job with this uid.
+fn delete_params(uid: Option<&str>) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: Some(DELETE_GRACE_SECONDS),
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
     }
 }
 

@@ -51,13 +51,14 @@ pub struct ReporterConfig {
     /// runs whose Job vanished while no reporter was watching).
     #[arg(long, env = "PREFECT_K8S_RECONCILE_SECONDS", default_value_t = 30.0)]
     pub reconcile_seconds: f64,
-    /// A PENDING or RUNNING run whose `infrastructure_pid` names a Job that does not
-    /// exist is crashed once its state is this old (the dispatcher records the pid
-    /// just before creating the Job, and may retry that creation for a while).
+    /// How long after its claim a run's Job may be missing, still suspended, or not
+    /// even recorded before the run is crashed. Must exceed the dispatchers'
+    /// `--submission-timeout-seconds` (600 by default): until then a dispatcher may
+    /// still be creating the Job.
     #[arg(
         long,
         env = "PREFECT_K8S_MISSING_JOB_GRACE_SECONDS",
-        default_value_t = 300.0
+        default_value_t = (flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS + 120) as f64
     )]
     pub missing_job_grace_seconds: f64,
     /// Never delete Jobs: neither for cancellations (runs are still set
@@ -149,7 +150,8 @@ impl ReporterConfig {
             lease_duration_seconds: 15,
             cancel_poll_seconds: 5.0,
             reconcile_seconds: 30.0,
-            missing_job_grace_seconds: 300.0,
+            missing_job_grace_seconds: (flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS + 120)
+                as f64,
             disable_job_deletion: false,
             delete_finished_jobs_after: None,
             disable_event_logs: false,
@@ -219,10 +221,6 @@ impl ReporterConfig {
             .max(Duration::from_millis(500))
     }
 
-    pub fn missing_job_grace(&self) -> Duration {
-        seconds(Some(self.missing_job_grace_seconds)).unwrap_or(Duration::from_secs(300))
-    }
-
     /// The finished-Job sweep's age, unless Job deletion is disabled.
     pub fn finished_job_age(&self) -> Option<Duration> {
         if self.disable_job_deletion {
@@ -232,7 +230,11 @@ impl ReporterConfig {
     }
 
     pub fn decision_settings(&self) -> DecisionSettings {
-        self.grace.settings()
+        let mut settings = self.grace.settings();
+        if let Some(grace) = seconds(Some(self.missing_job_grace_seconds)) {
+            settings.submission_grace = grace;
+        }
+        settings
     }
 }
 

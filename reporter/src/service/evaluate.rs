@@ -28,11 +28,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::LogParams;
+use kube::api::{DeleteParams, LogParams, Preconditions, PropagationPolicy};
 use kube::Api;
 use prefect_client::{
     FlowRun, FlowRunFilter, PrefectClient, PrefectError, SetStateStatus, StateCreate,
 };
+use service_runtime::kubernetes::{deadline, is_not_found};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -41,8 +42,9 @@ use super::cancel::InfrastructurePid;
 use super::store::SharedStore;
 use crate::decide::LogSource;
 use crate::{
-    crash_message, decide, CrashReport, Decision, DecisionInput, DecisionSettings, FlowRunState,
-    JobView, StateType, Timestamp, INFRASTRUCTURE_PENDING, INFRASTRUCTURE_PENDING_MESSAGE,
+    crash_message, decide, jobs_to_withdraw, CrashCause, CrashReport, Decision, DecisionInput,
+    DecisionSettings, FlowRunState, JobView, StateType, Timestamp, INFRASTRUCTURE_PENDING,
+    INFRASTRUCTURE_PENDING_MESSAGE,
 };
 
 /// Runs read from Prefect per call.
@@ -133,7 +135,8 @@ pub struct Evaluator {
     /// Only Jobs of this namespace are looked for (all when `None`).
     pub namespace: Option<String>,
     pub reconcile_interval: Duration,
-    pub missing_job_grace: Duration,
+    /// Delete Jobs that must not run ([`jobs_to_withdraw`]); off with `--disable-job-deletion`.
+    pub delete_jobs: bool,
     pub leadership: watch::Receiver<bool>,
     /// Instants at which runs must be evaluated again.
     timers: BTreeMap<Timestamp, HashSet<Uuid>>,
@@ -155,7 +158,7 @@ impl Evaluator {
         work_pool: String,
         namespace: Option<String>,
         reconcile_interval: Duration,
-        missing_job_grace: Duration,
+        delete_jobs: bool,
         leadership: watch::Receiver<bool>,
     ) -> Self {
         Evaluator {
@@ -166,7 +169,7 @@ impl Evaluator {
             work_pool,
             namespace,
             reconcile_interval,
-            missing_job_grace,
+            delete_jobs,
             leadership,
             timers: BTreeMap::new(),
             proposed: HashMap::new(),
@@ -268,6 +271,7 @@ impl Evaluator {
             let states: HashMap<Uuid, &FlowRun> = read.iter().map(|run| (run.id, run)).collect();
             let now = chrono::Utc::now();
             let mut proposals = Vec::new();
+            let mut withdrawals = Vec::new();
             for &flow_run_id in batch {
                 let Some(run) = states.get(&flow_run_id) else {
                     // The run was deleted from Prefect: nothing to report, ever.
@@ -289,11 +293,54 @@ impl Evaluator {
                 let Some(state) = run_state_of(run) else {
                     continue;
                 };
+                withdrawals.extend(self.withdrawals(flow_run_id, &state));
                 if let Some(proposal) = self.decide_one(flow_run_id, &state, now) {
                     proposals.push(proposal);
                 }
             }
             self.send(proposals).await;
+            self.withdraw(withdrawals).await;
+        }
+    }
+
+    /// The run's Jobs that must be deleted before they run (see [`jobs_to_withdraw`]).
+    fn withdrawals(&self, flow_run_id: Uuid, state: &FlowRunState) -> Vec<JobView> {
+        if !self.delete_jobs {
+            return Vec::new();
+        }
+        let (jobs, _) = self.store.read(|store| store.snapshot(flow_run_id));
+        jobs_to_withdraw(state, &jobs)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Deletes Jobs of final runs that must not run (uid precondition: only the Job
+    /// that was judged). A failure is retried at the next evaluation of the run.
+    async fn withdraw(&mut self, jobs: Vec<JobView>) {
+        for job in jobs {
+            if !self.is_leader() {
+                return;
+            }
+            let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
+            let params = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Foreground),
+                preconditions: Some(Preconditions {
+                    uid: Some(job.uid.to_string()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match deadline(api.delete(&job.name, &params)).await {
+                Ok(_) => tracing::info!(flow_run_id = %job.flow_run_id, namespace = %job.namespace,
+                    job = %job.name, "deleted a Job whose flow run is already final"),
+                // Gone already, or a new Job of that name (the uid precondition).
+                Err(error) if is_not_found(&error) || is_conflict(&error) => {}
+                Err(error) => {
+                    tracing::warn!(%error, job = %job.name, "deleting a final run's Job failed; will retry");
+                    self.wake_after(RETRY_AFTER_ERROR, job.flow_run_id);
+                }
+            }
         }
     }
 
@@ -391,14 +438,16 @@ impl Evaluator {
             }
         };
         let now = chrono::Utc::now();
-        let grace =
-            chrono::TimeDelta::from_std(self.missing_job_grace).unwrap_or(chrono::TimeDelta::MAX);
+        let grace = chrono::TimeDelta::from_std(self.settings.submission_grace)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        let mut lost_claims = Vec::new();
         for run in runs {
             let Some(job) = run
                 .infrastructure_pid
                 .as_deref()
                 .and_then(InfrastructurePid::parse)
             else {
+                lost_claims.extend(self.lost_claim(&run, now, grace));
                 continue;
             };
             if self
@@ -419,7 +468,7 @@ impl Evaluator {
                 continue;
             }
             let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
-            match api.get_opt(&job.job_name).await {
+            match deadline(api.get_opt(&job.job_name)).await {
                 Ok(None) => {
                     tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.job_name,
                         "the run's Job does not exist; treating it as deleted");
@@ -440,6 +489,38 @@ impl Evaluator {
                 }
             }
         }
+        self.send(lost_claims).await;
+    }
+
+    /// A run `PENDING` without any pid since longer than the submission grace: its
+    /// submission was lost (the dispatcher stops trying after its submission timeout).
+    fn lost_claim(
+        &self,
+        run: &FlowRun,
+        now: Timestamp,
+        grace: chrono::TimeDelta,
+    ) -> Option<Proposal> {
+        let state = run.state.as_ref()?;
+        if state.state_type != prefect_client::StateType::Pending
+            || state.timestamp.is_none_or(|since| now - since < grace)
+            || self.store.read(|store| store.knows_run(run.id))
+        {
+            return None;
+        }
+        let report = CrashReport {
+            cause: CrashCause::ClaimNeverRecorded {
+                grace_seconds: self.settings.submission_grace.as_secs(),
+            },
+            namespace: "".into(),
+            job_name: "".into(),
+            pod: None,
+        };
+        Some(Proposal {
+            flow_run_id: run.id,
+            kind: ProposalKind::Crashed,
+            transition_id: transition_id(run.id, &format!("claim/{}", state.id), "crashed"),
+            report: Some(report),
+        })
     }
 }
 
@@ -560,6 +641,10 @@ async fn propose(
     }
 }
 
+fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
 fn retry_delay(error: &PrefectError) -> Duration {
     if error.is_retryable() {
         RETRY_AFTER_ERROR
@@ -578,7 +663,7 @@ pub async fn read_log_tail(kube: &kube::Client, source: &LogSource<'_>) -> Optio
         limit_bytes: Some(LOG_TAIL_BYTES),
         ..LogParams::default()
     };
-    match api.logs(source.pod, &params).await {
+    match deadline(api.logs(source.pod, &params)).await {
         Ok(text) => Some(text),
         Err(error) => {
             tracing::debug!(%error, pod = source.pod, "reading the pod log failed");
@@ -643,6 +728,8 @@ mod tests {
                 .collect(),
             pod_watch_timeout_seconds: None,
             deletion_timestamp: None,
+            suspend: false,
+            never_observed: false,
             deleted_observed_at: None,
         }
     }

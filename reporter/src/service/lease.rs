@@ -12,8 +12,9 @@
 //! Expiry is judged, as client-go does, by when *this* replica last saw the record
 //! change (its own monotonic clock), not by comparing the holder's `renewTime` with
 //! its own wall clock: two nodes' clocks may differ by more than a lease duration.
-//! A leader whose renewals fail steps down after two thirds of the duration, before any
-//! standby may take over, so two leaders never act at once.
+//! A leader whose renewals fail, or hang, steps down after two thirds of the duration
+//! (each round is cut off at a third), before any standby may take over, so two leaders
+//! never act at once.
 
 use std::time::{Duration, Instant};
 
@@ -143,13 +144,22 @@ pub async fn run_election(
     let mut observation = None;
     let mut last_renewed: Option<Instant> = None;
     loop {
-        let held = try_hold(&api, &settings, &mut observation).await;
+        // A round that hangs (an API server that accepts and never answers) ends at the
+        // retry period, so a leader that cannot renew steps down at the renew deadline.
+        let held = tokio::time::timeout(
+            settings.retry_period(),
+            try_hold(&api, &settings, &mut observation),
+        )
+        .await;
         let now = Instant::now();
         match held {
-            Ok(true) => last_renewed = Some(now),
-            Ok(false) => last_renewed = None,
-            Err(error) => {
+            Ok(Ok(true)) => last_renewed = Some(now),
+            Ok(Ok(false)) => last_renewed = None,
+            Ok(Err(error)) => {
                 tracing::warn!(%error, lease = %settings.name, "leader election call failed")
+            }
+            Err(_) => {
+                tracing::warn!(lease = %settings.name, "leader election call got no answer in time")
             }
         }
         let leading = last_renewed
@@ -177,10 +187,13 @@ pub async fn run_election(
     let was_leading = *leadership.borrow();
     leadership.send_replace(false);
     if was_leading {
-        match release(&api, &settings).await {
-            Ok(()) => tracing::info!(lease = %settings.name, "released the lease"),
-            Err(error) => {
+        match tokio::time::timeout(settings.retry_period(), release(&api, &settings)).await {
+            Ok(Ok(())) => tracing::info!(lease = %settings.name, "released the lease"),
+            Ok(Err(error)) => {
                 tracing::warn!(%error, lease = %settings.name, "releasing the lease failed")
+            }
+            Err(_) => {
+                tracing::warn!(lease = %settings.name, "releasing the lease got no answer in time")
             }
         }
     }

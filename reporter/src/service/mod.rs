@@ -132,7 +132,7 @@ impl Reporter {
                 config.work_pool.clone(),
                 config.namespace.clone(),
                 config.reconcile_interval(),
-                config.missing_job_grace(),
+                !config.disable_job_deletion,
                 leadership.subscribe(),
             );
             let token = work_done.clone();
@@ -144,6 +144,7 @@ impl Reporter {
         {
             let canceller = Canceller {
                 prefect: prefect.clone(),
+                store: store.clone(),
                 kube: kube.clone(),
                 work_pool: config.work_pool.clone(),
                 delete_jobs: !config.disable_job_deletion,
@@ -154,6 +155,17 @@ impl Reporter {
             tasks.spawn(async move {
                 canceller.run(token).await;
                 "cancellation"
+            });
+        }
+        {
+            let (store, token) = (store.clone(), work_done.clone());
+            let keep = config
+                .decision_settings()
+                .submission_grace
+                .max(TOMBSTONE_TTL);
+            tasks.spawn(async move {
+                prune_tombstones(store, keep, token).await;
+                "tombstone pruning"
             });
         }
         if let Some(age) = config.finished_job_age() {
@@ -219,6 +231,27 @@ impl Reporter {
         }
         tracing::info!("reporter stopped");
         failure.map_or(Ok(()), Err)
+    }
+}
+
+/// How long a replica keeps views of deleted Jobs and pods at least (see
+/// [`store::ViewStore::prune_older_than`]).
+const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Every minute, drops tombstones older than `keep` (every replica, leader or not).
+async fn prune_tombstones(store: SharedStore, keep: std::time::Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let cutoff = chrono::Utc::now()
+            - chrono::TimeDelta::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
+        let pruned = store.update(|store| store.prune_older_than(cutoff));
+        if pruned > 0 {
+            tracing::debug!(pruned, "dropped old tombstones");
+        }
     }
 }
 

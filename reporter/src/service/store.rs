@@ -175,6 +175,8 @@ impl ViewStore {
             conditions: Box::new([]),
             pod_watch_timeout_seconds: None,
             deletion_timestamp: None,
+            suspend: false,
+            never_observed: true,
             deleted_observed_at: None,
         };
         view.mark_deleted(observed_at);
@@ -238,6 +240,46 @@ impl ViewStore {
         if index.jobs.is_empty() && index.pods.is_empty() {
             self.runs.remove(&flow_run_id);
         }
+    }
+
+    /// Drops tombstones confirmed gone before `gone_before`, and runs left with nothing,
+    /// on every replica. The leader prunes a run's tombstones as soon as the run settles;
+    /// this bounds what a standby, or a run of another pool, or a run whose Prefect state
+    /// could not be read, keeps. A pruned deleted Job whose run never settled is found
+    /// again by the leader's search for missing Jobs. Returns how many views went.
+    pub fn prune_older_than(&mut self, gone_before: Timestamp) -> usize {
+        let stale_jobs: Vec<Box<str>> = self
+            .jobs
+            .values()
+            .filter(|job| job.deleted_observed_at.is_some_and(|at| at < gone_before))
+            .map(|job| job.uid.clone())
+            .collect();
+        let stale_pods: Vec<Box<str>> = self
+            .deleted_pods
+            .iter()
+            .filter(|uid| {
+                self.pods
+                    .get(*uid)
+                    .is_none_or(|pod| pod.deletion_timestamp.is_none_or(|at| at < gone_before))
+            })
+            .cloned()
+            .collect();
+        for uid in &stale_jobs {
+            self.jobs.remove(uid);
+        }
+        for uid in &stale_pods {
+            self.pods.remove(uid);
+            self.deleted_pods.remove(uid);
+        }
+        let (jobs, pods) = (&self.jobs, &self.pods);
+        self.runs.retain(|_, index| {
+            index.jobs.retain(|uid| jobs.contains_key(uid));
+            index.pods.retain(|uid| pods.contains_key(uid));
+            !(index.jobs.is_empty() && index.pods.is_empty())
+        });
+        let runs = &self.runs;
+        self.dirty.retain(|run| runs.contains_key(run));
+        stale_jobs.len() + stale_pods.len()
     }
 
     /// Whether the run has any view left.
@@ -397,6 +439,8 @@ mod tests {
             conditions: Box::new([]),
             pod_watch_timeout_seconds: None,
             deletion_timestamp: None,
+            suspend: false,
+            never_observed: false,
             deleted_observed_at: None,
         }
     }
@@ -498,6 +542,29 @@ mod tests {
         let (jobs, pods) = store.snapshot(run());
         assert_eq!(jobs.len(), 2, "live Jobs stay: j1 is only unconfirmed");
         assert!(pods.is_empty());
+    }
+
+    #[test]
+    fn old_tombstones_go_on_every_replica_and_live_views_stay() {
+        let mut store = ViewStore::default();
+        store.apply_job(job("live"));
+        store.apply_job(job("deleted-early"));
+        store.mark_job_deleted("deleted-early", at(10));
+        store.mark_pod_deleted(pulling_pod("pod-a"), at(10));
+        let other_run = Uuid::from_u128(99);
+        store.insert_missing_job(other_run, "prefect", "gone", at(20));
+        assert_eq!(
+            store.prune_older_than(at(15)),
+            2,
+            "the job and the pod deleted at 10"
+        );
+        let (jobs, pods) = store.snapshot(run());
+        assert_eq!(jobs.len(), 1, "the live Job stays");
+        assert!(pods.is_empty());
+        assert!(store.knows_run(other_run), "younger tombstones stay");
+        assert_eq!(store.prune_older_than(at(30)), 1);
+        assert!(!store.knows_run(other_run), "a run left with nothing goes");
+        assert!(!store.take_dirty().contains(&other_run));
     }
 
     #[test]
