@@ -31,8 +31,9 @@ pub struct DispatcherConfig {
     /// hands it to another replica.
     #[arg(long, env = "PREFECT_K8S_ACK_WAIT_SECONDS", default_value_t = 60)]
     pub ack_wait_seconds: u64,
-    /// Deliveries after which a message that keeps failing is dead-lettered
-    /// (and its run Crashed when Prefect can be reached).
+    /// Deliveries after which a message that keeps failing, and is older than
+    /// the submission timeout, is dead-lettered (and its run Crashed when it is
+    /// still this message's).
     #[arg(long, env = "PREFECT_K8S_MAX_DELIVERIES", default_value_t = 50)]
     pub max_deliveries: i64,
     /// Servers each JetStream stream is stored on when this service creates

@@ -186,13 +186,27 @@ impl Handler {
             }
         };
         let ack_wait = self.config.ack_wait();
-        if deliveries as i64 > self.config.max_deliveries {
+        if self.exhausted(&message, deliveries) {
             return with_progress(&message, ack_wait, self.give_up(&message, &due, deliveries))
                 .await;
         }
         let outcome =
             with_progress(&message, ack_wait, self.submitter.submit(&due, deliveries)).await;
         self.settle(&message, &due, &outcome).await;
+    }
+
+    /// A message gives up only when it was delivered more than `--max-deliveries`
+    /// times *and* is older than the submission timeout: deliveries that failed while
+    /// Prefect or Kubernetes was unreachable say nothing against the run.
+    fn exhausted(&self, message: &jetstream::Message, deliveries: u64) -> bool {
+        let published = message
+            .info()
+            .ok()
+            .map(|info| info.published.unix_timestamp());
+        let age_seconds = published.map(|at| chrono::Utc::now().timestamp() - at);
+        let timeout = i64::try_from(self.config.submission_timeout().as_secs()).unwrap_or(i64::MAX);
+        deliveries as i64 > self.config.max_deliveries
+            && age_seconds.is_some_and(|age| age > timeout)
     }
 
     /// Acks or naks the message according to the outcome, and logs it.

@@ -151,6 +151,14 @@ impl ClientConfig {
         let mut config = ClientConfig::new(&url)?;
         config.api_key = non_empty_env("PREFECT_API_KEY").map(Secret::from);
         config.auth_string = non_empty_env("PREFECT_API_AUTH_STRING").map(Secret::from);
+        config.with_env_settings()
+    }
+
+    /// Applies the Prefect client settings a user may have set in the
+    /// environment: `PREFECT_API_REQUEST_TIMEOUT` (seconds) and
+    /// `PREFECT_CLIENT_MAX_RETRIES`.
+    pub fn with_env_settings(mut self) -> Result<Self, PrefectError> {
+        let config = &mut self;
         if let Some(timeout) = non_empty_env("PREFECT_API_REQUEST_TIMEOUT") {
             let seconds: f64 = timeout.parse().map_err(|_| {
                 PrefectError::Config(format!(
@@ -170,7 +178,7 @@ impl ClientConfig {
                 ))
             })?;
         }
-        Ok(config)
+        Ok(self)
     }
 
     pub fn with_api_key(mut self, key: impl Into<Secret>) -> Self {

@@ -72,6 +72,7 @@ pub fn client(
     worker_name: &str,
 ) -> Result<prefect_client::PrefectClient, prefect_client::PrefectError> {
     let mut config = prefect_client::ClientConfig::new(&options.api_url)?
+        .with_env_settings()?
         .with_worker_name(worker_name)
         .with_product_token(format!("prefect-k8s/{}", env!("CARGO_PKG_VERSION")));
     if let Some(key) = options.effective_api_key() {

@@ -471,7 +471,7 @@ impl Evaluator {
             match deadline(api.get_opt(&job.job_name)).await {
                 Ok(None) => {
                     tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.job_name,
-                        "the run's Job does not exist; treating it as deleted");
+                        "the run's Job does not exist; treating it as missing");
                     self.store.update(|store| {
                         store.insert_missing_job(run.id, &job.namespace, &job.job_name, now)
                     });

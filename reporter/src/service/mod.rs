@@ -159,10 +159,7 @@ impl Reporter {
         }
         {
             let (store, token) = (store.clone(), work_done.clone());
-            let keep = config
-                .decision_settings()
-                .submission_grace
-                .max(TOMBSTONE_TTL);
+            let keep = tombstone_keep(&config);
             tasks.spawn(async move {
                 prune_tombstones(store, keep, token).await;
                 "tombstone pruning"
@@ -234,13 +231,22 @@ impl Reporter {
     }
 }
 
-/// How long a replica keeps views of deleted Jobs and pods at least (see
-/// [`store::ViewStore::prune_older_than`]).
-const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long tombstones are kept: the submission grace, and at least long enough for
+/// the leader to decide on a deleted Job (its settle grace, plus two reconciles).
+fn tombstone_keep(config: &ReporterConfig) -> std::time::Duration {
+    let settings = config.decision_settings();
+    let decided = settings.settle_grace * 3 + config.reconcile_interval() * 2;
+    settings.submission_grace.max(decided)
+}
 
-/// Every minute, drops tombstones older than `keep` (every replica, leader or not).
+/// Drops tombstones older than `keep` (by then the leader has long reported the run),
+/// every minute or every half `keep` if shorter, on every replica, leader or not.
 async fn prune_tombstones(store: SharedStore, keep: std::time::Duration, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+    let period = (keep / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(60),
+    );
+    let mut ticks = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
