@@ -7,6 +7,7 @@ pub mod admin;
 pub mod authorization;
 pub mod discovery;
 pub mod logs;
+pub mod printers;
 pub mod request;
 pub mod table;
 pub mod watch;
@@ -43,11 +44,11 @@ pub enum Rendering {
     Full,
     /// `PartialObjectMetadata` / `PartialObjectMetadataList`.
     Metadata,
-    /// `meta.k8s.io/v1` `Table`.
-    Table,
+    /// `meta.k8s.io/v1` `Table`, embedding rows' objects as `includeObject` says.
+    Table(table::IncludeObject),
 }
 
-fn rendering(headers: &HeaderMap) -> Rendering {
+fn rendering(headers: &HeaderMap, query: &Query) -> Result<Rendering, ApiError> {
     let accept = headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -57,18 +58,19 @@ fn rendering(headers: &HeaderMap) -> Rendering {
     for part in accept.split(',') {
         if part.contains("as=Table") && part.contains("g=meta.k8s.io") {
             if part.contains("v=v1") && !part.contains("v=v1beta1") {
-                return Rendering::Table;
+                let include = table::IncludeObject::parse(query.get("includeObject"))?;
+                return Ok(Rendering::Table(include));
             }
             continue;
         }
         if part.contains("as=PartialObjectMetadata") {
-            return Rendering::Metadata;
+            return Ok(Rendering::Metadata);
         }
         if part.starts_with("application/json") || part.starts_with("*/*") || part.is_empty() {
-            return Rendering::Full;
+            return Ok(Rendering::Full);
         }
     }
-    Rendering::Full
+    Ok(Rendering::Full)
 }
 
 async fn handle(
@@ -295,7 +297,7 @@ async fn resource_request(
 ) -> Result<Response, ApiError> {
     let resource = rp.resource;
     let namespace = rp.namespace.clone().unwrap_or_default();
-    let render = rendering(headers);
+    let render = rendering(headers, query)?;
     if !resource.verbs.contains(&verb) && rp.subresource.is_none() {
         return Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
@@ -331,11 +333,11 @@ async fn resource_request(
         ("list", None, None) => list(cluster, &rp, query, render),
         ("get", Some(name), None) | ("get", Some(name), Some("status")) => {
             let object = cluster.registry.get(resource, &namespace, name)?;
-            Ok(json_response(
-                StatusCode::OK,
-                &render_object(&object, render, resource),
-                &[],
-            ))
+            let mut body = render_object(&object, render, resource);
+            if matches!(render, Rendering::Table(_)) {
+                body["metadata"]["resourceVersion"] = object["metadata"]["resourceVersion"].clone();
+            }
+            Ok(json_response(StatusCode::OK, &body, &[]))
         }
         ("get", Some(name), Some("log")) => logs::pod_log(cluster, &namespace, name, query).await,
         ("create", None, None) => {
@@ -518,7 +520,7 @@ pub fn render_object(
             "apiVersion": "meta.k8s.io/v1",
             "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
         }),
-        Rendering::Table => table::table(resource, std::slice::from_ref(object), None, true),
+        Rendering::Table(include) => table::table(resource, std::slice::from_ref(object), include),
     }
 }
 
@@ -609,13 +611,8 @@ fn list(
         metadata["remainingItemCount"] = json!(items.len() - end);
     }
     let body = match render {
-        Rendering::Table => {
-            let mut t = table::table(
-                resource,
-                page,
-                None,
-                query.get("includeObject") != Some("None"),
-            );
+        Rendering::Table(include) => {
+            let mut t = table::table(resource, page, include);
             t["metadata"] = metadata;
             t
         }
