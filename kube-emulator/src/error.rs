@@ -239,23 +239,26 @@ impl ApiError {
 
     /// 403 for creating in a terminating namespace.
     pub fn namespace_terminating(resource: &ResourceType, name: &str, namespace: &str) -> Self {
-        let mut err = Self::new(
-            403,
-            "Forbidden",
+        // Admission runs before generateName is resolved: a generated name is not in the message.
+        let subject = if name.is_empty() {
+            resource.qualified_plural()
+        } else {
+            format!("{} \"{}\"", resource.qualified_plural(), name)
+        };
+        let mut err = Self::forbidden(
+            resource,
+            Some(name).filter(|n| !n.is_empty()),
             format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
-                resource.qualified_plural(),
-                name,
-                namespace
+                "{subject} is forbidden: unable to create new content in namespace {namespace} because it is being terminated"
             ),
         );
-        let mut details = Self::resource_details(resource, name);
-        details["causes"] = json!([{
-            "reason": "NamespaceTerminating",
-            "message": format!("namespace {namespace} is being terminated"),
-            "field": "metadata.namespace"
-        }]);
-        err.details = Some(Box::new(details));
+        if let Some(details) = err.details.as_mut() {
+            details["causes"] = json!([{
+                "reason": "NamespaceTerminating",
+                "message": format!("namespace {namespace} is being terminated"),
+                "field": "metadata.namespace"
+            }]);
+        }
         err
     }
 

@@ -365,7 +365,6 @@ async fn resource_request(
         ("update", Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
             let decoded = admission::decode_body(resource, &body, field_validation)?;
             let mut ctx = field_manager(query, headers, "Update");
-            let sub = if sub == Some("finalize") { None } else { sub };
             if sub == Some("status") {
                 ctx.subresource = Some("status");
             }

@@ -1,10 +1,12 @@
-//! The simulated control plane: scheduler, kubelet, Job controller and garbage collector, each a
-//! task reacting to store changes (and timers) and writing back through the registry.
+//! The simulated control plane: scheduler, kubelet, Job controller, garbage collector and
+//! namespace controller, each a task reacting to store changes (and timers) and writing back
+//! through the registry.
 
 pub mod events;
 pub mod garbage_collector;
 pub mod job_controller;
 pub mod kubelet;
+pub mod namespace;
 pub mod pod_status;
 pub mod scheduler;
 
@@ -34,5 +36,6 @@ pub fn spawn_all(cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
         tokio::spawn(kubelet::run(cluster.clone(), runtime)),
         tokio::spawn(job_controller::run(cluster.clone())),
         tokio::spawn(garbage_collector::run(cluster.clone())),
+        tokio::spawn(namespace::run(cluster.clone())),
     ]
 }
