@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod authorization;
 pub mod discovery;
+pub mod eviction;
 pub mod logs;
 pub mod printers;
 pub mod request;
@@ -359,7 +360,9 @@ async fn resource_request(
                 &decoded.warnings,
             ))
         }
-        ("create", Some(name), Some("eviction")) => evict(cluster, &namespace, name),
+        ("create", Some(name), Some("eviction")) => {
+            eviction::evict(cluster, &namespace, name, &body, query)
+        }
         ("create", Some(name), Some("binding")) => bind(cluster, &namespace, name, &body),
         ("create", Some(name), Some("token")) => token_request(cluster, &namespace, name, &body),
         ("update", Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
@@ -629,32 +632,6 @@ fn list(
         }),
     };
     Ok(json_response(StatusCode::OK, &body, &[]))
-}
-
-/// `POST pods/{name}/eviction`: mark the pod `DisruptionTarget` and delete it gracefully.
-fn evict(cluster: &Arc<Cluster>, namespace: &str, name: &str) -> Result<Response, ApiError> {
-    let pods = crate::resources::pods();
-    cluster.registry.get(pods, namespace, name)?;
-    let ctx = WriteContext::status("kube-apiserver");
-    cluster
-        .registry
-        .modify(pods, namespace, name, &ctx, |pod| {
-            crate::controllers::pod_status::set_condition(
-                pod,
-                "DisruptionTarget",
-                "True",
-                Some("EvictionByEvictionAPI"),
-                Some("Eviction API: evicting"),
-            );
-        })?;
-    cluster
-        .registry
-        .delete(pods, namespace, name, &DeleteOptions::default())?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-        &[],
-    ))
 }
 
 /// `POST serviceaccounts/{name}/token`: a TokenRequest answered with the emulator's token for

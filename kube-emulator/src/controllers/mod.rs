@@ -1,7 +1,8 @@
-//! The simulated control plane: scheduler, kubelet, Job controller, garbage collector and
-//! namespace controller, each a task reacting to store changes (and timers) and writing back
+//! The simulated control plane: scheduler, kubelet, Job controller, garbage collector,
+//! namespace controller and disruption controller, each a task reacting to store changes (and timers) and writing back
 //! through the registry.
 
+pub mod disruption;
 pub mod events;
 pub mod garbage_collector;
 pub mod job_controller;
@@ -37,5 +38,6 @@ pub fn spawn_all(cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
         tokio::spawn(job_controller::run(cluster.clone())),
         tokio::spawn(garbage_collector::run(cluster.clone())),
         tokio::spawn(namespace::run(cluster.clone())),
+        tokio::spawn(disruption::run(cluster.clone())),
     ]
 }
