@@ -8,6 +8,7 @@ pub mod authorization;
 pub mod discovery;
 pub mod eviction;
 pub mod logs;
+pub mod openapi;
 pub mod printers;
 pub mod request;
 pub mod table;
@@ -344,6 +345,9 @@ async fn resource_request(
         ("create", None, None) => {
             if resource.kind == "SelfSubjectAccessReview" {
                 return authorization::self_subject_access_review(cluster, user, &body);
+            }
+            if resource.kind == "SelfSubjectRulesReview" {
+                return authorization::self_subject_rules_review(cluster, user, &body);
             }
             let decoded = admission::decode_body(resource, &body, field_validation)?;
             let ctx = field_manager(query, headers, "Update");
