@@ -95,6 +95,10 @@ pub struct EmulatorConfig {
     pub watch_buffer: usize,
     /// Events older than this are deleted (the apiserver's `--event-ttl`, default 1 h).
     pub event_ttl: Duration,
+    /// How long the namespace controller waits after a Namespace is deleted before it removes
+    /// the content (real: 5 s, so `kubectl delete -f` of a stream starting with the Namespace
+    /// still finds the rest).
+    pub namespace_deletion_delay: Duration,
     /// Working directory of process-runtime containers (a temp dir per container when `None`).
     pub process_workdir: Option<PathBuf>,
     /// Extra environment for process-runtime containers (after the container's own env).
@@ -120,6 +124,7 @@ impl Default for EmulatorConfig {
             watch_history: 50_000,
             watch_buffer: 65_536,
             event_ttl: Duration::from_secs(3600),
+            namespace_deletion_delay: Duration::from_secs(5),
             process_workdir: None,
             process_env: Vec::new(),
         }
@@ -128,7 +133,7 @@ impl Default for EmulatorConfig {
 
 impl EmulatorConfig {
     /// Short delays for tests: 100 ms backoff base, 20 ms kubelet stages, 200 ms scripted runs,
-    /// 1 s bookmarks.
+    /// 1 s bookmarks, 1 s namespace deletion delay.
     pub fn fast() -> Self {
         Self {
             job_backoff_base: Duration::from_millis(100),
@@ -137,6 +142,7 @@ impl EmulatorConfig {
             scripted_default_run: Duration::from_millis(200),
             image_pull_backoff: Duration::from_millis(200),
             watch_bookmark_interval: Duration::from_secs(1),
+            namespace_deletion_delay: Duration::from_secs(1),
             ..Self::default()
         }
     }

@@ -239,24 +239,60 @@ impl ApiError {
 
     /// 403 for creating in a terminating namespace.
     pub fn namespace_terminating(resource: &ResourceType, name: &str, namespace: &str) -> Self {
-        let mut err = Self::new(
-            403,
-            "Forbidden",
+        // Admission runs before generateName is resolved: a generated name is not in the message.
+        let subject = if name.is_empty() {
+            resource.qualified_plural()
+        } else {
+            format!("{} \"{}\"", resource.qualified_plural(), name)
+        };
+        let mut err = Self::forbidden(
+            resource,
+            Some(name).filter(|n| !n.is_empty()),
             format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
-                resource.qualified_plural(),
-                name,
-                namespace
+                "{subject} is forbidden: unable to create new content in namespace {namespace} because it is being terminated"
             ),
         );
-        let mut details = Self::resource_details(resource, name);
-        details["causes"] = json!([{
-            "reason": "NamespaceTerminating",
-            "message": format!("namespace {namespace} is being terminated"),
-            "field": "metadata.namespace"
-        }]);
-        err.details = Some(Box::new(details));
+        if let Some(details) = err.details.as_mut() {
+            details["causes"] = json!([{
+                "reason": "NamespaceTerminating",
+                "message": format!("namespace {namespace} is being terminated"),
+                "field": "metadata.namespace"
+            }]);
+        }
         err
+    }
+
+    /// 429 refusing an eviction: `Cannot evict pod as it would violate the pod's disruption
+    /// budget.` with a `DisruptionBudget` cause; `retry_after_seconds` 0 sends no Retry-After.
+    pub fn disruption_budget(cause: String, retry_after_seconds: u64) -> Self {
+        let mut details = json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]});
+        let mut err = Self::new(
+            429,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        );
+        if retry_after_seconds > 0 {
+            details["retryAfterSeconds"] = json!(retry_after_seconds);
+            err.retry_after_seconds = Some(retry_after_seconds);
+        }
+        err.with_details(details)
+    }
+
+    /// 409 from a precondition the eviction handler checks itself (`Operation cannot be
+    /// fulfilled on Pod "x": ...`, the group resource spelled `Pod` as in the real handler).
+    pub fn pod_precondition_conflict(name: &str, detail: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on Pod \"{name}\": {detail}"),
+        )
+        .with_details(json!({"name": name, "kind": "Pod"}))
+    }
+
+    /// A failure `Status` with an arbitrary code and no reason (the eviction handler's
+    /// "more than one PodDisruptionBudget" answer).
+    pub fn failure(code: u16, message: impl Into<String>) -> Self {
+        Self::new(code, "", message)
     }
 
     /// 405 for verbs a resource does not support.
@@ -346,6 +382,9 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty() {
+            status.as_object_mut().expect("status").remove("reason");
+        }
         if let Some(details) = &self.details {
             status["details"] = (**details).clone();
         }

@@ -69,6 +69,10 @@ enum Command {
         /// Default run time of scripted containers in milliseconds.
         #[arg(long, default_value_t = 2000)]
         scripted_run_ms: u64,
+        /// Delay before the namespace controller empties a deleted Namespace, in milliseconds
+        /// (real clusters: 5000).
+        #[arg(long, default_value_t = 5000)]
+        namespace_deletion_delay_ms: u64,
         /// Inject this much latency into every request (ms).
         #[arg(long, default_value_t = 0)]
         fault_latency_ms: u64,
@@ -109,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             job_backoff_base_ms,
             kubelet_stage_delay_ms,
             scripted_run_ms,
+            namespace_deletion_delay_ms,
             fault_latency_ms,
             fault_error_rate,
             fault_error_code,
@@ -135,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
                 job_backoff_base: Duration::from_millis(job_backoff_base_ms),
                 kubelet_stage_delay: Duration::from_millis(kubelet_stage_delay_ms),
                 scripted_default_run: Duration::from_millis(scripted_run_ms),
+                namespace_deletion_delay: Duration::from_millis(namespace_deletion_delay_ms),
                 process_workdir,
                 process_env,
                 ..EmulatorConfig::default()

@@ -1,6 +1,7 @@
 //! Decoding the Kubernetes protobuf envelope (`application/vnd.kubernetes.protobuf`) for the
 //! kinds kubectl's typed generators send as protobuf (`kubectl create namespace|serviceaccount|
-//! secret|configmap|token|job|deployment`, `kubectl auth can-i`), turning them into the JSON the
+//! secret|configmap|token|job|deployment`, `kubectl auth can-i [--list]`, `kubectl drain`'s
+//! Evictions), turning them into the JSON the
 //! rest of the server speaks. Only the fields those generators set are decoded (the field
 //! numbers of k8s.io/api's generated.proto); other kinds get 415.
 
@@ -162,6 +163,28 @@ const SELF_SUBJECT_ACCESS_REVIEW: &[(u64, Field)] = &[
             ],
         ),
     ),
+];
+
+const SELF_SUBJECT_RULES_REVIEW: &[(u64, Field)] = &[
+    (1, Field::Message("metadata", OBJECT_META)),
+    (2, Field::Message("spec", &[(1, Field::Str("namespace"))])),
+];
+const DELETE_OPTIONS: &[(u64, Field)] = &[
+    (1, Field::Int("gracePeriodSeconds")),
+    (
+        2,
+        Field::Message(
+            "preconditions",
+            &[(1, Field::Str("uid")), (2, Field::Str("resourceVersion"))],
+        ),
+    ),
+    (3, Field::Bool("orphanDependents")),
+    (4, Field::Str("propagationPolicy")),
+    (5, Field::RepeatedStr("dryRun")),
+];
+const EVICTION: &[(u64, Field)] = &[
+    (1, Field::Message("metadata", OBJECT_META)),
+    (2, Field::Message("deleteOptions", DELETE_OPTIONS)),
 ];
 
 fn malformed() -> ApiError {
@@ -347,6 +370,8 @@ pub fn decode(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
         "ConfigMap" => CONFIG_MAP,
         "TokenRequest" => TOKEN_REQUEST,
         "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
+        "SelfSubjectRulesReview" => SELF_SUBJECT_RULES_REVIEW,
+        "Eviction" => EVICTION,
         "Job" => JOB,
         "Deployment" => DEPLOYMENT,
         _ => return Err(ApiError::unsupported_body_type(content_type)),

@@ -201,7 +201,13 @@ impl Registry {
         admission::default_on_create(resource, &mut object, &uid);
         admission::validate(resource, &object, None)?;
         if resource.namespaced {
-            self.check_namespace_accepts(resource, &object, namespace)?;
+            // Admission sees the name the client sent (empty with generateName).
+            let requested = if has_name {
+                object["metadata"]["name"].as_str().unwrap_or_default()
+            } else {
+                ""
+            };
+            self.check_namespace_accepts(resource, requested, namespace)?;
         }
         admission::record_manager(&mut object, resource, ctx);
         if dry_run {
@@ -225,13 +231,9 @@ impl Registry {
     fn check_namespace_accepts(
         &self,
         resource: &'static ResourceType,
-        object: &Value,
+        name: &str,
         namespace: &str,
     ) -> Result<(), ApiError> {
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
         match self.store.get(resources::namespaces(), "", namespace) {
             None => Err(ApiError::not_found(resources::namespaces(), namespace)),
             Some(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() => {
@@ -445,7 +447,13 @@ impl Registry {
         if has_finalizers {
             return None;
         }
-        if resource.plural == "namespaces" {
+        // A Namespace goes once its `spec.finalizers` (the namespace controller's) are gone.
+        if resource.is(resources::namespaces())
+            && object
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty())
+        {
             return None;
         }
         let grace = object
@@ -655,6 +663,14 @@ fn prepare_update(
         let mut next = current.clone();
         next["status"] = new.get("status").cloned().unwrap_or_else(|| json!({}));
         next
+    } else if subresource == Some("finalize") {
+        // `namespaces/finalize` changes only `spec.finalizers`.
+        let mut next = current.clone();
+        next["spec"]["finalizers"] = new
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        next
     } else {
         admission::carry_system_metadata(&mut new, current);
         if resource.has_subresource("status") {
@@ -669,6 +685,13 @@ fn prepare_update(
         }
         if resource.plural == "secrets" {
             admission::defaults::normalize_secret(&mut new);
+        }
+        if resource.is(resources::namespaces()) {
+            // Only the finalize subresource changes a Namespace's finalizers.
+            new["spec"]["finalizers"] = current
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or_else(|| json!([]));
         }
         if new.get("spec").is_some() && new.get("spec") != current.get("spec") {
             let generation = current

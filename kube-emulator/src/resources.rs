@@ -442,6 +442,22 @@ pub static RESOURCES: &[ResourceType] = &[
     ResourceType {
         group: "authorization.k8s.io",
         version: "v1",
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        kind: "SelfSubjectRulesReview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        verbs: &["create"],
+        subresources: &[],
+        field_labels: &[],
+        typed_round_trip: Some(
+            round_trip::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>,
+        ),
+    },
+    ResourceType {
+        group: "authorization.k8s.io",
+        version: "v1",
         plural: "selfsubjectaccessreviews",
         singular: "selfsubjectaccessreview",
         kind: "SelfSubjectAccessReview",

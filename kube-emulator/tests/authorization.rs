@@ -156,6 +156,61 @@ async fn kubectl_authenticates_over_tls_in_rbac_mode() {
     ]))
     .await;
     assert_eq!(out.trim(), "no");
+    // `auth can-i --list` (a SelfSubjectRulesReview) shows the rules bound in the namespace.
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": "runner"},
+        "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get"]}]}))
+    .unwrap();
+    Api::<Role>::namespaced(emulator.client().unwrap(), "flows")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "runner"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "runner"},
+        "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "flows"}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(emulator.client().unwrap(), "flows")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let (ok, out, err) = kubectl(strings(&[
+        "auth",
+        "can-i",
+        "--list",
+        "-n",
+        "flows",
+        "--as=system:serviceaccount:flows:agent",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "Resources",
+            "Non-Resource",
+            "URLs",
+            "Resource",
+            "Names",
+            "Verbs"
+        ]
+    );
+    assert!(
+        lines.contains(&vec!["jobs.batch", "[]", "[]", "[create", "get]"]),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&vec![
+            "selfsubjectrulesreviews.authorization.k8s.io",
+            "[]",
+            "[]",
+            "[create]"
+        ]),
+        "{out}"
+    );
+    assert!(!out.contains("*.*"), "{out}");
     let token = emulator.service_account_token("default", "robot");
     let (ok, _, err) = kubectl(vec![
         "get".into(),

@@ -1,8 +1,9 @@
 //! docs/install.md as a new user runs it, against a Kubernetes API (the
 //! emulator, through a kubeconfig, with the real kubectl): `prefect-k8s
 //! install ... --rbac | kubectl apply -f -` for both documented variants, the
-//! kustomize routes, and `... | kubectl delete -f -` to uninstall. Every
-//! command must succeed and leave exactly the objects it printed.
+//! kustomize routes, and `... | kubectl delete -f -` to uninstall (the
+//! self-hosted stream starts with its Namespace). Every command must succeed
+//! and leave exactly the objects it printed.
 
 mod manifest_tools;
 
@@ -51,9 +52,14 @@ fn names(kubeconfig: &Path, kind: &str, namespace: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_install_commands_work_as_written() {
-    let emulator = Emulator::start(EmulatorConfig::fast())
-        .await
-        .expect("start the emulator");
+    // The namespace controller's real 5 s grace period: what lets `kubectl delete -f` of a
+    // stream that starts with its Namespace still find the rest.
+    let emulator = Emulator::start(EmulatorConfig {
+        namespace_deletion_delay: std::time::Duration::from_secs(5),
+        ..EmulatorConfig::fast()
+    })
+    .await
+    .expect("start the emulator");
     let kubeconfig = emulator.kubeconfig_path().to_path_buf();
 
     // Prefect Cloud variant: API key into a Secret.
@@ -110,6 +116,20 @@ async fn the_documented_install_commands_work_as_written() {
     kubectl(&kubeconfig, &["delete", "-f", "-"], &uninstall);
     assert!(names(&kubeconfig, "deployments", "default").is_empty());
     assert!(names(&kubeconfig, "roles", "default").is_empty());
+
+    // The self-hosted uninstall: the stream starts with its Namespace, which goes Terminating
+    // while the rest is deleted, and kubectl waits until everything, the Namespace too, is gone.
+    let deleted = kubectl(&kubeconfig, &["delete", "-f", "-"], &self_hosted);
+    for line in [
+        "namespace \"prefect\" deleted",
+        "deployment.apps \"prefect-k8s-dispatcher\" deleted",
+        "statefulset.apps \"prefect-k8s-nats\" deleted",
+        "configmap \"prefect-k8s-settings\" deleted",
+    ] {
+        assert!(deleted.contains(line), "{line} missing from {deleted}");
+    }
+    let namespaces = kubectl(&kubeconfig, &["get", "namespaces", "-o", "name"], "");
+    assert!(!namespaces.contains("namespace/prefect"), "{namespaces}");
     let _ = run_ok(
         Command::new(env!("CARGO_BIN_EXE_prefect-k8s")).args(["install", "--help"]),
         "prefect-k8s install --help",

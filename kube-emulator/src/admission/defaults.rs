@@ -260,6 +260,36 @@ pub fn default_namespace(namespace: &mut Value) {
     namespace["status"] = json!({"phase": "Active"});
 }
 
+/// apps/v1 Deployment and StatefulSet defaults (`SetDefaults_Deployment`/`_StatefulSet`): one
+/// replica, the rolling-update strategies and history limits. Nothing reconciles them.
+pub fn default_workload(object: &mut Value, kind: &str) {
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut set = |key: &str, value: Value| {
+        spec.entry(key).or_insert(value);
+    };
+    set("replicas", json!(1));
+    set("revisionHistoryLimit", json!(10));
+    if kind == "Deployment" {
+        set("progressDeadlineSeconds", json!(600));
+        set(
+            "strategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+        );
+    } else {
+        set("podManagementPolicy", json!("OrderedReady"));
+        set(
+            "updateStrategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+        );
+        set(
+            "persistentVolumeClaimRetentionPolicy",
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+        );
+    }
+}
+
 /// Secrets: fold `stringData` into base64 `data` and default `type`.
 pub fn normalize_secret(secret: &mut Value) {
     use base64::Engine;

@@ -341,6 +341,8 @@ pub fn default_on_create(resource: &ResourceType, object: &mut Value, uid: &str)
         ("", "pods") => defaults::default_pod(object, &random_suffix()),
         ("", "namespaces") => defaults::default_namespace(object),
         ("", "secrets") => defaults::normalize_secret(object),
+        ("apps", "deployments") => defaults::default_workload(object, "Deployment"),
+        ("apps", "statefulsets") => defaults::default_workload(object, "StatefulSet"),
         _ => {}
     }
 }

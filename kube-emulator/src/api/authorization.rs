@@ -343,3 +343,83 @@ pub fn self_subject_access_review(
     };
     Ok(json_response(StatusCode::CREATED, &review, &[]))
 }
+
+/// The rules bound to `user` (ClusterRoleBindings, and RoleBindings in `namespace`), split into
+/// resource and non-resource rules as the RBAC rule resolver reports them.
+fn bound_rules(cluster: &Cluster, user: &User, namespace: &str) -> (Vec<Value>, Vec<Value>) {
+    let mut rules = Vec::new();
+    let mut collect = |plural: &str, ns: Option<&str>| {
+        let (_, bindings) = cluster.store.list(
+            resources::by_plural("rbac.authorization.k8s.io", plural),
+            ns,
+        );
+        for binding in bindings {
+            if binding["subjects"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| subject_matches(s, user)))
+            {
+                rules.extend(role_rules(cluster, &binding["roleRef"], ns));
+            }
+        }
+    };
+    collect("clusterrolebindings", None);
+    collect("rolebindings", Some(namespace));
+    let mut resource_rules = Vec::new();
+    let mut non_resource_rules = Vec::new();
+    for rule in rules {
+        let non_empty = |field: &str| rule[field].as_array().is_some_and(|a| !a.is_empty());
+        if non_empty("resources") {
+            let mut entry = json!({"verbs": rule["verbs"], "apiGroups": rule["apiGroups"], "resources": rule["resources"]});
+            if non_empty("resourceNames") {
+                entry["resourceNames"] = rule["resourceNames"].clone();
+            }
+            resource_rules.push(entry);
+        }
+        if non_empty("nonResourceURLs") {
+            non_resource_rules
+                .push(json!({"verbs": rule["verbs"], "nonResourceURLs": rule["nonResourceURLs"]}));
+        }
+    }
+    (resource_rules, non_resource_rules)
+}
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectrulesreviews` (`kubectl auth can-i --list`):
+/// with RBAC, the caller's bound rules in `spec.namespace`; always-allow answers `*` for
+/// everything, as that authorizer's rule resolver does.
+pub fn self_subject_rules_review(
+    cluster: &Arc<Cluster>,
+    user: &User,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let mut review: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })?;
+    let namespace = review
+        .pointer("/spec/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if namespace.is_empty() {
+        return Err(ApiError::bad_request("no namespace on request"));
+    }
+    let (resource_rules, non_resource_rules) =
+        if cluster.config.authorization == AuthorizationMode::AlwaysAllow {
+            (
+                vec![json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})],
+                vec![json!({"verbs": ["*"], "nonResourceURLs": ["*"]})],
+            )
+        } else {
+            bound_rules(cluster, user, &namespace)
+        };
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["kind"] = json!("SelfSubjectRulesReview");
+    if review.get("metadata").is_none() {
+        review["metadata"] = json!({});
+    }
+    review["status"] = json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": false
+    });
+    Ok(json_response(StatusCode::CREATED, &review, &[]))
+}

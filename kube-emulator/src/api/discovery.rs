@@ -240,9 +240,11 @@ pub fn openapi_v3_index() -> Value {
     json!({"paths": paths})
 }
 
-/// `GET /openapi/v3/<api|apis/group>/<version>`: a minimal OpenAPI v3 document with the
-/// operations and query parameters clients probe (kubectl checks `fieldValidation` support on
-/// PATCH operations tagged with `x-kubernetes-group-version-kind`). Schemas are not included.
+/// `GET /openapi/v3/<api|apis/group>/<version>`: an OpenAPI v3 document with the operations
+/// and query parameters clients probe (kubectl checks `fieldValidation` support on PATCH
+/// operations tagged with `x-kubernetes-group-version-kind`) and the kinds' schemas (what
+/// `kubectl explain` reads). PATCH operations declare no request bodies, so kubectl apply keeps
+/// computing strategic merge patches from its built-in types.
 pub fn openapi_v3_document(group: &str, version: &str) -> Option<Value> {
     let members: Vec<&ResourceType> = RESOURCES
         .iter()
@@ -296,6 +298,6 @@ pub fn openapi_v3_document(group: &str, version: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.36.0"},
         "paths": paths,
-        "components": {"schemas": {}}
+        "components": {"schemas": *super::openapi::schemas(group, version)}
     }))
 }

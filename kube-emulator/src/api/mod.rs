@@ -6,7 +6,10 @@
 pub mod admin;
 pub mod authorization;
 pub mod discovery;
+pub mod eviction;
 pub mod logs;
+pub mod openapi;
+pub mod printers;
 pub mod request;
 pub mod table;
 pub mod watch;
@@ -43,11 +46,11 @@ pub enum Rendering {
     Full,
     /// `PartialObjectMetadata` / `PartialObjectMetadataList`.
     Metadata,
-    /// `meta.k8s.io/v1` `Table`.
-    Table,
+    /// `meta.k8s.io/v1` `Table`, embedding rows' objects as `includeObject` says.
+    Table(table::IncludeObject),
 }
 
-fn rendering(headers: &HeaderMap) -> Rendering {
+fn rendering(headers: &HeaderMap, query: &Query) -> Result<Rendering, ApiError> {
     let accept = headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -57,18 +60,19 @@ fn rendering(headers: &HeaderMap) -> Rendering {
     for part in accept.split(',') {
         if part.contains("as=Table") && part.contains("g=meta.k8s.io") {
             if part.contains("v=v1") && !part.contains("v=v1beta1") {
-                return Rendering::Table;
+                let include = table::IncludeObject::parse(query.get("includeObject"))?;
+                return Ok(Rendering::Table(include));
             }
             continue;
         }
         if part.contains("as=PartialObjectMetadata") {
-            return Rendering::Metadata;
+            return Ok(Rendering::Metadata);
         }
         if part.starts_with("application/json") || part.starts_with("*/*") || part.is_empty() {
-            return Rendering::Full;
+            return Ok(Rendering::Full);
         }
     }
-    Rendering::Full
+    Ok(Rendering::Full)
 }
 
 async fn handle(
@@ -311,7 +315,7 @@ async fn resource_request(
 ) -> Result<Response, ApiError> {
     let resource = rp.resource;
     let namespace = rp.namespace.clone().unwrap_or_default();
-    let render = rendering(headers);
+    let render = rendering(headers, query)?;
     if !resource.verbs.contains(&verb) && rp.subresource.is_none() {
         return Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
@@ -347,16 +351,19 @@ async fn resource_request(
         ("list", None, None) => list(cluster, &rp, query, render),
         ("get", Some(name), None) | ("get", Some(name), Some("status")) => {
             let object = cluster.registry.get(resource, &namespace, name)?;
-            Ok(json_response(
-                StatusCode::OK,
-                &render_object(&object, render, resource),
-                &[],
-            ))
+            let mut body = render_object(&object, render, resource);
+            if matches!(render, Rendering::Table(_)) {
+                body["metadata"]["resourceVersion"] = object["metadata"]["resourceVersion"].clone();
+            }
+            Ok(json_response(StatusCode::OK, &body, &[]))
         }
         ("get", Some(name), Some("log")) => logs::pod_log(cluster, &namespace, name, query).await,
         ("create", None, None) => {
             if resource.kind == "SelfSubjectAccessReview" {
                 return authorization::self_subject_access_review(cluster, user, &body);
+            }
+            if resource.kind == "SelfSubjectRulesReview" {
+                return authorization::self_subject_rules_review(cluster, user, &body);
             }
             let decoded = admission::decode_body(resource, &body, field_validation)?;
             let ctx = field_manager(query, headers, "Update");
@@ -373,13 +380,14 @@ async fn resource_request(
                 &decoded.warnings,
             ))
         }
-        ("create", Some(name), Some("eviction")) => evict(cluster, &namespace, name),
+        ("create", Some(name), Some("eviction")) => {
+            eviction::evict(cluster, &namespace, name, &body, query)
+        }
         ("create", Some(name), Some("binding")) => bind(cluster, &namespace, name, &body),
         ("create", Some(name), Some("token")) => token_request(cluster, &namespace, name, &body),
         ("update", Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
             let decoded = admission::decode_body(resource, &body, field_validation)?;
             let mut ctx = field_manager(query, headers, "Update");
-            let sub = if sub == Some("finalize") { None } else { sub };
             if sub == Some("status") {
                 ctx.subresource = Some("status");
             }
@@ -534,7 +542,7 @@ pub fn render_object(
             "apiVersion": "meta.k8s.io/v1",
             "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
         }),
-        Rendering::Table => table::table(resource, std::slice::from_ref(object), None, true),
+        Rendering::Table(include) => table::table(resource, std::slice::from_ref(object), include),
     }
 }
 
@@ -625,13 +633,8 @@ fn list(
         metadata["remainingItemCount"] = json!(items.len() - end);
     }
     let body = match render {
-        Rendering::Table => {
-            let mut t = table::table(
-                resource,
-                page,
-                None,
-                query.get("includeObject") != Some("None"),
-            );
+        Rendering::Table(include) => {
+            let mut t = table::table(resource, page, include);
             t["metadata"] = metadata;
             t
         }
@@ -649,32 +652,6 @@ fn list(
         }),
     };
     Ok(json_response(StatusCode::OK, &body, &[]))
-}
-
-/// `POST pods/{name}/eviction`: mark the pod `DisruptionTarget` and delete it gracefully.
-fn evict(cluster: &Arc<Cluster>, namespace: &str, name: &str) -> Result<Response, ApiError> {
-    let pods = crate::resources::pods();
-    cluster.registry.get(pods, namespace, name)?;
-    let ctx = WriteContext::status("kube-apiserver");
-    cluster
-        .registry
-        .modify(pods, namespace, name, &ctx, |pod| {
-            crate::controllers::pod_status::set_condition(
-                pod,
-                "DisruptionTarget",
-                "True",
-                Some("EvictionByEvictionAPI"),
-                Some("Eviction API: evicting"),
-            );
-        })?;
-    cluster
-        .registry
-        .delete(pods, namespace, name, &DeleteOptions::default())?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-        &[],
-    ))
 }
 
 /// `POST serviceaccounts/{name}/token`: a TokenRequest answered with the emulator's token for

@@ -17,6 +17,8 @@ pub enum Reporter {
     Scheduler,
     /// `job-controller`.
     JobController,
+    /// `controllermanager` (the disruption controller's recorder).
+    ControllerManager,
 }
 
 impl Reporter {
@@ -25,6 +27,7 @@ impl Reporter {
             Reporter::Kubelet => "kubelet",
             Reporter::Scheduler => "default-scheduler",
             Reporter::JobController => "job-controller",
+            Reporter::ControllerManager => "controllermanager",
         }
     }
 }

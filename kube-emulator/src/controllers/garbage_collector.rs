@@ -1,6 +1,7 @@
-//! The garbage collector and namespace controller: deletes dependents whose owners are gone
-//! (Background), strips ownerReferences for `orphan` deletions, deletes dependents before
-//! removing `foregroundDeletion` owners, and empties then removes terminating namespaces.
+//! The garbage collector: deletes dependents whose owners are gone (Background), strips
+//! ownerReferences for `orphan` deletions, and deletes dependents before removing
+//! `foregroundDeletion` owners. Terminating namespaces are the namespace controller's
+//! (`controllers::namespace`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +24,6 @@ struct GarbageCollector {
     dependents: HashMap<String, HashSet<Entry>>,
     /// uid -> object, for every live object.
     live: HashMap<String, Entry>,
-    terminating_namespaces: HashSet<String>,
 }
 
 fn owner_uids(object: &Value) -> Vec<String> {
@@ -59,10 +59,8 @@ pub async fn run(cluster: Arc<Cluster>) {
         cluster: cluster.clone(),
         dependents: HashMap::new(),
         live: HashMap::new(),
-        terminating_namespaces: HashSet::new(),
     };
     gc.rebuild();
-    let mut namespace_tick = tokio::time::interval(Duration::from_millis(200));
     let mut event_expiry_tick = tokio::time::interval(
         (cluster.config.event_ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(60)),
     );
@@ -73,7 +71,6 @@ pub async fn run(cluster: Arc<Cluster>) {
                 Err(RecvError::Lagged(_)) => gc.rebuild(),
                 Err(RecvError::Closed) => return,
             },
-            _ = namespace_tick.tick(), if !gc.terminating_namespaces.is_empty() => gc.finalize_namespaces(),
             _ = event_expiry_tick.tick() => gc.expire_events(),
             _ = cluster.shutdown.cancelled() => return,
         }
@@ -195,7 +192,6 @@ impl GarbageCollector {
             .unwrap_or_default()
             .to_string();
         if resource.is(resources::namespaces()) {
-            self.terminating_namespaces.insert(name);
             return;
         }
         let dependents: Vec<Entry> = self
@@ -298,33 +294,6 @@ impl GarbageCollector {
                 self.cluster
                     .store
                     .remove(resources::core_events(), &ns, &name, uid);
-            }
-        }
-    }
-
-    /// Delete the contents of terminating namespaces; remove a namespace once it is empty.
-    fn finalize_namespaces(&mut self) {
-        for ns in self.terminating_namespaces.clone() {
-            let mut remaining = 0;
-            for resource in RESOURCES.iter().filter(|r| r.namespaced) {
-                let (_, objects) = self.cluster.store.list(resource, Some(&ns));
-                for object in objects {
-                    remaining += 1;
-                    let (_, name) = crate::store::object_key(&object);
-                    if object.pointer("/metadata/deletionTimestamp").is_none() {
-                        let options = DeleteOptions {
-                            propagation: Some(Propagation::Background),
-                            ..DeleteOptions::default()
-                        };
-                        let _ = self.cluster.registry.delete(resource, &ns, &name, &options);
-                    }
-                }
-            }
-            if remaining == 0 {
-                self.cluster
-                    .store
-                    .remove(resources::namespaces(), "", &ns, None);
-                self.terminating_namespaces.remove(&ns);
             }
         }
     }

@@ -1,10 +1,13 @@
-//! The simulated control plane: scheduler, kubelet, Job controller and garbage collector, each a
-//! task reacting to store changes (and timers) and writing back through the registry.
+//! The simulated control plane: scheduler, kubelet, Job controller, garbage collector,
+//! namespace controller and disruption controller, each a task reacting to store changes (and timers) and writing back
+//! through the registry.
 
+pub mod disruption;
 pub mod events;
 pub mod garbage_collector;
 pub mod job_controller;
 pub mod kubelet;
+pub mod namespace;
 pub mod pod_status;
 pub mod scheduler;
 
@@ -34,5 +37,7 @@ pub fn spawn_all(cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
         tokio::spawn(kubelet::run(cluster.clone(), runtime)),
         tokio::spawn(job_controller::run(cluster.clone())),
         tokio::spawn(garbage_collector::run(cluster.clone())),
+        tokio::spawn(namespace::run(cluster.clone())),
+        tokio::spawn(disruption::run(cluster.clone())),
     ]
 }

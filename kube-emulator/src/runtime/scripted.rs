@@ -14,7 +14,8 @@
 //! * `oom[:<seconds>]` - exit 137 with reason `OOMKilled`.
 //! * `pull-error` - the image never pulls: `ErrImagePull` then `ImagePullBackOff`.
 //! * `hang` - run until stopped (exit 143 on SIGTERM, 137 on SIGKILL).
-//! * `evict[:<seconds>]` - the kubelet evicts the pod (memory pressure) after the run time.
+//! * `evict[:<seconds>]` - the container runs until the kubelet evicts the pod (memory
+//!   pressure) after `<seconds>` (the run time by default).
 //! * `ignore-sigterm` - like `hang` but only SIGKILL stops it.
 //!
 //! Every container logs one line `scripted container <name>: <action>` when it starts, plus
@@ -166,7 +167,7 @@ impl ContainerRuntime for ScriptedRuntime {
         }
         tokio::spawn(async move {
             let (run_for, natural_exit) = match script {
-                Script::Succeed(d) | Script::Evict(d) => (Some(d), ContainerExit::from_code(0)),
+                Script::Succeed(d) => (Some(d), ContainerExit::from_code(0)),
                 Script::Fail(code, d) => (Some(d), ContainerExit::from_code(code)),
                 Script::Oom(d) => (
                     Some(d),
@@ -176,7 +177,9 @@ impl ContainerRuntime for ScriptedRuntime {
                         message: None,
                     },
                 ),
-                Script::PullError | Script::Hang | Script::IgnoreSigterm => {
+                // An evicted container runs until the kubelet's eviction kills it, so the
+                // eviction never races with a natural exit.
+                Script::PullError | Script::Hang | Script::IgnoreSigterm | Script::Evict(_) => {
                     (None, ContainerExit::from_code(0))
                 }
             };

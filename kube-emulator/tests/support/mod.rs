@@ -64,3 +64,38 @@ pub fn http_client(emulator: &Emulator) -> reqwest::Client {
     let _ = emulator.client();
     reqwest::Client::new()
 }
+
+/// Run the real kubectl against the emulator with `stdin`; returns (success, stdout, stderr).
+pub async fn kubectl_with_input(
+    emulator: &Emulator,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("kubectl")
+        .env("KUBECONFIG", emulator.kubeconfig_path())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl runs");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let output = child.wait_with_output().await.expect("kubectl finishes");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Run the real kubectl against the emulator; returns (success, stdout, stderr).
+pub async fn kubectl(emulator: &Emulator, args: &[&str]) -> (bool, String, String) {
+    kubectl_with_input(emulator, args, "").await
+}
