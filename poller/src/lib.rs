@@ -68,7 +68,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let publisher = publish::Publisher::new(js);
+    let publisher = publish::Publisher::new(js, config.stream_replicas.into());
     let mut interval = tokio::time::interval(config.poll_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,10 +76,12 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = interval.tick() => {}
         }
-        // Drain a backlog: when a poll comes back full, poll again at once.
+        // Drain a backlog: poll again at once while full pages bring mostly new runs.
+        // A full page of runs already queued (dispatchers down or behind) waits for
+        // the next tick instead of being polled and re-published in a loop.
         loop {
             match poll_once(&prefect, &publisher, &config, pool.id).await {
-                Ok(outcome) if outcome.full_page && !shutdown.is_cancelled() => continue,
+                Ok(outcome) if outcome.drains_a_backlog() && !shutdown.is_cancelled() => continue,
                 Ok(_) => break,
                 Err(error) => {
                     tracing::warn!(%error, "poll failed; retrying at the next interval");
@@ -102,6 +104,14 @@ pub struct PollOutcome {
     pub published: usize,
     /// Prefect returned as many runs as asked for: more may be waiting.
     pub full_page: bool,
+}
+
+impl PollOutcome {
+    /// A full page, more than half of it new: a backlog is being drained and the
+    /// next page is worth asking for at once.
+    pub fn drains_a_backlog(&self) -> bool {
+        self.full_page && self.published * 2 > self.found
+    }
 }
 
 /// One poll: a batched read of due runs and their deployments and flows,

@@ -18,16 +18,21 @@ pub enum PollError {
     },
 }
 
-/// Publishes [`FlowRunDue`] messages on a pool's subject.
+/// Publishes [`FlowRunDue`] messages on a pool's subject; re-creates the
+/// streams (with `stream_replicas`) when they are gone.
 pub struct Publisher {
     js: jetstream::Context,
+    stream_replicas: usize,
 }
 
 const PUBLISH_ATTEMPTS: usize = 5;
 
 impl Publisher {
-    pub fn new(js: jetstream::Context) -> Self {
-        Publisher { js }
+    pub fn new(js: jetstream::Context, stream_replicas: usize) -> Self {
+        Publisher {
+            js,
+            stream_replicas,
+        }
     }
 
     /// Publishes every message and waits for its ack. Returns how many were
@@ -87,6 +92,15 @@ impl Publisher {
                     );
                     if !retryable {
                         break;
+                    }
+                    if kind == PublishErrorKind::StreamNotFound {
+                        tracing::warn!("the work queue stream is gone; creating it again");
+                        if let Err(error) =
+                            service_runtime::nats::ensure_streams(&self.js, self.stream_replicas)
+                                .await
+                        {
+                            tracing::warn!(%error, "re-creating the streams failed");
+                        }
                     }
                     tracing::debug!(attempt, error = %last_error, "publish not acknowledged; retrying with the same id");
                     tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64))

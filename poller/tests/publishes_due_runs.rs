@@ -83,7 +83,7 @@ async fn due_runs_are_published_once_with_their_rendering_inputs() {
         .await
         .unwrap();
 
-    let publisher = Publisher::new(js.clone());
+    let publisher = Publisher::new(js.clone(), 1);
     let first = poller::poll_once(&prefect, &publisher, &config, pool.id)
         .await
         .unwrap();
@@ -165,7 +165,7 @@ async fn labels_select_work_queues() {
     }
     // The seed agent's `--label gpu`: only the gpu queue's run.
     config.work_queues = vec!["gpu".into()];
-    let outcome = poller::poll_once(&prefect, &Publisher::new(js.clone()), &config, pool.id)
+    let outcome = poller::poll_once(&prefect, &Publisher::new(js.clone(), 1), &config, pool.id)
         .await
         .unwrap();
     assert_eq!(outcome.published, 1);
@@ -173,4 +173,49 @@ async fn labels_select_work_queues() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].flow_run_id, runs[0].id.to_string());
     assert_eq!(messages[0].work_queue_name, "gpu");
+}
+
+/// Issue 9, scenario 6: with no dispatcher taking them, more due runs than a
+/// page must not make the poller poll (and re-publish) in a loop: a page of
+/// runs already queued waits for the next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_page_of_queued_runs_is_not_polled_in_a_loop() {
+    let prefect_server = PrefectServer::shared();
+    let nats_server = NatsServer::start();
+    let proxy = test_stack::http_proxy::FaultProxy::start(&prefect_server.api_url()).await;
+    let prefect = PrefectClient::new(ClientConfig::new(&proxy.url()).unwrap()).unwrap();
+    let direct = PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+    let nats = async_nats::connect(nats_server.url()).await.unwrap();
+
+    let mut config = PollerConfig::for_pool(unique_name("pool"));
+    config.limit = 2;
+    config.poll_interval_seconds = 1.0;
+    poller::pool::ensure_work_pool(&direct, &config)
+        .await
+        .unwrap();
+    let flow = direct.create_flow(&unique_name("flow")).await.unwrap();
+    let deployment = direct
+        .create_deployment(&DeploymentCreate {
+            work_pool_name: Some(config.work_pool.clone()),
+            ..DeploymentCreate::new(unique_name("deployment"), flow.id)
+        })
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        direct
+            .create_flow_run_from_deployment(deployment.id, &DeploymentFlowRunCreate::default())
+            .await
+            .unwrap();
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(poller::run(config.clone(), prefect, nats, shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    let polls = proxy.count(Some("POST"), "get_scheduled_flow_runs");
+    // One poll per tick, plus one immediate re-poll after a page of new runs.
+    assert!(
+        (2..=12).contains(&polls),
+        "{polls} polls in 5 s at a 1 s interval"
+    );
 }

@@ -1,0 +1,85 @@
+//! Regression tests of issue 9's scenarios that are the reporter's alone:
+//!
+//! 3. A leader whose Lease renewal hangs (an API server that accepts and
+//!    never answers) stops acting before a standby may take over.
+//! 8. Memory stays bounded: the views of deleted Jobs and pods (tombstones)
+//!    go on standbys too, and for runs of other work pools.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube_emulator::FaultSettings;
+use reporter::service::Reporter;
+use support::{eventually, JobSpec, Stack};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_leader_whose_renewal_hangs_steps_down_before_a_standby_may_take_over() {
+    let stack = Stack::start().await;
+    let config = stack.reporter_config("hung-leader");
+    let lease_duration = Duration::from_secs(config.lease_duration_seconds);
+    let reporter = stack.spawn_reporter(config);
+    eventually("the reporter leads", || async { reporter.is_leader() }).await;
+    stack.emulator.set_faults(FaultSettings {
+        latency_ms: 60_000,
+        verb: Some("update".into()),
+        resource: Some("leases".into()),
+        ..FaultSettings::default()
+    });
+    let hung_at = Instant::now();
+    eventually("the leader steps down", || async { !reporter.is_leader() }).await;
+    let stepped_down_after = hung_at.elapsed();
+    assert!(
+        stepped_down_after < lease_duration,
+        "stepped down {stepped_down_after:?} after its renewals started hanging; a standby may \
+         take over after {lease_duration:?}"
+    );
+    stack.emulator.set_faults(FaultSettings::default());
+    reporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s8_tombstones_go_on_standbys_and_for_other_pools() {
+    let stack = Stack::start().await;
+    let shutdown = CancellationToken::new();
+    let mut stores = Vec::new();
+    for identity in ["leader", "standby"] {
+        let reporter = Reporter::new(
+            stack.reporter_config(identity),
+            stack.prefect.clone(),
+            stack.kube.clone(),
+        );
+        stores.push(reporter.store());
+        tokio::spawn(reporter.run(shutdown.clone()));
+    }
+    let other_pool = stack.deployment_in_another_pool().await;
+    let mut jobs = Vec::new();
+    for index in 0..12 {
+        let run = if index % 2 == 0 {
+            stack.claimed_run().await
+        } else {
+            stack.claimed_run_of(other_pool).await
+        };
+        jobs.push(stack.submit(&run, &JobSpec::script("hang")).await);
+    }
+    eventually("both replicas see every Job", || async {
+        stores
+            .iter()
+            .all(|store| store.read(|s| s.counts().0) >= jobs.len())
+    })
+    .await;
+    for job in &jobs {
+        stack.delete_job(job).await;
+    }
+    eventually(
+        "no replica keeps views of the deleted Jobs and pods",
+        || async {
+            stores
+                .iter()
+                .all(|store| store.read(|s| s.counts()) == (0, 0, 0))
+        },
+    )
+    .await;
+    shutdown.cancel();
+}
