@@ -68,7 +68,9 @@ fn no_tracked_file_reads_outside_the_repository() {
         "git ls-files did not list the workspace: {files:?}"
     );
     let mut found = Vec::new();
-    for file in &files {
+    // This file spells the patterns out to look for them.
+    let this_file = "test-stack/tests/self_contained.rs";
+    for file in files.iter().filter(|file| *file != this_file) {
         // Binary files (none read a path) are skipped.
         if let Ok(text) = std::fs::read_to_string(workspace_root().join(file)) {
             found.extend(offences(file, &text, &patterns));
