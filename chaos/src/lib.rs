@@ -8,3 +8,5 @@
 
 pub mod fake_flow;
 pub mod prefect_api;
+pub mod prefect_proxy;
+pub mod tcp_proxy;
