@@ -69,28 +69,30 @@ fn work_dir(config: &CampaignConfig) -> Result<(PathBuf, bool), CampaignError> {
     Ok((dir.keep(), true))
 }
 
+/// What the phases of a campaign share.
+struct Context {
+    prefect: PrefectClient,
+    kube: kube::Client,
+    recorder: SharedRecorder,
+    stop_watching: CancellationToken,
+    workload: Workload,
+}
+
+/// What the fault phase leaves behind.
+struct FaultPhase {
+    episodes: Vec<EpisodeLog>,
+    actions: JoinSet<()>,
+    harness_errors: Vec<String>,
+    /// When the last arrival and the last heal were done, from `start`.
+    ended: Duration,
+}
+
 /// Everything between a started stack and the verdict.
 async fn drive(
     config: &CampaignConfig,
     mut stack: Stack,
 ) -> Result<(Summary, Stack), CampaignError> {
-    let prefect = direct_client(&stack.prefect_url())?;
-    let kube = emulator_client(&stack).await?;
-    let recorder = SharedRecorder::default();
-    let stop_watching = CancellationToken::new();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        recorder::start(kube.clone(), recorder.clone(), stop_watching.clone()),
-    )
-    .await
-    .map_err(|_| setup("watching the emulator")("no initial list within 60 s".into()))?;
-    let workload = Workload::setup(
-        prefect.clone(),
-        &stack.prefect_url(),
-        &stack.pool,
-        &stack.binaries.fake_flow,
-    )
-    .await?;
+    let context = prepare(&stack).await?;
     let plan = workload::plan(
         config.seed,
         config.backlog,
@@ -104,7 +106,7 @@ async fn drive(
         plan.iter().cloned().partition(|run| run.at.is_zero());
     let mut actions = JoinSet::new();
     for run in backlog {
-        create_and_act(&workload, run, &mut actions).await;
+        create_and_act(&context.workload, run, &mut actions).await;
     }
     tracing::info!(
         backlog = config.backlog,
@@ -116,16 +118,79 @@ async fn drive(
     let stop_monitor = CancellationToken::new();
     let monitor = Monitor::start(
         stack.services.clone(),
-        prefect.clone(),
+        context.prefect.clone(),
         stack.pool.clone(),
-        recorder.clone(),
+        context.recorder.clone(),
         start,
         stop_monitor.clone(),
     );
-    let nemesis = Arc::new(Nemesis::new(stack.clone(), kube, start));
+    let mut phase =
+        fault_phase(&context, stack.clone(), schedule, arrivals, actions, start).await?;
+    let quiet = settle(config, &context, &stack.pool, &mut phase.actions, start).await;
+    stop_monitor.cancel();
+    let observations = std::mem::take(&mut *monitor.join().await.lock());
+    let records = context.workload.records.lock().clone();
+    let facts = checker::gather(&context.prefect, records).await;
+    context.stop_watching.cancel();
+    let summary = summarize(
+        config,
+        &stack,
+        SummaryParts {
+            plan_len: plan.len(),
+            facts,
+            observations,
+            recorder: &context.recorder.lock(),
+            workload_errors: context.workload.errors.lock().clone(),
+            final_recovery: quiet.map(|quiet| quiet.saturating_sub(phase.ended)),
+            elapsed: start.elapsed(),
+            phase,
+        },
+    );
+    let stack = Arc::try_unwrap(stack)
+        .map_err(|_| setup("tearing down")("the stack is still shared".into()))?;
+    Ok((summary, stack))
+}
+
+/// The direct clients, the recorder (listed once) and the workload's pool
+/// and deployments.
+async fn prepare(stack: &Stack) -> Result<Context, CampaignError> {
+    let prefect = direct_client(&stack.prefect_url())?;
+    let kube = emulator_client(stack).await?;
+    let recorder = SharedRecorder::default();
+    let stop_watching = CancellationToken::new();
+    let listed = recorder::start(kube.clone(), recorder.clone(), stop_watching.clone());
+    tokio::time::timeout(Duration::from_secs(60), listed)
+        .await
+        .map_err(|_| setup("watching the emulator")("no initial list within 60 s".into()))?;
+    let workload = Workload::setup(
+        prefect.clone(),
+        &stack.prefect_url(),
+        &stack.pool,
+        &stack.binaries.fake_flow,
+    )
+    .await?;
+    Ok(Context {
+        prefect,
+        kube,
+        recorder,
+        stop_watching,
+        workload,
+    })
+}
+
+/// Arrivals and the nemesis side by side, then everything healed.
+async fn fault_phase(
+    context: &Context,
+    stack: Arc<Stack>,
+    schedule: Vec<nemesis::Episode>,
+    arrivals: Vec<PlannedRun>,
+    actions: JoinSet<()>,
+    start: Instant,
+) -> Result<FaultPhase, CampaignError> {
+    let nemesis = Arc::new(Nemesis::new(stack, context.kube.clone(), start));
     let faults = tokio::spawn(nemesis.clone().run(schedule));
-    let arrived = tokio::spawn(arrive(workload.clone(), arrivals, start, actions));
-    let mut actions = arrived
+    let arrived = tokio::spawn(arrive(context.workload.clone(), arrivals, start, actions));
+    let actions = arrived
         .await
         .map_err(|e| setup("creating runs")(e.to_string()))?;
     let episodes = faults
@@ -135,41 +200,12 @@ async fn drive(
     if let Err(error) = nemesis.heal_everything().await {
         harness_errors.push(format!("healing everything at the end: {error}"));
     }
-    drop(nemesis);
-    let quiet_from = start.elapsed();
-    let final_recovery = settle(
-        config,
-        &prefect,
-        &stack.pool,
-        &recorder,
-        &mut actions,
-        start,
-    )
-    .await;
-    stop_monitor.cancel();
-    let observations = monitor.join().await;
-    let records = workload.records.lock().clone();
-    let facts = checker::gather(&prefect, records).await;
-    stop_watching.cancel();
-    let observations = std::mem::take(&mut *observations.lock());
-    let summary = summarize(
-        config,
-        &stack,
-        SummaryParts {
-            plan_len: plan.len(),
-            facts,
-            episodes,
-            observations,
-            recorder: &recorder.lock(),
-            workload_errors: workload.errors.lock().clone(),
-            harness_errors,
-            final_recovery: final_recovery.map(|quiet| quiet.saturating_sub(quiet_from)),
-            elapsed: start.elapsed(),
-        },
-    );
-    let stack = Arc::try_unwrap(stack)
-        .map_err(|_| setup("tearing down")("the stack is still shared".into()))?;
-    Ok((summary, stack))
+    Ok(FaultPhase {
+        episodes,
+        actions,
+        harness_errors,
+        ended: start.elapsed(),
+    })
 }
 
 fn direct_client(api_url: &str) -> Result<PrefectClient, CampaignError> {
@@ -219,9 +255,8 @@ async fn arrive(
 /// linger, unchanged for [`LINGER`] (the checker reports those).
 async fn settle(
     config: &CampaignConfig,
-    prefect: &PrefectClient,
+    context: &Context,
     pool: &str,
-    recorder: &SharedRecorder,
     actions: &mut JoinSet<()>,
     start: Instant,
 ) -> Option<Duration> {
@@ -230,7 +265,9 @@ async fn settle(
     let mut calm_since: Option<Instant> = None;
     while Instant::now() < deadline {
         while actions.try_join_next().is_some() {}
-        if let Ok((stuck, unsettled)) = monitor::probe(prefect, pool, recorder).await {
+        if let Ok((stuck, unsettled)) =
+            monitor::probe(&context.prefect, pool, &context.recorder).await
+        {
             let stuck: Vec<uuid::Uuid> = stuck.into_keys().collect();
             let calm = unsettled == 0 && actions.is_empty();
             calm_since = if calm {
@@ -260,11 +297,10 @@ const LINGER: Duration = Duration::from_secs(20);
 struct SummaryParts<'a> {
     plan_len: usize,
     facts: Vec<checker::RunFacts>,
-    episodes: Vec<EpisodeLog>,
+    phase: FaultPhase,
     observations: Observations,
     recorder: &'a Recorder,
     workload_errors: Vec<String>,
-    harness_errors: Vec<String>,
     final_recovery: Option<Duration>,
     elapsed: Duration,
 }
@@ -280,6 +316,7 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
     );
     let probes = &parts.observations.probes;
     let faults = parts
+        .phase
         .episodes
         .into_iter()
         .map(|log| FaultOutcome {
@@ -287,7 +324,7 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
             log,
         })
         .collect::<Vec<_>>();
-    let mut harness_errors = parts.harness_errors;
+    let mut harness_errors = parts.phase.harness_errors;
     harness_errors.extend(faults.iter().filter_map(|f| {
         f.log
             .error

@@ -593,3 +593,253 @@ fn rss_bounded(rss: &BTreeMap<String, RssPeak>, limit_kib: u64) -> Vec<Violation
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::EventRecord;
+    use crate::workload::ActionRecord;
+    use serde_json::json;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    fn state(kind: &str, name: &str, seconds: i64, message: &str) -> State {
+        serde_json::from_value(json!({
+            "id": Uuid::new_v4(), "type": kind, "name": name,
+            "timestamp": at(seconds), "message": message,
+        }))
+        .unwrap()
+    }
+
+    fn run(kind: RunKind, states: Vec<State>) -> RunFacts {
+        let id = Uuid::from_u128(7);
+        let current = serde_json::from_value(json!({
+            "id": id, "flow_id": Uuid::nil(), "state": states.last().unwrap(),
+        }))
+        .unwrap();
+        RunFacts {
+            record: RunRecord {
+                id,
+                name: "c1".into(),
+                kind,
+                created_at: at(0),
+                action: None,
+            },
+            current: Some(current),
+            states,
+            logs: Vec::new(),
+            read_error: None,
+        }
+    }
+
+    fn job(name: &str, claim: &str, seen: i64, ended: Option<JobEnd>) -> JobRecord {
+        JobRecord {
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            name: name.into(),
+            run_id: Some(Uuid::from_u128(7)),
+            claim: Some(claim.into()),
+            first_seen: at(seen),
+            created_suspended: true,
+            suspended: false,
+            had_pod: true,
+            ended: ended.map(|end| (end, at(seen + 5))),
+            deleted_at: None,
+        }
+    }
+
+    fn recorder(jobs: Vec<JobRecord>) -> Recorder {
+        Recorder {
+            jobs: jobs.into_iter().map(|job| (job.uid.clone(), job)).collect(),
+            ..Recorder::default()
+        }
+    }
+
+    fn violations(facts: &[RunFacts], recorder: &Recorder) -> Vec<Invariant> {
+        let now = at(1000);
+        check(facts, recorder, &BTreeMap::new(), 1, now)
+            .into_iter()
+            .map(|v| v.invariant)
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_completed_run_breaks_nothing() {
+        let facts = [run(
+            RunKind::Complete,
+            vec![
+                state("SCHEDULED", "Scheduled", 0, ""),
+                state("PENDING", "Pending", 1, ""),
+                state("RUNNING", "Running", 2, ""),
+                state("COMPLETED", "Completed", 9, ""),
+            ],
+        )];
+        let jobs = recorder(vec![job("a", "7:s1", 1, Some(JobEnd::Complete))]);
+        assert_eq!(violations(&facts, &jobs), []);
+    }
+
+    #[test]
+    fn two_jobs_for_one_claim_and_running_after_cancelled_are_caught() {
+        let facts = [run(
+            RunKind::CancelRunning,
+            vec![
+                state("RUNNING", "Running", 2, ""),
+                state("CANCELLED", "Cancelled", 5, ""),
+                state("RUNNING", "Running", 6, ""),
+                state("COMPLETED", "Completed", 9, ""),
+            ],
+        )];
+        let jobs = recorder(vec![
+            job("a", "7:s1", 1, Some(JobEnd::Complete)),
+            job("b", "7:s1", 4, Some(JobEnd::Complete)),
+        ]);
+        let found = violations(&facts, &jobs);
+        assert!(
+            found.contains(&Invariant::OneJobPerScheduledState),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&Invariant::NothingAfterCancelled),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_crash_naming_a_job_that_succeeded_is_caught_and_one_for_a_failed_job_is_not() {
+        let message =
+            "Kubernetes Job default/a completed, but the flow run did not report a final state.";
+        let facts = [run(
+            RunKind::Complete,
+            vec![
+                state("PENDING", "Pending", 1, ""),
+                state("CRASHED", "Crashed", 20, message),
+            ],
+        )];
+        let jobs = recorder(vec![
+            job("a", "7:s1", 1, Some(JobEnd::Complete)),
+            job("b", "7:s2", 15, None),
+        ]);
+        let found = violations(&facts, &jobs);
+        assert!(
+            found.contains(&Invariant::OneCrashPerFailedJob),
+            "{found:?}"
+        );
+        assert!(found.contains(&Invariant::NoRunLost), "{found:?}");
+
+        let message = "Kubernetes Job default/a failed: BackoffLimitExceeded. Pod a-x: exit code 3";
+        let facts = [run(
+            RunKind::CrashExit,
+            vec![
+                state("PENDING", "Pending", 1, ""),
+                state("CRASHED", "Crashed", 20, message),
+            ],
+        )];
+        let jobs = recorder(vec![job("a", "7:s1", 1, Some(JobEnd::Failed))]);
+        assert_eq!(violations(&facts, &jobs), []);
+    }
+
+    #[test]
+    fn a_failed_job_needs_a_crash_unless_the_flow_reported_failed() {
+        let failed_by_flow = [run(
+            RunKind::Fail,
+            vec![
+                state("RUNNING", "Running", 2, ""),
+                state("FAILED", "Failed", 8, ""),
+            ],
+        )];
+        let jobs = recorder(vec![job("a", "7:s1", 1, Some(JobEnd::Failed))]);
+        assert_eq!(violations(&failed_by_flow, &jobs), []);
+        let never_crashed = [run(
+            RunKind::CrashExit,
+            vec![state("PENDING", "Pending", 1, "")],
+        )];
+        let found = violations(&never_crashed, &jobs);
+        assert!(
+            found.contains(&Invariant::OneCrashPerFailedJob),
+            "{found:?}"
+        );
+        assert!(found.contains(&Invariant::NoRunLost), "{found:?}");
+        assert!(
+            found.contains(&Invariant::NoPendingOrRunningWithoutJob),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn an_accepted_cancellation_expects_cancelled_and_a_deleted_run_no_live_job() {
+        let mut cancelled = run(
+            RunKind::CancelRunning,
+            vec![
+                state("RUNNING", "Running", 2, ""),
+                state("COMPLETED", "Completed", 9, ""),
+            ],
+        );
+        cancelled.record.action = Some(ActionRecord {
+            at: at(3),
+            what: "cancel",
+            seen_before: "Running".into(),
+            outcome: ActionOutcome::Answered {
+                status: "Accept".into(),
+                state: StateType::Cancelling,
+                state_name: "Cancelling".into(),
+            },
+        });
+        assert_eq!(expected(&cancelled.record), Expected::Cancelled);
+        let mut deleted = run(
+            RunKind::Delete,
+            vec![state("SCHEDULED", "Scheduled", 0, "")],
+        );
+        deleted.current = None;
+        deleted.record.action = Some(ActionRecord {
+            at: at(3),
+            what: "delete",
+            seen_before: "Pending".into(),
+            outcome: ActionOutcome::Deleted,
+        });
+        let mut suspended = job("a", "7:s1", 1, None);
+        suspended.suspended = true;
+        assert_eq!(
+            violations(&[deleted], &recorder(vec![suspended])),
+            [Invariant::NoLiveJobForFinalRun]
+        );
+        assert_eq!(
+            violations(&[cancelled], &recorder(vec![])),
+            [Invariant::NoRunLost]
+        );
+    }
+
+    #[test]
+    fn identical_event_lines_count_once_per_recorded_event() {
+        let line = |seconds| Log {
+            id: Uuid::new_v4(),
+            name: EVENT_LOGGER.into(),
+            level: 20,
+            message: "Kubernetes event Pulled on pod a-x, container \"prefect-job\": pulled".into(),
+            timestamp: at(seconds),
+            flow_run_id: Some(Uuid::from_u128(7)),
+        };
+        let mut facts = run(
+            RunKind::Complete,
+            vec![state("COMPLETED", "Completed", 9, "")],
+        );
+        facts.logs = vec![line(3), line(3), line(4)];
+        let mut recorded = recorder(vec![]);
+        assert_eq!(
+            violations(std::slice::from_ref(&facts), &recorded),
+            [Invariant::NoEventForwardedTwice]
+        );
+        for uid in ["e1", "e2"] {
+            let event = EventRecord {
+                uid: uid.into(),
+                kind: "Pod".into(),
+                object: "a-x".into(),
+                reason: "Pulled".into(),
+                count: 1,
+            };
+            recorded.events.insert(uid.into(), event);
+        }
+        assert_eq!(violations(&[facts], &recorded), []);
+    }
+}

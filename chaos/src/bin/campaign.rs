@@ -3,6 +3,7 @@
 //! server and the Kubernetes API emulator, injects seeded faults, checks the
 //! invariants and prints the report. Exit code 0: no violation; 1:
 //! violations; 2: the campaign itself failed.
+#![forbid(unsafe_code)]
 
 use chaos::config::CampaignConfig;
 use clap::Parser;
@@ -51,9 +52,25 @@ async fn campaign(config: CampaignConfig) -> i32 {
                 2
             }
         },
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupted() => {
             eprintln!("campaign interrupted; stopping everything");
             2
+        }
+    }
+}
+
+/// SIGINT or SIGTERM. Dropping the campaign then stops every process it started.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

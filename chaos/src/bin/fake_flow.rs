@@ -2,6 +2,7 @@
 //! emulator's process runtime). Reads `PREFECT_API_URL` and
 //! `PREFECT__FLOW_RUN_ID` as `prefect flow-run execute` does; see
 //! `chaos::fake_flow` for the protocol.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
