@@ -129,26 +129,48 @@ async fn drive(
     let quiet = settle(config, &context, &stack.pool, &mut phase.actions, start).await;
     stop_monitor.cancel();
     let observations = std::mem::take(&mut *monitor.join().await.lock());
-    let records = context.workload.records.lock().clone();
-    let facts = checker::gather(&context.prefect, records).await;
-    context.stop_watching.cancel();
-    let summary = summarize(
+    let summary = conclude(
         config,
+        &context,
         &stack,
-        SummaryParts {
-            plan_len: plan.len(),
-            facts,
-            observations,
-            recorder: &context.recorder.lock(),
-            workload_errors: context.workload.errors.lock().clone(),
-            final_recovery: quiet.map(|quiet| quiet.saturating_sub(phase.ended)),
-            elapsed: start.elapsed(),
-            phase,
-        },
-    );
+        plan.len(),
+        phase,
+        observations,
+        quiet,
+        start,
+    )
+    .await;
     let stack = Arc::try_unwrap(stack)
         .map_err(|_| setup("tearing down")("the stack is still shared".into()))?;
     Ok((summary, stack))
+}
+
+/// Reads every run back and checks it.
+#[allow(clippy::too_many_arguments)]
+async fn conclude(
+    config: &CampaignConfig,
+    context: &Context,
+    stack: &Stack,
+    plan_len: usize,
+    phase: FaultPhase,
+    observations: Observations,
+    quiet: Option<Duration>,
+    start: Instant,
+) -> Summary {
+    let records = context.workload.records.lock().clone();
+    let facts = checker::gather(&context.prefect, records).await;
+    context.stop_watching.cancel();
+    let parts = SummaryParts {
+        plan_len,
+        facts,
+        observations,
+        recorder: &context.recorder.lock(),
+        workload_errors: context.workload.errors.lock().clone(),
+        final_recovery: quiet.map(|quiet| quiet.saturating_sub(phase.ended)),
+        elapsed: start.elapsed(),
+        phase,
+    };
+    summarize(config, stack, parts)
 }
 
 /// The direct clients, the recorder (listed once) and the workload's pool
@@ -307,15 +329,16 @@ struct SummaryParts<'a> {
 
 fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) -> Summary {
     let limit_kib = config.rss_limit_mib * 1024;
+    let now = chrono::Utc::now();
     let violations = checker::check(
         &parts.facts,
         parts.recorder,
         &parts.observations.rss,
         limit_kib,
-        chrono::Utc::now(),
+        now,
     );
     let probes = &parts.observations.probes;
-    let faults = parts
+    let faults: Vec<FaultOutcome> = parts
         .phase
         .episodes
         .into_iter()
@@ -323,22 +346,20 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
             recovery: monitor::recovery(probes, log.started, log.healed),
             log,
         })
-        .collect::<Vec<_>>();
-    let mut harness_errors = parts.phase.harness_errors;
-    harness_errors.extend(faults.iter().filter_map(|f| {
-        f.log
-            .error
-            .as_ref()
-            .map(|e| format!("{}: {e}", f.log.kind.name()))
-    }));
-    harness_errors.extend(parts.facts.iter().filter_map(|f| {
-        f.read_error
-            .as_ref()
-            .map(|e| format!("reading run {}: {e}", f.record.id))
-    }));
-    if parts.workload_errors.len() * 10 > parts.plan_len {
-        harness_errors.extend(parts.workload_errors.iter().cloned());
-    }
+        .collect();
+    let harness_errors = harness_errors(
+        parts.phase.harness_errors,
+        &faults,
+        &parts.facts,
+        &parts.workload_errors,
+        parts.plan_len,
+    );
+    let notes = notes(
+        stack,
+        parts.recorder,
+        parts.workload_errors.len(),
+        parts.observations.probe_errors,
+    );
     Summary {
         seed: config.seed,
         database: stack.database_label.clone(),
@@ -352,14 +373,35 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
         rss_limit_mib: config.rss_limit_mib,
         unexpected_exits: parts.observations.unexpected_exits,
         harness_errors,
-        notes: notes(
-            stack,
-            parts.recorder,
-            parts.workload_errors.len(),
-            parts.observations.probe_errors,
-        ),
+        notes,
         work_dir: Some(stack.dir.clone()),
     }
+}
+
+/// Faults that could not be applied or healed, runs that could not be
+/// read, and run creations when more than a tenth of them failed.
+fn harness_errors(
+    mut errors: Vec<String>,
+    faults: &[FaultOutcome],
+    facts: &[checker::RunFacts],
+    workload_errors: &[String],
+    plan_len: usize,
+) -> Vec<String> {
+    errors.extend(faults.iter().filter_map(|f| {
+        f.log
+            .error
+            .as_ref()
+            .map(|e| format!("{}: {e}", f.log.kind.name()))
+    }));
+    errors.extend(facts.iter().filter_map(|f| {
+        f.read_error
+            .as_ref()
+            .map(|e| format!("reading run {}: {e}", f.record.id))
+    }));
+    if workload_errors.len() * 10 > plan_len {
+        errors.extend(workload_errors.iter().cloned());
+    }
+    errors
 }
 
 fn notes(

@@ -489,33 +489,47 @@ fn one_crash_per_failed_job(run: &RunFacts, jobs: &[&JobRecord]) -> Vec<Violatio
             history(run)
         ));
     }
-    for crash in &crashes {
-        if let Some(job) =
-            crashed_job(crash, jobs).filter(|job| matches!(job.ended, Some((JobEnd::Complete, _))))
-        {
-            found.push(format!(
-                "Crashed for a Job that succeeded: {}; {}; history: {}",
-                describe_state(crash),
-                describe_job(job),
-                history(run)
-            ));
-        }
-    }
-    for job in jobs
-        .iter()
-        .filter(|job| matches!(job.ended, Some((JobEnd::Failed, _))))
-    {
-        if !reported_final_after(run, job.first_seen) && crashes.is_empty() {
-            found.push(format!(
-                "{} failed and the run was never Crashed; history: {}",
-                describe_job(job),
-                history(run)
-            ));
-        }
+    found.extend(crashes_for_succeeded_jobs(run, &crashes, jobs));
+    if crashes.is_empty() {
+        found.extend(failed_jobs_never_crashed(run, jobs));
     }
     found
         .into_iter()
         .map(|evidence| violation(Invariant::OneCrashPerFailedJob, &run.record, evidence))
+        .collect()
+}
+
+fn crashes_for_succeeded_jobs(
+    run: &RunFacts,
+    crashes: &[&State],
+    jobs: &[&JobRecord],
+) -> Vec<String> {
+    crashes
+        .iter()
+        .filter_map(|crash| {
+            let job = crashed_job(crash, jobs)
+                .filter(|job| matches!(job.ended, Some((JobEnd::Complete, _))))?;
+            Some(format!(
+                "Crashed for a Job that succeeded: {}; {}; history: {}",
+                describe_state(crash),
+                describe_job(job),
+                history(run)
+            ))
+        })
+        .collect()
+}
+
+fn failed_jobs_never_crashed(run: &RunFacts, jobs: &[&JobRecord]) -> Vec<String> {
+    jobs.iter()
+        .filter(|job| matches!(job.ended, Some((JobEnd::Failed, _))))
+        .filter(|job| !reported_final_after(run, job.first_seen))
+        .map(|job| {
+            format!(
+                "{} failed and the run was never Crashed; history: {}",
+                describe_job(job),
+                history(run)
+            )
+        })
         .collect()
 }
 

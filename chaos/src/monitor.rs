@@ -184,6 +184,28 @@ pub async fn probe(
     pool: &str,
     recorder: &SharedRecorder,
 ) -> Result<(BTreeMap<Uuid, String>, usize), prefect_client::PrefectError> {
+    let (runs, gone) = runs_to_probe(prefect, pool, recorder).await?;
+    let now = Utc::now();
+    let recorder = recorder.lock();
+    let mut stuck: BTreeMap<Uuid, String> = runs
+        .iter()
+        .filter_map(|run| stuck_reason(run, &recorder, now).map(|why| (run.id, why)))
+        .collect();
+    let deleted = gone
+        .into_iter()
+        .map(|id| (id, "deleted run with a live Job or pod".to_owned()));
+    stuck.extend(deleted);
+    let unsettled = runs.iter().filter(|run| unsettled(run, now)).count();
+    Ok((stuck, unsettled))
+}
+
+/// The pool's unsettled runs plus every run with a live Job or pod; and
+/// the ids of those that no longer exist.
+async fn runs_to_probe(
+    prefect: &PrefectClient,
+    pool: &str,
+    recorder: &SharedRecorder,
+) -> Result<(Vec<FlowRun>, Vec<Uuid>), prefect_client::PrefectError> {
     let transitional = vec![
         StateType::Scheduled,
         StateType::Pending,
@@ -195,32 +217,19 @@ pub async fn probe(
         .with_work_pool_names(vec![pool.to_owned()])
         .with_state_types(transitional);
     let mut runs = prefect.read_all_flow_runs(&filter).await?;
-    let with_infrastructure = recorder.lock().runs_with_live_infrastructure();
     let known: BTreeSet<Uuid> = runs.iter().map(|run| run.id).collect();
+    let with_infrastructure = recorder.lock().runs_with_live_infrastructure();
     let others: Vec<Uuid> = with_infrastructure
-        .iter()
-        .copied()
+        .into_iter()
         .filter(|id| !known.contains(id))
         .collect();
     let found = prefect.read_flow_runs_by_ids(&others).await?;
-    let gone: Vec<Uuid> = others
-        .iter()
-        .copied()
+    let gone = others
+        .into_iter()
         .filter(|id| !found.iter().any(|run| run.id == *id))
         .collect();
     runs.extend(found);
-    let now = Utc::now();
-    let recorder = recorder.lock();
-    let mut stuck: BTreeMap<Uuid, String> = runs
-        .iter()
-        .filter_map(|run| stuck_reason(run, &recorder, now).map(|why| (run.id, why)))
-        .collect();
-    stuck.extend(
-        gone.into_iter()
-            .map(|id| (id, "deleted run with a live Job or pod".to_owned())),
-    );
-    let unsettled = runs.iter().filter(|run| unsettled(run, now)).count();
-    Ok((stuck, unsettled))
+    Ok((runs, gone))
 }
 
 /// Not final, and not a run that is legitimately waiting for a later time.

@@ -213,6 +213,38 @@ fn episode(rng: &mut StdRng, config: &CampaignConfig, kind: FaultKind, start: Du
     }
 }
 
+/// The proxy mode of a Prefect fault and how the report names it.
+fn prefect_fault(episode: &Episode) -> (PrefectFault, String) {
+    let rate = episode.rate;
+    let percent = (rate * 100.0).round();
+    match episode.kind {
+        FaultKind::PrefectLatency => (
+            PrefectFault::Latency(episode.latency),
+            format!("{} ms per request", episode.latency.as_millis()),
+        ),
+        FaultKind::Prefect500 => (
+            PrefectFault::Error { status: 500, rate },
+            format!("500 to {percent}% of requests"),
+        ),
+        FaultKind::Prefect503 => (
+            PrefectFault::Error { status: 503, rate },
+            format!("503 to {percent}% of requests"),
+        ),
+        FaultKind::PrefectReset => (
+            PrefectFault::Reset { rate },
+            format!("reset {percent}% of requests"),
+        ),
+        FaultKind::PrefectDropAfterCommit => (
+            PrefectFault::DropAfterCommit { rate },
+            format!("answer dropped after commit for {percent}% of writes"),
+        ),
+        _ => (
+            PrefectFault::Blackhole,
+            format!("blackhole {:.1} s", episode.duration.as_secs_f64()),
+        ),
+    }
+}
+
 /// What happened to one episode.
 #[derive(Clone, Debug)]
 pub struct EpisodeLog {
@@ -299,7 +331,6 @@ impl Nemesis {
     /// Injects the fault; returns what was done.
     async fn apply(&self, episode: &Episode) -> Result<String, String> {
         use FaultKind::*;
-        let percent = (episode.rate * 100.0).round();
         match episode.kind {
             KillPoller | KillDispatcher | KillReporter => self.kill_service(episode).await,
             StopService => self.stop_service(episode).await,
@@ -310,34 +341,13 @@ impl Nemesis {
                     episode.duration.as_secs_f64()
                 ))
             }
-            PrefectLatency => self.prefect(
-                PrefectFault::Latency(episode.latency),
-                format!("{} ms per request", episode.latency.as_millis()),
-            ),
-            Prefect500 | Prefect503 => {
-                let status = if episode.kind == Prefect500 { 500 } else { 503 };
-                self.prefect(
-                    PrefectFault::Error {
-                        status,
-                        rate: episode.rate,
-                    },
-                    format!("{status} to {percent}% of requests"),
-                )
-            }
-            PrefectReset => self.prefect(
-                PrefectFault::Reset { rate: episode.rate },
-                format!("reset {percent}% of requests"),
-            ),
-            PrefectDropAfterCommit => self.prefect(
-                PrefectFault::DropAfterCommit { rate: episode.rate },
-                format!("answer dropped after commit for {percent}% of writes"),
-            ),
-            PrefectBlackhole => self.prefect(
-                PrefectFault::Blackhole,
-                format!("blackhole {:.1} s", episode.duration.as_secs_f64()),
-            ),
             KubeBlackhole => self.kube_net(TcpFault::Blackhole, "blackhole"),
             KubeReset => self.kube_net(TcpFault::Reset, "reset every connection"),
+            kind if kind.lane() == Lane::Prefect => {
+                let (fault, detail) = prefect_fault(episode);
+                self.stack.prefect_proxy.set(fault);
+                Ok(detail)
+            }
             _ => self.emulator_fault(episode).await,
         }
     }
@@ -370,11 +380,6 @@ impl Nemesis {
             KubeWatchCut | KubeCompact => Ok(()),
             _ => self.admin.clear_faults().await,
         }
-    }
-
-    fn prefect(&self, fault: PrefectFault, detail: String) -> Result<String, String> {
-        self.stack.prefect_proxy.set(fault);
-        Ok(detail)
     }
 
     fn kube_net(&self, fault: TcpFault, detail: &str) -> Result<String, String> {

@@ -145,18 +145,7 @@ impl Stack {
             .await
             .map_err(io_error("starting the Prefect fault proxy"))?;
         let (nats, nats_url) = start_nats(&binaries, dir, keeper.group()).await?;
-        let (emulator, emulator_url, emulator_kubeconfig) =
-            start_emulator(&binaries, dir, keeper.group()).await?;
-        let kube_proxy = TcpProxy::start(socket_of(&emulator_url)?)
-            .await
-            .map_err(io_error("starting the Kubernetes TCP proxy"))?;
-        let services_kubeconfig = dir.join("services.kubeconfig");
-        write_proxied_kubeconfig(
-            &emulator_kubeconfig,
-            &emulator_url,
-            &kube_proxy,
-            &services_kubeconfig,
-        )?;
+        let kube = start_kubernetes(&binaries, dir, keeper.group()).await?;
         Ok(Stack {
             dir: dir.to_owned(),
             pool: format!("chaos-{}", config.seed),
@@ -166,11 +155,11 @@ impl Stack {
             prefect_proxy,
             nats,
             nats_url,
-            emulator,
-            emulator_url,
-            emulator_kubeconfig,
-            kube_proxy,
-            services_kubeconfig,
+            emulator: kube.emulator,
+            emulator_url: kube.url,
+            emulator_kubeconfig: kube.kubeconfig,
+            kube_proxy: kube.proxy,
+            services_kubeconfig: kube.services_kubeconfig,
             services: Vec::new(),
             database,
             keeper,
@@ -415,6 +404,35 @@ async fn wait_nats_ready(nats: &Managed, ready_before: usize) -> Result<(), Stac
     Err(StackError::NotReady {
         what: "nats-server".into(),
         detail: nats.log_tail(20),
+    })
+}
+
+/// The emulator, the TCP proxy in front of it and the services' kubeconfig.
+struct Kubernetes {
+    emulator: Proc,
+    url: String,
+    kubeconfig: PathBuf,
+    proxy: TcpProxy,
+    services_kubeconfig: PathBuf,
+}
+
+async fn start_kubernetes(
+    binaries: &Binaries,
+    dir: &Path,
+    group: Option<i32>,
+) -> Result<Kubernetes, StackError> {
+    let (emulator, url, kubeconfig) = start_emulator(binaries, dir, group).await?;
+    let proxy = TcpProxy::start(socket_of(&url)?)
+        .await
+        .map_err(io_error("starting the Kubernetes TCP proxy"))?;
+    let services_kubeconfig = dir.join("services.kubeconfig");
+    write_proxied_kubeconfig(&kubeconfig, &url, &proxy, &services_kubeconfig)?;
+    Ok(Kubernetes {
+        emulator,
+        url,
+        kubeconfig,
+        proxy,
+        services_kubeconfig,
     })
 }
 
