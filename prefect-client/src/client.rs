@@ -36,6 +36,15 @@ impl PrefectClient {
         PrefectClient::new(ClientConfig::from_env()?)
     }
 
+    /// A client sharing this one's connections and settings but retrying
+    /// by `retry` (e.g. [`crate::RetryPolicy::no_retries`] for a proposal
+    /// that must not land late).
+    pub fn with_retry(&self, retry: crate::RetryPolicy) -> PrefectClient {
+        PrefectClient {
+            transport: Arc::new(self.transport.with_retry(retry)),
+        }
+    }
+
     /// The API base URL, e.g. `http://127.0.0.1:4200/api`.
     pub fn api_url(&self) -> &Url {
         self.transport.base_url()

@@ -72,6 +72,37 @@ impl PrefectClient {
             .await
     }
 
+    /// `POST /logs/filter`: every line of these flow runs stamped between
+    /// `after` and `before` (inclusive), oldest first, read page by page. Used
+    /// to find out whether a batch whose answer was lost was stored.
+    pub async fn read_logs_between(
+        &self,
+        flow_run_ids: &[Uuid],
+        after: DateTime<Utc>,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<Log>, PrefectError> {
+        let mut logs = Vec::new();
+        loop {
+            let body = serde_json::json!({
+                "logs": {
+                    "flow_run_id": {"any_": flow_run_ids},
+                    "timestamp": {"after_": after, "before_": before},
+                },
+                "sort": "TIMESTAMP_ASC",
+                "limit": MAX_PAGE_SIZE,
+                "offset": logs.len(),
+            });
+            let page: Vec<Log> = self
+                .send_json(Method::POST, &["logs", "filter"], &body)
+                .await?;
+            let full = page.len() == MAX_PAGE_SIZE;
+            logs.extend(page);
+            if !full {
+                return Ok(logs);
+            }
+        }
+    }
+
     /// `POST /logs/filter`: the first `limit` (at most [`MAX_PAGE_SIZE`])
     /// lines of a flow run after `offset`, oldest first.
     pub async fn read_flow_run_logs(

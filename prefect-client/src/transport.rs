@@ -119,6 +119,28 @@ impl Transport {
         })
     }
 
+    /// The same connection pool, headers and base URL with another retry
+    /// policy (and a CSRF token of its own).
+    pub(crate) fn with_retry(&self, retry: RetryPolicy) -> Self {
+        let disabled = self
+            .csrf
+            .try_lock()
+            .is_ok_and(|state| matches!(*state, CsrfState::Disabled));
+        let csrf = if disabled {
+            CsrfState::Disabled
+        } else {
+            CsrfState::Unknown
+        };
+        Transport {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            retry,
+            csrf: Mutex::new(csrf),
+            csrf_client_id: Uuid::new_v4(),
+            url_has_credentials: self.url_has_credentials,
+        }
+    }
+
     pub(crate) fn base_url(&self) -> &Url {
         &self.base
     }

@@ -1,8 +1,13 @@
 //! The flow run's current Prefect state as the decisions see it: its type (parsed from
-//! the API's `SCHEDULED`/`PENDING`/... spelling) and its name (`InfrastructurePending`, ...).
+//! the API's `SCHEDULED`/`PENDING`/... spelling), its name (`InfrastructurePending`, ...),
+//! since when, and the Job its `infrastructure_pid` names.
 
 use std::fmt;
 use std::str::FromStr;
+
+use flow_run_proto::InfrastructurePid;
+
+use crate::observe::Timestamp;
 
 /// Name of the `PENDING` state the reporter proposes while the pod is pending.
 pub const INFRASTRUCTURE_PENDING: &str = "InfrastructurePending";
@@ -76,11 +81,16 @@ impl fmt::Display for StateType {
     }
 }
 
-/// The flow run's current state (type and name).
+/// The flow run's current state (type, name, since when) and where Prefect says its
+/// Job is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowRunState {
     pub state_type: StateType,
     pub name: Box<str>,
+    /// When the run entered this state (the state's timestamp).
+    pub since: Option<Timestamp>,
+    /// The run's `infrastructure_pid`, when it names a Job.
+    pub infrastructure_pid: Option<InfrastructurePid>,
 }
 
 impl FlowRunState {
@@ -88,7 +98,19 @@ impl FlowRunState {
         Self {
             state_type,
             name: name.into(),
+            since: None,
+            infrastructure_pid: None,
         }
+    }
+
+    pub fn since(mut self, since: Option<Timestamp>) -> Self {
+        self.since = since;
+        self
+    }
+
+    pub fn with_pid(mut self, pid: Option<InfrastructurePid>) -> Self {
+        self.infrastructure_pid = pid;
+        self
     }
 
     /// The reporter may propose `Crashed` only from `PENDING` or `RUNNING`: never for a

@@ -272,8 +272,8 @@ fn headline(report: &CrashReport) -> String {
         }
         CrashCause::JobMissing { grace_seconds } => format!(
             "Kubernetes Job {job}, recorded as the flow run's infrastructure, does not exist \
-             {grace_seconds} s after the flow run was submitted: it was deleted, or it was \
-             never created."
+             more than {grace_seconds} s after the flow run was claimed: it was deleted, or \
+             it was never created."
         ),
         CrashCause::ClaimNeverRecorded { grace_seconds } => format!(
             "The flow run was claimed for submission to Kubernetes more than {grace_seconds} s \

@@ -137,6 +137,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     let verdicts: Vec<(&JobView, Decision)> = input
         .jobs
         .iter()
+        .filter(|job| !is_stale(job, input))
         .map(|job| (job, decide_for_job(job, input)))
         .collect();
     let serves_run = |job: &JobView, verdict: &Decision| {
@@ -181,6 +182,37 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         return Decision::ProposeInfrastructurePending;
     }
     wake_at.map_or(Decision::Nothing, Decision::WaitUntil)
+}
+
+/// A Job of an earlier submission of the run (a retry, a reschedule): the run's pid
+/// names another Job the reporter knows, or the Job ended before the run entered its
+/// current state (that state was set after the Job's end, so the end was dealt with).
+fn is_stale(job: &JobView, input: &DecisionInput<'_>) -> bool {
+    let state = input.run_state;
+    let named = |pid: &flow_run_proto::InfrastructurePid| {
+        *job.namespace == pid.namespace && *job.name == pid.job_name
+    };
+    let pid_names_another_known_job = state.infrastructure_pid.as_ref().is_some_and(|pid| {
+        !named(pid)
+            && input.jobs.iter().any(|other| {
+                *other.namespace == pid.namespace
+                    && *other.name == pid.job_name
+                    && !other.never_observed
+            })
+    });
+    let ended_before_state = match (job_end(job), state.since) {
+        (Some(ended), Some(since)) => ended < since,
+        _ => false,
+    };
+    pid_names_another_known_job || ended_before_state
+}
+
+/// When the Job ended (failed, completed, or went away), if it has.
+fn job_end(job: &JobView) -> Option<Timestamp> {
+    job.failure()
+        .or_else(|| job.completion())
+        .and_then(|condition| condition.since)
+        .or_else(|| job.gone_at())
 }
 
 fn job_has_ended(job: &JobView) -> bool {
@@ -314,7 +346,10 @@ fn ended_job_crash(job: &JobView, input: &DecisionInput<'_>) -> Option<Decision>
             completion.since.or_else(|| job.gone_at()),
         )
     } else if let Some(gone_at) = job.gone_at() {
-        let cause = if job.never_observed {
+        // A Job never seen is missing for a run still waiting for it, but it existed
+        // for a run that got as far as Running: that one was deleted.
+        let never_ran = input.run_state.state_type != StateType::Running;
+        let cause = if job.never_observed && never_ran {
             CrashCause::JobMissing {
                 grace_seconds: input.settings.submission_grace.as_secs(),
             }

@@ -1041,3 +1041,50 @@ fn jobs_of_cancelled_runs_and_unreleased_jobs_of_final_runs_are_withdrawn() {
     assert!(names(&pending()).is_empty());
     assert!(names(&run_state(StateType::Cancelling, "Cancelling")).is_empty());
 }
+
+// --- Jobs of earlier submissions (a retry, a reschedule) ---------------------------------
+
+#[test]
+fn a_job_that_ended_before_the_run_was_claimed_again_does_not_crash_the_new_claim() {
+    // The first execution's Job failed at 5; the run was retried and claimed again at 20.
+    let old = JobFixture::new()
+        .named("first", "uid-first")
+        .failed(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            at(5),
+        )
+        .view();
+    let claimed = pending().since(Some(at(20)));
+    assert_eq!(
+        decide_at(&claimed, &[old.clone()], &[], at(60)),
+        Decision::Nothing
+    );
+    // Without the claim's time, the old rule would crash the new claim.
+    assert!(matches!(
+        decide_at(&pending(), &[old], &[], at(60)),
+        Decision::ProposeCrashed(_)
+    ));
+}
+
+#[test]
+fn a_job_the_pid_no_longer_names_is_an_earlier_submissions() {
+    let old = JobFixture::new()
+        .named("first", "uid-first")
+        .failed(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            at(30),
+        )
+        .view();
+    let new = JobFixture::new()
+        .named("second", "uid-second")
+        .active()
+        .view();
+    let pid = flow_run_proto::InfrastructurePid::new(&*new.namespace, &*new.name);
+    let state = running().since(Some(at(10))).with_pid(Some(pid));
+    assert_eq!(
+        decide_at(&state, &[old, new], &[], at(90)),
+        Decision::Nothing
+    );
+}

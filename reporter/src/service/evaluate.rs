@@ -57,6 +57,8 @@ const LOG_TAIL_LINES: i64 = 50;
 const LOG_TAIL_BYTES: i64 = 64 * 1024;
 /// After a change, wait this long for more changes so a burst is read in one batch.
 const COALESCE: Duration = Duration::from_millis(100);
+/// An `InfrastructurePending` proposal not answered within this is given up.
+const INFRASTRUCTURE_PENDING_DEADLINE: Duration = Duration::from_secs(5);
 /// Retry delay after Prefect could not be reached.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 
@@ -101,7 +103,16 @@ pub fn run_state_of(run: &FlowRun) -> Option<FlowRunState> {
         .and_then(|state| state.name.clone())
         .or_else(|| run.state_name.clone())
         .unwrap_or_default();
-    Some(FlowRunState::new(state_type, &name))
+    let since = run.state.as_ref().and_then(|state| state.timestamp);
+    let pid = run
+        .infrastructure_pid
+        .as_deref()
+        .and_then(InfrastructurePid::parse);
+    Some(
+        FlowRunState::new(state_type, &name)
+            .since(since)
+            .with_pid(pid),
+    )
 }
 
 /// One proposal to send.
@@ -129,6 +140,8 @@ enum Outcome {
 pub struct Evaluator {
     pub store: SharedStore,
     pub prefect: PrefectClient,
+    /// The same client without retries, for proposals that must not land late.
+    prefect_once: PrefectClient,
     pub kube: kube::Client,
     pub settings: DecisionSettings,
     pub work_pool: String,
@@ -163,6 +176,7 @@ impl Evaluator {
     ) -> Self {
         Evaluator {
             store,
+            prefect_once: prefect.with_retry(prefect_client::RetryPolicy::no_retries()),
             prefect,
             kube,
             settings,
@@ -274,7 +288,9 @@ impl Evaluator {
             let mut withdrawals = Vec::new();
             for &flow_run_id in batch {
                 let Some(run) = states.get(&flow_run_id) else {
-                    // The run was deleted from Prefect: nothing to report, ever.
+                    // The run was deleted from Prefect: nothing to report, ever. A Job of it
+                    // that never started (still suspended) is withdrawn.
+                    withdrawals.extend(self.unstarted_jobs(flow_run_id));
                     self.forget(flow_run_id);
                     self.settled.insert(flow_run_id);
                     continue;
@@ -315,6 +331,17 @@ impl Evaluator {
             .collect()
     }
 
+    /// The run's Jobs that were created but never released (suspended).
+    fn unstarted_jobs(&self, flow_run_id: Uuid) -> Vec<JobView> {
+        if !self.delete_jobs {
+            return Vec::new();
+        }
+        let (jobs, _) = self.store.read(|store| store.snapshot(flow_run_id));
+        jobs.into_iter()
+            .filter(|job| job.is_suspended() && job.gone_at().is_none() && !job.never_observed)
+            .collect()
+    }
+
     /// Deletes Jobs of final runs that must not run (uid precondition: only the Job
     /// that was judged). A failure is retried at the next evaluation of the run.
     async fn withdraw(&mut self, jobs: Vec<JobView>) {
@@ -333,7 +360,7 @@ impl Evaluator {
             };
             match deadline(api.delete(&job.name, &params)).await {
                 Ok(_) => tracing::info!(flow_run_id = %job.flow_run_id, namespace = %job.namespace,
-                    job = %job.name, "deleted a Job whose flow run is already final"),
+                    job = %job.name, "deleted a Job that must not run (its flow run is final or gone)"),
                 // Gone already, or a new Job of that name (the uid precondition).
                 Err(error) if is_not_found(&error) || is_conflict(&error) => {}
                 Err(error) => {
@@ -395,7 +422,11 @@ impl Evaluator {
         }
         let outcomes: Vec<(Uuid, Uuid, Outcome)> = futures::stream::iter(proposals)
             .map(|proposal| {
-                let (prefect, kube, leadership) = (&self.prefect, &self.kube, &self.leadership);
+                let prefect = match proposal.kind {
+                    ProposalKind::InfrastructurePending => &self.prefect_once,
+                    ProposalKind::Crashed => &self.prefect,
+                };
+                let (kube, leadership) = (&self.kube, &self.leadership);
                 async move {
                     let outcome = propose(prefect, kube, leadership, &proposal).await;
                     (proposal.flow_run_id, proposal.transition_id, outcome)
@@ -609,7 +640,24 @@ async fn propose(
         return Outcome::NotLeader;
     }
     let flow_run_id = proposal.flow_run_id;
-    match prefect.set_flow_run_state(flow_run_id, &state, false).await {
+    let sent = match proposal.kind {
+        // Prefect accepts PENDING on a Completed run: an InfrastructurePending held up by
+        // retries or a slow network could land after the flow finished and undo its
+        // final state. It is sent once (the caller passes a client without retries),
+        // briefly; a failure is decided again from a fresh read of the run.
+        ProposalKind::InfrastructurePending => {
+            let sent = prefect.set_flow_run_state(flow_run_id, &state, false);
+            match tokio::time::timeout(INFRASTRUCTURE_PENDING_DEADLINE, sent).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    tracing::warn!(%flow_run_id, "InfrastructurePending got no answer in time; deciding again");
+                    return Outcome::RetryAfter(RETRY_AFTER_ERROR);
+                }
+            }
+        }
+        ProposalKind::Crashed => prefect.set_flow_run_state(flow_run_id, &state, false).await,
+    };
+    match sent {
         Ok(result) => {
             let reason = result.details.reason.as_deref().unwrap_or("");
             match result.status {

@@ -18,6 +18,9 @@
 //!
 //! A line is sent before its Event is annotated: a reporter killed between the two
 //! sends that line again (at least once); every other restart repeats nothing.
+//! Batches are sent without HTTP retries: when a send fails (the answer may have been
+//! lost after Prefect stored the lines), the next attempt first reads the runs' logs
+//! of that time window back and sends only the lines not there.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,7 +31,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
-use prefect_client::{LogCreate, PrefectClient};
+use prefect_client::{LogCreate, PrefectClient, PrefectError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -49,6 +52,8 @@ const FORWARD_PERIOD: Duration = Duration::from_millis(500);
 const LOGS_PER_CALL: usize = 200;
 /// Event annotations written at once.
 const PATCHES_IN_FLIGHT: usize = 8;
+/// Pause after a failed forward.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
 /// An Event observation not forwarded yet.
 #[derive(Clone, Debug)]
@@ -57,6 +62,8 @@ struct PendingEvent {
     name: Box<str>,
     log: EventLog,
     first_seen: Instant,
+    /// A send of this line failed: it may have been stored anyway.
+    maybe_sent: bool,
 }
 
 /// What is left to forward, per Event uid (or namespace/name).
@@ -93,10 +100,16 @@ impl EventBacklog {
             self.pending.remove(&key);
             return;
         }
-        let first_seen = self
-            .pending
-            .get(&key)
-            .map_or(now, |pending| pending.first_seen);
+        let previous = self.pending.get(&key);
+        let first_seen = previous.map_or(now, |pending| pending.first_seen);
+        let same_line = previous.filter(|pending| pending.log.dedup_key == log.dedup_key);
+        let maybe_sent = same_line.is_some_and(|pending| pending.maybe_sent);
+        let mut log = log;
+        // A line's timestamp must not change between attempts (the read-back matches it).
+        if let Some(pending) = same_line {
+            log.timestamp = pending.log.timestamp;
+        }
+        log.timestamp.get_or_insert_with(chrono::Utc::now);
         self.pending.insert(
             key,
             PendingEvent {
@@ -109,6 +122,7 @@ impl EventBacklog {
                 name: event.metadata.name.as_deref().unwrap_or_default().into(),
                 log,
                 first_seen,
+                maybe_sent,
             },
         );
     }
@@ -154,6 +168,15 @@ impl EventBacklog {
         *entry = (*entry).max(count);
     }
 
+    /// Records that a send of `log` failed after it may have reached Prefect.
+    fn maybe_sent(&mut self, log: &EventLog) {
+        if let Some(pending) = self.pending.get_mut(&log.dedup_key.event) {
+            if pending.log.dedup_key == log.dedup_key {
+                pending.maybe_sent = true;
+            }
+        }
+    }
+
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
@@ -174,6 +197,9 @@ pub async fn run_event_logs(
     let mut forward_ticks = tokio::time::interval(FORWARD_PERIOD);
     forward_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events_listed = false;
+    // Sends are not retried by the client: a failed one is checked and redone here.
+    let once = prefect.with_retry(prefect_client::RetryPolicy::no_retries());
+    let mut retry_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -188,8 +214,15 @@ pub async fn run_event_logs(
                 }
             }
             _ = forward_ticks.tick() => {
-                if events_listed && *leadership.borrow() && store.is_synced() {
-                    forward(&mut backlog, &store, &prefect, &scope.client, &leadership).await;
+                let due = retry_at.is_none_or(|at| Instant::now() >= at);
+                if due && events_listed && *leadership.borrow() && store.is_synced() {
+                    match forward(&mut backlog, &store, &once, &scope.client, &leadership).await {
+                        Ok(()) => retry_at = None,
+                        Err(error) => {
+                            tracing::warn!(%error, "forwarding Kubernetes events failed; retrying");
+                            retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                        }
+                    }
                 }
             }
         }
@@ -202,30 +235,26 @@ async fn forward(
     prefect: &PrefectClient,
     kube: &kube::Client,
     leadership: &watch::Receiver<bool>,
-) {
+) -> Result<(), PrefectError> {
     let ready = store.read(|store| backlog.ready(|log| store.run_of_event(log), Instant::now()));
     for chunk in ready.chunks(LOGS_PER_CALL) {
         if !*leadership.borrow() {
-            return;
+            return Ok(());
         }
         let lines: Vec<LogCreate> = chunk
             .iter()
-            .map(|(run, pending)| {
-                let mut line = LogCreate::for_flow_run(
-                    *run,
-                    EVENT_LOGGER,
-                    u32::from(pending.log.level.python_level()),
-                    pending.log.message.clone(),
-                );
-                if let Some(at) = pending.log.timestamp {
-                    line.timestamp = at;
-                }
-                line
-            })
+            .map(|(run, pending)| line(*run, pending))
             .collect();
-        if let Err(error) = prefect.create_logs(&lines).await {
-            tracing::warn!(%error, lines = lines.len(), "forwarding Kubernetes events failed; retrying");
-            return;
+        let unsent = if chunk.iter().any(|(_, pending)| pending.maybe_sent) {
+            not_stored_yet(prefect, lines).await?
+        } else {
+            lines
+        };
+        if let Err(error) = prefect.create_logs(&unsent).await {
+            for (_, pending) in chunk {
+                backlog.maybe_sent(&pending.log);
+            }
+            return Err(error);
         }
         for (_, pending) in chunk {
             backlog.forwarded(&pending.log);
@@ -236,6 +265,58 @@ async fn forward(
             })
             .await;
     }
+    Ok(())
+}
+
+/// The flow-run log line of a pending Event.
+fn line(run: Uuid, pending: &PendingEvent) -> LogCreate {
+    let mut line = LogCreate::for_flow_run(
+        run,
+        EVENT_LOGGER,
+        u32::from(pending.log.level.python_level()),
+        pending.log.message.clone(),
+    );
+    if let Some(at) = pending.log.timestamp {
+        line.timestamp = at;
+    }
+    line
+}
+
+/// The lines Prefect does not have yet: reads back the runs' logs around the lines'
+/// timestamps and drops every line already stored (same run, logger and message).
+async fn not_stored_yet(
+    prefect: &PrefectClient,
+    lines: Vec<LogCreate>,
+) -> Result<Vec<LogCreate>, PrefectError> {
+    let (Some(first), Some(last)) = (
+        lines.iter().map(|l| l.timestamp).min(),
+        lines.iter().map(|l| l.timestamp).max(),
+    ) else {
+        return Ok(lines);
+    };
+    let mut runs: Vec<Uuid> = lines.iter().filter_map(|l| l.flow_run_id).collect();
+    runs.sort_unstable();
+    runs.dedup();
+    let margin = chrono::TimeDelta::seconds(1);
+    let stored = prefect
+        .read_logs_between(&runs, first - margin, last + margin)
+        .await?;
+    let stored: std::collections::HashSet<(Option<Uuid>, &str)> = stored
+        .iter()
+        .filter(|log| log.name == EVENT_LOGGER)
+        .map(|log| (log.flow_run_id, log.message.as_str()))
+        .collect();
+    let before = lines.len();
+    let unsent: Vec<LogCreate> = lines
+        .into_iter()
+        .filter(|line| !stored.contains(&(line.flow_run_id, line.message.as_str())))
+        .collect();
+    tracing::info!(
+        stored = before - unsent.len(),
+        unsent = unsent.len(),
+        "checked which Kubernetes event lines of a failed send reached Prefect"
+    );
+    Ok(unsent)
 }
 
 /// Records the forwarded count on the Event (404: the Event expired meanwhile).
@@ -247,14 +328,13 @@ async fn annotate(kube: &kube::Client, pending: &PendingEvent) {
     let patch = serde_json::json!({
         "metadata": {"annotations": {FORWARDED_COUNT_ANNOTATION: pending.log.dedup_key.count.to_string()}}
     });
-    match api
-        .patch(
-            &pending.name,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
+    let patched = service_runtime::kubernetes::deadline(api.patch(
+        &pending.name,
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    ))
+    .await;
+    match patched {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.is_not_found() => {}
         Err(error) => {
@@ -316,6 +396,29 @@ mod tests {
         let ready = backlog.ready(|_| Some(run()), now);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].1.log.dedup_key.count, 2);
+    }
+
+    #[test]
+    fn a_line_whose_send_failed_is_checked_before_it_is_sent_again() {
+        let mut backlog = EventBacklog::default();
+        let now = Instant::now();
+        backlog.observe(&event(1, None), now);
+        let ready = backlog.ready(|_| Some(run()), now);
+        assert!(!ready[0].1.maybe_sent);
+        let stamped = ready[0].1.log.timestamp;
+        assert!(
+            stamped.is_some(),
+            "a line keeps one timestamp across attempts"
+        );
+        backlog.maybe_sent(&ready[0].1.log);
+        // The Event is seen again unchanged (a relist): still to be checked.
+        backlog.observe(&event(1, None), now);
+        let again = backlog.ready(|_| Some(run()), now);
+        assert!(again[0].1.maybe_sent);
+        assert_eq!(again[0].1.log.timestamp, stamped);
+        // A new count is a new line, never sent.
+        backlog.observe(&event(2, None), now);
+        assert!(!backlog.ready(|_| Some(run()), now)[0].1.maybe_sent);
     }
 
     #[test]
