@@ -1057,7 +1057,7 @@ fn a_job_that_ended_before_the_run_was_claimed_again_does_not_crash_the_new_clai
         .view();
     let claimed = pending().since(Some(at(20)));
     assert_eq!(
-        decide_at(&claimed, &[old.clone()], &[], at(60)),
+        decide_at(&claimed, std::slice::from_ref(&old), &[], at(60)),
         Decision::Nothing
     );
     // Without the claim's time, the old rule would crash the new claim.
