@@ -19,8 +19,9 @@ use service_runtime::kubernetes::deadline;
 use super::store::SharedStore;
 use kube::Api;
 use prefect_client::{FlowRun, FlowRunFilter, PrefectClient, StateCreate, StateType};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use super::lease::Leadership;
 use uuid::Uuid;
 
 pub use flow_run_proto::InfrastructurePid;
@@ -75,7 +76,7 @@ pub struct Canceller {
     pub work_pool: String,
     pub delete_jobs: bool,
     pub interval: Duration,
-    pub leadership: watch::Receiver<bool>,
+    pub leadership: Leadership,
 }
 
 impl Canceller {
@@ -88,7 +89,7 @@ impl Canceller {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            if *self.leadership.borrow() {
+            if self.leadership.is_leading() {
                 self.poll_once().await;
             }
         }
@@ -121,7 +122,7 @@ impl Canceller {
                 return;
             }
         };
-        if !*self.leadership.borrow() {
+        if !self.leadership.is_leading() {
             return;
         }
         let cancelling_state = run.state.as_ref().map(|state| state.id).unwrap_or_default();

@@ -34,8 +34,9 @@ use prefect_client::{
     FlowRun, FlowRunFilter, PrefectClient, PrefectError, SetStateStatus, StateCreate,
 };
 use service_runtime::kubernetes::{deadline, is_not_found};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use super::lease::Leadership;
 use uuid::Uuid;
 
 use super::cancel::InfrastructurePid;
@@ -150,7 +151,7 @@ pub struct Evaluator {
     pub reconcile_interval: Duration,
     /// Delete Jobs that must not run ([`jobs_to_withdraw`]); off with `--disable-job-deletion`.
     pub delete_jobs: bool,
-    pub leadership: watch::Receiver<bool>,
+    pub leadership: Leadership,
     /// Instants at which runs must be evaluated again.
     timers: BTreeMap<Timestamp, HashSet<Uuid>>,
     /// Transition ids proposed per run (never proposed twice).
@@ -172,7 +173,7 @@ impl Evaluator {
         namespace: Option<String>,
         reconcile_interval: Duration,
         delete_jobs: bool,
-        leadership: watch::Receiver<bool>,
+        leadership: Leadership,
     ) -> Self {
         Evaluator {
             store,
@@ -192,7 +193,7 @@ impl Evaluator {
     }
 
     fn is_leader(&self) -> bool {
-        *self.leadership.borrow()
+        self.leadership.is_leading()
     }
 
     /// Evaluates until `shutdown`.
@@ -621,7 +622,7 @@ fn next_step(
 async fn propose(
     prefect: &PrefectClient,
     kube: &kube::Client,
-    leadership: &watch::Receiver<bool>,
+    leadership: &Leadership,
     proposal: &Proposal,
 ) -> Outcome {
     let state = match (&proposal.kind, &proposal.report) {
@@ -636,7 +637,7 @@ async fn propose(
             .with_message(INFRASTRUCTURE_PENDING_MESSAGE),
     }
     .with_transition_id(proposal.transition_id);
-    if !*leadership.borrow() {
+    if !leadership.is_leading() {
         return Outcome::NotLeader;
     }
     let flow_run_id = proposal.flow_run_id;

@@ -20,7 +20,9 @@
 //! sends that line again (at least once); every other restart repeats nothing.
 //! Batches are sent without HTTP retries: when a send fails (the answer may have been
 //! lost after Prefect stored the lines), the next attempt first reads the runs' logs
-//! of that time window back and sends only the lines not there.
+//! of that time window back and sends only the lines not there. The same check is made
+//! for everything pending when a replica starts leading: the previous leader may have
+//! sent lines it did not live to annotate.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,8 +34,9 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use prefect_client::{LogCreate, PrefectClient, PrefectError};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use super::lease::Leadership;
 use uuid::Uuid;
 
 use super::store::SharedStore;
@@ -168,6 +171,13 @@ impl EventBacklog {
         *entry = (*entry).max(count);
     }
 
+    /// Everything pending may have been sent by a previous leader.
+    fn all_maybe_sent(&mut self) {
+        for pending in self.pending.values_mut() {
+            pending.maybe_sent = true;
+        }
+    }
+
     /// Records that a send of `log` failed after it may have reached Prefect.
     fn maybe_sent(&mut self, log: &EventLog) {
         if let Some(pending) = self.pending.get_mut(&log.dedup_key.event) {
@@ -187,7 +197,7 @@ pub async fn run_event_logs(
     scope: ApiScope,
     store: SharedStore,
     prefect: PrefectClient,
-    leadership: watch::Receiver<bool>,
+    leadership: Leadership,
     shutdown: CancellationToken,
 ) {
     let api: Api<KubeEvent> = scope.api();
@@ -200,6 +210,7 @@ pub async fn run_event_logs(
     // Sends are not retried by the client: a failed one is checked and redone here.
     let once = prefect.with_retry(prefect_client::RetryPolicy::no_retries());
     let mut retry_at: Option<Instant> = None;
+    let mut was_leading = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -214,8 +225,13 @@ pub async fn run_event_logs(
                 }
             }
             _ = forward_ticks.tick() => {
+                let leading = leadership.is_leading();
+                if leading && !was_leading {
+                    backlog.all_maybe_sent();
+                }
+                was_leading = leading;
                 let due = retry_at.is_none_or(|at| Instant::now() >= at);
-                if due && events_listed && *leadership.borrow() && store.is_synced() {
+                if due && events_listed && leadership.is_leading() && store.is_synced() {
                     match forward(&mut backlog, &store, &once, &scope.client, &leadership).await {
                         Ok(()) => retry_at = None,
                         Err(error) => {
@@ -234,11 +250,11 @@ async fn forward(
     store: &SharedStore,
     prefect: &PrefectClient,
     kube: &kube::Client,
-    leadership: &watch::Receiver<bool>,
+    leadership: &Leadership,
 ) -> Result<(), PrefectError> {
     let ready = store.read(|store| backlog.ready(|log| store.run_of_event(log), Instant::now()));
     for chunk in ready.chunks(LOGS_PER_CALL) {
-        if !*leadership.borrow() {
+        if !leadership.is_leading() {
             return Ok(());
         }
         let lines: Vec<LogCreate> = chunk

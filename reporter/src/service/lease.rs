@@ -16,7 +16,10 @@
 //! (each round is cut off at a third), before any standby may take over, so two leaders
 //! never act at once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -24,6 +27,80 @@ use kube::api::PostParams;
 use kube::Api;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// Whether this replica leads, as every worker task sees it. Leading is valid only
+/// until the renew deadline of the last successful renewal, checked against the
+/// monotonic clock at each look: a replica whose process was stopped (SIGSTOP, a long
+/// GC-like pause) or whose renewals hang stops acting at that instant, whether or not
+/// its election loop has run since.
+#[derive(Clone)]
+pub struct Leadership {
+    state: watch::Receiver<bool>,
+    until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Leadership {
+    /// A replica that never leads (tests).
+    pub fn never() -> Leadership {
+        LeadershipSender::new().subscribe()
+    }
+
+    /// Leading, and the last renewal's deadline has not passed.
+    pub fn is_leading(&self) -> bool {
+        *self.state.borrow()
+            && self
+                .until
+                .lock()
+                .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Waits until leadership is gained or lost (not on every renewal).
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.state.changed().await
+    }
+}
+
+/// The election's side of [`Leadership`].
+pub struct LeadershipSender {
+    state: watch::Sender<bool>,
+    until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Default for LeadershipSender {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LeadershipSender {
+    pub fn new() -> Self {
+        LeadershipSender {
+            state: watch::channel(false).0,
+            until: Arc::default(),
+        }
+    }
+
+    pub fn subscribe(&self) -> Leadership {
+        Leadership {
+            state: self.state.subscribe(),
+            until: self.until.clone(),
+        }
+    }
+
+    /// Leading until `until` (`None`: not leading).
+    fn set(&self, until: Option<Instant>) {
+        *self.until.lock() = until;
+        self.state.send_if_modified(|current| {
+            let changed = *current != until.is_some();
+            *current = until.is_some();
+            changed
+        });
+    }
+
+    fn is_set(&self) -> bool {
+        *self.state.borrow()
+    }
+}
 
 /// What the elector does with the Lease it just read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,7 +214,7 @@ fn duration_seconds(duration: Duration) -> i32 {
 pub async fn run_election(
     client: kube::Client,
     settings: LeaseSettings,
-    leadership: watch::Sender<bool>,
+    leadership: LeadershipSender,
     shutdown: CancellationToken,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
@@ -167,25 +244,21 @@ pub async fn run_election(
         if !leading {
             last_renewed = None;
         }
-        leadership.send_if_modified(|current| {
-            if *current == leading {
-                return false;
-            }
+        if leading != leadership.is_set() {
             if leading {
                 tracing::info!(identity = %settings.identity, lease = %settings.name, "became the leader");
             } else {
                 tracing::info!(identity = %settings.identity, lease = %settings.name, "not the leader (standby)");
             }
-            *current = leading;
-            true
-        });
+        }
+        leadership.set(last_renewed.map(|renewed| renewed + settings.renew_deadline()));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(if leading { settings.retry_period() } else { settings.standby_period() }) => {}
         }
     }
-    let was_leading = *leadership.borrow();
-    leadership.send_replace(false);
+    let was_leading = leadership.is_set();
+    leadership.set(None);
     if was_leading {
         match tokio::time::timeout(settings.retry_period(), release(&api, &settings)).await {
             Ok(Ok(())) => tracing::info!(lease = %settings.name, "released the lease"),
@@ -380,6 +453,20 @@ mod tests {
             plan(Some(&theirs), "me", DURATION, &mut seen, start + DURATION),
             LeasePlan::Acquire
         );
+    }
+
+    #[test]
+    fn leadership_lapses_at_its_deadline_without_the_election_loop() {
+        let sender = LeadershipSender::new();
+        let leadership = sender.subscribe();
+        assert!(!leadership.is_leading());
+        sender.set(Some(Instant::now() + Duration::from_millis(50)));
+        assert!(leadership.is_leading());
+        // A stopped process resumes: no renewal happened, the deadline passed.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!leadership.is_leading(), "acting past the renew deadline");
+        sender.set(None);
+        assert!(!leadership.is_leading());
     }
 
     #[test]

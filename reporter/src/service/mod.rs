@@ -27,13 +27,13 @@ pub mod watch;
 pub use config::{GraceOverrides, ReporterConfig};
 
 use prefect_client::PrefectClient;
-use tokio::sync::watch as signal;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use cancel::Canceller;
 use evaluate::Evaluator;
-use lease::LeaseSettings;
+pub use lease::Leadership;
+use lease::{LeadershipSender, LeaseSettings};
 use store::SharedStore;
 use watch::ApiScope;
 
@@ -54,7 +54,7 @@ pub struct Reporter {
     prefect: PrefectClient,
     kube: kube::Client,
     store: SharedStore,
-    leadership: signal::Sender<bool>,
+    leadership: LeadershipSender,
 }
 
 impl Reporter {
@@ -64,12 +64,12 @@ impl Reporter {
             prefect,
             kube,
             store: SharedStore::new(),
-            leadership: signal::channel(false).0,
+            leadership: LeadershipSender::new(),
         }
     }
 
     /// `true` while this replica leads.
-    pub fn leadership(&self) -> signal::Receiver<bool> {
+    pub fn leadership(&self) -> Leadership {
         self.leadership.subscribe()
     }
 

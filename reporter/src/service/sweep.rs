@@ -9,8 +9,9 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, PropagationPolicy};
 use kube::Api;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use super::lease::Leadership;
 
 use super::store::SharedStore;
 
@@ -24,7 +25,7 @@ pub async fn run_sweep(
     store: SharedStore,
     kube: kube::Client,
     age: Duration,
-    leadership: watch::Receiver<bool>,
+    leadership: Leadership,
     shutdown: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(sweep_interval(age));
@@ -35,13 +36,13 @@ pub async fn run_sweep(
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if !*leadership.borrow() || !store.is_synced() {
+        if !leadership.is_leading() || !store.is_synced() {
             continue;
         }
         let finished_before = chrono::Utc::now() - age;
         let jobs = store.read(|store| store.finished_jobs(finished_before));
         for (namespace, name) in jobs {
-            if !*leadership.borrow() || shutdown.is_cancelled() {
+            if !leadership.is_leading() || shutdown.is_cancelled() {
                 break;
             }
             let api: Api<Job> = Api::namespaced(kube.clone(), &namespace);

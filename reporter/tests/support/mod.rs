@@ -20,7 +20,6 @@ use prefect_client::{
 use reporter::service::{GraceOverrides, Reporter, ReporterConfig, ReporterError};
 use serde_json::{json, Value};
 use test_stack::prefect::{unique_name, PrefectServer};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -77,13 +76,13 @@ impl JobSpec {
 /// A reporter replica running in this process.
 pub struct RunningReporter {
     pub shutdown: CancellationToken,
-    pub leading: watch::Receiver<bool>,
+    pub leading: reporter::service::Leadership,
     handle: JoinHandle<Result<(), ReporterError>>,
 }
 
 impl RunningReporter {
     pub fn is_leader(&self) -> bool {
-        *self.leading.borrow()
+        self.leading.is_leading()
     }
 
     /// Stops it as SIGTERM would (a leader releases its Lease).
