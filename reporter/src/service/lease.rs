@@ -12,9 +12,9 @@
 //! Expiry is judged, as client-go does, by when *this* replica last saw the record
 //! change (its own monotonic clock), not by comparing the holder's `renewTime` with
 //! its own wall clock: two nodes' clocks may differ by more than a lease duration.
-//! A leader whose renewals fail, or hang, steps down after two thirds of the duration
-//! (each round is cut off at a third), before any standby may take over, so two leaders
-//! never act at once.
+//! A leader whose renewals fail, or hang, stops acting two thirds of the duration after
+//! its last renewal (its [`Leadership`] lapses then, checked at every look), before any
+//! standby may take over, so two leaders never act at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,10 +221,12 @@ pub async fn run_election(
     let mut observation = None;
     let mut last_renewed: Option<Instant> = None;
     loop {
-        // A round that hangs (an API server that accepts and never answers) ends at the
-        // retry period, so a leader that cannot renew steps down at the renew deadline.
+        // A round that hangs (an API server that accepts and never answers) is cut at
+        // the renew deadline; the leadership it would have renewed has lapsed by then
+        // anyway (`Leadership::is_leading` checks the deadline at every look), so a
+        // slow round that still succeeds in time keeps it.
         let held = tokio::time::timeout(
-            settings.retry_period(),
+            settings.renew_deadline(),
             try_hold(&api, &settings, &mut observation),
         )
         .await;

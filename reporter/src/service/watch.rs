@@ -56,6 +56,9 @@ pub async fn watch_jobs(api_for: ApiScope, store: SharedStore, shutdown: Cancell
             }
             Ok(Event::Delete(job)) => {
                 if let Some(view) = JobView::from_job(&job) {
+                    // The final object: its last conditions, which the watch may not
+                    // have delivered before (they say how the Job ended).
+                    store.update(|store| store.apply_job(view.clone()));
                     confirm_job_deleted(&api_for, &store, &view).await;
                 }
             }
