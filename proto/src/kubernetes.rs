@@ -13,6 +13,19 @@ pub const FLOW_RUN_ID_LABEL: &str = "prefect.io/flow-run-id";
 /// name, slugified as a label value.
 pub const WORK_POOL_NAME_LABEL: &str = "prefect.io/work-pool-name";
 
+/// Label and annotation prefix of the agent's own: flow Jobs may not carry
+/// labels with it (the agent's pods are selected by such labels, e.g. by the
+/// NetworkPolicy that admits NATS clients).
+pub const RESERVED_PREFIX: &str = "prefect-k8s.io/";
+
+/// The ServiceAccounts the agent's own services run as (`deploy/`,
+/// `prefect-k8s install`): flow Jobs may not use them.
+pub const AGENT_SERVICE_ACCOUNTS: [&str; 3] = [
+    "prefect-k8s-poller",
+    "prefect-k8s-dispatcher",
+    "prefect-k8s-reporter",
+];
+
 /// Annotation on a Job: the [`crate::SubmissionKey`] it was created for.
 pub const CLAIM_ANNOTATION: &str = "prefect-k8s.io/claim";
 

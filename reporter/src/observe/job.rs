@@ -4,6 +4,8 @@
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use uuid::Uuid;
 
+use flow_run_proto::kubernetes::{CLAIM_ANNOTATION, WORK_POOL_NAME_LABEL};
+
 use super::{
     boxed, flow_run_id_of, timestamp_of, ConditionStatus, Timestamp, POD_WATCH_TIMEOUT_ANNOTATION,
 };
@@ -88,6 +90,10 @@ pub struct JobView {
     /// A tombstone made for a Job that a run's `infrastructure_pid` names but that was
     /// never seen in the cluster: deleted, or never created.
     pub never_observed: bool,
+    /// The `prefect.io/work-pool-name` label (the pool's name slugified).
+    pub work_pool: Option<Box<str>>,
+    /// Carries the dispatcher's claim annotation: created by this agent.
+    pub claimed: bool,
     /// Set by the watcher (via [`JobView::mark_deleted`]) once the Job is confirmed gone
     /// from the API server; the view is then kept as a tombstone until the run settles.
     pub deleted_observed_at: Option<Timestamp>,
@@ -129,6 +135,15 @@ impl JobView {
             deletion_timestamp: metadata.deletion_timestamp.as_ref().and_then(timestamp_of),
             suspend: job.spec.as_ref().and_then(|spec| spec.suspend) == Some(true),
             never_observed: false,
+            work_pool: metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(WORK_POOL_NAME_LABEL))
+                .map(|pool| pool.as_str().into()),
+            claimed: metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|annotations| annotations.contains_key(CLAIM_ANNOTATION)),
             deleted_observed_at: None,
         })
     }
@@ -179,6 +194,12 @@ impl JobView {
         resumed
             .and_then(|condition| condition.since)
             .or(self.created)
+    }
+
+    /// Created by this agent (our claim annotation) for `work_pool` (as its label
+    /// spells it, slugified): a Job the reporter of that pool may delete.
+    pub fn is_ours(&self, work_pool_label: &str) -> bool {
+        self.claimed && self.work_pool.as_deref() == Some(work_pool_label)
     }
 
     /// When the Job started going away: confirmed deletion, else its deletion timestamp.

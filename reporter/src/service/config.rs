@@ -229,6 +229,12 @@ impl ReporterConfig {
         self.delete_finished_jobs_after.map(Duration::from_secs)
     }
 
+    /// The pool's name as the `prefect.io/work-pool-name` label spells it on our
+    /// Jobs (slugified as prefect-kubernetes does).
+    pub fn work_pool_label(&self) -> String {
+        job_manifest::slugify_label_value(&self.work_pool)
+    }
+
     pub fn decision_settings(&self) -> DecisionSettings {
         let mut settings = self.grace.settings();
         if let Some(grace) = seconds(Some(self.missing_job_grace_seconds)) {

@@ -146,6 +146,8 @@ pub struct Evaluator {
     pub kube: kube::Client,
     pub settings: DecisionSettings,
     pub work_pool: String,
+    /// The pool's name as our Jobs' pool label spells it.
+    work_pool_label: String,
     /// Only Jobs of this namespace are looked for (all when `None`).
     pub namespace: Option<String>,
     pub reconcile_interval: Duration,
@@ -181,6 +183,7 @@ impl Evaluator {
             prefect,
             kube,
             settings,
+            work_pool_label: job_manifest::slugify_label_value(&work_pool),
             work_pool,
             namespace,
             reconcile_interval,
@@ -328,6 +331,7 @@ impl Evaluator {
         let (jobs, _) = self.store.read(|store| store.snapshot(flow_run_id));
         jobs_to_withdraw(state, &jobs)
             .into_iter()
+            .filter(|job| job.is_ours(&self.work_pool_label))
             .cloned()
             .collect()
     }
@@ -340,6 +344,7 @@ impl Evaluator {
         let (jobs, _) = self.store.read(|store| store.snapshot(flow_run_id));
         jobs.into_iter()
             .filter(|job| job.is_suspended() && job.gone_at().is_none() && !job.never_observed)
+            .filter(|job| job.is_ours(&self.work_pool_label))
             .collect()
     }
 
@@ -779,6 +784,8 @@ mod tests {
             deletion_timestamp: None,
             suspend: false,
             never_observed: false,
+            work_pool: None,
+            claimed: false,
             deleted_observed_at: None,
         }
     }

@@ -145,6 +145,7 @@ impl Reporter {
             let canceller = Canceller {
                 prefect: prefect.clone(),
                 store: store.clone(),
+                work_pool_label: config.work_pool_label(),
                 kube: kube.clone(),
                 work_pool: config.work_pool.clone(),
                 delete_jobs: !config.disable_job_deletion,
@@ -172,8 +173,9 @@ impl Reporter {
                 leadership.subscribe(),
                 work_done.clone(),
             );
+            let pool_label = config.work_pool_label();
             tasks.spawn(async move {
-                sweep::run_sweep(store, kube, age, leading, token).await;
+                sweep::run_sweep(store, kube, age, pool_label, leading, token).await;
                 "finished-Job sweep"
             });
         }

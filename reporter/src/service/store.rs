@@ -177,6 +177,8 @@ impl ViewStore {
             deletion_timestamp: None,
             suspend: false,
             never_observed: true,
+            work_pool: None,
+            claimed: false,
             deleted_observed_at: None,
         };
         view.mark_deleted(observed_at);
@@ -344,7 +346,7 @@ impl ViewStore {
     }
 
     /// Live Jobs that completed or failed at or before `finished_before`.
-    pub fn finished_jobs(&self, finished_before: Timestamp) -> Vec<(Box<str>, Box<str>)> {
+    pub fn finished_jobs(&self, finished_before: Timestamp) -> Vec<JobView> {
         self.jobs
             .values()
             .filter(|job| job.gone_at().is_none())
@@ -354,7 +356,7 @@ impl ViewStore {
                     .and_then(|condition| condition.since)
                     .is_some_and(|since| since <= finished_before)
             })
-            .map(|job| (job.namespace.clone(), job.name.clone()))
+            .cloned()
             .collect()
     }
 
@@ -441,6 +443,8 @@ mod tests {
             deletion_timestamp: None,
             suspend: false,
             never_observed: false,
+            work_pool: None,
+            claimed: false,
             deleted_observed_at: None,
         }
     }
@@ -621,9 +625,11 @@ mod tests {
         store.apply_job(done);
         store.apply_job(job("j2"));
         assert!(store.finished_jobs(at(9)).is_empty());
-        assert_eq!(
-            store.finished_jobs(at(10)),
-            vec![("prefect".into(), "job-j1".into())]
-        );
+        let finished: Vec<_> = store
+            .finished_jobs(at(10))
+            .into_iter()
+            .map(|job| (job.namespace, job.name))
+            .collect();
+        assert_eq!(finished, vec![("prefect".into(), "job-j1".into())]);
     }
 }

@@ -288,7 +288,9 @@ impl Stack {
             .update_flow_run_infrastructure_pid(run.id, &format!("{NAMESPACE}:{name}"))
             .await
             .expect("record pid");
-        let job: Job = serde_json::from_value(job_manifest(&name, run.id, spec)).expect("a Job");
+        let pool_label = job_manifest::slugify_label_value(&self.pool);
+        let job: Job =
+            serde_json::from_value(job_manifest(&name, run.id, &pool_label, spec)).expect("a Job");
         Api::<Job>::namespaced(self.kube.clone(), NAMESPACE)
             .create(&PostParams::default(), &job)
             .await
@@ -411,7 +413,9 @@ impl Stack {
 }
 
 /// A Job like the dispatcher's: our label on the Job and its pods, no retries.
-pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
+/// A Job as the dispatcher creates it for `flow_run_id` in the pool whose label value
+/// is `pool_label`: the run's and the pool's labels, and a claim annotation.
+pub fn job_manifest(name: &str, flow_run_id: Uuid, pool_label: &str, spec: &JobSpec) -> Value {
     let mut pod_annotations = serde_json::Map::new();
     if let Some(script) = &spec.script {
         pod_annotations.insert("kube-emulator.io/script".into(), json!(script));
@@ -440,6 +444,11 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
         containers.push(json!({"name": "sidecar", "image": "busybox:1.36"}));
     }
     let mut job_annotations = serde_json::Map::new();
+    let claim = flow_run_proto::SubmissionKey::new(flow_run_id, Uuid::new_v4());
+    job_annotations.insert(
+        flow_run_proto::kubernetes::CLAIM_ANNOTATION.into(),
+        json!(claim.claim_annotation()),
+    );
     if let Some(seconds) = spec.pod_watch_timeout_seconds {
         job_annotations.insert(
             reporter::observe::POD_WATCH_TIMEOUT_ANNOTATION.into(),
@@ -452,7 +461,10 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
         "metadata": {
             "name": name,
             "namespace": NAMESPACE,
-            "labels": {"prefect.io/flow-run-id": flow_run_id.to_string()},
+            "labels": {
+                "prefect.io/flow-run-id": flow_run_id.to_string(),
+                "prefect.io/work-pool-name": pool_label,
+            },
             "annotations": job_annotations,
         },
         "spec": {
