@@ -200,8 +200,10 @@ fn is_stale(job: &JobView, input: &DecisionInput<'_>) -> bool {
                     && !other.never_observed
             })
     });
+    // Kubernetes times have whole seconds (truncated): a Job that ended within the
+    // second the state began may have ended after it.
     let ended_before_state = match (job_end(job), state.since) {
-        (Some(ended), Some(since)) => ended < since,
+        (Some(ended), Some(since)) => ended + TimeDelta::seconds(1) <= since,
         _ => false,
     };
     pid_names_another_known_job || ended_before_state
