@@ -18,6 +18,10 @@
 //!
 //! A line is sent before its Event is annotated: a reporter killed between the two
 //! sends that line again (at least once); every other restart repeats nothing.
+//!
+//! The same watch feeds the decisions: what a node autoscaler (cluster-autoscaler,
+//! Karpenter) says about a pod is kept in the view store on every replica, whether or
+//! not Events are forwarded (`--disable-event-logs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -35,7 +39,7 @@ use uuid::Uuid;
 
 use super::store::SharedStore;
 use super::watch::ApiScope;
-use crate::{event_log, EventLog};
+use crate::{event_log, scale_up_signal, EventLog};
 
 /// Annotation on an Event: the highest count of it forwarded as a flow-run log.
 pub use flow_run_proto::kubernetes::FORWARDED_COUNT_ANNOTATION;
@@ -159,12 +163,14 @@ impl EventBacklog {
     }
 }
 
-/// Watches Events and (when leading) forwards them until `shutdown`.
+/// Watches Events until `shutdown`: records what node autoscalers say about pods in the
+/// store (every replica), and, when `forward` and leading, forwards them as run logs.
 pub async fn run_event_logs(
     scope: ApiScope,
     store: SharedStore,
     prefect: PrefectClient,
     leadership: watch::Receiver<bool>,
+    forward_logs: bool,
     shutdown: CancellationToken,
 ) {
     let api: Api<KubeEvent> = scope.api();
@@ -181,18 +187,31 @@ pub async fn run_event_logs(
                 let Some(event) = event else { return };
                 match event {
                     Ok(Event::Init) => {}
-                    Ok(Event::InitApply(event) | Event::Apply(event)) => backlog.observe(&event, Instant::now()),
+                    Ok(Event::InitApply(event) | Event::Apply(event)) => {
+                        observe_scale_up(&store, &event);
+                        if forward_logs {
+                            backlog.observe(&event, Instant::now());
+                        }
+                    }
                     Ok(Event::InitDone) => events_listed = true,
                     Ok(Event::Delete(event)) => backlog.remove(&event),
                     Err(error) => tracing::warn!(%error, "Event watch failed; retrying with backoff"),
                 }
             }
             _ = forward_ticks.tick() => {
-                if events_listed && *leadership.borrow() && store.is_synced() {
+                if forward_logs && events_listed && *leadership.borrow() && store.is_synced() {
                     forward(&mut backlog, &store, &prefect, &scope.client, &leadership).await;
                 }
             }
         }
+    }
+}
+
+/// Keeps the autoscaler's word about a pod in the store (for the decisions).
+fn observe_scale_up(store: &SharedStore, event: &KubeEvent) {
+    if let Some((pod, signal)) = scale_up_signal(event) {
+        let now = chrono::Utc::now();
+        store.update(|store| store.observe_scale_up(&pod, signal, now));
     }
 }
 

@@ -175,6 +175,7 @@ impl Stack {
             default_pod_watch_timeout_seconds: Some(30.0),
             settle_grace_seconds: Some(1.0),
             pod_start_timeout_seconds: None,
+            scale_up_timeout_seconds: None,
         };
         config
     }
