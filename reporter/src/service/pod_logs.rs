@@ -29,6 +29,11 @@ const LINE_CHARS: usize = 16 * 1024;
 /// Records per `create_logs` call.
 const RECORDS_PER_CALL: usize = 200;
 
+/// The smallest step of a Prefect log time.
+fn tick() -> chrono::TimeDelta {
+    chrono::TimeDelta::microseconds(1)
+}
+
 /// One line of a container log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
@@ -72,16 +77,18 @@ impl CrashLog {
         );
         let mut header = LogCreate::for_flow_run(flow_run_id, POD_LOG_LOGGER, ERROR_LEVEL, header);
         if let Some(at) = first_at {
-            header.timestamp = at - chrono::TimeDelta::microseconds(1);
+            header.timestamp = at - tick();
         }
-        let now = header.timestamp;
-        let lines = self.lines.iter().enumerate().map(|(index, line)| {
+        // Strictly increasing times (Prefect keeps microseconds and sorts by time): the
+        // lines show in the order the container wrote them, lines without a time after
+        // the one before.
+        let mut last = header.timestamp;
+        let lines = self.lines.iter().map(|line| {
+            let at = line.at.filter(|at| *at > last).unwrap_or(last + tick());
+            last = at;
             let mut record =
                 LogCreate::for_flow_run(flow_run_id, POD_LOG_LOGGER, ERROR_LEVEL, &line.text);
-            // Lines without a time keep their order after the header.
-            record.timestamp = line.at.unwrap_or_else(|| {
-                now + chrono::TimeDelta::microseconds(i64::try_from(index).unwrap_or(0) + 1)
-            });
+            record.timestamp = at;
             record
         });
         std::iter::once(header).chain(lines).collect()
@@ -233,7 +240,7 @@ mod tests {
         );
         assert!(records[0].timestamp < records[1].timestamp, "header first");
         assert_eq!(records[1].timestamp, at(7));
-        assert!(records[2].timestamp > records[0].timestamp);
+        assert!(records[2].timestamp > records[1].timestamp);
         assert!(records
             .iter()
             .all(|r| r.name == POD_LOG_LOGGER && r.level == 40 && r.flow_run_id == Some(run)));

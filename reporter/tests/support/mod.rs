@@ -53,6 +53,8 @@ pub struct JobSpec {
     pub cpu_request: Option<String>,
     pub active_deadline_seconds: Option<i64>,
     pub pod_watch_timeout_seconds: Option<u64>,
+    /// The `scale_up_timeout_seconds` job variable, as the dispatcher writes it.
+    pub scale_up_timeout_seconds: Option<u64>,
     /// A second container, `sidecar`, with this script (e.g. `evict:0.3` evicts the
     /// pod while `prefect-job` still runs).
     pub sidecar_script: Option<String>,
@@ -126,9 +128,14 @@ impl Drop for ReporterProcess {
 
 impl Stack {
     pub async fn start() -> Stack {
+        Stack::start_with(kube_emulator::EmulatorConfig::fast()).await
+    }
+
+    /// With an emulator of this configuration (e.g. a node autoscaler).
+    pub async fn start_with(emulator: kube_emulator::EmulatorConfig) -> Stack {
         service_runtime::telemetry::init();
         let prefect_server = PrefectServer::shared();
-        let emulator = kube_emulator::Emulator::start(kube_emulator::EmulatorConfig::fast())
+        let emulator = kube_emulator::Emulator::start(emulator)
             .await
             .expect("start the Kubernetes API emulator");
         let prefect =
@@ -285,12 +292,22 @@ impl Stack {
 
     /// Records the pid and creates the run's Job; returns the Job name.
     pub async fn submit(&self, run: &FlowRun, spec: &JobSpec) -> String {
+        self.submit_manifest(run, |name| job_manifest(name, run.id, spec))
+            .await
+    }
+
+    /// Records the pid and creates the Job `manifest` makes for the Job name.
+    pub async fn submit_manifest(
+        &self,
+        run: &FlowRun,
+        manifest: impl FnOnce(&str) -> Value,
+    ) -> String {
         let name = format!("run-{}", &run.id.simple().to_string()[..12]);
         self.prefect
             .update_flow_run_infrastructure_pid(run.id, &format!("{NAMESPACE}:{name}"))
             .await
             .expect("record pid");
-        let job: Job = serde_json::from_value(job_manifest(&name, run.id, spec)).expect("a Job");
+        let job: Job = serde_json::from_value(manifest(&name)).expect("a Job");
         Api::<Job>::namespaced(self.kube.clone(), NAMESPACE)
             .create(&PostParams::default(), &job)
             .await
@@ -445,6 +462,12 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
     if let Some(seconds) = spec.pod_watch_timeout_seconds {
         job_annotations.insert(
             reporter::observe::POD_WATCH_TIMEOUT_ANNOTATION.into(),
+            json!(seconds.to_string()),
+        );
+    }
+    if let Some(seconds) = spec.scale_up_timeout_seconds {
+        job_annotations.insert(
+            reporter::observe::SCALE_UP_TIMEOUT_ANNOTATION.into(),
             json!(seconds.to_string()),
         );
     }
