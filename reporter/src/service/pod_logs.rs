@@ -22,7 +22,8 @@ use crate::{CrashReport, Timestamp};
 pub const POD_LOG_LOGGER: &str = "prefect_k8s.reporter.pod_logs";
 /// Python's `logging.ERROR`.
 const ERROR_LEVEL: u32 = 40;
-/// Bytes read at most per log (the kubelet keeps the end of a rotated log anyway).
+/// Bytes read at most per log. The kubelet applies it from the start of the selected
+/// tail, so 500 lines of more than 1 MiB lose their newest part (rare: 2 KiB a line).
 const READ_BYTES: i64 = 1024 * 1024;
 /// A longer line is cut (Prefect refuses records over 1 MB).
 const LINE_CHARS: usize = 16 * 1024;
