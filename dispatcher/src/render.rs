@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flow_run_proto::kubernetes::{CLAIM_ANNOTATION, POD_WATCH_TIMEOUT_ANNOTATION, RESERVED_PREFIX};
+use flow_run_proto::kubernetes::{
+    CLAIM_ANNOTATION, POD_WATCH_TIMEOUT_ANNOTATION, RESERVED_PREFIX, SCALE_UP_TIMEOUT_ANNOTATION,
+    SCALE_UP_TIMEOUT_VARIABLE,
+};
 use flow_run_proto::{InfrastructurePid, SubmissionKey};
 use job_manifest::{
     AgentDefaults, DeploymentContext, FlowRunContext, ForwardedSecret, ForwardedSettings,
@@ -119,7 +122,7 @@ impl JobRenderer {
     }
 
     /// Renders the Job of a run, named after its submission key and
-    /// annotated with it (and the reporter's pod-watch timeout).
+    /// annotated with it (and the reporter's pod-watch and scale-up limits).
     pub async fn render(
         &self,
         inputs: &RunInputs<'_>,
@@ -142,6 +145,11 @@ impl JobRenderer {
                 POD_WATCH_TIMEOUT_ANNOTATION.to_string(),
                 seconds.to_string(),
             ));
+        }
+        if let Some(seconds) = scale_up_timeout(&template, &deployment_variables, &run_variables)
+            .map_err(RenderFailure::Invalid)?
+        {
+            annotations.push((SCALE_UP_TIMEOUT_ANNOTATION.to_string(), seconds.to_string()));
         }
         let request = job_manifest::RenderRequest {
             base_job_template: &template,
@@ -211,6 +219,36 @@ fn pod_watch_timeout(template: &Value, deployment: &Value, run: &Value) -> Optio
         .find_map(|vars| vars.get(key))
         .or_else(|| template.pointer(&format!("/variables/properties/{key}/default")))
         .and_then(Value::as_u64)
+}
+
+/// The `scale_up_timeout_seconds` job variable (the run's, the deployment's,
+/// or the template's default): a whole number of seconds, `0` for no limit.
+/// Anything else is refused with a message naming the variable, as the run's
+/// crash message says it.
+fn scale_up_timeout(
+    template: &Value,
+    deployment: &Value,
+    run: &Value,
+) -> Result<Option<u64>, String> {
+    let key = SCALE_UP_TIMEOUT_VARIABLE;
+    let Some(value) = [run, deployment]
+        .iter()
+        .find_map(|vars| vars.get(key))
+        .or_else(|| template.pointer(&format!("/variables/properties/{key}/default")))
+        .filter(|value| !value.is_null())
+    else {
+        return Ok(None);
+    };
+    let seconds = match value {
+        Value::Number(number) => number.as_u64(),
+        Value::String(text) => text.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    seconds.map(Some).ok_or_else(|| {
+        format!(
+            "job variable {key} must be a whole number of seconds (0 for no limit), got {value}"
+        )
+    })
 }
 
 /// The default key of a Secret named without one (as the prefect-worker Helm
@@ -361,5 +399,32 @@ mod tests {
         let run = json!({"pod_watch_timeout_seconds": 5});
         assert_eq!(pod_watch_timeout(&template, &deployment, &run), Some(5));
         assert_eq!(pod_watch_timeout(&json!({}), &json!({}), &json!({})), None);
+    }
+
+    #[test]
+    fn scale_up_timeout_comes_from_run_deployment_or_template_and_must_be_seconds() {
+        let template =
+            json!({"variables": {"properties": {"scale_up_timeout_seconds": {"default": 1200}}}});
+        let none = json!({});
+        assert_eq!(scale_up_timeout(&none, &none, &none), Ok(None));
+        assert_eq!(scale_up_timeout(&template, &none, &none), Ok(Some(1200)));
+        let deployment = json!({"scale_up_timeout_seconds": 600});
+        assert_eq!(
+            scale_up_timeout(&template, &deployment, &none),
+            Ok(Some(600))
+        );
+        let run = json!({"scale_up_timeout_seconds": "0"});
+        assert_eq!(scale_up_timeout(&template, &deployment, &run), Ok(Some(0)));
+        let null = json!({"scale_up_timeout_seconds": null});
+        assert_eq!(scale_up_timeout(&none, &null, &none), Ok(None));
+        for bad in [json!(-5), json!(2.5), json!("ten minutes"), json!(true)] {
+            let run = json!({ "scale_up_timeout_seconds": bad });
+            let error = scale_up_timeout(&none, &none, &run).unwrap_err();
+            assert!(
+                error.contains("scale_up_timeout_seconds must be a whole number of seconds"),
+                "{error}"
+            );
+            assert!(error.contains(&bad.to_string()), "{error}");
+        }
     }
 }

@@ -34,6 +34,16 @@ pub const CLAIM_ANNOTATION: &str = "prefect-k8s.io/claim";
 /// but ignores and the reporter enforces.
 pub const POD_WATCH_TIMEOUT_ANNOTATION: &str = "prefect-k8s.io/pod-watch-timeout-seconds";
 
+/// Annotation on a Job: the `scale_up_timeout_seconds` job variable (decimal
+/// seconds; `0` disables the limit): how long the reporter lets a pod wait
+/// for a node that the cluster's autoscaler is bringing before it crashes
+/// the run. Without it the reporter's `--scale-up-timeout-seconds` applies.
+pub const SCALE_UP_TIMEOUT_ANNOTATION: &str = "prefect-k8s.io/scale-up-timeout-seconds";
+
+/// The job variable whose value the dispatcher writes as
+/// [`SCALE_UP_TIMEOUT_ANNOTATION`].
+pub const SCALE_UP_TIMEOUT_VARIABLE: &str = "scale_up_timeout_seconds";
+
 /// Annotation on an Event: how many of its occurrences were forwarded to the
 /// run's logs.
 pub const FORWARDED_COUNT_ANNOTATION: &str = "prefect-k8s.io/forwarded-count";
