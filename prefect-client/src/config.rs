@@ -123,6 +123,15 @@ pub struct ClientConfig {
     /// for them. The client switches this off by itself on the first
     /// "CSRF protection is disabled." answer.
     pub csrf_support: bool,
+    /// Told about every HTTP request (for metrics).
+    pub observer: Option<std::sync::Arc<dyn crate::RequestObserver>>,
+}
+
+/// Told about every HTTP request the client makes: method, endpoint (the path
+/// below the API URL with ids replaced by `{id}` and pool or queue names by
+/// `{name}`), status (`None` when no answer came) and how long it took.
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, method: &str, endpoint: &str, status: Option<u16>, took: Duration);
 }
 
 impl ClientConfig {
@@ -139,6 +148,7 @@ impl ClientConfig {
             worker_name: None,
             product_token: None,
             csrf_support: true,
+            observer: None,
         })
     }
 
@@ -198,6 +208,11 @@ impl ClientConfig {
 
     pub fn with_product_token(mut self, token: impl Into<String>) -> Self {
         self.product_token = Some(token.into());
+        self
+    }
+
+    pub fn with_observer(mut self, observer: std::sync::Arc<dyn crate::RequestObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 

@@ -41,8 +41,8 @@ pub use client::PrefectClient;
 pub use reqwest::Url;
 
 pub use config::{
-    redacted_url, url_has_credentials, ClientConfig, RetryPolicy, Secret, API_VERSION,
-    PREFECT_CLIENT_VERSION,
+    redacted_url, url_has_credentials, ClientConfig, RequestObserver, RetryPolicy, Secret,
+    API_VERSION, PREFECT_CLIENT_VERSION,
 };
 pub use deployments::{Deployment, DeploymentCreate};
 pub use error::PrefectError;

@@ -74,6 +74,7 @@ pub(crate) struct Transport {
     /// Strip URLs from transport errors when the base URL carries
     /// credentials.
     url_has_credentials: bool,
+    observer: Option<std::sync::Arc<dyn crate::RequestObserver>>,
 }
 
 impl Transport {
@@ -115,6 +116,7 @@ impl Transport {
             }),
             csrf_client_id: Uuid::new_v4(),
             url_has_credentials: crate::config::url_has_credentials(&config.api_url),
+            observer: config.observer.clone(),
         })
     }
 
@@ -137,6 +139,7 @@ impl Transport {
             csrf: Mutex::new(csrf),
             csrf_client_id: Uuid::new_v4(),
             url_has_credentials: self.url_has_credentials,
+            observer: self.observer.clone(),
         }
     }
 
@@ -192,7 +195,10 @@ impl Transport {
                     .header(CSRF_CLIENT_HEADER, self.csrf_client_id.to_string());
             }
 
-            let delay = match self.attempt(request).await {
+            let started = std::time::Instant::now();
+            let outcome = self.attempt(request).await;
+            self.observe(&method, &url, &outcome, started.elapsed());
+            let delay = match outcome {
                 AttemptOutcome::Success(response) => return Ok(response),
                 AttemptOutcome::TransportFailure(err) => {
                     if !is_retryable_transport_error(&err) || retries_used >= self.retry.max_retries
@@ -247,6 +253,19 @@ impl Transport {
             };
             tokio::time::sleep(delay).await;
         }
+    }
+
+    fn observe(&self, method: &Method, url: &Url, outcome: &AttemptOutcome, took: Duration) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        let status = match outcome {
+            AttemptOutcome::Success(response) => Some(response.status.as_u16()),
+            AttemptOutcome::ErrorStatus { status, .. } => Some(status.as_u16()),
+            AttemptOutcome::TransportFailure(_) => None,
+        };
+        let endpoint = endpoint_template(self.base.path(), url.path());
+        observer.observe(method.as_str(), &endpoint, status, took);
     }
 
     async fn attempt(&self, request: reqwest::RequestBuilder) -> AttemptOutcome {
@@ -491,5 +510,46 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(bearer.to_str().unwrap(), "Bearer key");
+    }
+}
+
+/// The path below the API's base path, ids replaced by `{id}` and the names
+/// of work pools and queues by `{name}` (bounded label values for metrics).
+pub(crate) fn endpoint_template(base_path: &str, path: &str) -> String {
+    let below = path
+        .strip_prefix(base_path.trim_end_matches('/'))
+        .unwrap_or(path);
+    let mut previous = "";
+    let mut parts = Vec::new();
+    for segment in below.split('/').filter(|s| !s.is_empty()) {
+        let part = if Uuid::parse_str(segment).is_ok() {
+            "{id}"
+        } else if matches!(previous, "work_pools" | "work_queues" | "name") {
+            "{name}"
+        } else {
+            segment
+        };
+        parts.push(part);
+        previous = segment;
+    }
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::endpoint_template;
+
+    #[test]
+    fn ids_and_names_are_replaced() {
+        let run = "0b0e4a6e-5d0a-4a35-9d8a-1f6f0d8c9b11";
+        assert_eq!(
+            endpoint_template("/api", &format!("/api/flow_runs/{run}/set_state")),
+            "/flow_runs/{id}/set_state"
+        );
+        assert_eq!(
+            endpoint_template("/api/", "/api/work_pools/my%20pool/get_scheduled_flow_runs"),
+            "/work_pools/{name}/get_scheduled_flow_runs"
+        );
+        assert_eq!(endpoint_template("/api", "/api/logs/"), "/logs");
     }
 }

@@ -9,10 +9,12 @@
 //! - [`prefect`]: Prefect connection options (`PREFECT_API_URL`, `PREFECT_API_KEY`, ...).
 //! - [`kubernetes`]: a `kube::Client` from in-cluster config or `KUBECONFIG`.
 //! - [`health`]: the gRPC health service every Deployment probes.
+//! - [`metrics`]: the Prometheus registry, `/metrics`, and the metrics all services share.
 #![forbid(unsafe_code)]
 
 pub mod health;
 pub mod kubernetes;
+pub mod metrics;
 pub mod nats;
 pub mod prefect;
 pub mod shutdown;

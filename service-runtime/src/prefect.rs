@@ -71,6 +71,36 @@ pub fn client(
     options: &PrefectOptions,
     worker_name: &str,
 ) -> Result<prefect_client::PrefectClient, prefect_client::PrefectError> {
+    prefect_client::PrefectClient::new(config(options, worker_name)?)
+}
+
+/// [`client`], its every request counted and timed in `calls`.
+pub fn client_with_metrics(
+    options: &PrefectOptions,
+    worker_name: &str,
+    calls: &crate::metrics::CallMetrics,
+) -> Result<prefect_client::PrefectClient, prefect_client::PrefectError> {
+    let observer: std::sync::Arc<dyn prefect_client::RequestObserver> =
+        std::sync::Arc::new(calls.clone());
+    prefect_client::PrefectClient::new(config(options, worker_name)?.with_observer(observer))
+}
+
+impl prefect_client::RequestObserver for crate::metrics::CallMetrics {
+    fn observe(
+        &self,
+        method: &str,
+        endpoint: &str,
+        status: Option<u16>,
+        took: std::time::Duration,
+    ) {
+        self.prefect(method, endpoint, status, took);
+    }
+}
+
+fn config(
+    options: &PrefectOptions,
+    worker_name: &str,
+) -> Result<prefect_client::ClientConfig, prefect_client::PrefectError> {
     let mut config = prefect_client::ClientConfig::new(&options.api_url)?
         .with_env_settings()?
         .with_worker_name(worker_name)
@@ -81,7 +111,7 @@ pub fn client(
     if let Some(auth) = options.auth_string.clone().filter(|a| !a.is_empty()) {
         config = config.with_auth_string(auth);
     }
-    prefect_client::PrefectClient::new(config)
+    Ok(config)
 }
 
 #[cfg(test)]
