@@ -59,6 +59,14 @@ pub struct DispatcherConfig {
         default_values_t = flow_run_proto::kubernetes::AGENT_SERVICE_ACCOUNTS.map(String::from)
     )]
     pub reserved_service_accounts: Vec<String>,
+    /// Seconds without progress of the pull loop after which the dispatcher
+    /// reports itself not live (the loop shows progress at least every 10 s).
+    #[arg(
+        long,
+        env = "PREFECT_K8S_LIVENESS_TIMEOUT_SECONDS",
+        default_value_t = 60.0
+    )]
+    pub liveness_timeout_seconds: f64,
     /// Seconds the work pool's base job template is cached.
     #[arg(long, env = "PREFECT_K8S_TEMPLATE_CACHE_SECONDS", default_value_t = 30)]
     pub template_cache_seconds: u64,
@@ -160,6 +168,12 @@ impl DispatcherConfig {
         Duration::from_secs(self.submission_timeout_seconds)
     }
 
+    pub fn liveness_timeout(&self) -> Duration {
+        Duration::try_from_secs_f64(self.liveness_timeout_seconds)
+            .unwrap_or(Duration::from_secs(60))
+            .max(Duration::from_millis(100))
+    }
+
     pub fn kubernetes_timeout(&self) -> Duration {
         Duration::from_secs(self.kubernetes_timeout_seconds.max(1))
     }
@@ -174,6 +188,7 @@ impl DispatcherConfig {
             max_deliveries: 50,
             submission_timeout_seconds: flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS,
             kubernetes_timeout_seconds: 30,
+            liveness_timeout_seconds: 60.0,
             template_cache_seconds: 30,
             reserved_service_accounts: flow_run_proto::kubernetes::AGENT_SERVICE_ACCOUNTS
                 .map(String::from)

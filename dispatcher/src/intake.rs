@@ -14,6 +14,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use flow_run_proto::FlowRunDue;
 use futures::{FutureExt, StreamExt};
 use prost::Message as _;
+use service_runtime::health::Health;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::claim::{self, ClaimDecision};
 use crate::dead_letter::DeadLetters;
 use crate::kubernetes::Jobs;
+use crate::metrics::DispatcherMetrics;
 use crate::reads::Reads;
 use crate::render::JobRenderer;
 use crate::submit::{backoff, DueRun, Outcome, Submitter};
@@ -32,7 +34,11 @@ struct Handler {
     submitter: Submitter,
     dead_letters: DeadLetters,
     stats: Arc<DispatchStats>,
+    metrics: DispatcherMetrics,
 }
+
+/// How often an idle pull loop shows it is alive, and the consumer's backlog is read.
+const IDLE_BEAT: Duration = Duration::from_secs(10);
 
 type Messages = jetstream::consumer::pull::Stream;
 
@@ -47,7 +53,9 @@ pub(crate) async fn run(
         nats,
         health,
         stats,
+        metrics,
     } = dispatcher;
+    health.watch_liveness(config.liveness_timeout(), shutdown.clone());
     let js = jetstream::new(nats);
     let renderer = JobRenderer::new(prefect.clone(), &config).map_err(DispatcherError::Config)?;
     let submitter = Submitter {
@@ -57,6 +65,7 @@ pub(crate) async fn run(
         prefect,
         renderer,
         submission_timeout: config.submission_timeout(),
+        metrics: metrics.clone(),
     };
     let dead_letters = DeadLetters::new(js.clone(), config.worker_name.clone());
     tracing::info!(
@@ -71,15 +80,20 @@ pub(crate) async fn run(
         submitter,
         dead_letters,
         stats,
+        metrics,
     });
     let mut tasks = JoinSet::new();
     let mut delay = Duration::from_millis(250);
     while !shutdown.is_cancelled() {
         match pull(&js, &handler.config).await {
-            Ok(messages) => {
+            Ok((consumer, messages)) => {
                 health.set_serving(true);
+                health.started();
                 delay = Duration::from_millis(250);
-                pump(messages, &handler, &window, &mut tasks, &shutdown).await;
+                let backlog =
+                    watch_backlog(consumer, handler.metrics.clone(), shutdown.child_token());
+                pump(messages, &handler, &window, &mut tasks, &health, &shutdown).await;
+                backlog.cancel();
             }
             Err(error) => tracing::warn!(%error, "cannot pull from JetStream; setting up again"),
         }
@@ -101,7 +115,10 @@ pub(crate) async fn run(
 
 /// Ensures the streams and the consumer (creating or updating them) and
 /// starts pulling.
-async fn pull(js: &jetstream::Context, config: &DispatcherConfig) -> Result<Messages, String> {
+async fn pull(
+    js: &jetstream::Context,
+    config: &DispatcherConfig,
+) -> Result<(PullConsumer, Messages), String> {
     let (flow_runs, _) = service_runtime::nats::ensure_streams(js, config.stream_replicas.into())
         .await
         .map_err(|e| e.to_string())?;
@@ -114,14 +131,41 @@ async fn pull(js: &jetstream::Context, config: &DispatcherConfig) -> Result<Mess
     )
     .await
     .map_err(|e| e.to_string())?;
-    consumer
+    let messages = consumer
         .stream()
         .max_messages_per_batch(config.concurrency as usize)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((consumer, messages))
+}
+
+/// Reads the consumer's backlog into the metrics every [`IDLE_BEAT`] until
+/// the returned token is cancelled.
+fn watch_backlog(
+    mut consumer: PullConsumer,
+    metrics: DispatcherMetrics,
+    stop: CancellationToken,
+) -> CancellationToken {
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(IDLE_BEAT);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let info = tokio::time::timeout(IDLE_BEAT, consumer.info()).await;
+            if let Ok(Ok(info)) = info {
+                crate::metrics::set(&metrics.consumer_pending, info.num_pending);
+                crate::metrics::set(&metrics.consumer_ack_pending, info.num_ack_pending as u64);
+                crate::metrics::set(&metrics.consumer_redelivered, info.num_redelivered as u64);
+            }
+        }
+    });
+    token
 }
 
 /// Takes messages while slots are free, until shutdown or until pulling
@@ -131,16 +175,21 @@ async fn pump(
     handler: &Arc<Handler>,
     window: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
+    health: &Health,
     shutdown: &CancellationToken,
 ) {
     loop {
         while tasks.try_join_next().is_some() {}
+        health.beat();
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(IDLE_BEAT) => continue,
             permit = window.clone().acquire_owned() => permit.expect("the window is never closed"),
         };
         let item = tokio::select! {
             _ = shutdown.cancelled() => break,
+            // Idle: show the loop is alive, then wait again (the permit is returned).
+            _ = tokio::time::sleep(IDLE_BEAT) => continue,
             item = messages.next() => item,
         };
         match item {
@@ -175,6 +224,12 @@ impl Handler {
     /// Decodes, submits (telling NATS it is in progress meanwhile) and
     /// settles one message. The window slot is freed when this returns.
     async fn handle(&self, message: jetstream::Message, _slot: OwnedSemaphorePermit) {
+        self.metrics.in_flight.inc();
+        self.handle_message(message).await;
+        self.metrics.in_flight.dec();
+    }
+
+    async fn handle_message(&self, message: jetstream::Message) {
         let deliveries = message.info().map(|i| i.delivered as u64).unwrap_or(1);
         let due = match FlowRunDue::decode(message.payload.as_ref()).map(DueRun::parse) {
             Ok(Ok(due)) => due,
@@ -214,6 +269,13 @@ impl Handler {
     async fn settle(&self, message: &jetstream::Message, due: &DueRun, outcome: &Outcome) {
         let flow_run_id = due.message.flow_run_id.as_str();
         let stats = &self.stats;
+        self.metrics.submission(match outcome {
+            Outcome::Submitted { .. } => "submitted",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Withdrawn { .. } => "withdrawn",
+            Outcome::Crashed(_) => "crashed",
+            Outcome::Retry { .. } => "retried",
+        });
         match outcome {
             Outcome::Submitted { job, resumed } => {
                 stats.submitted.fetch_add(1, Ordering::Relaxed);
@@ -262,6 +324,7 @@ impl Handler {
         match parked {
             Ok(()) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.metrics.submission("dead_lettered");
                 let _ = message.ack_with(AckKind::Term).await;
             }
             Err(error) => {

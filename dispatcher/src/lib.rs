@@ -17,6 +17,7 @@
 //! - [`kubernetes`]: Job creation (suspended), release and withdrawal, under deadlines.
 //! - [`submit`]: one run from claim to Job.
 //! - [`dead_letter`]: parking messages that cannot be handled.
+//! - [`metrics`]: submissions, claims, due-to-Job latency, the consumer's backlog.
 #![forbid(unsafe_code)]
 
 pub mod claim;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod intake;
 pub mod kubernetes;
+pub mod metrics;
 pub mod reads;
 pub mod render;
 pub mod submit;
@@ -73,6 +75,7 @@ pub struct Dispatcher {
     /// Reports NOT_SERVING while the replica cannot pull.
     pub health: Health,
     pub stats: Arc<DispatchStats>,
+    pub metrics: metrics::DispatcherMetrics,
 }
 
 impl Dispatcher {
@@ -100,6 +103,7 @@ pub async fn run(
         nats,
         health: Health::detached(),
         stats,
+        metrics: metrics::DispatcherMetrics::detached(),
     }
     .run(shutdown)
     .await

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use service_runtime::metrics::{CallMetrics, MetricsRegistry};
 use service_runtime::{health::Health, nats::NatsOptions, prefect::PrefectOptions};
 
 #[derive(Debug, Parser)]
@@ -24,6 +25,9 @@ struct Cli {
     /// Address of the gRPC health service.
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8082")]
     health_addr: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9092")]
+    metrics_addr: SocketAddr,
 }
 
 #[tokio::main]
@@ -38,9 +42,18 @@ async fn main() -> anyhow::Result<()> {
     let health = Health::serve(cli.health_addr, "dispatcher", shutdown.clone())
         .await
         .with_context(|| format!("binding the health service on {}", cli.health_addr))?;
-    let prefect = service_runtime::prefect::client(&cli.prefect, &cli.dispatcher.worker_name)
+    let mut registry = MetricsRegistry::new("dispatcher");
+    let calls = CallMetrics::register(registry.registry());
+    let metrics = dispatcher::metrics::DispatcherMetrics::register(registry.registry());
+    let metrics_addr = registry
+        .serve(cli.metrics_addr, shutdown.clone())
+        .await
+        .with_context(|| format!("binding the metrics endpoint on {}", cli.metrics_addr))?;
+    tracing::info!(%metrics_addr, "serving metrics");
+    let worker_name = &cli.dispatcher.worker_name;
+    let prefect = service_runtime::prefect::client_with_metrics(&cli.prefect, worker_name, &calls)
         .context("configuring the Prefect client")?;
-    let kube = service_runtime::kubernetes::client().await?;
+    let kube = service_runtime::kubernetes::client_with_metrics(calls).await?;
     let nats = service_runtime::nats::connect(&cli.nats, "prefect-k8s-dispatcher").await?;
     let dispatcher = dispatcher::Dispatcher {
         config: cli.dispatcher,
@@ -49,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         nats,
         health: health.clone(),
         stats: Arc::new(dispatcher::DispatchStats::default()),
+        metrics,
     };
     let result = dispatcher.run(shutdown).await;
     health.set_serving(false);

@@ -29,6 +29,7 @@ use prefect_client::{FlowRun, PrefectClient, StateCreate};
 
 use crate::claim::{self, ClaimDecision, ClaimOutcome, Release, SkipReason};
 use crate::kubernetes::{self, CreateError, Jobs};
+use crate::metrics::DispatcherMetrics;
 use crate::reads::Reads;
 use crate::render::{JobRenderer, RenderFailure, RenderedJob, RunInputs};
 
@@ -80,6 +81,7 @@ pub struct Submitter {
     pub renderer: JobRenderer,
     /// A claim older than this whose Job does not exist is Crashed.
     pub submission_timeout: Duration,
+    pub metrics: DispatcherMetrics,
 }
 
 /// Early return of a step: the outcome to settle the message with.
@@ -104,12 +106,18 @@ impl Submitter {
             self.check_timeout(due, &run, &pid, deliveries).await?;
         }
         self.record(due, &run, &pid, deliveries).await?;
-        let existing = match self
+        let started = std::time::Instant::now();
+        let created = self
             .jobs
             .create_suspended(&pid, &rendered.manifest, &due.key)
-            .await
-        {
-            Ok(existing) => existing,
+            .await;
+        let existing = match created {
+            Ok(existing) => {
+                if !existing.already_existed {
+                    self.metrics.job_created(started.elapsed(), late_by(&run));
+                }
+                existing
+            }
             Err(CreateError::Rejected(message)) => {
                 let text = format!("Failed to submit flow run to infrastructure: {message}");
                 return Err(self.crash(due, deliveries, text).await);
@@ -136,7 +144,10 @@ impl Submitter {
     async fn claim(&self, due: &DueRun, run: Option<&FlowRun>, deliveries: u64) -> Step<bool> {
         match claim::decide(&due.key, run, &self.work_pool) {
             ClaimDecision::Skip(reason) => Err(Outcome::Skipped(reason)),
-            ClaimDecision::Resume => Ok(true),
+            ClaimDecision::Resume => {
+                self.metrics.claim("resumed");
+                Ok(true)
+            }
             ClaimDecision::Propose => {
                 let transition_id = due.key.claim_transition_id();
                 let proposal = StateCreate::pending_claim(transition_id);
@@ -144,6 +155,15 @@ impl Submitter {
                     .prefect
                     .set_flow_run_state(due.key.flow_run_id, &proposal, false)
                     .await;
+                let outcome = match &result {
+                    Ok(result) => match claim::interpret(result, transition_id) {
+                        ClaimOutcome::Claimed => "claimed",
+                        ClaimOutcome::Refused(_) => "refused",
+                        ClaimOutcome::Wait(_) => "wait",
+                    },
+                    Err(_) => "error",
+                };
+                self.metrics.claim(outcome);
                 match result {
                     Ok(result) => match claim::interpret(&result, transition_id) {
                         ClaimOutcome::Claimed => Ok(false),
@@ -299,6 +319,14 @@ impl Submitter {
             Err(e) => retry(deliveries, format!("reporting the crash ({message}): {e}")),
         }
     }
+}
+
+/// How long after its scheduled time the run's Job came (zero when early).
+fn late_by(run: &FlowRun) -> Duration {
+    run.next_scheduled_start_time
+        .or(run.expected_start_time)
+        .and_then(|due| (chrono::Utc::now() - due).to_std().ok())
+        .unwrap_or_default()
 }
 
 /// Backoff for a message delivered `deliveries` times: 1 s doubling to 60 s.

@@ -59,6 +59,14 @@ pub struct PollerConfig {
     pub stream_replicas: u8,
     /// A base job template (JSON) to create the pool with, instead of
     /// prefect-kubernetes 0.8's default.
+    /// Seconds without a poll after which the poller reports itself not
+    /// live (Kubernetes restarts it). Default: 30 poll intervals, at least 30 s
+    /// (the Python worker's rule).
+    #[arg(
+        long = "liveness-timeout-seconds",
+        env = "PREFECT_K8S_LIVENESS_TIMEOUT_SECONDS"
+    )]
+    pub liveness_timeout_seconds: Option<f64>,
     #[arg(long = "base-job-template", env = "PREFECT_K8S_BASE_JOB_TEMPLATE")]
     pub base_job_template: Option<PathBuf>,
 }
@@ -72,6 +80,16 @@ impl PollerConfig {
         Duration::from_secs(self.heartbeat_seconds.max(1))
     }
 
+    /// See `liveness_timeout_seconds`.
+    pub fn liveness_timeout(&self) -> Duration {
+        match self.liveness_timeout_seconds {
+            Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
+                Duration::from_secs_f64(seconds)
+            }
+            _ => (self.poll_interval() * 30).max(Duration::from_secs(30)),
+        }
+    }
+
     /// Settings for a test or an embedding: pool name, all queues, defaults.
     pub fn for_pool(work_pool: impl Into<String>) -> Self {
         PollerConfig {
@@ -83,6 +101,7 @@ impl PollerConfig {
             limit: 200,
             worker_name: "prefect-k8s".into(),
             stream_replicas: 1,
+            liveness_timeout_seconds: None,
             base_job_template: None,
         }
     }

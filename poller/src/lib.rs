@@ -13,17 +13,22 @@
 //! - [`due`]: turns one poll into messages (a message only says which run is
 //!   due; the dispatcher reads what it renders from Prefect).
 //! - [`publish`]: publishes messages and waits for JetStream's acks.
+//! - [`metrics`]: polls, runs found and published, poll duration.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod due;
+pub mod metrics;
 pub mod pool;
 pub mod publish;
 
 use std::time::Duration;
 
 use prefect_client::PrefectClient;
+use service_runtime::health::Health;
 use tokio_util::sync::CancellationToken;
+
+use metrics::PollerMetrics;
 
 pub use config::PollerConfig;
 pub use flow_run_proto::FlowRunDue;
@@ -39,18 +44,64 @@ pub enum PollerError {
     Template(String),
 }
 
-/// Runs the poller until `shutdown` is cancelled: ensures the pool, then
-/// heartbeats and polls on their own intervals. A failed poll is logged and
-/// retried on the next tick; it never stops the loop.
+/// One poller and what it talks to.
+pub struct Poller {
+    pub config: PollerConfig,
+    pub prefect: PrefectClient,
+    pub nats: async_nats::Client,
+    /// Ready while polls succeed; live while the loop turns; started once the
+    /// pool exists.
+    pub health: Health,
+    pub metrics: PollerMetrics,
+}
+
+/// [`Poller::run`] without a health server or served metrics.
 pub async fn run(
     config: PollerConfig,
     prefect: PrefectClient,
     nats: async_nats::Client,
     shutdown: CancellationToken,
 ) -> Result<(), PollerError> {
+    Poller {
+        config,
+        prefect,
+        nats,
+        health: Health::detached(),
+        metrics: PollerMetrics::detached(),
+    }
+    .run(shutdown)
+    .await
+}
+
+impl Poller {
+    /// Runs the poller until `shutdown` is cancelled: ensures the pool, then
+    /// heartbeats and polls on their own intervals. A failed poll is logged
+    /// and retried on the next tick; it never stops the loop.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), PollerError> {
+        let Poller {
+            config,
+            prefect,
+            nats,
+            health,
+            metrics,
+        } = self;
+        health.watch_liveness(config.liveness_timeout(), shutdown.clone());
+        run_poller(config, prefect, nats, health, metrics, shutdown).await
+    }
+}
+
+async fn run_poller(
+    config: PollerConfig,
+    prefect: PrefectClient,
+    nats: async_nats::Client,
+    health: Health,
+    metrics: PollerMetrics,
+    shutdown: CancellationToken,
+) -> Result<(), PollerError> {
     let js = async_nats::jetstream::new(nats);
     service_runtime::nats::ensure_streams(&js, config.stream_replicas.into()).await?;
     let pool = pool::ensure_work_pool(&prefect, &config).await?;
+    health.started();
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -80,7 +131,12 @@ pub async fn run(
         // A full page of runs already queued (dispatchers down or behind) waits for
         // the next tick instead of being polled and re-published in a loop.
         loop {
-            match poll_once(&prefect, &publisher, &config, pool.id).await {
+            let started = std::time::Instant::now();
+            let polled = poll_once(&prefect, &publisher, &config, pool.id).await;
+            metrics.record(&polled, started.elapsed());
+            health.beat();
+            health.set_serving(polled.is_ok());
+            match polled {
                 Ok(outcome) if outcome.drains_a_backlog() && !shutdown.is_cancelled() => continue,
                 Ok(_) => break,
                 Err(error) => {
@@ -91,6 +147,7 @@ pub async fn run(
         }
     }
     heartbeat.abort();
+    health.set_serving(false);
     tracing::info!("poller stopped");
     Ok(())
 }

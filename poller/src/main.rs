@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
+use service_runtime::metrics::{CallMetrics, MetricsRegistry};
 use service_runtime::{health::Health, nats::NatsOptions, prefect::PrefectOptions};
 
 #[derive(Debug, Parser)]
@@ -23,6 +24,9 @@ struct Cli {
     /// Address of the gRPC health service.
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     health_addr: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    metrics_addr: SocketAddr,
 }
 
 #[tokio::main]
@@ -33,12 +37,30 @@ async fn main() -> anyhow::Result<()> {
     let health = Health::serve(cli.health_addr, "poller", shutdown.clone())
         .await
         .with_context(|| format!("binding the health service on {}", cli.health_addr))?;
-    let prefect = service_runtime::prefect::client(&cli.prefect, &cli.poller.worker_name)
-        .context("configuring the Prefect client")?;
+    let mut registry = MetricsRegistry::new("poller");
+    let calls = CallMetrics::register(registry.registry());
+    let metrics = poller::metrics::PollerMetrics::register(registry.registry());
+    let metrics_addr = registry
+        .serve(cli.metrics_addr, shutdown.clone())
+        .await
+        .with_context(|| format!("binding the metrics endpoint on {}", cli.metrics_addr))?;
+    tracing::info!(%metrics_addr, "serving metrics");
+    let prefect = service_runtime::prefect::client_with_metrics(
+        &cli.prefect,
+        &cli.poller.worker_name,
+        &calls,
+    )
+    .context("configuring the Prefect client")?;
     let nats = service_runtime::nats::connect(&cli.nats, "prefect-k8s-poller").await?;
-    health.serving().await;
-    let result = poller::run(cli.poller, prefect, nats, shutdown).await;
-    health.not_serving().await;
+    let poller = poller::Poller {
+        config: cli.poller,
+        prefect,
+        nats,
+        health: health.clone(),
+        metrics,
+    };
+    let result = poller.run(shutdown).await;
+    health.set_serving(false);
     result.map_err(Into::into)
 }
 

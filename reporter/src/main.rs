@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use reporter::service::{Reporter, ReporterConfig};
+use reporter::service::{Reporter, ReporterConfig, ReporterMetrics};
+use service_runtime::metrics::{CallMetrics, MetricsRegistry};
 use service_runtime::{health::Health, prefect::PrefectOptions};
 
 #[derive(Debug, Parser)]
@@ -23,6 +24,9 @@ struct Cli {
     /// Address of the gRPC health service.
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8083")]
     health_addr: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9093")]
+    metrics_addr: SocketAddr,
 }
 
 #[tokio::main]
@@ -33,23 +37,24 @@ async fn main() -> anyhow::Result<()> {
     let health = Health::serve(cli.health_addr, "reporter", shutdown.clone())
         .await
         .with_context(|| format!("binding the health service on {}", cli.health_addr))?;
-    let prefect = service_runtime::prefect::client(&cli.prefect, &cli.reporter.worker_name)
+    let mut registry = MetricsRegistry::new("reporter");
+    let calls = CallMetrics::register(registry.registry());
+    let metrics = ReporterMetrics::register(registry.registry());
+    let metrics_addr = registry
+        .serve(cli.metrics_addr, shutdown.clone())
+        .await
+        .with_context(|| format!("binding the metrics endpoint on {}", cli.metrics_addr))?;
+    tracing::info!(%metrics_addr, "serving metrics");
+    let worker_name = &cli.reporter.worker_name;
+    let prefect = service_runtime::prefect::client_with_metrics(&cli.prefect, worker_name, &calls)
         .context("configuring the Prefect client")?;
-    let kube = service_runtime::kubernetes::client().await?;
-    let reporter = Reporter::new(cli.reporter, prefect, kube);
-    let store = reporter.store();
-    let running = reporter.run(shutdown);
-    tokio::pin!(running);
-    // SERVING once the Job and pod lists are in (the Kubernetes API answers and the
-    // replica, leader or standby, can act).
-    let result = tokio::select! {
-        result = &mut running => result,
-        _ = store.synced() => {
-            health.serving().await;
-            running.await
-        }
-    };
-    health.not_serving().await;
+    let kube = service_runtime::kubernetes::client_with_metrics(calls).await?;
+    // Ready once the Job and pod lists are in (the Kubernetes API answers and the
+    // replica, leader or standby, can act); see `Reporter::with_telemetry`.
+    let reporter =
+        Reporter::new(cli.reporter, prefect, kube).with_telemetry(metrics, health.clone());
+    let result = reporter.run(shutdown).await;
+    health.set_serving(false);
     result.map_err(Into::into)
 }
 

@@ -126,8 +126,14 @@ async fn main() -> anyhow::Result<()> {
         client: client.clone(),
         namespace: None,
     };
-    let job_watch = tokio::spawn(watch_jobs(scope.clone(), store.clone(), shutdown.clone()));
-    let pod_watch = tokio::spawn(watch_pods(scope, store.clone(), shutdown.clone()));
+    let metrics = reporter::service::ReporterMetrics::detached();
+    let job_watch = tokio::spawn(watch_jobs(
+        scope.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let pod_watch = tokio::spawn(watch_pods(scope, store.clone(), metrics, shutdown.clone()));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let (job_views, pod_views, runs) = store.read(|s| s.counts());

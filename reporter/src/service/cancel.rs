@@ -16,6 +16,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use service_runtime::kubernetes::deadline;
 
+use super::metrics::ReporterMetrics;
 use super::store::SharedStore;
 use kube::Api;
 use prefect_client::{FlowRun, FlowRunFilter, PrefectClient, StateCreate, StateType};
@@ -83,6 +84,7 @@ pub struct Canceller {
     pub store: SharedStore,
     /// The pool's name as our Jobs' pool label spells it.
     pub work_pool_label: String,
+    pub metrics: ReporterMetrics,
     pub kube: kube::Client,
     pub work_pool: String,
     pub delete_jobs: bool,
@@ -177,6 +179,7 @@ impl Canceller {
         let uid = found.metadata.uid.as_deref();
         match deadline(api.delete(&job.job_name, &delete_params(uid))).await {
             Ok(_) => {
+                self.metrics.job_deleted("cancelled");
                 tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.job_name, "deleted the cancelled run's Job");
                 Ok(Teardown::Deleted(job))
             }
@@ -222,6 +225,7 @@ impl Canceller {
             let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
             match deadline(api.delete(&job.name, &delete_params(Some(&job.uid)))).await {
                 Ok(_) => {
+                    self.metrics.job_deleted("cancelled");
                     tracing::info!(flow_run_id = %flow_run_id, namespace = %job.namespace, job = %job.name, "deleted another Job of the cancelled run")
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}

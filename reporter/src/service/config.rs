@@ -89,6 +89,13 @@ pub struct ReporterConfig {
         default_value_t = super::evaluate::DEFAULT_CRASH_LOG_LINES
     )]
     pub crash_log_lines: u32,
+    /// Seconds without a turn of the evaluation loop after which the reporter
+    /// reports itself not live. Default: four reconcile periods, at least 60 s.
+    #[arg(
+        long = "liveness-timeout-seconds",
+        env = "PREFECT_K8S_LIVENESS_TIMEOUT_SECONDS"
+    )]
+    pub liveness_timeout_seconds: Option<f64>,
     #[command(flatten)]
     pub grace: GraceOverrides,
 }
@@ -175,6 +182,7 @@ impl ReporterConfig {
             delete_finished_jobs_after: None,
             disable_event_logs: false,
             crash_log_lines: super::evaluate::DEFAULT_CRASH_LOG_LINES,
+            liveness_timeout_seconds: None,
             grace: GraceOverrides::default(),
         }
     }
@@ -253,6 +261,14 @@ impl ReporterConfig {
     /// Jobs (slugified as prefect-kubernetes does).
     pub fn work_pool_label(&self) -> String {
         job_manifest::slugify_label_value(&self.work_pool)
+    }
+
+    /// See `liveness_timeout_seconds`.
+    pub fn liveness_timeout(&self) -> Duration {
+        match seconds(self.liveness_timeout_seconds) {
+            Some(timeout) if !timeout.is_zero() => timeout,
+            _ => (self.reconcile_interval() * 4).max(Duration::from_secs(60)),
+        }
     }
 
     pub fn decision_settings(&self) -> DecisionSettings {

@@ -43,6 +43,7 @@ use super::lease::Leadership;
 use uuid::Uuid;
 
 use super::cancel::InfrastructurePid;
+use super::metrics::ReporterMetrics;
 use super::pod_logs::{self, CrashLog};
 use super::store::SharedStore;
 use crate::{
@@ -50,6 +51,7 @@ use crate::{
     DecisionSettings, FlowRunState, JobView, StateType, Timestamp, WithdrawReason,
     INFRASTRUCTURE_PENDING, INFRASTRUCTURE_PENDING_MESSAGE,
 };
+use service_runtime::health::Health;
 
 /// Runs read from Prefect per call.
 const READ_BATCH: usize = 200;
@@ -158,6 +160,9 @@ pub struct Evaluator {
     pub delete_jobs: bool,
     /// Lines of a crashed pod's log read (`--crash-log-lines`); 0 reads none.
     pub crash_log_lines: u32,
+    metrics: ReporterMetrics,
+    /// Beaten at every turn of the loop (liveness).
+    health: Health,
     pub leadership: Leadership,
     /// Instants at which runs must be evaluated again.
     timers: BTreeMap<Timestamp, HashSet<Uuid>>,
@@ -198,12 +203,21 @@ impl Evaluator {
             timers: BTreeMap::new(),
             proposed: HashMap::new(),
             settled: HashSet::new(),
+            metrics: ReporterMetrics::detached(),
+            health: Health::detached(),
         }
     }
 
     /// Reads this many lines of a crashed pod's log (0: none).
     pub fn with_crash_log_lines(mut self, lines: u32) -> Self {
         self.crash_log_lines = lines;
+        self
+    }
+
+    /// Counts proposals and deletions in `metrics`; beats `health` each turn.
+    pub fn with_telemetry(mut self, metrics: ReporterMetrics, health: Health) -> Self {
+        self.metrics = metrics;
+        self.health = health;
         self
     }
 
@@ -236,6 +250,7 @@ impl Evaluator {
                     reconciles_until_missing_job_search = 0;
                 }
             }
+            self.health.beat();
             if !self.is_leader() || !self.store.is_synced() {
                 continue;
             }
@@ -384,6 +399,7 @@ impl Evaluator {
             };
             match deadline(api.delete(&job.name, &params)).await {
                 Ok(_) => {
+                    self.metrics.job_deleted("withdrawn");
                     tracing::info!(flow_run_id = %job.flow_run_id, namespace = %job.namespace,
                         job = %job.name, ?reason, "deleted a Job that must not run");
                     self.log_to_run(job.flow_run_id, reason.log_message(&job))
@@ -467,6 +483,7 @@ impl Evaluator {
                     kube: &self.kube,
                     leadership: &self.leadership,
                     crash_log_lines: self.crash_log_lines,
+                    metrics: &self.metrics,
                 };
                 async move {
                     let outcome = propose(&context, &proposal).await;
@@ -666,6 +683,7 @@ struct ProposalContext<'a> {
     kube: &'a kube::Client,
     leadership: &'a Leadership,
     crash_log_lines: u32,
+    metrics: &'a ReporterMetrics,
 }
 
 /// The state to propose, and the crashed pod's log for the run's logs.
@@ -716,6 +734,20 @@ async fn propose(context: &ProposalContext<'_>, proposal: &Proposal) -> Outcome 
         }
         ProposalKind::Crashed => sent.await,
     };
+    let kind = match proposal.kind {
+        ProposalKind::InfrastructurePending => "infrastructure_pending",
+        ProposalKind::Crashed => "crashed",
+    };
+    let status = match &sent {
+        Ok(result) => match result.status {
+            SetStateStatus::Accept => "accept",
+            SetStateStatus::Reject => "reject",
+            SetStateStatus::Abort => "abort",
+            SetStateStatus::Wait => "wait",
+        },
+        Err(_) => "error",
+    };
+    context.metrics.proposal(kind, status);
     match sent {
         Ok(result) => {
             let reason = result.details.reason.as_deref().unwrap_or("");

@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease::Leadership;
 use uuid::Uuid;
 
+use super::metrics::ReporterMetrics;
 use super::store::SharedStore;
 use super::watch::ApiScope;
 use crate::{event_log, scale_up_signal, EventLog};
@@ -204,6 +205,7 @@ pub async fn run_event_logs(
     prefect: PrefectClient,
     leadership: Leadership,
     forward_logs: bool,
+    metrics: ReporterMetrics,
     shutdown: CancellationToken,
 ) {
     let api: Api<KubeEvent> = scope.api();
@@ -232,7 +234,10 @@ pub async fn run_event_logs(
                     }
                     Ok(Event::InitDone) => events_listed = true,
                     Ok(Event::Delete(event)) => backlog.remove(&event),
-                    Err(error) => tracing::warn!(%error, "Event watch failed; retrying with backoff"),
+                    Err(error) => {
+                        metrics.watch_restart("events");
+                        tracing::warn!(%error, "Event watch failed; retrying with backoff")
+                    }
                 }
             }
             _ = forward_ticks.tick() => {
@@ -245,7 +250,10 @@ pub async fn run_event_logs(
                 let ready = forward_logs && events_listed && store.is_synced();
                 if due && ready && leadership.is_leading() {
                     match forward(&mut backlog, &store, &once, &scope.client, &leadership).await {
-                        Ok(()) => retry_at = None,
+                        Ok(sent) => {
+                            metrics.event_lines(sent);
+                            retry_at = None;
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "forwarding Kubernetes events failed; retrying");
                             retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
@@ -271,11 +279,12 @@ async fn forward(
     prefect: &PrefectClient,
     kube: &kube::Client,
     leadership: &Leadership,
-) -> Result<(), PrefectError> {
+) -> Result<usize, PrefectError> {
     let ready = store.read(|store| backlog.ready(|log| store.run_of_event(log), Instant::now()));
+    let mut sent = 0;
     for chunk in ready.chunks(LOGS_PER_CALL) {
         if !leadership.is_leading() {
-            return Ok(());
+            return Ok(sent);
         }
         let lines: Vec<LogCreate> = chunk
             .iter()
@@ -292,6 +301,7 @@ async fn forward(
             }
             return Err(error);
         }
+        sent += unsent.len();
         for (_, pending) in chunk {
             backlog.forwarded(&pending.log);
         }
@@ -301,7 +311,7 @@ async fn forward(
             })
             .await;
     }
-    Ok(())
+    Ok(sent)
 }
 
 /// The flow-run log line of a pending Event.

@@ -21,6 +21,7 @@ pub mod config;
 pub mod evaluate;
 pub mod event_logs;
 pub mod lease;
+pub mod metrics;
 pub mod pod_logs;
 pub mod store;
 pub mod sweep;
@@ -31,6 +32,9 @@ pub use config::{GraceOverrides, ReporterConfig};
 use prefect_client::PrefectClient;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+pub use metrics::ReporterMetrics;
+use service_runtime::health::Health;
 
 use cancel::Canceller;
 use evaluate::Evaluator;
@@ -57,6 +61,8 @@ pub struct Reporter {
     kube: kube::Client,
     store: SharedStore,
     leadership: LeadershipSender,
+    metrics: ReporterMetrics,
+    health: Health,
 }
 
 impl Reporter {
@@ -67,7 +73,18 @@ impl Reporter {
             kube,
             store: SharedStore::new(),
             leadership: LeadershipSender::new(),
+            metrics: ReporterMetrics::detached(),
+            health: Health::detached(),
         }
+    }
+
+    /// Records into `metrics` and reports through `health`: ready while the watch
+    /// caches are in sync (leading or not), started once the first lists are in,
+    /// live while the evaluation loop turns.
+    pub fn with_telemetry(mut self, metrics: ReporterMetrics, health: Health) -> Self {
+        self.metrics = metrics;
+        self.health = health;
+        self
     }
 
     /// `true` while this replica leads.
@@ -89,7 +106,17 @@ impl Reporter {
             kube,
             store,
             leadership,
+            metrics,
+            health,
         } = self;
+        health.watch_liveness(config.liveness_timeout(), shutdown.clone());
+        tokio::spawn(report_status(
+            store.clone(),
+            leadership.subscribe(),
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ));
         let scope = ApiScope {
             client: kube.clone(),
             namespace: config.namespace.clone(),
@@ -100,19 +127,22 @@ impl Reporter {
         let mut tasks: JoinSet<&'static str> = JoinSet::new();
         {
             let (scope, store, token) = (scope.clone(), store.clone(), work_done.clone());
+            let metrics = metrics.clone();
             tasks.spawn(async move {
-                watch::watch_jobs(scope, store, token).await;
+                watch::watch_jobs(scope, store, metrics, token).await;
                 "Job watch"
             });
         }
         {
             let (scope, store, token) = (scope.clone(), store.clone(), work_done.clone());
+            let metrics = metrics.clone();
             tasks.spawn(async move {
-                watch::watch_pods(scope, store, token).await;
+                watch::watch_pods(scope, store, metrics, token).await;
                 "pod watch"
             });
         }
         {
+            let metrics = metrics.clone();
             let (scope, store, prefect, leading, token) = (
                 scope.clone(),
                 store.clone(),
@@ -122,7 +152,8 @@ impl Reporter {
             );
             let forward = !config.disable_event_logs;
             tasks.spawn(async move {
-                event_logs::run_event_logs(scope, store, prefect, leading, forward, token).await;
+                event_logs::run_event_logs(scope, store, prefect, leading, forward, metrics, token)
+                    .await;
                 "event watch"
             });
         }
@@ -138,7 +169,8 @@ impl Reporter {
                 !config.disable_job_deletion,
                 leadership.subscribe(),
             )
-            .with_crash_log_lines(config.crash_log_lines);
+            .with_crash_log_lines(config.crash_log_lines)
+            .with_telemetry(metrics.clone(), health.clone());
             let token = work_done.clone();
             tasks.spawn(async move {
                 evaluator.run(token).await;
@@ -150,6 +182,7 @@ impl Reporter {
                 prefect: prefect.clone(),
                 store: store.clone(),
                 work_pool_label: config.work_pool_label(),
+                metrics: metrics.clone(),
                 kube: kube.clone(),
                 work_pool: config.work_pool.clone(),
                 delete_jobs: !config.disable_job_deletion,
@@ -171,6 +204,7 @@ impl Reporter {
             });
         }
         if let Some(age) = config.finished_job_age() {
+            let metrics = metrics.clone();
             let (store, kube, leading, token) = (
                 store.clone(),
                 kube.clone(),
@@ -179,7 +213,7 @@ impl Reporter {
             );
             let pool_label = config.work_pool_label();
             tasks.spawn(async move {
-                sweep::run_sweep(store, kube, age, pool_label, leading, token).await;
+                sweep::run_sweep(store, kube, age, pool_label, leading, metrics, token).await;
                 "finished-Job sweep"
             });
         }
@@ -243,6 +277,32 @@ fn tombstone_keep(config: &ReporterConfig) -> std::time::Duration {
     let settings = config.decision_settings();
     let decided = settings.settle_grace * 3 + config.reconcile_interval() * 2;
     settings.submission_grace.max(decided)
+}
+
+/// Every second: the caches' sizes and leadership into the metrics; ready while
+/// the watch caches are in sync, started once they first were.
+async fn report_status(
+    store: SharedStore,
+    leadership: Leadership,
+    metrics: ReporterMetrics,
+    health: Health,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let synced = store.is_synced();
+        if synced {
+            health.started();
+        }
+        health.set_serving(synced);
+        metrics.status(store.read(|store| store.counts()), leadership.is_leading());
+    }
+    health.set_serving(false);
+    metrics.status(store.read(|store| store.counts()), false);
 }
 
 /// Drops tombstones older than `keep` (by then the leader has long reported the run),

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::Leadership;
 
+use super::metrics::ReporterMetrics;
 use super::store::SharedStore;
 
 /// How often the sweep looks: a quarter of the age, between 1 s and 60 s.
@@ -28,6 +29,7 @@ pub async fn run_sweep(
     age: Duration,
     work_pool_label: String,
     leadership: Leadership,
+    metrics: ReporterMetrics,
     shutdown: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(sweep_interval(age));
@@ -58,7 +60,10 @@ pub async fn run_sweep(
                 ..DeleteParams::default()
             };
             match deadline(api.delete(name, &params)).await {
-                Ok(_) => tracing::info!(%namespace, job = %name, "deleted a finished Job"),
+                Ok(_) => {
+                    metrics.job_deleted("swept");
+                    tracing::info!(%namespace, job = %name, "deleted a finished Job")
+                }
                 Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 409 => {}
                 Err(error) => {
                     tracing::warn!(%error, %namespace, job = %name, "deleting a finished Job failed")

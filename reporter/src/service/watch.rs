@@ -12,6 +12,7 @@ use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::ReporterMetrics;
 use super::store::SharedStore;
 use crate::observe::FLOW_RUN_ID_LABEL;
 use crate::{JobView, PodView};
@@ -22,7 +23,12 @@ fn labelled() -> watcher::Config {
 }
 
 /// Keeps the store's Job views in step with the cluster until `shutdown`.
-pub async fn watch_jobs(api_for: ApiScope, store: SharedStore, shutdown: CancellationToken) {
+pub async fn watch_jobs(
+    api_for: ApiScope,
+    store: SharedStore,
+    metrics: ReporterMetrics,
+    shutdown: CancellationToken,
+) {
     let api: Api<Job> = api_for.api();
     let stream = watcher(api, labelled()).default_backoff();
     futures::pin_mut!(stream);
@@ -62,13 +68,21 @@ pub async fn watch_jobs(api_for: ApiScope, store: SharedStore, shutdown: Cancell
                     confirm_job_deleted(&api_for, &store, &view).await;
                 }
             }
-            Err(error) => tracing::warn!(%error, "Job watch failed; retrying with backoff"),
+            Err(error) => {
+                metrics.watch_restart("jobs");
+                tracing::warn!(%error, "Job watch failed; retrying with backoff")
+            }
         }
     }
 }
 
 /// Keeps the store's pod views in step with the cluster until `shutdown`.
-pub async fn watch_pods(api_for: ApiScope, store: SharedStore, shutdown: CancellationToken) {
+pub async fn watch_pods(
+    api_for: ApiScope,
+    store: SharedStore,
+    metrics: ReporterMetrics,
+    shutdown: CancellationToken,
+) {
     let api: Api<Pod> = api_for.api();
     let stream = watcher(api, labelled()).default_backoff();
     futures::pin_mut!(stream);
@@ -103,7 +117,10 @@ pub async fn watch_pods(api_for: ApiScope, store: SharedStore, shutdown: Cancell
                     store.update(|store| store.mark_pod_deleted(view, now));
                 }
             }
-            Err(error) => tracing::warn!(%error, "pod watch failed; retrying with backoff"),
+            Err(error) => {
+                metrics.watch_restart("pods");
+                tracing::warn!(%error, "pod watch failed; retrying with backoff")
+            }
         }
     }
 }
