@@ -40,6 +40,25 @@ struct NatsAuthArgs {
     /// The Prefect work pool the poller and the dispatchers serve.
     #[arg(long = "work-pool", short = 'p', default_value = "kubernetes")]
     work_pool: String,
+    /// Write the block to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+}
+
+/// `prefect-k8s nats-auth`: the block on stdout or in `--output`.
+fn nats_auth(args: NatsAuthArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let users = service_runtime::nats_auth::agent_users(&args.work_pool);
+    let block = service_runtime::nats_auth::authorization(&users);
+    match args.output {
+        Some(path) => {
+            std::fs::write(&path, block).with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            print!("{block}");
+            Ok(())
+        }
+    }
 }
 
 #[tokio::main]
@@ -48,11 +67,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up::run(args).await,
         Command::Install(args) => install::run(args),
-        Command::NatsAuth(args) => {
-            let users = service_runtime::nats_auth::agent_users(&args.work_pool);
-            print!("{}", service_runtime::nats_auth::authorization(&users));
-            Ok(())
-        }
+        Command::NatsAuth(args) => nats_auth(args),
     }
 }
 
