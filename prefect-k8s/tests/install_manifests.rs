@@ -797,6 +797,18 @@ fn the_overlay_in_docs_install_md_renders_valid_manifests_as_described() {
     let overlay_dir = dir.path().join("my-prefect-k8s");
     std::fs::create_dir(&overlay_dir).unwrap();
     std::fs::write(overlay_dir.join("kustomization.yaml"), overlay).unwrap();
+    // The NATS users beside it, with the command the docs give.
+    let users_command = docs
+        .lines()
+        .find(|line| line.starts_with("prefect-k8s nats-auth --work-pool my-pool"))
+        .expect("docs/install.md writes the overlay's NATS users");
+    let args: Vec<&str> = users_command.split_whitespace().collect();
+    manifest_tools::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_prefect-k8s"))
+            .args(&args[1..])
+            .current_dir(dir.path()),
+        users_command,
+    );
     let rendered = kustomize(&overlay_dir);
     assert_valid_kubernetes(&rendered, "the overlay of docs/install.md");
     let objects = parse_stream(&rendered);
@@ -822,4 +834,15 @@ fn the_overlay_in_docs_install_md_renders_valid_manifests_as_described() {
         env_value(dispatcher, "PREFECT_K8S_API_KEY_SECRET"),
         Some("prefect-k8s-api-key:key")
     );
+    let nats_config = &find(&objects, "ConfigMap", "prefect-k8s-nats-config")["data"];
+    let users = service_runtime::nats_auth::agent_users("my-pool");
+    assert_eq!(
+        nats_config["auth.conf"],
+        service_runtime::nats_auth::authorization(&users),
+        "NATS lets the services of my-pool in"
+    );
+    assert!(nats_config["nats.conf"]
+        .as_str()
+        .unwrap()
+        .contains("include auth.conf"));
 }
