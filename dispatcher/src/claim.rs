@@ -49,6 +49,9 @@ pub enum SkipReason {
     /// Prefect refused the claim: another claimant won, or the run became
     /// ineligible (e.g. `AwaitingConcurrencySlot`, or Cancelled).
     NotClaimed { reason: String },
+    /// The run is not of this dispatcher's work pool (a message that should
+    /// never have reached it, forged or misrouted).
+    OtherPool { pool: Option<String> },
 }
 
 impl std::fmt::Display for SkipReason {
@@ -60,15 +63,27 @@ impl std::fmt::Display for SkipReason {
                 state_name,
             } => write!(f, "the flow run is now {state_name} ({state_type})"),
             SkipReason::NotClaimed { reason } => write!(f, "Prefect refused the claim: {reason}"),
+            SkipReason::OtherPool { pool } => write!(
+                f,
+                "the flow run belongs to work pool {}, not this dispatcher's",
+                pool.as_deref().unwrap_or("<none>")
+            ),
         }
     }
 }
 
-/// Decides from the run's current state whether the message may claim it.
-pub fn decide(key: &SubmissionKey, run: Option<&FlowRun>) -> ClaimDecision {
+/// Decides from the run as Prefect has it now whether the message may claim
+/// it: only a run of `work_pool`, still in the published state (or already
+/// claimed by this very submission).
+pub fn decide(key: &SubmissionKey, run: Option<&FlowRun>, work_pool: &str) -> ClaimDecision {
     let Some(run) = run else {
         return ClaimDecision::Skip(SkipReason::RunDeleted);
     };
+    if run.work_pool_name.as_deref() != Some(work_pool) {
+        return ClaimDecision::Skip(SkipReason::OtherPool {
+            pool: run.work_pool_name.clone(),
+        });
+    }
     let Some(state) = run.state.as_ref() else {
         return ClaimDecision::Skip(moved("NONE", "without state"));
     };
@@ -170,6 +185,7 @@ mod tests {
             "id": "0b0e4a6e-5d0a-4a35-9d8a-1f6f0d8c9b11",
             "name": "crimson-otter",
             "flow_id": "5f8a1a5e-0000-4000-8000-000000000001",
+            "work_pool_name": POOL,
             "state": {
                 "id": state_id,
                 "type": state_type,
@@ -178,6 +194,24 @@ mod tests {
             },
         }))
         .expect("a flow run")
+    }
+
+    const POOL: &str = "k8s";
+
+    #[test]
+    fn a_run_of_another_pool_is_never_claimed() {
+        let (key, _) = ids();
+        let mut run = run_in("SCHEDULED", key.scheduled_state_id, None);
+        run.work_pool_name = Some("elsewhere".into());
+        assert!(matches!(
+            decide(&key, Some(&run), POOL),
+            ClaimDecision::Skip(SkipReason::OtherPool { .. })
+        ));
+        run.work_pool_name = None;
+        assert!(matches!(
+            decide(&key, Some(&run), POOL),
+            ClaimDecision::Skip(SkipReason::OtherPool { .. })
+        ));
     }
 
     fn ids() -> (SubmissionKey, Uuid) {
@@ -192,7 +226,7 @@ mod tests {
         let (key, _) = ids();
         let state = key.scheduled_state_id;
         assert_eq!(
-            decide(&key, Some(&run_in("SCHEDULED", state, None))),
+            decide(&key, Some(&run_in("SCHEDULED", state, None)), POOL),
             ClaimDecision::Propose
         );
     }
@@ -202,7 +236,7 @@ mod tests {
         let (key, _) = ids();
         let run = run_in("SCHEDULED", Uuid::from_u128(8), None);
         assert!(matches!(
-            decide(&key, Some(&run)),
+            decide(&key, Some(&run), POOL),
             ClaimDecision::Skip(SkipReason::StateMoved { .. })
         ));
     }
@@ -222,7 +256,7 @@ mod tests {
         ] {
             let run = run_in(finished, state, Some(transition));
             assert!(
-                matches!(decide(&key, Some(&run)), ClaimDecision::Skip(_)),
+                matches!(decide(&key, Some(&run), POOL), ClaimDecision::Skip(_)),
                 "{finished} must not be claimed"
             );
         }
@@ -232,16 +266,19 @@ mod tests {
     fn our_own_pending_claim_is_resumed_and_a_rivals_is_not() {
         let (key, transition) = ids();
         let ours = run_in("PENDING", Uuid::from_u128(9), Some(transition));
-        assert_eq!(decide(&key, Some(&ours)), ClaimDecision::Resume);
+        assert_eq!(decide(&key, Some(&ours), POOL), ClaimDecision::Resume);
         let rival = run_in("PENDING", Uuid::from_u128(9), Some(Uuid::from_u128(10)));
-        assert!(matches!(decide(&key, Some(&rival)), ClaimDecision::Skip(_)));
+        assert!(matches!(
+            decide(&key, Some(&rival), POOL),
+            ClaimDecision::Skip(_)
+        ));
     }
 
     #[test]
     fn a_deleted_run_is_skipped() {
         let (key, _) = ids();
         assert_eq!(
-            decide(&key, None),
+            decide(&key, None, POOL),
             ClaimDecision::Skip(SkipReason::RunDeleted)
         );
     }

@@ -51,6 +51,14 @@ pub struct DispatcherConfig {
         default_value_t = 30
     )]
     pub kubernetes_timeout_seconds: u64,
+    /// ServiceAccounts flow Jobs may not use: the agent's own (comma separated).
+    #[arg(
+        long = "reserved-service-accounts",
+        env = "PREFECT_K8S_RESERVED_SERVICE_ACCOUNTS",
+        value_delimiter = ',',
+        default_values_t = flow_run_proto::kubernetes::AGENT_SERVICE_ACCOUNTS.map(String::from)
+    )]
+    pub reserved_service_accounts: Vec<String>,
     /// Seconds the work pool's base job template is cached.
     #[arg(long, env = "PREFECT_K8S_TEMPLATE_CACHE_SECONDS", default_value_t = 30)]
     pub template_cache_seconds: u64,
@@ -124,10 +132,19 @@ pub struct JobOptions {
     #[arg(long = "job-label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
     /// A Secret holding the Prefect API key for flow-run pods, `NAME` or
-    /// `NAME:KEY` (key defaults to `value`). When set, the key reaches pods as
-    /// a secretKeyRef, never as plain text in the Job.
+    /// `NAME:KEY` (key defaults to `key`). The key reaches pods only as a
+    /// secretKeyRef, never as plain text in the Job; required when the
+    /// dispatcher itself has an API key.
     #[arg(long = "api-key-secret", env = "PREFECT_K8S_API_KEY_SECRET")]
     pub api_key_secret: Option<String>,
+    /// A Secret holding `PREFECT_API_AUTH_STRING` for flow-run pods, `NAME` or
+    /// `NAME:KEY` (key defaults to `key`); required when the dispatcher itself
+    /// has an auth string.
+    #[arg(
+        long = "api-auth-string-secret",
+        env = "PREFECT_K8S_API_AUTH_STRING_SECRET"
+    )]
+    pub api_auth_string_secret: Option<String>,
     /// The Prefect API URL flow-run pods use, when it differs from the
     /// dispatcher's own (e.g. an in-cluster service name).
     #[arg(long = "flow-api-url", env = "PREFECT_K8S_FLOW_API_URL")]
@@ -158,6 +175,9 @@ impl DispatcherConfig {
             submission_timeout_seconds: flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS,
             kubernetes_timeout_seconds: 30,
             template_cache_seconds: 30,
+            reserved_service_accounts: flow_run_proto::kubernetes::AGENT_SERVICE_ACCOUNTS
+                .map(String::from)
+                .to_vec(),
             stream_replicas: 1,
             job: JobOptions::default(),
             credentials: FlowCredentials::default(),

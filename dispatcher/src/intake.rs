@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::claim::{self, ClaimDecision};
 use crate::dead_letter::DeadLetters;
 use crate::kubernetes::Jobs;
-use crate::reads::RunReader;
+use crate::reads::Reads;
 use crate::render::JobRenderer;
 use crate::submit::{backoff, DueRun, Outcome, Submitter};
 use crate::{DispatchStats, Dispatcher, DispatcherConfig, DispatcherError};
@@ -51,7 +51,8 @@ pub(crate) async fn run(
     let js = jetstream::new(nats);
     let renderer = JobRenderer::new(prefect.clone(), &config).map_err(DispatcherError::Config)?;
     let submitter = Submitter {
-        reader: RunReader::spawn(prefect.clone()),
+        reads: Reads::spawn(&prefect),
+        work_pool: config.work_pool.clone(),
         jobs: Jobs::new(kube, config.kubernetes_timeout()),
         prefect,
         renderer,
@@ -279,7 +280,7 @@ impl Handler {
     /// message is kept, because giving up blind could strand a claimed run.
     async fn give_up(&self, message: &jetstream::Message, due: &DueRun, deliveries: u64) {
         let flow_run_id = due.message.flow_run_id.as_str();
-        let run = match self.submitter.reader.read(due.key.flow_run_id).await {
+        let run = match self.submitter.reads.runs.read(due.key.flow_run_id).await {
             Ok(run) => run,
             Err(error) => {
                 tracing::warn!(flow_run_id, %error, deliveries, "cannot read the run of a message that keeps failing; keeping it");
@@ -289,7 +290,8 @@ impl Handler {
                 return;
             }
         };
-        if let ClaimDecision::Skip(reason) = claim::decide(&due.key, run.as_ref()) {
+        let pool = &self.config.work_pool;
+        if let ClaimDecision::Skip(reason) = claim::decide(&due.key, run.as_ref(), pool) {
             return self.settle(message, due, &Outcome::Skipped(reason)).await;
         }
         let reason = format!("gave up after {deliveries} deliveries");

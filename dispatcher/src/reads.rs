@@ -1,54 +1,81 @@
-//! Batched reads of flow runs. Every submission reads its run twice (before
-//! claiming, and after its Job exists); the reads of all submissions in
-//! flight are coalesced into one `POST /flow_runs/filter` per batch, so a
-//! backlog costs one read per batch rather than per run, and a slow read
-//! holds up only the submissions waiting for it.
+//! Batched reads from Prefect: the runs, deployments and flows that the
+//! submissions in flight need. Every submission reads its run twice (before
+//! claiming, and after its Job exists) and its deployment and flow once; the
+//! reads of all submissions in flight are coalesced into one `filter` call per
+//! kind and batch, so a backlog costs a few reads per batch rather than per
+//! run, and a slow read holds up only the submissions waiting for it.
+//!
+//! What is rendered comes from these reads, never from the NATS message: the
+//! message only says which run is due.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prefect_client::{FlowRun, PrefectClient, MAX_PAGE_SIZE};
+use parking_lot::Mutex;
+use prefect_client::{Deployment, Flow, FlowRun, PrefectClient, PrefectError, MAX_PAGE_SIZE};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 /// How long the first request of a batch waits for others.
 const COALESCE: Duration = Duration::from_millis(5);
-/// Batches read at once.
+/// Batches of one kind read at once.
 const READS_IN_FLIGHT: usize = 4;
+/// Flow names kept (a flow's name never changes).
+const FLOW_NAMES_KEPT: usize = 10_000;
 
-/// A run as read just now: `None` when Prefect no longer has it.
-pub type ReadResult = Result<Option<FlowRun>, String>;
+/// An object as read just now: `None` when Prefect does not have it.
+pub type ReadResult<T> = Result<Option<T>, String>;
 
-type Request = (Uuid, oneshot::Sender<ReadResult>);
+type Request<T> = (Uuid, oneshot::Sender<ReadResult<T>>);
 
-/// A handle to the batching reader task.
-#[derive(Clone)]
-pub struct RunReader {
-    requests: mpsc::UnboundedSender<Request>,
+/// A handle to a task that reads objects of one kind by id, in batches.
+pub struct BatchReader<T> {
+    requests: mpsc::UnboundedSender<Request<T>>,
 }
 
-impl RunReader {
-    /// Starts the reader task; it stops when every handle is dropped.
-    pub fn spawn(prefect: PrefectClient) -> Self {
+impl<T> Clone for BatchReader<T> {
+    fn clone(&self) -> Self {
+        BatchReader {
+            requests: self.requests.clone(),
+        }
+    }
+}
+
+impl<T: Clone + Send + 'static> BatchReader<T> {
+    /// Starts the reader task; it stops when every handle is dropped. `fetch`
+    /// reads up to [`MAX_PAGE_SIZE`] ids; `id_of` tells which id an object has.
+    pub fn spawn<F, Fut>(what: &'static str, fetch: F, id_of: fn(&T) -> Uuid) -> Self
+    where
+        F: Fn(Vec<Uuid>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<T>, PrefectError>> + Send + 'static,
+    {
         let (requests, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(batch_reads(prefect, receiver));
-        RunReader { requests }
+        let fetch = Arc::new(fetch);
+        tokio::spawn(batch_reads(what, fetch, id_of, receiver));
+        BatchReader { requests }
     }
 
-    /// Reads one run (in a batch with whatever else is being read).
-    pub async fn read(&self, flow_run_id: Uuid) -> ReadResult {
+    /// Reads one object (in a batch with whatever else is being read).
+    pub async fn read(&self, id: Uuid) -> ReadResult<T> {
         let (answer, reply) = oneshot::channel();
-        self.requests
-            .send((flow_run_id, answer))
-            .map_err(|_| "the flow-run reader stopped".to_string())?;
-        reply
-            .await
-            .map_err(|_| "the flow-run reader stopped".to_string())?
+        let stopped = || "the Prefect reader stopped".to_string();
+        self.requests.send((id, answer)).map_err(|_| stopped())?;
+        reply.await.map_err(|_| stopped())?
     }
 }
 
-async fn batch_reads(prefect: PrefectClient, mut receiver: mpsc::UnboundedReceiver<Request>) {
+async fn batch_reads<T, F, Fut>(
+    what: &'static str,
+    fetch: Arc<F>,
+    id_of: fn(&T) -> Uuid,
+    mut receiver: mpsc::UnboundedReceiver<Request<T>>,
+) where
+    T: Clone + Send + 'static,
+    F: Fn(Vec<Uuid>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<T>, PrefectError>> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(READS_IN_FLIGHT));
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
@@ -62,30 +89,100 @@ async fn batch_reads(prefect: PrefectClient, mut receiver: mpsc::UnboundedReceiv
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let prefect = prefect.clone();
+        let fetch = fetch.clone();
         tokio::spawn(async move {
-            answer(&prefect, batch).await;
+            answer(what, fetch.as_ref(), id_of, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn answer(prefect: &PrefectClient, batch: Vec<Request>) {
+async fn answer<T, F, Fut>(what: &str, fetch: &F, id_of: fn(&T) -> Uuid, batch: Vec<Request<T>>)
+where
+    T: Clone,
+    F: Fn(Vec<Uuid>) -> Fut,
+    Fut: Future<Output = Result<Vec<T>, PrefectError>>,
+{
     let mut ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
     ids.sort_unstable();
     ids.dedup();
-    match prefect.read_flow_runs_by_ids(&ids).await {
-        Ok(runs) => {
-            let runs: HashMap<Uuid, FlowRun> = runs.into_iter().map(|r| (r.id, r)).collect();
+    match fetch(ids).await {
+        Ok(found) => {
+            let found: HashMap<Uuid, T> = found.into_iter().map(|o| (id_of(&o), o)).collect();
             for (id, reply) in batch {
-                let _ = reply.send(Ok(runs.get(&id).cloned()));
+                let _ = reply.send(Ok(found.get(&id).cloned()));
             }
         }
         Err(error) => {
-            let text = format!("reading flow runs: {error}");
+            let text = format!("reading {what}: {error}");
             for (_, reply) in batch {
                 let _ = reply.send(Err(text.clone()));
             }
         }
+    }
+}
+
+/// The readers a dispatcher's submissions share.
+#[derive(Clone)]
+pub struct Reads {
+    pub runs: BatchReader<FlowRun>,
+    pub deployments: BatchReader<Deployment>,
+    flows: BatchReader<Flow>,
+    flow_names: Arc<Mutex<HashMap<Uuid, String>>>,
+}
+
+impl Reads {
+    pub fn spawn(prefect: &PrefectClient) -> Reads {
+        let client = prefect.clone();
+        let runs = BatchReader::spawn(
+            "flow runs",
+            move |ids| {
+                let client = client.clone();
+                async move { client.read_flow_runs_by_ids(&ids).await }
+            },
+            |run: &FlowRun| run.id,
+        );
+        let client = prefect.clone();
+        let deployments = BatchReader::spawn(
+            "deployments",
+            move |ids| {
+                let client = client.clone();
+                async move { client.read_deployments_by_ids(&ids).await }
+            },
+            |deployment: &Deployment| deployment.id,
+        );
+        let client = prefect.clone();
+        let flows = BatchReader::spawn(
+            "flows",
+            move |ids| {
+                let client = client.clone();
+                async move { client.read_flows_by_ids(&ids).await }
+            },
+            |flow: &Flow| flow.id,
+        );
+        Reads {
+            runs,
+            deployments,
+            flows,
+            flow_names: Arc::default(),
+        }
+    }
+
+    /// A flow's name (read once, then remembered: flows are never renamed).
+    pub async fn flow_name(&self, flow_id: Uuid) -> Result<String, String> {
+        if let Some(name) = self.flow_names.lock().get(&flow_id) {
+            return Ok(name.clone());
+        }
+        let flow = self
+            .flows
+            .read(flow_id)
+            .await?
+            .ok_or_else(|| format!("flow {flow_id} does not exist"))?;
+        let mut names = self.flow_names.lock();
+        if names.len() >= FLOW_NAMES_KEPT {
+            names.clear();
+        }
+        names.insert(flow_id, flow.name.clone());
+        Ok(flow.name)
     }
 }

@@ -1,17 +1,22 @@
 //! The Job manifest for a due flow run: the work pool's base job template
-//! (cached), the deployment's and run's job variables from the message, and
-//! the agent-wide options, rendered by `job-manifest` exactly as
+//! (cached), the deployment's and run's job variables *as Prefect has them*
+//! (read at claim time, never taken from the NATS message), and the
+//! agent-wide options, rendered by `job-manifest` exactly as
 //! prefect-kubernetes 0.8 would, under a name derived from the claim.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flow_run_proto::kubernetes::{CLAIM_ANNOTATION, POD_WATCH_TIMEOUT_ANNOTATION};
-use flow_run_proto::{FlowRunDue, InfrastructurePid, SubmissionKey};
+use flow_run_proto::kubernetes::{
+    CLAIM_ANNOTATION, POD_WATCH_TIMEOUT_ANNOTATION, RESERVED_PREFIX, SCALE_UP_TIMEOUT_ANNOTATION,
+    SCALE_UP_TIMEOUT_VARIABLE,
+};
+use flow_run_proto::{InfrastructurePid, SubmissionKey};
 use job_manifest::{
     AgentDefaults, DeploymentContext, FlowRunContext, ForwardedSecret, ForwardedSettings,
 };
 use prefect_client::PrefectClient;
+use prefect_client::{Deployment, FlowRun};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -40,6 +45,7 @@ pub struct JobRenderer {
     worker_name: String,
     defaults: AgentDefaults,
     settings: ForwardedSettings,
+    reserved_service_accounts: Vec<String>,
     cache_ttl: Duration,
     /// The pool's base job template and when it was read.
     template: tokio::sync::Mutex<Option<(Instant, Arc<Value>)>>,
@@ -67,34 +73,20 @@ impl JobRenderer {
             labels: parse_pairs("--job-label", &job.labels)?,
         };
         defaults.validate().map_err(|e| e.to_string())?;
-        let api_key = match &job.api_key_secret {
-            Some(reference) => {
-                let (name, key) = reference
-                    .split_once(':')
-                    .unwrap_or((reference.as_str(), "value"));
-                Some(ForwardedSecret::SecretKeyRef {
-                    name: name.to_string(),
-                    key: key.to_string(),
-                })
-            }
-            None => config
-                .credentials
-                .api_key
-                .clone()
-                .map(ForwardedSecret::Value),
-        };
         let settings = ForwardedSettings {
-            api_url: Some(
-                job.flow_api_url
-                    .clone()
-                    .unwrap_or_else(|| prefect.api_url().to_string()),
-            ),
-            api_key,
-            api_auth_string: config
-                .credentials
-                .auth_string
-                .clone()
-                .map(ForwardedSecret::Value),
+            api_url: Some(flow_api_url(&prefect, job.flow_api_url.as_deref())?),
+            api_key: forwarded_secret(
+                "PREFECT_API_KEY",
+                "--api-key-secret",
+                job.api_key_secret.as_deref(),
+                config.credentials.api_key.is_some(),
+            )?,
+            api_auth_string: forwarded_secret(
+                "PREFECT_API_AUTH_STRING",
+                "--api-auth-string-secret",
+                job.api_auth_string_secret.as_deref(),
+                config.credentials.auth_string.is_some(),
+            )?,
             extra_env: Vec::new(),
         };
         Ok(JobRenderer {
@@ -103,6 +95,7 @@ impl JobRenderer {
             worker_name: config.worker_name.clone(),
             defaults,
             settings,
+            reserved_service_accounts: config.reserved_service_accounts.clone(),
             cache_ttl: Duration::from_secs(config.template_cache_seconds),
             template: tokio::sync::Mutex::new(None),
         })
@@ -128,20 +121,21 @@ impl JobRenderer {
         Ok(template)
     }
 
-    /// Renders the Job for a message, named after its submission key and
-    /// annotated with it (and the reporter's pod-watch timeout).
+    /// Renders the Job of a run, named after its submission key and
+    /// annotated with it (and the reporter's pod-watch and scale-up limits).
     pub async fn render(
         &self,
-        due: &FlowRunDue,
+        inputs: &RunInputs<'_>,
         key: &SubmissionKey,
     ) -> Result<RenderedJob, RenderFailure> {
         let template = self.base_job_template().await?;
-        let invalid = |what: &str, e: String| RenderFailure::Invalid(format!("{what}: {e}"));
-        let deployment_variables: Value = serde_json::from_str(&due.deployment_job_variables_json)
-            .map_err(|e| invalid("the deployment's job variables are not JSON", e.to_string()))?;
-        let run_variables: Value = serde_json::from_str(&due.flow_run_job_variables_json)
-            .map_err(|e| invalid("the flow run's job variables are not JSON", e.to_string()))?;
-        let context = flow_run_context(due, &self.worker_name).map_err(RenderFailure::Invalid)?;
+        let deployment_variables = inputs
+            .deployment
+            .map_or(Value::Object(Default::default()), |d| {
+                d.job_variables.clone()
+            });
+        let run_variables = inputs.run.job_variables.clone().unwrap_or(Value::Null);
+        let context = flow_run_context(inputs, &self.work_pool, &self.worker_name);
         let name_base =
             job_manifest::job_name_base(&deployment_variables, &run_variables, &context);
         let job_name = job_manifest::job_name(&name_base, &key.job_name_suffix());
@@ -151,6 +145,11 @@ impl JobRenderer {
                 POD_WATCH_TIMEOUT_ANNOTATION.to_string(),
                 seconds.to_string(),
             ));
+        }
+        if let Some(seconds) = scale_up_timeout(&template, &deployment_variables, &run_variables)
+            .map_err(RenderFailure::Invalid)?
+        {
+            annotations.push((SCALE_UP_TIMEOUT_ANNOTATION.to_string(), seconds.to_string()));
         }
         let request = job_manifest::RenderRequest {
             base_job_template: &template,
@@ -165,11 +164,50 @@ impl JobRenderer {
         };
         let rendered = job_manifest::render_job_manifest(&request)
             .map_err(|e| RenderFailure::Invalid(e.to_string()))?;
+        guard(&rendered.manifest, &self.reserved_service_accounts)
+            .map_err(RenderFailure::Invalid)?;
         Ok(RenderedJob {
             pid: rendered.infrastructure_pid(),
             manifest: rendered.manifest,
         })
     }
+}
+
+/// Refuses a Job that would run a flow with the agent's identity: one of the
+/// agent's ServiceAccounts, or a label with the agent's reserved prefix (by
+/// which its own pods are selected, e.g. for NATS access). Checked on the
+/// rendered manifest, whatever set them (job variables or base job template).
+pub fn guard(manifest: &Value, reserved_accounts: &[String]) -> Result<(), String> {
+    let pod_spec = &manifest["spec"]["template"]["spec"];
+    for field in ["serviceAccountName", "serviceAccount"] {
+        if let Some(account) = pod_spec[field].as_str() {
+            if reserved_accounts.iter().any(|reserved| reserved == account) {
+                return Err(format!(
+                    "service_account_name {account:?} is one of the agent's own ServiceAccounts \
+                     ({}): flow runs may not run with the agent's permissions",
+                    reserved_accounts.join(", ")
+                ));
+            }
+        }
+    }
+    let label_maps = [
+        &manifest["metadata"]["labels"],
+        &manifest["spec"]["template"]["metadata"]["labels"],
+    ];
+    for labels in label_maps {
+        let reserved = labels
+            .as_object()
+            .into_iter()
+            .flat_map(|map| map.keys())
+            .find(|key| key.starts_with(RESERVED_PREFIX));
+        if let Some(key) = reserved {
+            return Err(format!(
+                "label {key:?} (from the labels job variable or the base job template): the \
+                 {RESERVED_PREFIX} prefix is reserved for the agent's own pods"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `pod_watch_timeout_seconds` job variable: the run's, the
@@ -183,44 +221,167 @@ fn pod_watch_timeout(template: &Value, deployment: &Value, run: &Value) -> Optio
         .and_then(Value::as_u64)
 }
 
-/// The flow run's identity for labels and env, from the message.
-fn flow_run_context(due: &FlowRunDue, worker_name: &str) -> Result<FlowRunContext, String> {
-    let uuid = |field: &str, text: &str| {
-        Uuid::parse_str(text)
-            .map_err(|e| format!("{field} {text:?} in the message is not a UUID: {e}"))
+/// The `scale_up_timeout_seconds` job variable (the run's, the deployment's,
+/// or the template's default): a whole number of seconds, `0` for no limit.
+/// Anything else is refused with a message naming the variable, as the run's
+/// crash message says it.
+fn scale_up_timeout(
+    template: &Value,
+    deployment: &Value,
+    run: &Value,
+) -> Result<Option<u64>, String> {
+    let key = SCALE_UP_TIMEOUT_VARIABLE;
+    let Some(value) = [run, deployment]
+        .iter()
+        .find_map(|vars| vars.get(key))
+        .or_else(|| template.pointer(&format!("/variables/properties/{key}/default")))
+        .filter(|value| !value.is_null())
+    else {
+        return Ok(None);
     };
-    let deployment = if due.deployment_id.is_empty() {
-        None
-    } else {
-        Some(DeploymentContext {
-            id: uuid("deployment_id", &due.deployment_id)?,
-            name: due.deployment_name.clone(),
-            updated: chrono::DateTime::parse_from_rfc3339(&due.deployment_updated)
-                .ok()
-                .map(|t| t.with_timezone(&chrono::Utc)),
-        })
+    let seconds = match value {
+        Value::Number(number) => number.as_u64(),
+        Value::String(text) => text.trim().parse::<u64>().ok(),
+        _ => None,
     };
-    Ok(FlowRunContext {
-        flow_run_id: uuid("flow_run_id", &due.flow_run_id)?,
-        flow_run_name: due.flow_run_name.clone(),
-        flow_id: uuid("flow_id", &due.flow_id)?,
-        flow_name: due.flow_name.clone(),
-        deployment,
-        work_pool_name: due.work_pool_name.clone(),
-        work_pool_id: if due.work_pool_id.is_empty() {
-            Uuid::nil()
-        } else {
-            uuid("work_pool_id", &due.work_pool_id)?
-        },
+    seconds.map(Some).ok_or_else(|| {
+        format!(
+            "job variable {key} must be a whole number of seconds (0 for no limit), got {value}"
+        )
+    })
+}
+
+/// The default key of a Secret named without one (as the prefect-worker Helm
+/// chart names it).
+pub const DEFAULT_SECRET_KEY: &str = "key";
+
+/// A credential for flow pods: only ever a reference to a Secret
+/// (`NAME[:KEY]`), never its value in the Job. A dispatcher that has the
+/// credential but no Secret to give flows refuses to start, rather than
+/// writing it into every Job in plain text.
+fn forwarded_secret(
+    variable: &str,
+    flag: &str,
+    reference: Option<&str>,
+    have_value: bool,
+) -> Result<Option<ForwardedSecret>, String> {
+    match reference.filter(|r| !r.is_empty()) {
+        Some(reference) => {
+            let (name, key) = reference
+                .split_once(':')
+                .unwrap_or((reference, DEFAULT_SECRET_KEY));
+            if name.is_empty() || key.is_empty() {
+                return Err(format!(
+                    "{flag} expects NAME or NAME:KEY, got {reference:?}"
+                ));
+            }
+            Ok(Some(ForwardedSecret::SecretKeyRef {
+                name: name.to_string(),
+                key: key.to_string(),
+            }))
+        }
+        None if have_value => Err(format!(
+            "{variable} is set, so flow pods need it too, but only from a Kubernetes Secret: \
+             set {flag} NAME[:KEY] (the Secret holding it; key `{DEFAULT_SECRET_KEY}` by default). \
+             It is never written into Jobs in plain text."
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The Prefect API URL flow pods get: `--flow-api-url`, else the dispatcher's
+/// own, which may not carry credentials (they would be in every Job's env).
+fn flow_api_url(prefect: &PrefectClient, flow_api_url: Option<&str>) -> Result<String, String> {
+    if let Some(url) = flow_api_url.filter(|url| !url.is_empty()) {
+        let parsed = reqwest_url(url)?;
+        if prefect_client::url_has_credentials(&parsed) {
+            return Err("--flow-api-url may not carry credentials (use a Secret)".into());
+        }
+        return Ok(url.to_string());
+    }
+    if prefect_client::url_has_credentials(prefect.api_url()) {
+        return Err(format!(
+            "the Prefect API URL {} carries credentials, which flow pods would get in plain \
+             text: set --flow-api-url to the URL without them",
+            prefect.redacted_api_url()
+        ));
+    }
+    Ok(prefect.api_url().to_string())
+}
+
+fn reqwest_url(text: &str) -> Result<prefect_client::Url, String> {
+    prefect_client::Url::parse(text).map_err(|e| format!("--flow-api-url is not a URL: {e}"))
+}
+
+/// What a run's Job is rendered from, as read from Prefect at claim time.
+pub struct RunInputs<'a> {
+    pub run: &'a FlowRun,
+    /// `None` for a run without a deployment.
+    pub deployment: Option<&'a Deployment>,
+    pub flow_name: &'a str,
+}
+
+/// The flow run's identity for labels and env.
+fn flow_run_context(inputs: &RunInputs<'_>, work_pool: &str, worker_name: &str) -> FlowRunContext {
+    let run = inputs.run;
+    FlowRunContext {
+        flow_run_id: run.id,
+        flow_run_name: run.name.clone(),
+        flow_id: run.flow_id,
+        flow_name: inputs.flow_name.to_string(),
+        deployment: inputs.deployment.map(|deployment| DeploymentContext {
+            id: deployment.id,
+            name: deployment.name.clone(),
+            updated: deployment.updated,
+        }),
+        work_pool_name: run
+            .work_pool_name
+            .clone()
+            .unwrap_or_else(|| work_pool.to_string()),
+        work_pool_id: run.work_pool_id.unwrap_or_else(Uuid::nil),
         worker_name: worker_name.to_string(),
         worker_id: None,
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn reserved() -> Vec<String> {
+        flow_run_proto::kubernetes::AGENT_SERVICE_ACCOUNTS
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn flows_may_not_run_as_the_agent() {
+        let job = |account: &str| {
+            json!({"metadata": {"labels": {"team": "data"}},
+                   "spec": {"template": {"spec": {"serviceAccountName": account}}}})
+        };
+        assert!(guard(&job("flow-runner"), &reserved()).is_ok());
+        let refused = guard(&job("prefect-k8s-dispatcher"), &reserved()).unwrap_err();
+        assert!(refused.contains("\"prefect-k8s-dispatcher\""), "{refused}");
+        assert!(refused.contains("agent's own ServiceAccounts"), "{refused}");
+        let legacy =
+            json!({"spec": {"template": {"spec": {"serviceAccount": "prefect-k8s-reporter"}}}});
+        assert!(guard(&legacy, &reserved()).is_err());
+    }
+
+    #[test]
+    fn flows_may_not_carry_the_agents_labels() {
+        let reserved_label = json!({"prefect-k8s.io/component": "dispatcher"});
+        let on_job = json!({"metadata": {"labels": reserved_label}, "spec": {}});
+        let on_pod = json!({"spec": {"template": {"metadata": {"labels": reserved_label}}}});
+        for job in [on_job, on_pod] {
+            let refused = guard(&job, &reserved()).unwrap_err();
+            assert!(refused.contains("prefect-k8s.io/component"), "{refused}");
+        }
+        let fine = json!({"metadata": {"labels": {"prefect.io/flow-run-id": "x"}}});
+        assert!(guard(&fine, &reserved()).is_ok());
+    }
 
     #[test]
     fn pod_watch_timeout_comes_from_run_deployment_or_template() {
@@ -238,5 +399,32 @@ mod tests {
         let run = json!({"pod_watch_timeout_seconds": 5});
         assert_eq!(pod_watch_timeout(&template, &deployment, &run), Some(5));
         assert_eq!(pod_watch_timeout(&json!({}), &json!({}), &json!({})), None);
+    }
+
+    #[test]
+    fn scale_up_timeout_comes_from_run_deployment_or_template_and_must_be_seconds() {
+        let template =
+            json!({"variables": {"properties": {"scale_up_timeout_seconds": {"default": 1200}}}});
+        let none = json!({});
+        assert_eq!(scale_up_timeout(&none, &none, &none), Ok(None));
+        assert_eq!(scale_up_timeout(&template, &none, &none), Ok(Some(1200)));
+        let deployment = json!({"scale_up_timeout_seconds": 600});
+        assert_eq!(
+            scale_up_timeout(&template, &deployment, &none),
+            Ok(Some(600))
+        );
+        let run = json!({"scale_up_timeout_seconds": "0"});
+        assert_eq!(scale_up_timeout(&template, &deployment, &run), Ok(Some(0)));
+        let null = json!({"scale_up_timeout_seconds": null});
+        assert_eq!(scale_up_timeout(&none, &null, &none), Ok(None));
+        for bad in [json!(-5), json!(2.5), json!("ten minutes"), json!(true)] {
+            let run = json!({ "scale_up_timeout_seconds": bad });
+            let error = scale_up_timeout(&none, &none, &run).unwrap_err();
+            assert!(
+                error.contains("scale_up_timeout_seconds must be a whole number of seconds"),
+                "{error}"
+            );
+            assert!(error.contains(&bad.to_string()), "{error}");
+        }
     }
 }

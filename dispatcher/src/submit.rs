@@ -6,8 +6,11 @@
 //!
 //! Order and why:
 //! 1. Read the run (batched) and claim it (`Pending`, the submission key's
-//!    transition id) — see [`crate::claim`].
-//! 2. Render — a bad job variable Crashes the run with a message naming it.
+//!    transition id) — see [`crate::claim`]. Only a run of this dispatcher's
+//!    pool is claimed.
+//! 2. Render from what Prefect says (the run's and its deployment's job
+//!    variables, read in batches; never the message's) — a bad job variable
+//!    Crashes the run with a message naming it.
 //!    A resumed claim whose pid is already recorded keeps that pid: the Job's
 //!    identity never changes once Prefect knows it.
 //! 3. Record `infrastructure_pid = <namespace>:<job name>` *before* creating
@@ -26,8 +29,8 @@ use prefect_client::{FlowRun, PrefectClient, StateCreate};
 
 use crate::claim::{self, ClaimDecision, ClaimOutcome, Release, SkipReason};
 use crate::kubernetes::{self, CreateError, Jobs};
-use crate::reads::RunReader;
-use crate::render::{JobRenderer, RenderFailure, RenderedJob};
+use crate::reads::Reads;
+use crate::render::{JobRenderer, RenderFailure, RenderedJob, RunInputs};
 
 /// A decoded message with its key.
 #[derive(Debug, Clone)]
@@ -70,8 +73,10 @@ pub enum Outcome {
 /// What a submission needs.
 pub struct Submitter {
     pub prefect: PrefectClient,
-    pub reader: RunReader,
+    pub reads: Reads,
     pub jobs: Jobs,
+    /// The work pool whose runs this dispatcher may claim.
+    pub work_pool: String,
     pub renderer: JobRenderer,
     /// A claim older than this whose Job does not exist is Crashed.
     pub submission_timeout: Duration,
@@ -91,13 +96,14 @@ impl Submitter {
     async fn try_submit(&self, due: &DueRun, deliveries: u64) -> Step<Outcome> {
         let run = self.read(due.key, deliveries).await?;
         let resumed = self.claim(due, run.as_ref(), deliveries).await?;
-        let rendered = self.render(due, run.as_ref(), resumed, deliveries).await?;
+        // A claimed run was read (a missing one is skipped by the claim rules).
+        let run = run.ok_or(Outcome::Skipped(SkipReason::RunDeleted))?;
+        let rendered = self.render(due, &run, resumed, deliveries).await?;
         let pid = rendered.pid.clone();
         if resumed {
-            self.check_timeout(due, run.as_ref(), &pid, deliveries)
-                .await?;
+            self.check_timeout(due, &run, &pid, deliveries).await?;
         }
-        self.record(due, run.as_ref(), &pid, deliveries).await?;
+        self.record(due, &run, &pid, deliveries).await?;
         let existing = match self
             .jobs
             .create_suspended(&pid, &rendered.manifest, &due.key)
@@ -119,7 +125,8 @@ impl Submitter {
     }
 
     async fn read(&self, key: SubmissionKey, deliveries: u64) -> Step<Option<FlowRun>> {
-        self.reader
+        self.reads
+            .runs
             .read(key.flow_run_id)
             .await
             .map_err(|error| retry(deliveries, error))
@@ -127,7 +134,7 @@ impl Submitter {
 
     /// Claims the run; `Ok(true)` when it was already ours (a resumed claim).
     async fn claim(&self, due: &DueRun, run: Option<&FlowRun>, deliveries: u64) -> Step<bool> {
-        match claim::decide(&due.key, run) {
+        match claim::decide(&due.key, run, &self.work_pool) {
             ClaimDecision::Skip(reason) => Err(Outcome::Skipped(reason)),
             ClaimDecision::Resume => Ok(true),
             ClaimDecision::Propose => {
@@ -153,15 +160,31 @@ impl Submitter {
         }
     }
 
-    /// Renders the Job. A resumed claim with a recorded pid keeps it.
+    /// Renders the Job from the run, its deployment and its flow as Prefect has
+    /// them. A resumed claim with a recorded pid keeps it.
     async fn render(
         &self,
         due: &DueRun,
-        run: Option<&FlowRun>,
+        run: &FlowRun,
         resumed: bool,
         deliveries: u64,
     ) -> Step<RenderedJob> {
-        let mut rendered = match self.renderer.render(&due.message, &due.key).await {
+        let deployment = match run.deployment_id {
+            Some(id) => self.reads.deployments.read(id).await,
+            None => Ok(None),
+        }
+        .map_err(|error| retry(deliveries, error))?;
+        let flow_name = self
+            .reads
+            .flow_name(run.flow_id)
+            .await
+            .map_err(|error| retry(deliveries, error))?;
+        let inputs = RunInputs {
+            run,
+            deployment: deployment.as_ref(),
+            flow_name: &flow_name,
+        };
+        let mut rendered = match self.renderer.render(&inputs, &due.key).await {
             Ok(rendered) => rendered,
             Err(RenderFailure::Invalid(message)) => {
                 let text = format!("Invalid job configuration: {message}");
@@ -170,7 +193,8 @@ impl Submitter {
             Err(RenderFailure::Transient(message)) => return Err(retry(deliveries, message)),
         };
         let recorded = run
-            .and_then(|run| run.infrastructure_pid.as_deref())
+            .infrastructure_pid
+            .as_deref()
             .and_then(InfrastructurePid::parse);
         if let (true, Some(recorded)) = (resumed, recorded) {
             rendered.pid = recorded;
@@ -183,11 +207,11 @@ impl Submitter {
     async fn check_timeout(
         &self,
         due: &DueRun,
-        run: Option<&FlowRun>,
+        run: &FlowRun,
         pid: &InfrastructurePid,
         deliveries: u64,
     ) -> Step<()> {
-        let claimed_at = run.and_then(|r| r.state.as_ref()).and_then(|s| s.timestamp);
+        let claimed_at = run.state.as_ref().and_then(|s| s.timestamp);
         let Some(claimed_at) = claimed_at else {
             return Ok(());
         };
@@ -219,12 +243,12 @@ impl Submitter {
     async fn record(
         &self,
         due: &DueRun,
-        run: Option<&FlowRun>,
+        run: &FlowRun,
         pid: &InfrastructurePid,
         deliveries: u64,
     ) -> Step<()> {
         let text = pid.to_string();
-        if run.and_then(|r| r.infrastructure_pid.as_deref()) == Some(text.as_str()) {
+        if run.infrastructure_pid.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
         self.prefect

@@ -277,11 +277,7 @@ async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
             state_id: scheduled.id.to_string(),
             state_name: "Scheduled".into(),
             flow_run_name: run.name.clone(),
-            flow_id: run.flow_id.to_string(),
             work_pool_name: stack.pool.clone(),
-            deployment_id: deployment.id.to_string(),
-            deployment_job_variables_json: "{}".into(),
-            flow_run_job_variables_json: "{}".into(),
             ..Default::default()
         };
         js.publish(

@@ -387,8 +387,9 @@ async fn s4_a_claimed_run_outlives_an_unreachable_prefect_and_gets_its_job() {
 }
 
 /// Scenario 5: a message for an already submitted claim arrives again (a
-/// republish after the duplicate window) with job variables that now render
-/// another namespace. The Job stays where Prefect's pid says; no second Job.
+/// republish after the duplicate window) after the deployment's job
+/// variables were changed to render another namespace. The Job stays where
+/// Prefect's pid says; no second Job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s5_a_redelivery_never_moves_the_job_prefect_knows() {
     let stack = started(RuntimeKind::Scripted).await;
@@ -412,7 +413,13 @@ async fn s5_a_redelivery_never_moves_the_job_prefect_knows() {
     let (state, pid) = state_of(&stack, run.id).await;
     assert_eq!(state, StateType::Pending);
     let pid = pid.expect("pid recorded");
-    // The same submission again, now rendering team-b, outside the duplicate window.
+    // The deployment now renders team-b; the same submission arrives again,
+    // outside the duplicate window.
+    stack
+        .prefect
+        .update_deployment_job_variables(deployment.id, &json!({"namespace": "team-b"}))
+        .await
+        .expect("update the deployment");
     let states = stack.prefect.read_flow_run_states(run.id).await.unwrap();
     let scheduled = states
         .iter()
@@ -423,9 +430,6 @@ async fn s5_a_redelivery_never_moves_the_job_prefect_knows() {
         state_id: scheduled.id.to_string(),
         work_pool_name: stack.pool.clone(),
         flow_run_name: run.name.clone(),
-        flow_id: run.flow_id.to_string(),
-        deployment_job_variables_json: json!({"namespace": "team-b"}).to_string(),
-        flow_run_job_variables_json: "{}".into(),
         ..Default::default()
     };
     let js = async_nats::jetstream::new(stack.nats_client().await);

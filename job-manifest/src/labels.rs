@@ -48,7 +48,7 @@ pub fn base_labels(flow_run: &FlowRunContext) -> Map<String, Value> {
     labels.insert("app.kubernetes.io/part-of".into(), text("prefect"));
     labels.insert("app.kubernetes.io/version".into(), text(version));
     labels.insert(
-        "prefect.io/work-pool-name".into(),
+        flow_run_proto::kubernetes::WORK_POOL_NAME_LABEL.into(),
         text(flow_run.work_pool_name.clone()),
     );
     labels.insert(

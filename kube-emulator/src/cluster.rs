@@ -8,12 +8,53 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::WriteContext;
-use crate::config::EmulatorConfig;
+use crate::config::{EmulatorConfig, NodeCapacity};
 use crate::container_logs::ContainerLogs;
 use crate::faults::Faults;
 use crate::registry::Registry;
 use crate::resources;
 use crate::store::Store;
+
+/// A Ready Node as a kubelet registers it, with `capacity` as both capacity and
+/// allocatable and `labels` besides the well-known ones.
+pub fn node_object(name: &str, capacity: &NodeCapacity, labels: &[(&str, &str)]) -> Value {
+    let now = crate::time::now_rfc3339();
+    let mut node_labels = json!({
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+    });
+    for (key, value) in labels {
+        node_labels[*key] = json!(value);
+    }
+    let resources =
+        json!({"cpu": capacity.cpu, "memory": capacity.memory, "pods": capacity.pods.to_string()});
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": node_labels},
+        "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available"},
+                {"type": "DiskPressure", "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure"},
+                {"type": "PIDPressure", "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available"},
+                {"type": "Ready", "status": "True", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletReady", "message": "kubelet is posting ready status"}
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": "172.18.0.2"},
+                {"type": "Hostname", "address": name}
+            ],
+            "nodeInfo": {
+                "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "6.1.0",
+                "osImage": "kube-emulator", "containerRuntimeVersion": "emulator://1.0.0",
+                "kubeletVersion": "v1.36.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"
+            }
+        }
+    })
+}
 
 /// Everything one emulator instance shares between tasks.
 pub struct Cluster {
@@ -70,41 +111,11 @@ impl Cluster {
             );
             self.ensure_namespace_defaults(ns);
         }
-        let capacity = &self.config.node_capacity;
-        let now = crate::time::now_rfc3339();
-        let node = json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": self.config.node_name,
-                "labels": {
-                    "kubernetes.io/hostname": self.config.node_name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "node-role.kubernetes.io/control-plane": ""
-                }
-            },
-            "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]},
-            "status": {
-                "capacity": {"cpu": capacity.cpu, "memory": capacity.memory, "pods": capacity.pods.to_string()},
-                "allocatable": {"cpu": capacity.cpu, "memory": capacity.memory, "pods": capacity.pods.to_string()},
-                "conditions": [
-                    {"type": "MemoryPressure", "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available"},
-                    {"type": "DiskPressure", "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure"},
-                    {"type": "PIDPressure", "status": "False", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available"},
-                    {"type": "Ready", "status": "True", "lastHeartbeatTime": now, "lastTransitionTime": now, "reason": "KubeletReady", "message": "kubelet is posting ready status"}
-                ],
-                "addresses": [
-                    {"type": "InternalIP", "address": "172.18.0.2"},
-                    {"type": "Hostname", "address": self.config.node_name}
-                ],
-                "nodeInfo": {
-                    "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "6.1.0",
-                    "osImage": "kube-emulator", "containerRuntimeVersion": "emulator://1.0.0",
-                    "kubeletVersion": "v1.36.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"
-                }
-            }
-        });
+        let node = node_object(
+            &self.config.node_name,
+            &self.config.node_capacity,
+            &[("node-role.kubernetes.io/control-plane", "")],
+        );
         let _ = self
             .registry
             .create(resources::nodes(), "", node, &ctx, false);

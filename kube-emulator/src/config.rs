@@ -1,9 +1,13 @@
-//! [`EmulatorConfig`]: every knob of the emulator (port, pod runtime, node capacity, controller
-//! and kubelet delays, watch history, authorization mode) with defaults close to a real cluster's
-//! and a [`EmulatorConfig::fast`] preset for tests.
+//! [`EmulatorConfig`]: every knob of the emulator (port, pod runtime, node capacity, the node
+//! autoscaler and its node groups, controller and kubelet delays, watch history, authorization
+//! mode) with defaults close to a real cluster's and a [`EmulatorConfig::fast`] preset for tests.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod autoscaler;
+
+pub use autoscaler::{AutoscalerConfig, AutoscalerStyle, NodeGroup, Provisioning};
 
 /// Which pod runtime the simulated kubelet uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,8 +42,8 @@ pub enum AuthorizationMode {
     Rbac,
 }
 
-/// Allocatable resources of the single simulated node.
-#[derive(Debug, Clone)]
+/// Allocatable resources of a simulated node.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeCapacity {
     /// CPU quantity, e.g. `"4"`.
     pub cpu: String,
@@ -103,6 +107,9 @@ pub struct EmulatorConfig {
     pub process_workdir: Option<PathBuf>,
     /// Extra environment for process-runtime containers (after the container's own env).
     pub process_env: Vec<(String, String)>,
+    /// A node autoscaler growing node groups for unschedulable pods (none by default: the
+    /// cluster is the one node).
+    pub autoscaler: Option<AutoscalerConfig>,
 }
 
 impl Default for EmulatorConfig {
@@ -127,6 +134,7 @@ impl Default for EmulatorConfig {
             namespace_deletion_delay: Duration::from_secs(5),
             process_workdir: None,
             process_env: Vec::new(),
+            autoscaler: None,
         }
     }
 }

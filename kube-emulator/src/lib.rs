@@ -35,7 +35,10 @@ pub mod store;
 pub mod time;
 pub mod tls;
 
-pub use config::{AuthorizationMode, EmulatorConfig, NodeCapacity, RuntimeKind};
+pub use config::{
+    AuthorizationMode, AutoscalerConfig, AutoscalerStyle, EmulatorConfig, NodeCapacity, NodeGroup,
+    Provisioning, RuntimeKind,
+};
 pub use emulator::Emulator;
 pub use error::{ApiError, EmulatorError};
 pub use faults::FaultSettings;

@@ -1,12 +1,14 @@
 //! `kube-emulator serve`: run the emulator until SIGTERM/SIGINT (a thin CLI over the library).
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use kube_emulator::{
-    AuthorizationMode, Emulator, EmulatorConfig, FaultSettings, NodeCapacity, RuntimeKind,
+    AuthorizationMode, AutoscalerConfig, AutoscalerStyle, Emulator, EmulatorConfig, FaultSettings,
+    NodeCapacity, NodeGroup, RuntimeKind,
 };
 
 #[derive(Parser)]
@@ -88,6 +90,18 @@ enum Command {
         /// Extra environment for process-runtime containers, `KEY=VALUE` (repeatable).
         #[arg(long = "process-env", value_parser = parse_key_value)]
         process_env: Vec<(String, String)>,
+        /// Run a node autoscaler imitating cluster-autoscaler or karpenter (its Events on
+        /// pods); it grows the --node-group groups.
+        #[arg(long, value_parser = AutoscalerStyle::from_str)]
+        autoscaler: Option<AutoscalerStyle>,
+        /// A node group for the autoscaler (repeatable):
+        /// `name=gpu,cpu=16,memory=64Gi,pods=110,initial=0,max=3,delay-ms=60000`, plus
+        /// `provisioning=never` (nodes never register) or `refuse=<cloud error>` at the end.
+        #[arg(long = "node-group", value_parser = NodeGroup::from_str)]
+        node_groups: Vec<NodeGroup>,
+        /// How often the autoscaler looks at unschedulable pods, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        autoscaler_scan_ms: u64,
     },
 }
 
@@ -119,7 +133,16 @@ async fn main() -> anyhow::Result<()> {
             fault_error_code,
             process_workdir,
             process_env,
+            autoscaler,
+            node_groups,
+            autoscaler_scan_ms,
         } => {
+            let autoscaler =
+                (autoscaler.is_some() || !node_groups.is_empty()).then(|| AutoscalerConfig {
+                    style: autoscaler.unwrap_or_default(),
+                    node_groups,
+                    scan_interval: Duration::from_millis(autoscaler_scan_ms),
+                });
             let config = EmulatorConfig {
                 port,
                 runtime: match runtime {
@@ -143,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
                 namespace_deletion_delay: Duration::from_millis(namespace_deletion_delay_ms),
                 process_workdir,
                 process_env,
+                autoscaler,
                 ..EmulatorConfig::default()
             };
             let emulator = Emulator::start(config)

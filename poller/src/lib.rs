@@ -10,8 +10,8 @@
 //! # Layout
 //! - [`config`]: the poller's flags.
 //! - [`pool`]: makes sure the work pool exists, and heartbeats it.
-//! - [`due`]: turns one batched poll into messages (one call per poll for
-//!   deployments and one for flows, none per run).
+//! - [`due`]: turns one poll into messages (a message only says which run is
+//!   due; the dispatcher reads what it renders from Prefect).
 //! - [`publish`]: publishes messages and waits for JetStream's acks.
 #![forbid(unsafe_code)]
 
@@ -57,7 +57,7 @@ pub async fn run(
         work_pool = %config.work_pool,
         work_queues = ?config.work_queues,
         worker = %config.worker_name,
-        api = %prefect.api_url(),
+        api = %prefect.redacted_api_url(),
         "Starting prefect-k8s poller"
     );
     tracing::info!("Waiting for flow runs...");
@@ -136,14 +136,7 @@ pub async fn poll_once(
     if runs.is_empty() {
         return Ok(PollOutcome::default());
     }
-    let messages = due::messages_for(
-        prefect,
-        &config.work_pool,
-        work_pool_id,
-        &config.worker_name,
-        runs,
-    )
-    .await?;
+    let messages = due::messages_for(&config.work_pool, work_pool_id, &config.worker_name, runs);
     let published = publisher.publish_all(&config.work_pool, &messages).await?;
     if published > 0 {
         tracing::info!("Found {published} flow run(s) to submit for execution.");

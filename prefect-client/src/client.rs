@@ -45,6 +45,11 @@ impl PrefectClient {
         }
     }
 
+    /// The API base URL for log lines and errors: credentials masked.
+    pub fn redacted_api_url(&self) -> String {
+        redacted_url(self.transport.base_url())
+    }
+
     /// The API base URL, e.g. `http://127.0.0.1:4200/api`.
     pub fn api_url(&self) -> &Url {
         self.transport.base_url()

@@ -238,15 +238,30 @@ impl fmt::Debug for ClientConfig {
 }
 
 /// The URL as text with any userinfo password replaced by `***`.
-pub(crate) fn redacted_url(url: &Url) -> String {
-    if url.password().is_some() {
-        let mut masked = url.clone();
-        // Cannot fail: the URL already has a password, so it has a host.
-        let _ = masked.set_password(Some("***"));
-        masked.to_string()
-    } else {
-        url.to_string()
+/// The URL as it may appear in a log line or an error: userinfo (user and
+/// password, either may be a token) and every query value masked.
+pub fn redacted_url(url: &Url) -> String {
+    let mut masked = url.clone();
+    if !masked.username().is_empty() {
+        // Cannot fail: a URL with userinfo has a host.
+        let _ = masked.set_username("***");
     }
+    if masked.password().is_some() {
+        let _ = masked.set_password(Some("***"));
+    }
+    if masked.query().is_some() {
+        let keys: Vec<String> = masked.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        masked
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "***")));
+    }
+    masked.to_string()
+}
+
+/// Whether the URL carries credentials (userinfo or a query).
+pub fn url_has_credentials(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some() || url.query().is_some()
 }
 
 fn parse_api_url(text: &str) -> Result<Url, PrefectError> {
@@ -277,6 +292,21 @@ fn non_empty_env(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_in_logs_never_show_credentials() {
+        let url =
+            Url::parse("https://tok3n:s3cret@prefect.example.com/api?api_key=k3y&x=1").unwrap();
+        let shown = redacted_url(&url);
+        for secret in ["tok3n", "s3cret", "k3y"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("prefect.example.com/api"), "{shown}");
+        assert!(url_has_credentials(&url));
+        let plain = Url::parse("http://127.0.0.1:4200/api").unwrap();
+        assert_eq!(redacted_url(&plain), "http://127.0.0.1:4200/api");
+        assert!(!url_has_credentials(&plain));
+    }
 
     #[test]
     fn debug_of_config_never_prints_credentials() {

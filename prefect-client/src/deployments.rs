@@ -114,6 +114,21 @@ impl PrefectClient {
         Ok(deployments)
     }
 
+    /// `PATCH /deployments/{id}` with new job variables (what a user does
+    /// from the UI or `prefect deployment` between runs).
+    pub async fn update_deployment_job_variables(
+        &self,
+        deployment_id: Uuid,
+        job_variables: &Value,
+    ) -> Result<(), PrefectError> {
+        self.send_json_no_content(
+            Method::PATCH,
+            &["deployments", &deployment_id.to_string()],
+            &json!({"job_variables": job_variables}),
+        )
+        .await
+    }
+
     /// `POST /deployments/`.
     pub async fn create_deployment(
         &self,

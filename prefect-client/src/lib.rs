@@ -38,7 +38,12 @@ mod transport;
 pub mod work_pools;
 
 pub use client::PrefectClient;
-pub use config::{ClientConfig, RetryPolicy, Secret, API_VERSION, PREFECT_CLIENT_VERSION};
+pub use reqwest::Url;
+
+pub use config::{
+    redacted_url, url_has_credentials, ClientConfig, RetryPolicy, Secret, API_VERSION,
+    PREFECT_CLIENT_VERSION,
+};
 pub use deployments::{Deployment, DeploymentCreate};
 pub use error::PrefectError;
 pub use flow_runs::{DeploymentFlowRunCreate, FlowRun, FlowRunFilter};

@@ -114,8 +114,7 @@ impl Transport {
                 CsrfState::Disabled
             }),
             csrf_client_id: Uuid::new_v4(),
-            url_has_credentials: config.api_url.password().is_some()
-                || !config.api_url.username().is_empty(),
+            url_has_credentials: crate::config::url_has_credentials(&config.api_url),
         })
     }
 

@@ -1,6 +1,6 @@
 //! Least privilege, read from the Roles `prefect-k8s install --rbac` prints
 //! (the same as `deploy/`): the poller can do nothing in Kubernetes, the
-//! dispatcher only create and read Jobs, the reporter only watch, read logs,
+//! dispatcher only create, read, release (patch) and withdraw (delete) Jobs, the reporter only watch, read logs,
 //! delete Jobs and hold its Lease. Checked with the RBAC matching rules of the
 //! API server (verbs, API groups, resources with subresources, resource names).
 //! With `--flow-namespace`, the Job permissions are there and nothing else of
@@ -136,12 +136,14 @@ fn the_poller_has_no_kubernetes_permissions_and_no_token() {
 }
 
 #[test]
-fn the_dispatcher_may_create_and_read_jobs_and_nothing_else() {
+fn the_dispatcher_may_create_read_release_and_withdraw_jobs_and_nothing_else() {
     let objects = rbac_objects("default");
     let account = "prefect-k8s-dispatcher";
     for needed in [
         request("create", "batch", "jobs"),
         request("get", "batch", "jobs"),
+        request("patch", "batch", "jobs"),
+        request("delete", "batch", "jobs"),
     ] {
         assert!(allowed(&objects, "default", account, needed), "{needed:?}");
     }
@@ -150,7 +152,6 @@ fn the_dispatcher_may_create_and_read_jobs_and_nothing_else() {
         request("get", "", "pods"),
         request("list", "batch", "jobs"),
         request("watch", "batch", "jobs"),
-        request("delete", "batch", "jobs"),
         request("update", "batch", "jobs"),
         request("create", "", "pods"),
         request("get", "", "secrets"),

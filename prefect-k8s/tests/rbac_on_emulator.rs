@@ -150,7 +150,8 @@ async fn each_service_can_do_its_work_and_nothing_else_with_its_own_token() {
         "Namespace, 3 ServiceAccounts, 2 Roles, 2 RoleBindings, 2 ConfigMaps, 2 Secrets"
     );
 
-    // The dispatcher creates a flow run's Job and reads it back on AlreadyExists.
+    // The dispatcher creates a flow run's Job (suspended), reads it back on
+    // AlreadyExists, releases it and may withdraw it.
     let dispatcher = client_of(&emulator, "dispatcher");
     let dispatcher_jobs: Api<Job> = Api::namespaced(dispatcher.clone(), NAMESPACE);
     assert_allowed(
@@ -176,11 +177,27 @@ async fn each_service_can_do_its_work_and_nothing_else_with_its_own_token() {
             .await,
         "dispatcher lists pods",
     );
-    assert_forbidden(
+    assert_allowed(
         dispatcher_jobs
-            .delete("rbac-check", &DeleteParams::default())
+            .patch(
+                "rbac-check",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
+            )
             .await,
-        "dispatcher deletes a Job",
+        "dispatcher releases the Job",
+    );
+    assert_allowed(
+        dispatcher_jobs
+            .create(&PostParams::default(), &flow_run_job("rbac-withdrawn"))
+            .await,
+        "dispatcher creates another Job",
+    );
+    assert_allowed(
+        dispatcher_jobs
+            .delete("rbac-withdrawn", &DeleteParams::default())
+            .await,
+        "dispatcher withdraws the Job",
     );
     assert_forbidden(
         dispatcher_jobs

@@ -13,6 +13,19 @@ pub const FLOW_RUN_ID_LABEL: &str = "prefect.io/flow-run-id";
 /// name, slugified as a label value.
 pub const WORK_POOL_NAME_LABEL: &str = "prefect.io/work-pool-name";
 
+/// Label and annotation prefix of the agent's own: flow Jobs may not carry
+/// labels with it (the agent's pods are selected by such labels, e.g. by the
+/// NetworkPolicy that admits NATS clients).
+pub const RESERVED_PREFIX: &str = "prefect-k8s.io/";
+
+/// The ServiceAccounts the agent's own services run as (`deploy/`,
+/// `prefect-k8s install`): flow Jobs may not use them.
+pub const AGENT_SERVICE_ACCOUNTS: [&str; 3] = [
+    "prefect-k8s-poller",
+    "prefect-k8s-dispatcher",
+    "prefect-k8s-reporter",
+];
+
 /// Annotation on a Job: the [`crate::SubmissionKey`] it was created for.
 pub const CLAIM_ANNOTATION: &str = "prefect-k8s.io/claim";
 
@@ -20,6 +33,16 @@ pub const CLAIM_ANNOTATION: &str = "prefect-k8s.io/claim";
 /// seconds; `0` disables the timeout), which prefect-kubernetes 0.8 accepts
 /// but ignores and the reporter enforces.
 pub const POD_WATCH_TIMEOUT_ANNOTATION: &str = "prefect-k8s.io/pod-watch-timeout-seconds";
+
+/// Annotation on a Job: the `scale_up_timeout_seconds` job variable (decimal
+/// seconds; `0` disables the limit): how long the reporter lets a pod wait
+/// for a node that the cluster's autoscaler is bringing before it crashes
+/// the run. Without it the reporter's `--scale-up-timeout-seconds` applies.
+pub const SCALE_UP_TIMEOUT_ANNOTATION: &str = "prefect-k8s.io/scale-up-timeout-seconds";
+
+/// The job variable whose value the dispatcher writes as
+/// [`SCALE_UP_TIMEOUT_ANNOTATION`].
+pub const SCALE_UP_TIMEOUT_VARIABLE: &str = "scale_up_timeout_seconds";
 
 /// Annotation on an Event: how many of its occurrences were forwarded to the
 /// run's logs.

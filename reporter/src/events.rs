@@ -1,7 +1,9 @@
 //! Events about our pods (core/v1 `Event`: Scheduled, Pulling, BackOff, FailedScheduling,
 //! Killing, Evicted, …) and Jobs (SuccessfulCreate, FailedCreate, BackoffLimitExceeded, …)
 //! turned into flow-run log lines, each with a dedup key that stays the same across
-//! reporter restarts so a restarted reporter can skip what it already forwarded.
+//! reporter restarts so a restarted reporter can skip what it already forwarded. The node
+//! autoscaler's Events say what the pod waits for (`Waiting for a new node: scale-up of
+//! nodegroup gpu 1→2 triggered …`) or that no node is coming ([`crate::autoscaler`]).
 //!
 //! The Event does not carry our labels: the caller finds the flow run through
 //! [`EventLog::subject_uid`] (or namespace + name) in its pod and Job views, see
@@ -12,6 +14,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Event;
 use uuid::Uuid;
 
+use crate::autoscaler::{ScaleUpSignal, ScaleUpVerdict};
 use crate::observe::{timestamp_of, timestamp_of_micro, JobView, PodView, Timestamp};
 
 /// Prefect (Python `logging`) level of a forwarded line.
@@ -165,34 +168,13 @@ pub fn event_log(event: &Event) -> Option<EventLog> {
         .and_then(|count| u32::try_from(count).ok())
         .unwrap_or(1)
         .max(1);
-    let warning = event.type_.as_deref() == Some("Warning");
-    let level = if ERROR_REASONS.contains(&reason) {
-        LogLevel::Error
-    } else if warning || WARNING_REASONS.contains(&reason) {
-        LogLevel::Warning
-    } else {
-        LogLevel::Info
+    let (level, mut message) = match crate::autoscaler::scale_up_signal(event) {
+        Some((_, signal)) => (autoscaler_level(&signal), signal.log_line(&subject_name)),
+        None => (
+            level_of(event, reason),
+            describe(event, reason, subject_kind, &subject_name),
+        ),
     };
-    let mut message = format!(
-        "Kubernetes event {reason} on {} {subject_name}",
-        subject_kind.noun()
-    );
-    if let Some(container) = involved
-        .field_path
-        .as_deref()
-        .and_then(container_of_field_path)
-    {
-        message.push_str(&format!(", container \"{container}\""));
-    }
-    if let Some(text) = event
-        .message
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
-        message.push_str(": ");
-        message.push_str(text);
-    }
     if count > 1 {
         message.push_str(&format!(" (seen {count} times)"));
     }
@@ -213,6 +195,57 @@ pub fn event_log(event: &Event) -> Option<EventLog> {
             count,
         },
     })
+}
+
+fn level_of(event: &Event, reason: &str) -> LogLevel {
+    let warning = event.type_.as_deref() == Some("Warning");
+    if ERROR_REASONS.contains(&reason) {
+        LogLevel::Error
+    } else if warning || WARNING_REASONS.contains(&reason) {
+        LogLevel::Warning
+    } else {
+        LogLevel::Info
+    }
+}
+
+/// A refusal of the autoscaler is trouble even when recorded as `Normal`
+/// (`NotTriggerScaleUp`); a node coming is news.
+fn autoscaler_level(signal: &ScaleUpSignal) -> LogLevel {
+    match signal.verdict {
+        ScaleUpVerdict::Coming => LogLevel::Info,
+        ScaleUpVerdict::Refused => LogLevel::Warning,
+    }
+}
+
+/// `Kubernetes event <reason> on <kind> <name>[, container "<c>"][: <message>]`.
+fn describe(
+    event: &Event,
+    reason: &str,
+    subject_kind: EventSubjectKind,
+    subject_name: &str,
+) -> String {
+    let mut message = format!(
+        "Kubernetes event {reason} on {} {subject_name}",
+        subject_kind.noun()
+    );
+    if let Some(container) = event
+        .involved_object
+        .field_path
+        .as_deref()
+        .and_then(container_of_field_path)
+    {
+        message.push_str(&format!(", container \"{container}\""));
+    }
+    if let Some(text) = event
+        .message
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        message.push_str(": ");
+        message.push_str(text);
+    }
+    message
 }
 
 fn last_seen(event: &Event) -> Option<Timestamp> {
@@ -371,6 +404,31 @@ mod tests {
         );
         assert!(line.concerns_job(&JobFixture::new().view()));
         assert!(!line.concerns_pod(&PodFixture::new().view()));
+    }
+
+    #[test]
+    fn autoscaler_events_say_what_the_pod_waits_for_or_that_no_node_comes() {
+        let coming = event_log(&triggered_scale_up(at(5))).expect("pod event");
+        assert_eq!(coming.level, LogLevel::Info);
+        assert!(
+            coming
+                .message
+                .starts_with("Waiting for a new node: scale-up of nodegroup gpu 1→2 triggered"),
+            "{}",
+            coming.message
+        );
+        let refused = event_log(&not_triggered_scale_up(at(6))).expect("pod event");
+        assert_eq!(
+            refused.level,
+            LogLevel::Warning,
+            "even though recorded as Normal"
+        );
+        assert_eq!(
+            refused.message,
+            "No new node is coming: Kubernetes event NotTriggerScaleUp on pod \
+             crimson-otter-x7k2p-5bhw4 from cluster-autoscaler: pod didn't trigger scale-up: 1 \
+             max node group size reached"
+        );
     }
 
     #[test]

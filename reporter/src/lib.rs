@@ -12,6 +12,8 @@
 //!   and `crash_message()`, the `Crashed` state message with the pod log tail.
 //! - [`events`]: Events about our pods and Jobs as flow-run log lines with
 //!   restart-stable dedup keys.
+//! - [`autoscaler`]: what cluster-autoscaler or Karpenter says (in its Events) about a
+//!   pod that waits for a node: a node is coming, or none will.
 //! - [`service`]: the reporter service around the core (watchers, evaluation, leader
 //!   election, cancellation, event forwarding, cleanup); the `reporter` binary runs it.
 //!
@@ -29,7 +31,7 @@
 //!     let input = DecisionInput { run_state: state, jobs: &jobs, pods: &pods, now, settings: &settings };
 //!     match decide(&input) {
 //!         Decision::ProposeCrashed(report) => {
-//!             // Read `report.log_source()` (tailLines, previous) first, then:
+//!             // Read the first non-blank log of `report.log_plan()` first, then:
 //!             Some(crash_message(&report, None))
 //!         }
 //!         Decision::ProposeInfrastructurePending => Some(reporter::INFRASTRUCTURE_PENDING_MESSAGE.to_owned()),
@@ -41,6 +43,7 @@
 //! assert_eq!(evaluate(&[], &[], &running, chrono::Utc::now()), None);
 //! ```
 
+pub mod autoscaler;
 pub mod decide;
 pub mod events;
 pub mod observe;
@@ -50,9 +53,10 @@ pub mod service;
 #[cfg(test)]
 mod test_fixtures;
 
+pub use autoscaler::{scale_up_signal, ScaleUpSignal, ScaleUpVerdict, ScaleUpView};
 pub use decide::{
     crash_message, decide, jobs_to_withdraw, CrashCause, CrashReport, Decision, DecisionInput,
-    DecisionSettings, INFRASTRUCTURE_PENDING_MESSAGE,
+    DecisionSettings, WithdrawReason, Withdrawal, INFRASTRUCTURE_PENDING_MESSAGE,
 };
 pub use events::{event_log, EventDedupKey, EventLog, EventSubjectKind, LogLevel};
 pub use observe::{JobView, PodView, Timestamp};

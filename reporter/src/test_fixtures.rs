@@ -56,6 +56,7 @@ pub struct JobFixture {
     created: Timestamp,
     backoff_limit: Option<i32>,
     pod_watch_timeout: Option<String>,
+    scale_up_timeout: Option<String>,
     deletion: Option<Timestamp>,
     suspend: bool,
     status: Value,
@@ -70,6 +71,7 @@ impl JobFixture {
             created: at(0),
             backoff_limit: Some(0),
             pod_watch_timeout: Some("60".to_owned()),
+            scale_up_timeout: None,
             deletion: None,
             suspend: false,
             status: json!({}),
@@ -111,6 +113,12 @@ impl JobFixture {
     /// The annotation value as the dispatcher writes it (`None`: no annotation).
     pub fn pod_watch_timeout(mut self, value: Option<&str>) -> Self {
         self.pod_watch_timeout = value.map(str::to_owned);
+        self
+    }
+
+    /// The scale-up limit annotation as the dispatcher writes it (`None`: no annotation).
+    pub fn scale_up_timeout(mut self, value: Option<&str>) -> Self {
+        self.scale_up_timeout = value.map(str::to_owned);
         self
     }
 
@@ -213,9 +221,21 @@ impl JobFixture {
                 "fieldsV1": {"f:spec": {"f:backoffLimit": {}, "f:template": {}}}
             }]
         });
+        let mut annotations = serde_json::Map::new();
         if let Some(timeout) = &self.pod_watch_timeout {
-            metadata["annotations"] =
-                json!({ "prefect-k8s.io/pod-watch-timeout-seconds": timeout });
+            annotations.insert(
+                "prefect-k8s.io/pod-watch-timeout-seconds".into(),
+                json!(timeout),
+            );
+        }
+        if let Some(timeout) = &self.scale_up_timeout {
+            annotations.insert(
+                "prefect-k8s.io/scale-up-timeout-seconds".into(),
+                json!(timeout),
+            );
+        }
+        if !annotations.is_empty() {
+            metadata["annotations"] = Value::Object(annotations);
         }
         if let Some(deletion) = self.deletion {
             metadata["deletionTimestamp"] = json!(rfc3339(deletion));
@@ -571,4 +591,81 @@ pub fn pod_event(
         "reportingInstance": "v1.36-control-plane"
     }))
     .expect("fixture is a valid Event")
+}
+
+/// A core/v1 Event a node autoscaler (`cluster-autoscaler`, `karpenter`) records about
+/// our pod, with the legacy recorder both use (`source.component`, first and last
+/// timestamps, `reportingComponent`).
+pub fn autoscaler_event(
+    component: &str,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+) -> Event {
+    serde_json::from_value(json!({
+        "kind": "Event",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": format!("{POD_NAME}.18a3c2f1d2e3{:04x}", last_seen.timestamp() % 0xffff),
+            "namespace": NAMESPACE,
+            "uid": format!("7e2d9b1c-0000-4000-8000-{:012x}", last_seen.timestamp()),
+            "resourceVersion": "900",
+            "creationTimestamp": rfc3339(first_seen)
+        },
+        "involvedObject": {
+            "kind": "Pod", "namespace": NAMESPACE, "name": POD_NAME, "uid": POD_UID,
+            "apiVersion": "v1", "resourceVersion": "634"
+        },
+        "reason": reason,
+        "message": message,
+        "source": {"component": component},
+        "firstTimestamp": rfc3339(first_seen),
+        "lastTimestamp": rfc3339(last_seen),
+        "count": 1,
+        "type": event_type,
+        "eventTime": null,
+        "reportingComponent": component,
+        "reportingInstance": ""
+    }))
+    .expect("fixture is a valid Event")
+}
+
+/// cluster-autoscaler's `TriggeredScaleUp` for a scale-up of node group `gpu` 1→2.
+pub fn triggered_scale_up(at_time: Timestamp) -> Event {
+    autoscaler_event(
+        "cluster-autoscaler",
+        "Normal",
+        "TriggeredScaleUp",
+        "pod triggered scale-up: [{gpu 1->2 (max: 3)}]",
+        at_time,
+        at_time,
+    )
+}
+
+/// cluster-autoscaler's `NotTriggerScaleUp` for a node group at its maximum size.
+pub fn not_triggered_scale_up(at_time: Timestamp) -> Event {
+    autoscaler_event(
+        "cluster-autoscaler",
+        "Normal",
+        "NotTriggerScaleUp",
+        "pod didn't trigger scale-up: 1 max node group size reached",
+        at_time,
+        at_time,
+    )
+}
+
+/// The pod view as the store holds it after these autoscaler Events about the pod.
+pub fn with_autoscaler_events(mut view: PodView, events: &[Event]) -> PodView {
+    for event in events {
+        let (_, signal) = crate::autoscaler::scale_up_signal(event).expect("an autoscaler Event");
+        match view.scale_up.as_deref_mut() {
+            Some(scale_up) => {
+                scale_up.observe(signal);
+            }
+            None => view.scale_up = Some(Box::new(crate::autoscaler::ScaleUpView::new(signal))),
+        }
+    }
+    view
 }

@@ -39,15 +39,21 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(runtime: kube_emulator::RuntimeKind) -> Stack {
-        service_runtime::telemetry::init();
-        let nats = NatsServer::start();
-        let prefect_server = PrefectServer::shared();
-        let emulator = kube_emulator::Emulator::start(kube_emulator::EmulatorConfig {
+        Stack::start_with_emulator(kube_emulator::EmulatorConfig {
             runtime,
             ..kube_emulator::EmulatorConfig::fast()
         })
         .await
-        .expect("start the Kubernetes API emulator");
+    }
+
+    /// With an emulator of this configuration (e.g. a node autoscaler).
+    pub async fn start_with_emulator(emulator: kube_emulator::EmulatorConfig) -> Stack {
+        service_runtime::telemetry::init();
+        let nats = NatsServer::start();
+        let prefect_server = PrefectServer::shared();
+        let emulator = kube_emulator::Emulator::start(emulator)
+            .await
+            .expect("start the Kubernetes API emulator");
         // The test's own set-up calls (creating hundreds of runs while
         // services poll a SQLite server on a loaded machine) get a longer
         // retry budget than the services' default: "database is locked"

@@ -19,6 +19,10 @@ pub enum Reporter {
     JobController,
     /// `controllermanager` (the disruption controller's recorder).
     ControllerManager,
+    /// `cluster-autoscaler`.
+    ClusterAutoscaler,
+    /// `karpenter`.
+    Karpenter,
 }
 
 impl Reporter {
@@ -28,6 +32,8 @@ impl Reporter {
             Reporter::Scheduler => "default-scheduler",
             Reporter::JobController => "job-controller",
             Reporter::ControllerManager => "controllermanager",
+            Reporter::ClusterAutoscaler => "cluster-autoscaler",
+            Reporter::Karpenter => "karpenter",
         }
     }
 }

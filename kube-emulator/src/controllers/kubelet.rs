@@ -1,4 +1,5 @@
-//! The simulated kubelet for the single node: for every pod bound to it, a worker walks the
+//! The simulated kubelet of every node (the emulator's and those the node autoscaler adds):
+//! for every pod bound to one, a worker walks the
 //! stages ContainerCreating -> (config check, image pull) -> Running -> terminated, writing pod
 //! status through the status path and emitting the kubelet's events. Graceful deletion sends
 //! SIGTERM, then SIGKILL after the grace period, moves the pod to a terminal phase and finishes
@@ -52,10 +53,9 @@ enum PodSignal {
 pub async fn run(cluster: Arc<Cluster>, runtime: Arc<dyn ContainerRuntime>) {
     let mut changes = cluster.store.subscribe();
     let mut workers: HashMap<String, watch::Sender<PodSignal>> = HashMap::new();
-    let node = cluster.config.node_name.clone();
     let (_, existing) = cluster.store.list(resources::pods(), None);
     for pod in existing {
-        observe(&cluster, &runtime, &mut workers, &node, &pod, false);
+        observe(&cluster, &runtime, &mut workers, &pod, false);
     }
     loop {
         let change = tokio::select! {
@@ -65,20 +65,13 @@ pub async fn run(cluster: Arc<Cluster>, runtime: Arc<dyn ContainerRuntime>) {
         match change {
             Ok(change) if change.resource.is(resources::pods()) => {
                 let removed = change.kind == ChangeKind::Deleted;
-                observe(
-                    &cluster,
-                    &runtime,
-                    &mut workers,
-                    &node,
-                    &change.object,
-                    removed,
-                );
+                observe(&cluster, &runtime, &mut workers, &change.object, removed);
             }
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => {
                 let (_, pods) = cluster.store.list(resources::pods(), None);
                 for pod in pods {
-                    observe(&cluster, &runtime, &mut workers, &node, &pod, false);
+                    observe(&cluster, &runtime, &mut workers, &pod, false);
                 }
             }
             Err(RecvError::Closed) => return,
@@ -91,18 +84,17 @@ fn observe(
     cluster: &Arc<Cluster>,
     runtime: &Arc<dyn ContainerRuntime>,
     workers: &mut HashMap<String, watch::Sender<PodSignal>>,
-    node: &str,
     pod: &Value,
     removed: bool,
 ) {
-    if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
-        return;
-    }
     let uid = pod
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    if !workers.contains_key(&uid) && !on_a_simulated_node(cluster, pod) {
+        return;
+    }
     if removed {
         if let Some(tx) = workers.remove(&uid) {
             let _ = tx.send(PodSignal::Removed);
@@ -155,6 +147,15 @@ fn observe(
         .run()
         .await;
     });
+}
+
+/// Bound to a Node of the emulator's (its own, or one the node autoscaler added): this
+/// kubelet runs every node's pods.
+fn on_a_simulated_node(cluster: &Cluster, pod: &Value) -> bool {
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|node| !node.is_empty())
+        .is_some_and(|node| cluster.store.get(resources::nodes(), "", node).is_some())
 }
 
 fn final_delete(cluster: &Cluster, namespace: &str, name: &str, uid: &str) {

@@ -1,7 +1,8 @@
 //! The simulated control plane: scheduler, kubelet, Job controller, garbage collector,
-//! namespace controller and disruption controller, each a task reacting to store changes (and timers) and writing back
+//! namespace controller, disruption controller and (when configured) a node autoscaler, each a task reacting to store changes (and timers) and writing back
 //! through the registry.
 
+pub mod autoscaler;
 pub mod disruption;
 pub mod events;
 pub mod garbage_collector;
@@ -39,5 +40,6 @@ pub fn spawn_all(cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
         tokio::spawn(garbage_collector::run(cluster.clone())),
         tokio::spawn(namespace::run(cluster.clone())),
         tokio::spawn(disruption::run(cluster.clone())),
+        tokio::spawn(autoscaler::run(cluster.clone())),
     ]
 }

@@ -1,7 +1,7 @@
-//! The simulated default-scheduler: binds unscheduled pods to the single node when their
-//! requests fit its allocatable cpu/memory/pods, otherwise marks them `PodScheduled=False`
-//! `Unschedulable` with the real FitError message and a `FailedScheduling` event, retrying when
-//! capacity frees up.
+//! The simulated default-scheduler: binds unscheduled pods to the first Node whose allocatable
+//! cpu/memory/pods fits their requests (the emulator's node, then the ones the node autoscaler
+//! adds), otherwise marks them `PodScheduled=False` `Unschedulable` with the real FitError
+//! message and a `FailedScheduling` event, retrying when capacity frees up or a node registers.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -96,57 +96,132 @@ pub fn bind_pod(
     Ok(bound)
 }
 
-/// Requests of the non-terminal pods bound to the node, kept up to date from store changes so
+/// A node the scheduler may bind to: its allocatable and the requests of the non-terminal
+/// pods bound to it.
+struct NodeSlot {
+    name: String,
+    cpu: f64,
+    memory: f64,
+    pods: u64,
+    used_cpu: f64,
+    used_memory: f64,
+    used_pods: u64,
+}
+
+impl NodeSlot {
+    fn from_node(node: &Value) -> Option<Self> {
+        let name = node.pointer("/metadata/name")?.as_str()?.to_string();
+        let allocatable = |key: &str| {
+            node.pointer(&format!("/status/allocatable/{key}"))
+                .map(crate::admission::validation::quantity_text)
+                .and_then(|q| parse_quantity(&q))
+        };
+        Some(NodeSlot {
+            name,
+            cpu: allocatable("cpu").unwrap_or(f64::MAX),
+            memory: allocatable("memory").unwrap_or(f64::MAX),
+            pods: allocatable("pods").map_or(u64::MAX, |pods| pods as u64),
+            used_cpu: 0.0,
+            used_memory: 0.0,
+            used_pods: 0,
+        })
+    }
+
+    /// Why `requests` do not fit here (the scheduler's filter reasons), empty if they do.
+    fn misfits(&self, (cpu, memory): (f64, f64)) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        if cpu > 0.0 && self.used_cpu + cpu > self.cpu + 1e-9 {
+            reasons.push("Insufficient cpu");
+        }
+        if memory > 0.0 && self.used_memory + memory > self.memory + 0.5 {
+            reasons.push("Insufficient memory");
+        }
+        if self.used_pods + 1 > self.pods {
+            reasons.push("Too many pods");
+        }
+        reasons
+    }
+}
+
+/// The schedulable nodes and what is bound to them, kept up to date from store changes so
 /// scheduling a pod does not rescan every pod.
 #[derive(Default)]
 struct NodeUsage {
-    pods: HashMap<(String, String), (f64, f64)>,
-    cpu: f64,
-    memory: f64,
+    nodes: Vec<NodeSlot>,
+    /// Pod key -> (node index, cpu, memory) of pods counted on a node.
+    pods: HashMap<(String, String), (usize, f64, f64)>,
 }
 
 impl NodeUsage {
-    fn observe(&mut self, node: &str, pod: &Value, removed: bool) {
-        let key = crate::store::object_key(pod);
-        let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node);
-        if let Some((c, m)) = self.pods.remove(&key) {
-            self.cpu -= c;
-            self.memory -= m;
+    /// Every Node in the store and every pod bound to one.
+    fn from_store(cluster: &Cluster) -> Self {
+        let (_, nodes) = cluster.store.list(resources::nodes(), None);
+        let mut usage = NodeUsage {
+            nodes: nodes
+                .iter()
+                .filter_map(|n| NodeSlot::from_node(n))
+                .collect(),
+            pods: HashMap::new(),
+        };
+        let (_, pods) = cluster.store.list(resources::pods(), None);
+        for pod in &pods {
+            usage.observe(pod, false);
         }
-        if bound && !removed && !is_terminal(pod) {
+        usage
+    }
+
+    fn observe(&mut self, pod: &Value, removed: bool) {
+        let key = crate::store::object_key(pod);
+        if let Some((index, c, m)) = self.pods.remove(&key) {
+            let slot = &mut self.nodes[index];
+            slot.used_cpu -= c;
+            slot.used_memory -= m;
+            slot.used_pods -= 1;
+        }
+        let node = pod.pointer("/spec/nodeName").and_then(Value::as_str);
+        let Some(index) = node.and_then(|node| self.nodes.iter().position(|n| n.name == node))
+        else {
+            return;
+        };
+        if !removed && !is_terminal(pod) {
             let (c, m) = pod_requests(pod);
-            self.cpu += c;
-            self.memory += m;
-            self.pods.insert(key, (c, m));
+            let slot = &mut self.nodes[index];
+            slot.used_cpu += c;
+            slot.used_memory += m;
+            slot.used_pods += 1;
+            self.pods.insert(key, (index, c, m));
         }
     }
 }
 
-/// Why the pod does not fit, or `None` if it does.
-fn fit_error(cluster: &Cluster, usage: &NodeUsage, pod: &Value) -> Option<String> {
-    let capacity = &cluster.config.node_capacity;
-    let (cpu_cap, mem_cap) = (
-        parse_quantity(&capacity.cpu).unwrap_or(f64::MAX),
-        parse_quantity(&capacity.memory).unwrap_or(f64::MAX),
-    );
-    let (cpu, mem) = pod_requests(pod);
-    let mut reasons = Vec::new();
-    if cpu > 0.0 && usage.cpu + cpu > cpu_cap + 1e-9 {
-        reasons.push("1 Insufficient cpu");
+/// The node to bind the pod to (the first that fits), or the scheduler's FitError message.
+fn place(usage: &NodeUsage, pod: &Value) -> Result<String, String> {
+    let requests = pod_requests(pod);
+    let mut histogram: HashMap<&'static str, usize> = HashMap::new();
+    for node in &usage.nodes {
+        let reasons = node.misfits(requests);
+        if reasons.is_empty() {
+            return Ok(node.name.clone());
+        }
+        for reason in reasons {
+            *histogram.entry(reason).or_default() += 1;
+        }
     }
-    if mem > 0.0 && usage.memory + mem > mem_cap + 0.5 {
-        reasons.push("1 Insufficient memory");
-    }
-    if usage.pods.len() as u64 + 1 > u64::from(capacity.pods) {
-        reasons.push("1 Too many pods");
-    }
-    if reasons.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "0/1 nodes are available: {}. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.",
+    Err(fit_error(usage.nodes.len(), &histogram))
+}
+
+/// kube-scheduler's `FitError` text: the reasons counted over the nodes, sorted, then the
+/// preemption post-filter's verdict.
+pub fn fit_error(nodes: usize, histogram: &HashMap<&'static str, usize>) -> String {
+    let mut reasons: Vec<String> = histogram
+        .iter()
+        .map(|(reason, count)| format!("{count} {reason}"))
+        .collect();
+    reasons.sort();
+    format!(
+        "0/{nodes} nodes are available: {}. preemption: 0/{nodes} nodes are available: {nodes} No preemption victims found for incoming pod.",
         reasons.join(", ")
-    ))
+    )
 }
 
 fn try_schedule(cluster: &Cluster, usage: &mut NodeUsage, namespace: &str, name: &str) -> bool {
@@ -156,47 +231,80 @@ fn try_schedule(cluster: &Cluster, usage: &mut NodeUsage, namespace: &str, name:
     if !unscheduled(&pod) {
         return true;
     }
-    match fit_error(cluster, usage, &pod) {
-        None => {
-            match bind_pod(cluster, namespace, name, &cluster.config.node_name) {
-                Ok(bound) => usage.observe(&cluster.config.node_name, &bound, false),
+    match place(usage, &pod) {
+        Ok(node) => {
+            match bind_pod(cluster, namespace, name, &node) {
+                Ok(bound) => usage.observe(&bound, false),
                 Err(err) => tracing::debug!(%err, "binding failed"),
             }
             true
         }
-        Some(message) => {
-            let already = pod
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "PodScheduled" && c["message"] == message.as_str())
-                });
-            if !already {
-                let ctx = WriteContext::status("kube-scheduler");
-                let _ = cluster
-                    .registry
-                    .modify(resources::pods(), namespace, name, &ctx, |p| {
-                        set_condition(
-                            p,
-                            "PodScheduled",
-                            "False",
-                            Some("Unschedulable"),
-                            Some(&message),
-                        );
-                    });
-                record(
-                    cluster,
-                    &pod,
-                    "Warning",
-                    "FailedScheduling",
-                    &message,
-                    Reporter::Scheduler,
-                    None,
-                );
-            }
+        Err(message) => {
+            mark_unschedulable(cluster, &pod, namespace, name, &message);
             false
         }
+    }
+}
+
+/// `PodScheduled=False Unschedulable` and a `FailedScheduling` event, unless the pod
+/// already says exactly this.
+fn mark_unschedulable(cluster: &Cluster, pod: &Value, namespace: &str, name: &str, message: &str) {
+    let already = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "PodScheduled" && c["message"] == message)
+        });
+    if already {
+        return;
+    }
+    let ctx = WriteContext::status("kube-scheduler");
+    let _ = cluster
+        .registry
+        .modify(resources::pods(), namespace, name, &ctx, |p| {
+            set_condition(
+                p,
+                "PodScheduled",
+                "False",
+                Some("Unschedulable"),
+                Some(message),
+            );
+        });
+    record(
+        cluster,
+        pod,
+        "Warning",
+        "FailedScheduling",
+        message,
+        Reporter::Scheduler,
+        None,
+    );
+}
+
+/// The order pods joined the scheduling queue: pods are tried oldest first, as
+/// kube-scheduler's queue pops pods of equal priority by the time they were added.
+#[derive(Default)]
+struct ArrivalOrder {
+    seen: HashMap<(String, String), u64>,
+    next: u64,
+}
+
+impl ArrivalOrder {
+    fn in_arrival_order(&mut self, keys: BTreeSet<(String, String)>) -> Vec<(String, String)> {
+        let mut keys: Vec<(String, String)> = keys.into_iter().collect();
+        for key in &keys {
+            if !self.seen.contains_key(key) {
+                self.seen.insert(key.clone(), self.next);
+                self.next += 1;
+            }
+        }
+        keys.sort_by_key(|key| self.seen[key]);
+        keys
+    }
+
+    fn forget(&mut self, key: &(String, String)) {
+        self.seen.remove(key);
     }
 }
 
@@ -206,11 +314,10 @@ pub async fn run(cluster: Arc<Cluster>) {
     // Pods to try now, and pods that did not fit (retried when capacity frees up).
     let mut fresh: BTreeSet<(String, String)> = BTreeSet::new();
     let mut unschedulable: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut usage = NodeUsage::default();
-    let node = cluster.config.node_name.clone();
+    let mut usage = NodeUsage::from_store(&cluster);
+    let mut queue = ArrivalOrder::default();
     let (_, existing) = cluster.store.list(resources::pods(), None);
     for pod in &existing {
-        usage.observe(&node, pod, false);
         if unscheduled(pod) {
             fresh.insert(crate::store::object_key(pod));
         }
@@ -221,8 +328,10 @@ pub async fn run(cluster: Arc<Cluster>) {
             fresh.append(&mut unschedulable);
             capacity_freed = false;
         }
-        for key in std::mem::take(&mut fresh) {
-            if !try_schedule(&cluster, &mut usage, &key.0, &key.1) {
+        for key in queue.in_arrival_order(std::mem::take(&mut fresh)) {
+            if try_schedule(&cluster, &mut usage, &key.0, &key.1) {
+                queue.forget(&key);
+            } else {
                 unschedulable.insert(key);
             }
         }
@@ -232,35 +341,41 @@ pub async fn run(cluster: Arc<Cluster>) {
         };
         match change {
             Ok(change) if change.resource.is(resources::pods()) => {
-                usage.observe(&node, &change.object, change.kind == ChangeKind::Deleted);
+                usage.observe(&change.object, change.kind == ChangeKind::Deleted);
+                let key = crate::store::object_key(&change.object);
                 match change.kind {
                     ChangeKind::Deleted => {
-                        unschedulable.remove(&crate::store::object_key(&change.object));
+                        unschedulable.remove(&key);
+                        queue.forget(&key);
                         capacity_freed = true;
                     }
+                    _ if unscheduled(&change.object) => {
+                        if !unschedulable.contains(&key) {
+                            fresh.insert(key);
+                        }
+                    }
                     _ => {
-                        let key = crate::store::object_key(&change.object);
-                        if unscheduled(&change.object) {
-                            if !unschedulable.contains(&key) {
-                                fresh.insert(key);
-                            }
-                        } else {
-                            unschedulable.remove(&key);
-                            if is_terminal(&change.object)
-                                && !change.previous.as_deref().is_some_and(is_terminal)
-                            {
-                                capacity_freed = true;
-                            }
+                        unschedulable.remove(&key);
+                        if is_terminal(&change.object)
+                            && !change.previous.as_deref().is_some_and(is_terminal)
+                        {
+                            capacity_freed = true;
                         }
                     }
                 }
             }
+            // A node registered or went away (the autoscaler's, or through the API).
+            Ok(change) if change.resource.is(resources::nodes()) => {
+                if change.kind != ChangeKind::Modified {
+                    usage = NodeUsage::from_store(&cluster);
+                    capacity_freed = true;
+                }
+            }
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => {
-                usage = NodeUsage::default();
+                usage = NodeUsage::from_store(&cluster);
                 let (_, pods) = cluster.store.list(resources::pods(), None);
                 for pod in &pods {
-                    usage.observe(&node, pod, false);
                     if unscheduled(pod) {
                         fresh.insert(crate::store::object_key(pod));
                     }

@@ -1,10 +1,15 @@
 //! What a `Crashed` proposal says: [`CrashReport`] (the cause plus the pod and container
 //! that show it), the missing Secret/ConfigMap/key parsed from the kubelet's message,
-//! where to read the pod log from, and [`crash_message`], which renders the state message.
+//! which container logs to read ([`CrashReport::log_plan`]), and [`crash_message`],
+//! which renders the state message.
 
 use std::fmt;
 
+use crate::autoscaler::ScaleUpSignal;
 use crate::observe::{ContainerRole, ContainerView, PodPhase, PodView, TerminatedView};
+
+/// The container that runs the flow in prefect-kubernetes' base job template.
+pub const FLOW_CONTAINER: &str = "prefect-job";
 
 /// At most this many characters of log tail end up in a state message (whole lines,
 /// the most recent ones).
@@ -49,6 +54,21 @@ pub enum CrashCause {
     /// The run has been `PENDING` this long without any `infrastructure_pid`: its
     /// submission was lost between the claim and the recording of the Job.
     ClaimNeverRecorded { grace_seconds: u64 },
+    /// The pod was not scheduled and the node autoscaler said it will not or cannot add
+    /// a node for it.
+    ScaleUpRefused {
+        signal: Box<ScaleUpSignal>,
+        /// The scheduler's `PodScheduled` message.
+        scheduler: Option<Box<str>>,
+    },
+    /// The autoscaler was bringing a node for the pod, but none took it within the
+    /// scale-up limit (`scale_up_timeout_seconds`).
+    ScaleUpTimedOut {
+        timeout_seconds: u64,
+        /// The autoscaler's latest word (a node coming).
+        signal: Box<ScaleUpSignal>,
+        scheduler: Option<Box<str>>,
+    },
 }
 
 /// The container that shows the crash.
@@ -75,9 +95,22 @@ pub struct CrashedPod {
     pub reason: Option<Box<str>>,
     pub message: Option<Box<str>>,
     pub container: Option<CrashedContainer>,
+    /// The containers that have a log, in the order to read them (see
+    /// [`CrashReport::log_plan`]).
+    pub logs: Box<[LoggedContainer]>,
 }
 
-/// Where the lead should read the last log lines from (`GET .../pods/{pod}/log?container=…&tailLines=…&previous=…`).
+/// A container of the crashed pod that has a log to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedContainer {
+    pub name: Box<str>,
+    /// A previous instance ended (the container restarted): `previous=true` has a log.
+    pub previous: bool,
+    /// The current instance started (running or terminated): its log can be read.
+    pub current: bool,
+}
+
+/// One log to read (`GET .../pods/{pod}/log?container=…&tailLines=…&previous=…`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogSource<'a> {
     pub namespace: &'a str,
@@ -96,17 +129,70 @@ pub struct CrashReport {
 }
 
 impl CrashReport {
-    /// The container log worth appending, if the culprit container ever ran.
-    pub fn log_source(&self) -> Option<LogSource<'_>> {
-        let pod = self.pod.as_ref()?;
-        let container = pod.container.as_ref().filter(|c| c.has_log)?;
-        Some(LogSource {
-            namespace: &self.namespace,
-            pod: &pod.name,
-            container: &container.name,
-            previous: container.previous_run,
-        })
+    /// The logs to read, in order; the first that is not blank is the crash's log. The
+    /// flow container (`prefect-job`, else the first regular container) comes first,
+    /// then the culprit container, then the other containers (sidecars, then init
+    /// containers): a sidecar's log is used only when the flow printed nothing. For a
+    /// restarted container, the previous instance (the one that failed) comes before
+    /// the current one. Empty when no container of the pod ever ran.
+    pub fn log_plan(&self) -> Vec<LogSource<'_>> {
+        let Some(pod) = &self.pod else {
+            return Vec::new();
+        };
+        let mut plan = Vec::new();
+        for container in pod.logs.iter() {
+            let instances = [(container.previous, true), (container.current, false)];
+            for previous in instances
+                .into_iter()
+                .filter(|(has, _)| *has)
+                .map(|(_, p)| p)
+            {
+                plan.push(LogSource {
+                    namespace: &self.namespace,
+                    pod: &pod.name,
+                    container: &container.name,
+                    previous,
+                });
+            }
+        }
+        plan
     }
+}
+
+/// The containers of `pod` that have a log, in the order [`CrashReport::log_plan`] reads
+/// them; `culprit` is the container that shows the crash.
+pub(crate) fn logged_containers(pod: &PodView, culprit: Option<&str>) -> Box<[LoggedContainer]> {
+    let main = || {
+        pod.containers
+            .iter()
+            .filter(|c| c.role == ContainerRole::Main)
+    };
+    let flow = main()
+        .find(|c| &*c.name == FLOW_CONTAINER)
+        .or_else(|| main().next())
+        .map(|c| &*c.name);
+    let rank = |container: &ContainerView| {
+        if Some(&*container.name) == flow {
+            0
+        } else if Some(&*container.name) == culprit {
+            1
+        } else if container.role == ContainerRole::Main {
+            2
+        } else {
+            3
+        }
+    };
+    let mut containers: Vec<&ContainerView> = pod.containers.iter().collect();
+    containers.sort_by_key(|container| rank(container));
+    containers
+        .into_iter()
+        .map(|container| LoggedContainer {
+            name: container.name.clone(),
+            previous: container.last_terminated.is_some() || container.restart_count > 0,
+            current: container.waiting.is_none(),
+        })
+        .filter(|container| container.previous || container.current)
+        .collect()
 }
 
 /// The Secret, ConfigMap or key a `CreateContainerConfigError` complains about.
@@ -247,6 +333,32 @@ fn headline(report: &CrashReport) -> String {
             end_sentence(&mut text);
             return text;
         }
+        CrashCause::ScaleUpRefused { signal, scheduler } => {
+            let mut text = format!(
+                "Pod {}/{pod_name} (Job {}) cannot be scheduled and {} will not add a node \
+                 for it: {}: {}",
+                report.namespace, report.job_name, signal.autoscaler, signal.reason, signal.message
+            );
+            push_scheduler(&mut text, scheduler.as_deref());
+            return text;
+        }
+        CrashCause::ScaleUpTimedOut {
+            timeout_seconds,
+            signal,
+            scheduler,
+        } => {
+            let mut text = format!(
+                "Pod {}/{pod_name} (Job {}) was not scheduled: {} was bringing a new node \
+                 ({}), but no node took the pod within {timeout_seconds} s \
+                 (scale_up_timeout_seconds)",
+                report.namespace,
+                report.job_name,
+                signal.autoscaler,
+                signal.summary()
+            );
+            push_scheduler(&mut text, scheduler.as_deref());
+            return text;
+        }
         CrashCause::PodNotStarted { timeout_seconds } => format!(
             "Pod {}/{pod_name} (Job {}) was scheduled but did not start within {timeout_seconds} s; \
              see the pod's events (e.g. FailedMount).",
@@ -289,6 +401,16 @@ fn headline(report: &CrashReport) -> String {
         text.push_str(&describe_pod(pod));
     }
     text
+}
+
+/// Ends the sentence, then adds what the scheduler said.
+fn push_scheduler(text: &mut String, scheduler: Option<&str>) {
+    end_sentence(text);
+    if let Some(scheduler) = scheduler {
+        text.push_str(" The scheduler says: ");
+        text.push_str(scheduler.trim());
+        end_sentence(text);
+    }
 }
 
 fn describe_pod(pod: &CrashedPod) -> String {
@@ -361,10 +483,12 @@ pub(crate) fn culprit_pod<'a>(pods: impl Iterator<Item = &'a PodView>) -> Option
                 .find(|c| c.role == ContainerRole::Main)
         })
         .map(describe_container);
+    let culprit = container.as_ref().map(|c| &*c.name);
     Some(CrashedPod {
         name: pod.name.clone(),
         reason: pod.status_reason.clone(),
         message: pod.status_message.clone(),
+        logs: logged_containers(pod, culprit),
         container,
     })
 }

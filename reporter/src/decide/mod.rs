@@ -14,7 +14,9 @@
 //! | Job deleted or being deleted | `PENDING`/`RUNNING` | `Crashed` after `settle_grace` |
 //! | pod pending, container waiting in `ErrImagePull`/`ImagePullBackOff`/`InvalidImageName` | `PENDING`/`RUNNING` | `Crashed` after `image_error_grace`, `WaitUntil` before |
 //! | pod pending, container waiting in `CreateContainerConfigError` | `PENDING`/`RUNNING` | `Crashed` after `config_error_grace` naming the missing Secret/ConfigMap/key |
-//! | pod pending, not scheduled | `PENDING`/`RUNNING` | `Crashed` after the Job's pod-watch timeout from pod creation |
+//! | pod pending, not scheduled, the autoscaler silent | `PENDING`/`RUNNING` | `Crashed` after the Job's pod-watch timeout from pod creation |
+//! | pod pending, not scheduled, a node coming (`TriggeredScaleUp`, Karpenter `Nominated`) | `PENDING`/`RUNNING` | `Crashed` at the later of the pod-watch timeout and the Job's scale-up limit from the first such Event |
+//! | pod pending, not scheduled, the autoscaler refuses (`NotTriggerScaleUp`, `FailedScaleUp`, Karpenter `FailedScheduling`) | `PENDING`/`RUNNING` | `Crashed` at once with its reason (unless the pod-watch timeout is `0`) |
 //! | Job in progress without any pod and `status.active == 0` | `PENDING`/`RUNNING` | `Crashed` after the pod-watch timeout from the Job's release (`FailedCreate`: quota, missing ServiceAccount) |
 //! | Job still suspended (a dispatcher creates Jobs suspended and releases them) | `PENDING`/`RUNNING` | `Crashed` after `submission_grace` from Job creation (never released) |
 //! | pid names a Job never seen, `submission_grace` after the claim | `PENDING`/`RUNNING` | `Crashed` (deleted, or never created) |
@@ -29,8 +31,9 @@
 //! which is then never crashed.
 //!
 //! Besides proposals, [`jobs_to_withdraw`] names the Jobs of final runs that must be
-//! deleted before they run: any unfinished Job of a `CANCELLED` run, any suspended Job of
-//! a final run.
+//! deleted: any unfinished Job of a `CANCELLED` run, any suspended Job of a final run,
+//! and any Job of a `CRASHED` run whose pod never started (an image that cannot be
+//! pulled, a node that never comes), which Kubernetes would otherwise retry forever.
 //!
 //! Across Jobs: a Job's crash (or its pending settle wait) is dropped while another Job of
 //! the same run still serves it (not deleted, not failed, not itself crashing): the
@@ -38,10 +41,12 @@
 //! `ProposeInfrastructurePending` beats the earliest `WaitUntil`, which beats `Nothing`.
 
 mod crash;
+mod unscheduled;
+mod withdraw;
 
 pub use crash::{
     crash_message, CrashCause, CrashReport, CrashedContainer, CrashedPod, LogSource,
-    MissingReference, MAX_LOG_TAIL_CHARS,
+    LoggedContainer, MissingReference, FLOW_CONTAINER, MAX_LOG_TAIL_CHARS,
 };
 
 use std::time::Duration;
@@ -52,7 +57,8 @@ use crate::observe::{
     ContainerView, JobView, PodPhase, PodView, Timestamp, WaitingGraceClass, WaitingView,
 };
 use crate::run_state::{FlowRunState, StateType};
-use crash::{culprit_pod, describe_container};
+use crash::{culprit_pod, describe_container, logged_containers};
+pub use withdraw::{jobs_to_withdraw, WithdrawReason, Withdrawal};
 
 /// Grace periods and timeouts of the decisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +87,14 @@ pub struct DecisionSettings {
     /// is crashed. Must exceed the dispatchers' submission timeout (they stop creating
     /// and releasing Jobs after it). Default: the shared default timeout plus 2 minutes.
     pub submission_grace: Duration,
+    /// How long an unscheduled pod may wait for a node the autoscaler is bringing
+    /// (counted from its first `TriggeredScaleUp`/`Nominated` Event) when the Job carries
+    /// no `prefect-k8s.io/scale-up-timeout-seconds` annotation. `0` waits as long as the
+    /// autoscaler says a node is coming. Default 20 minutes: longer than both
+    /// cluster-autoscaler's `--max-node-provision-time` and Karpenter's registration TTL
+    /// (15 minutes each), so their own verdict on a node that never registers usually
+    /// comes first.
+    pub default_scale_up_timeout: Duration,
 }
 
 impl Default for DecisionSettings {
@@ -94,6 +108,7 @@ impl Default for DecisionSettings {
             submission_grace: Duration::from_secs(
                 flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS + 120,
             ),
+            default_scale_up_timeout: Duration::from_secs(1200),
         }
     }
 }
@@ -200,8 +215,10 @@ fn is_stale(job: &JobView, input: &DecisionInput<'_>) -> bool {
                     && !other.never_observed
             })
     });
+    // Kubernetes times have whole seconds (truncated): a Job that ended within the
+    // second the state began may have ended after it.
     let ended_before_state = match (job_end(job), state.since) {
-        (Some(ended), Some(since)) => ended < since,
+        (Some(ended), Some(since)) => ended + TimeDelta::seconds(1) <= since,
         _ => false,
     };
     pid_names_another_known_job || ended_before_state
@@ -303,22 +320,6 @@ fn unreleased_job(job: &JobView, may_crash: bool, input: &DecisionInput<'_>) -> 
     })
 }
 
-/// Jobs that must not run, whatever their state: every Job of a `CANCELLED` run that
-/// has neither finished nor started going away, and every still-suspended Job of a final
-/// run. Such a Job appears when its creation was in flight while the run was cancelled
-/// or crashed (Prefect would accept `Running` from its pod). `CANCELLING` runs are the
-/// canceller's.
-pub fn jobs_to_withdraw<'a>(state: &FlowRunState, jobs: &'a [JobView]) -> Vec<&'a JobView> {
-    if !state.state_type.is_final() {
-        return Vec::new();
-    }
-    let cancelled = state.state_type == StateType::Cancelled;
-    jobs.iter()
-        .filter(|job| job.gone_at().is_none() && !job.never_observed)
-        .filter(|job| job.is_suspended() || (cancelled && !job_has_ended(job)))
-        .collect()
-}
-
 /// Crash (or settle wait) for a Job that failed, completed or went away.
 fn ended_job_crash(job: &JobView, input: &DecisionInput<'_>) -> Option<Decision> {
     let pods = || pods_of(job, input.pods);
@@ -409,28 +410,10 @@ fn pending_pod_verdict(
         }
     }
     if pod.is_unscheduled() {
-        if let Some(timeout) = pod_watch_timeout {
-            let since = pod.created.or(pod.scheduled.as_ref().and_then(|s| s.since));
-            let deadline = since.map_or(input.now, |since| later_by(since, timeout));
-            let decision = crash_or_wait(deadline, input.now, || CrashReport {
-                cause: CrashCause::PodNotScheduled {
-                    timeout_seconds: timeout.num_seconds().unsigned_abs(),
-                    reason: pod.scheduled.as_ref().and_then(|s| s.reason.clone()),
-                    message: pod.scheduled.as_ref().and_then(|s| s.message.clone()),
-                },
-                namespace: job.namespace.clone(),
-                job_name: job.name.clone(),
-                pod: Some(CrashedPod {
-                    name: pod.name.clone(),
-                    reason: None,
-                    message: None,
-                    container: None,
-                }),
-            });
-            match decision {
-                Decision::WaitUntil(at) => keep_earliest(&mut wake_at, at),
-                crashed => return crashed,
-            }
+        match unscheduled::verdict(job, pod, pod_watch_timeout, input) {
+            Decision::WaitUntil(at) => keep_earliest(&mut wake_at, at),
+            Decision::ProposeCrashed(report) => return Decision::ProposeCrashed(report),
+            Decision::Nothing | Decision::ProposeInfrastructurePending => {}
         }
     }
     if let (Some(timeout), Some(scheduled_at)) = (settings.pod_start_timeout, pod.scheduled_at()) {
@@ -451,6 +434,7 @@ fn pending_pod_verdict(
                     name: pod.name.clone(),
                     reason: pod.status_reason.clone(),
                     message: pod.status_message.clone(),
+                    logs: logged_containers(pod, container.as_ref().map(|c| &*c.name)),
                     container,
                 }),
             }
@@ -489,6 +473,7 @@ fn container_crash(
             reason: pod.status_reason.clone(),
             message: pod.status_message.clone(),
             container: Some(describe_container(container)),
+            logs: logged_containers(pod, Some(&container.name)),
         }),
     }
 }

@@ -135,7 +135,7 @@ fn pull_error_past_its_grace_crashes_naming_pod_container_and_reason() {
             missing: None
         }
     );
-    assert_eq!(report.log_source(), None, "the container never ran");
+    assert_eq!(report.log_plan(), [], "the container never ran");
     let message = crash_message(&report, None);
     assert_eq!(
         message,
@@ -385,6 +385,109 @@ fn job_counting_an_active_pod_the_reporter_does_not_see_is_not_crashed() {
     );
 }
 
+// --- Which log a crash reads -------------------------------------------------------------
+
+fn container(
+    name: &str,
+    role: crate::observe::ContainerRole,
+    waiting: Option<crate::observe::WaitingReason>,
+    terminated: Option<(crate::observe::TerminatedReason, i32)>,
+    last_terminated: Option<(crate::observe::TerminatedReason, i32)>,
+) -> crate::observe::ContainerView {
+    use crate::observe::{TerminatedView, WaitingView};
+    let ended = |(reason, exit_code)| {
+        Box::new(TerminatedView {
+            reason,
+            exit_code,
+            finished_at: Some(at(5)),
+            message: None,
+        })
+    };
+    crate::observe::ContainerView {
+        name: name.into(),
+        role,
+        waiting: waiting.map(|reason| {
+            Box::new(WaitingView {
+                reason,
+                message: None,
+                first_observed: Some(at(1)),
+            })
+        }),
+        restart_count: u32::from(last_terminated.is_some()),
+        terminated: terminated.map(ended),
+        last_terminated: last_terminated.map(ended),
+    }
+}
+
+fn plan(report: &CrashReport) -> Vec<(String, bool)> {
+    report
+        .log_plan()
+        .iter()
+        .map(|source| (source.container.to_owned(), source.previous))
+        .collect()
+}
+
+#[test]
+fn the_log_plan_reads_the_flow_container_first_its_failed_instance_first_then_the_others() {
+    use crate::observe::{ContainerRole::*, TerminatedReason, WaitingReason};
+    let jobs = [JobFixture::new()
+        .failed(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            at(6),
+        )
+        .view()];
+    let mut pod = PodFixture::new().terminated("Error", 1, at(5)).view();
+    pod.containers = Box::new([
+        container(
+            "setup",
+            Init,
+            None,
+            Some((TerminatedReason::Completed, 0)),
+            None,
+        ),
+        container("sidecar", Main, None, None, None),
+        container(
+            "prefect-job",
+            Main,
+            Some(WaitingReason::CrashLoopBackOff),
+            None,
+            Some((TerminatedReason::Error, 1)),
+        ),
+    ]);
+    let report = crashed(decide_at(&running(), &jobs, &[pod], at(60)));
+    assert_eq!(
+        plan(&report),
+        [
+            ("prefect-job".to_owned(), true),
+            ("sidecar".to_owned(), false),
+            ("setup".to_owned(), false)
+        ],
+        "prefect-job's failed instance, then the sidecar, then the init container"
+    );
+}
+
+#[test]
+fn a_flow_container_that_never_ran_leaves_the_sidecar_s_log() {
+    use crate::observe::{ContainerRole::*, WaitingReason};
+    let jobs = [JobFixture::new().active().view()];
+    let mut pod = PodFixture::new()
+        .waiting(at(1), "ErrImagePull", PULL_MESSAGE)
+        .view();
+    pod.containers = Box::new([
+        container(
+            "prefect-job",
+            Main,
+            Some(WaitingReason::ErrImagePull),
+            None,
+            None,
+        ),
+        container("sidecar", Main, None, None, None),
+    ]);
+    let report = crashed(decide_at(&infrastructure_pending(), &jobs, &[pod], at(100)));
+    assert_eq!(plan(&report), [("sidecar".to_owned(), false)]);
+}
+
 // --- Pod and Job failures --------------------------------------------------------------
 
 #[test]
@@ -413,13 +516,13 @@ fn oom_killed_pod_that_fails_the_job_crashes_naming_oomkilled_and_exit_137() {
          OOMKilled, exit code 137.\n\nLast lines of the pod log:\nKilled"
     );
     assert_eq!(
-        report.log_source(),
-        Some(LogSource {
+        report.log_plan(),
+        [LogSource {
             namespace: NAMESPACE,
             pod: POD_NAME,
             container: CONTAINER,
             previous: false
-        })
+        }]
     );
 }
 
@@ -1024,9 +1127,9 @@ fn jobs_of_cancelled_runs_and_unreleased_jobs_of_final_runs_are_withdrawn() {
         .view();
     let jobs = [active, suspended, failed];
     let names = |state: &FlowRunState| -> Vec<String> {
-        jobs_to_withdraw(state, &jobs)
+        jobs_to_withdraw(state, &jobs, &[])
             .iter()
-            .map(|job| job.name.to_string())
+            .map(|withdrawal| withdrawal.job.name.to_string())
             .collect()
     };
     assert_eq!(

@@ -1,11 +1,14 @@
 //! [`JobView`]: the compact snapshot of one of our Jobs (counters, conditions, the
-//! pod-watch timeout annotation, deletion).
+//! pod-watch and scale-up timeout annotations, deletion).
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use uuid::Uuid;
 
+use flow_run_proto::kubernetes::{CLAIM_ANNOTATION, WORK_POOL_NAME_LABEL};
+
 use super::{
     boxed, flow_run_id_of, timestamp_of, ConditionStatus, Timestamp, POD_WATCH_TIMEOUT_ANNOTATION,
+    SCALE_UP_TIMEOUT_ANNOTATION,
 };
 
 /// Job controller default for `spec.backoffLimit`.
@@ -81,6 +84,10 @@ pub struct JobView {
     /// From the `prefect-k8s.io/pod-watch-timeout-seconds` annotation; `None` when
     /// absent or not a number (the decision then uses its default); `Some(0)` disables it.
     pub pod_watch_timeout_seconds: Option<u32>,
+    /// From the `prefect-k8s.io/scale-up-timeout-seconds` annotation (the
+    /// `scale_up_timeout_seconds` job variable); `None` when absent or not a number (the
+    /// decision then uses its default); `Some(0)` disables it.
+    pub scale_up_timeout_seconds: Option<u32>,
     pub deletion_timestamp: Option<Timestamp>,
     /// `spec.suspend`: the dispatcher creates Jobs suspended and releases them once
     /// their run is confirmed; a suspended Job has no pods.
@@ -88,9 +95,22 @@ pub struct JobView {
     /// A tombstone made for a Job that a run's `infrastructure_pid` names but that was
     /// never seen in the cluster: deleted, or never created.
     pub never_observed: bool,
+    /// The `prefect.io/work-pool-name` label (the pool's name slugified).
+    pub work_pool: Option<Box<str>>,
+    /// Carries the dispatcher's claim annotation: created by this agent.
+    pub claimed: bool,
     /// Set by the watcher (via [`JobView::mark_deleted`]) once the Job is confirmed gone
     /// from the API server; the view is then kept as a tombstone until the run settles.
     pub deleted_observed_at: Option<Timestamp>,
+}
+
+/// A number of seconds the dispatcher wrote as an annotation.
+fn annotated_seconds(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    annotation: &str,
+) -> Option<u32> {
+    let value = metadata.annotations.as_ref()?.get(annotation)?;
+    value.trim().parse().ok()
 }
 
 impl JobView {
@@ -121,14 +141,20 @@ impl JobView {
                 .flatten()
                 .map(JobConditionView::from_condition)
                 .collect(),
-            pod_watch_timeout_seconds: metadata
-                .annotations
-                .as_ref()
-                .and_then(|annotations| annotations.get(POD_WATCH_TIMEOUT_ANNOTATION))
-                .and_then(|value| value.trim().parse().ok()),
+            pod_watch_timeout_seconds: annotated_seconds(metadata, POD_WATCH_TIMEOUT_ANNOTATION),
+            scale_up_timeout_seconds: annotated_seconds(metadata, SCALE_UP_TIMEOUT_ANNOTATION),
             deletion_timestamp: metadata.deletion_timestamp.as_ref().and_then(timestamp_of),
             suspend: job.spec.as_ref().and_then(|spec| spec.suspend) == Some(true),
             never_observed: false,
+            work_pool: metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(WORK_POOL_NAME_LABEL))
+                .map(|pool| pool.as_str().into()),
+            claimed: metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|annotations| annotations.contains_key(CLAIM_ANNOTATION)),
             deleted_observed_at: None,
         })
     }
@@ -179,6 +205,12 @@ impl JobView {
         resumed
             .and_then(|condition| condition.since)
             .or(self.created)
+    }
+
+    /// Created by this agent (our claim annotation) for `work_pool` (as its label
+    /// spells it, slugified): a Job the reporter of that pool may delete.
+    pub fn is_ours(&self, work_pool_label: &str) -> bool {
+        self.claimed && self.work_pool.as_deref() == Some(work_pool_label)
     }
 
     /// When the Job started going away: confirmed deletion, else its deletion timestamp.

@@ -20,7 +20,9 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use uuid::Uuid;
 
-pub use flow_run_proto::kubernetes::{FLOW_RUN_ID_LABEL, POD_WATCH_TIMEOUT_ANNOTATION};
+pub use flow_run_proto::kubernetes::{
+    FLOW_RUN_ID_LABEL, POD_WATCH_TIMEOUT_ANNOTATION, SCALE_UP_TIMEOUT_ANNOTATION,
+};
 
 /// Labels the Job controller adds to the pods it creates (new name first).
 pub(crate) const JOB_NAME_LABELS: [&str; 2] = ["batch.kubernetes.io/job-name", "job-name"];

@@ -7,6 +7,7 @@ use super::{
     boxed, flow_run_id_of, timestamp_of, ConditionStatus, Timestamp, JOB_NAME_LABELS,
     JOB_UID_LABELS,
 };
+use crate::autoscaler::ScaleUpView;
 use uuid::Uuid;
 
 /// `status.phase` of a pod.
@@ -280,6 +281,9 @@ pub struct PodView {
     pub status_reason: Option<Box<str>>,
     pub status_message: Option<Box<str>>,
     pub deletion_timestamp: Option<Timestamp>,
+    /// What the node autoscaler said about the pod (from its Events, not the pod
+    /// object): kept across updates by [`PodView::carry_over_from`].
+    pub scale_up: Option<Box<ScaleUpView>>,
 }
 
 impl PodView {
@@ -333,13 +337,18 @@ impl PodView {
             status_reason: status.and_then(|s| boxed(&s.reason)),
             status_message: status.and_then(|s| boxed(&s.message)),
             deletion_timestamp: metadata.deletion_timestamp.as_ref().and_then(timestamp_of),
+            scale_up: None,
         })
     }
 
     /// Keeps `first_observed` of containers that were already waiting in the same grace
     /// class in `previous`, and stamps `observed_at` on those that just started waiting.
-    /// Call it on every update of a pod the reporter already knew.
+    /// Call it on every update of a pod the reporter already knew. The autoscaler's
+    /// word on the pod is carried over too.
     pub fn carry_over_from(&mut self, previous: &PodView, observed_at: Timestamp) {
+        if self.scale_up.is_none() {
+            self.scale_up = previous.scale_up.clone();
+        }
         for container in self.containers.iter_mut() {
             let Some(waiting) = container.waiting.as_deref_mut() else {
                 continue;

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use super::lease::Leadership;
 use uuid::Uuid;
 
+use flow_run_proto::kubernetes::{CLAIM_ANNOTATION, FLOW_RUN_ID_LABEL, WORK_POOL_NAME_LABEL};
 pub use flow_run_proto::InfrastructurePid;
+use flow_run_proto::SubmissionKey;
 
 /// Runs cancelled at once.
 const CANCELLATIONS_IN_FLIGHT: usize = 8;
@@ -39,6 +41,9 @@ pub enum Teardown {
     KeptByConfiguration(InfrastructurePid),
     NoJobRecorded,
     UnreadablePid(String),
+    /// The pid names a Job that is not this run's (no claim of ours for it, another
+    /// run's or pool's): never deleted.
+    NotThisRunsJob(InfrastructurePid),
 }
 
 impl Teardown {
@@ -63,6 +68,10 @@ impl Teardown {
             Teardown::UnreadablePid(pid) => format!(
                 "Flow run cancelled; its infrastructure_pid {pid:?} names no Kubernetes Job, so nothing was deleted."
             ),
+            Teardown::NotThisRunsJob(job) => format!(
+                "Flow run cancelled; its infrastructure_pid names Kubernetes Job {}/{}, which this agent did not create for this run, so it was not deleted.",
+                job.namespace, job.job_name
+            ),
         }
     }
 }
@@ -72,6 +81,8 @@ impl Teardown {
 pub struct Canceller {
     pub prefect: PrefectClient,
     pub store: SharedStore,
+    /// The pool's name as our Jobs' pool label spells it.
+    pub work_pool_label: String,
     pub kube: kube::Client,
     pub work_pool: String,
     pub delete_jobs: bool,
@@ -155,17 +166,41 @@ impl Canceller {
         }
         self.delete_other_jobs(run.id, &job).await?;
         let api: Api<Job> = Api::namespaced(self.kube.clone(), &job.namespace);
-        match deadline(api.delete(&job.job_name, &delete_params(None))).await {
+        let Some(found) = deadline(api.get_opt(&job.job_name)).await? else {
+            return Ok(Teardown::AlreadyGone(job));
+        };
+        if !is_runs_job(&found, run.id, &self.work_pool_label) {
+            tracing::warn!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.job_name,
+                "the cancelled run's pid names a Job this agent did not create for it; not deleting it");
+            return Ok(Teardown::NotThisRunsJob(job));
+        }
+        let uid = found.metadata.uid.as_deref();
+        match deadline(api.delete(&job.job_name, &delete_params(uid))).await {
             Ok(_) => {
                 tracing::info!(flow_run_id = %run.id, namespace = %job.namespace, job = %job.job_name, "deleted the cancelled run's Job");
                 Ok(Teardown::Deleted(job))
             }
-            Err(kube::Error::Api(status)) if status.is_not_found() => {
+            Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 409 => {
                 Ok(Teardown::AlreadyGone(job))
             }
             Err(error) => Err(error),
         }
     }
+}
+
+/// A Job this agent created for the run, in this pool: it carries the run's id
+/// label, the pool's label and a claim annotation naming the run.
+fn is_runs_job(job: &Job, flow_run_id: Uuid, work_pool_label: &str) -> bool {
+    let label = |key: &str| job.metadata.labels.as_ref().and_then(|l| l.get(key));
+    let claim = job
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CLAIM_ANNOTATION))
+        .and_then(|claim| SubmissionKey::parse(claim));
+    label(FLOW_RUN_ID_LABEL).map(String::as_str) == Some(flow_run_id.to_string().as_str())
+        && label(WORK_POOL_NAME_LABEL).map(String::as_str) == Some(work_pool_label)
+        && claim.is_some_and(|claim| claim.flow_run_id == flow_run_id)
 }
 
 impl Canceller {
@@ -179,6 +214,7 @@ impl Canceller {
         let (jobs, _) = self.store.read(|store| store.snapshot(flow_run_id));
         let others = jobs.iter().filter(|job| {
             job.gone_at().is_none()
+                && job.is_ours(&self.work_pool_label)
                 && !job.never_observed
                 && !(*job.namespace == pid.namespace && *job.name == pid.job_name)
         });

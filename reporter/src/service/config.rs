@@ -77,9 +77,18 @@ pub struct ReporterConfig {
         value_name = "SECONDS"
     )]
     pub delete_finished_jobs_after: Option<u64>,
-    /// Do not forward Kubernetes events about our pods and Jobs as flow-run logs.
+    /// Do not forward Kubernetes events about our pods and Jobs as flow-run logs
+    /// (what node autoscalers say about pods is still read, for the decisions).
     #[arg(long = "disable-event-logs", env = "PREFECT_K8S_DISABLE_EVENT_LOGS")]
     pub disable_event_logs: bool,
+    /// How many of the last lines of a crashed run's pod log to read: they go to the
+    /// run's logs, and their end into the Crashed state message. 0 reads none.
+    #[arg(
+        long = "crash-log-lines",
+        env = "PREFECT_K8S_CRASH_LOG_LINES",
+        default_value_t = super::evaluate::DEFAULT_CRASH_LOG_LINES
+    )]
+    pub crash_log_lines: u32,
     #[command(flatten)]
     pub grace: GraceOverrides,
 }
@@ -102,6 +111,13 @@ pub struct GraceOverrides {
     /// Crash a scheduled pod that has not started after this many seconds (off by default).
     #[arg(long, env = "PREFECT_K8S_POD_START_TIMEOUT_SECONDS")]
     pub pod_start_timeout_seconds: Option<f64>,
+    /// Seconds an unscheduled pod may wait for a node the cluster's autoscaler is
+    /// bringing (cluster-autoscaler `TriggeredScaleUp`, Karpenter `Nominated`), counted
+    /// from its first such event, before its run is crashed; 0 waits as long as a node
+    /// is coming (default 1200). The `scale_up_timeout_seconds` job variable overrides it
+    /// per deployment or run.
+    #[arg(long, env = "PREFECT_K8S_SCALE_UP_TIMEOUT_SECONDS")]
+    pub scale_up_timeout_seconds: Option<f64>,
 }
 
 impl GraceOverrides {
@@ -122,6 +138,9 @@ impl GraceOverrides {
         }
         if let Some(timeout) = seconds(self.pod_start_timeout_seconds) {
             settings.pod_start_timeout = Some(timeout);
+        }
+        if let Some(timeout) = seconds(self.scale_up_timeout_seconds) {
+            settings.default_scale_up_timeout = timeout;
         }
         settings
     }
@@ -155,6 +174,7 @@ impl ReporterConfig {
             disable_job_deletion: false,
             delete_finished_jobs_after: None,
             disable_event_logs: false,
+            crash_log_lines: super::evaluate::DEFAULT_CRASH_LOG_LINES,
             grace: GraceOverrides::default(),
         }
     }
@@ -229,6 +249,12 @@ impl ReporterConfig {
         self.delete_finished_jobs_after.map(Duration::from_secs)
     }
 
+    /// The pool's name as the `prefect.io/work-pool-name` label spells it on our
+    /// Jobs (slugified as prefect-kubernetes does).
+    pub fn work_pool_label(&self) -> String {
+        job_manifest::slugify_label_value(&self.work_pool)
+    }
+
     pub fn decision_settings(&self) -> DecisionSettings {
         let mut settings = self.grace.settings();
         if let Some(grace) = seconds(Some(self.missing_job_grace_seconds)) {
@@ -257,6 +283,7 @@ mod tests {
             image_error_grace_seconds: Some(1.5),
             settle_grace_seconds: Some(-3.0),
             pod_start_timeout_seconds: Some(120.0),
+            scale_up_timeout_seconds: Some(0.0),
             ..GraceOverrides::default()
         };
         let settings = overrides.settings();
@@ -268,6 +295,17 @@ mod tests {
         );
         assert_eq!(settings.config_error_grace, defaults.config_error_grace);
         assert_eq!(settings.pod_start_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(
+            settings.default_scale_up_timeout,
+            Duration::ZERO,
+            "0: no limit"
+        );
+        assert_eq!(
+            GraceOverrides::default()
+                .settings()
+                .default_scale_up_timeout,
+            Duration::from_secs(1200)
+        );
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //!   only for a run that is `PENDING` (a `SCHEDULED` run with a pending pod is a
 //!   rescheduled run whose old pod is still around: proposing `PENDING` would claim it
 //!   behind the dispatcher's back);
-//! - `Crashed`: reads the pod log tail the report names, renders [`crash_message`] and
-//!   proposes `CRASHED`, `force=false`.
+//! - `Crashed`: reads the crashed pod's log ([`super::pod_logs`]), renders
+//!   [`crash_message`] with its end and proposes `CRASHED`, `force=false`; once Prefect
+//!   accepted it, the log's lines go to the run's logs.
+//!
+//! It also deletes the Jobs [`jobs_to_withdraw`] names (uid precondition), each with a
+//! line in the run's logs saying why.
 //!
 //! Every proposal carries a transition id derived from (run, Job uid, kind), and the
 //! evaluator remembers what it proposed per run, so a retried or repeated proposal is
@@ -27,8 +31,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, LogParams, Preconditions, PropagationPolicy};
+use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use kube::Api;
 use prefect_client::{
     FlowRun, FlowRunFilter, PrefectClient, PrefectError, SetStateStatus, StateCreate,
@@ -40,22 +43,22 @@ use super::lease::Leadership;
 use uuid::Uuid;
 
 use super::cancel::InfrastructurePid;
+use super::pod_logs::{self, CrashLog};
 use super::store::SharedStore;
-use crate::decide::LogSource;
 use crate::{
     crash_message, decide, jobs_to_withdraw, CrashCause, CrashReport, Decision, DecisionInput,
-    DecisionSettings, FlowRunState, JobView, StateType, Timestamp, INFRASTRUCTURE_PENDING,
-    INFRASTRUCTURE_PENDING_MESSAGE,
+    DecisionSettings, FlowRunState, JobView, StateType, Timestamp, WithdrawReason,
+    INFRASTRUCTURE_PENDING, INFRASTRUCTURE_PENDING_MESSAGE,
 };
 
 /// Runs read from Prefect per call.
 const READ_BATCH: usize = 200;
 /// Proposals (with their log reads) in flight at once.
 const PROPOSALS_IN_FLIGHT: usize = 8;
-/// Lines of pod log read for a crash message.
-const LOG_TAIL_LINES: i64 = 50;
-/// Bytes of pod log read at most for a crash message.
-const LOG_TAIL_BYTES: i64 = 64 * 1024;
+/// Lines of a crashed pod's log read by default (the Python observer's).
+pub const DEFAULT_CRASH_LOG_LINES: u32 = 500;
+/// Logger name of the evaluator's own lines in a run's logs.
+pub const REPORTER_LOGGER: &str = "prefect_k8s.reporter";
 /// After a change, wait this long for more changes so a burst is read in one batch.
 const COALESCE: Duration = Duration::from_millis(100);
 /// An `InfrastructurePending` proposal not answered within this is given up.
@@ -146,11 +149,15 @@ pub struct Evaluator {
     pub kube: kube::Client,
     pub settings: DecisionSettings,
     pub work_pool: String,
+    /// The pool's name as our Jobs' pool label spells it.
+    work_pool_label: String,
     /// Only Jobs of this namespace are looked for (all when `None`).
     pub namespace: Option<String>,
     pub reconcile_interval: Duration,
     /// Delete Jobs that must not run ([`jobs_to_withdraw`]); off with `--disable-job-deletion`.
     pub delete_jobs: bool,
+    /// Lines of a crashed pod's log read (`--crash-log-lines`); 0 reads none.
+    pub crash_log_lines: u32,
     pub leadership: Leadership,
     /// Instants at which runs must be evaluated again.
     timers: BTreeMap<Timestamp, HashSet<Uuid>>,
@@ -181,15 +188,23 @@ impl Evaluator {
             prefect,
             kube,
             settings,
+            work_pool_label: job_manifest::slugify_label_value(&work_pool),
             work_pool,
             namespace,
             reconcile_interval,
             delete_jobs,
+            crash_log_lines: DEFAULT_CRASH_LOG_LINES,
             leadership,
             timers: BTreeMap::new(),
             proposed: HashMap::new(),
             settled: HashSet::new(),
         }
+    }
+
+    /// Reads this many lines of a crashed pod's log (0: none).
+    pub fn with_crash_log_lines(mut self, lines: u32) -> Self {
+        self.crash_log_lines = lines;
+        self
     }
 
     fn is_leader(&self) -> bool {
@@ -320,33 +335,41 @@ impl Evaluator {
         }
     }
 
-    /// The run's Jobs that must be deleted before they run (see [`jobs_to_withdraw`]).
-    fn withdrawals(&self, flow_run_id: Uuid, state: &FlowRunState) -> Vec<JobView> {
+    /// The run's Jobs that must be deleted (see [`jobs_to_withdraw`]), and why.
+    fn withdrawals(
+        &self,
+        flow_run_id: Uuid,
+        state: &FlowRunState,
+    ) -> Vec<(JobView, WithdrawReason)> {
         if !self.delete_jobs {
             return Vec::new();
         }
-        let (jobs, _) = self.store.read(|store| store.snapshot(flow_run_id));
-        jobs_to_withdraw(state, &jobs)
+        let (jobs, pods) = self.store.read(|store| store.snapshot(flow_run_id));
+        jobs_to_withdraw(state, &jobs, &pods)
             .into_iter()
-            .cloned()
+            .filter(|withdrawal| withdrawal.job.is_ours(&self.work_pool_label))
+            .map(|withdrawal| (withdrawal.job.clone(), withdrawal.reason))
             .collect()
     }
 
     /// The run's Jobs that were created but never released (suspended).
-    fn unstarted_jobs(&self, flow_run_id: Uuid) -> Vec<JobView> {
+    fn unstarted_jobs(&self, flow_run_id: Uuid) -> Vec<(JobView, WithdrawReason)> {
         if !self.delete_jobs {
             return Vec::new();
         }
         let (jobs, _) = self.store.read(|store| store.snapshot(flow_run_id));
         jobs.into_iter()
             .filter(|job| job.is_suspended() && job.gone_at().is_none() && !job.never_observed)
+            .filter(|job| job.is_ours(&self.work_pool_label))
+            .map(|job| (job, WithdrawReason::RunDeleted))
             .collect()
     }
 
     /// Deletes Jobs of final runs that must not run (uid precondition: only the Job
-    /// that was judged). A failure is retried at the next evaluation of the run.
-    async fn withdraw(&mut self, jobs: Vec<JobView>) {
-        for job in jobs {
+    /// that was judged), each with a line in the run's logs. A failure is retried at
+    /// the next evaluation of the run.
+    async fn withdraw(&mut self, jobs: Vec<(JobView, WithdrawReason)>) {
+        for (job, reason) in jobs {
             if !self.is_leader() {
                 return;
             }
@@ -360,8 +383,12 @@ impl Evaluator {
                 ..DeleteParams::default()
             };
             match deadline(api.delete(&job.name, &params)).await {
-                Ok(_) => tracing::info!(flow_run_id = %job.flow_run_id, namespace = %job.namespace,
-                    job = %job.name, "deleted a Job that must not run (its flow run is final or gone)"),
+                Ok(_) => {
+                    tracing::info!(flow_run_id = %job.flow_run_id, namespace = %job.namespace,
+                        job = %job.name, ?reason, "deleted a Job that must not run");
+                    self.log_to_run(job.flow_run_id, reason.log_message(&job))
+                        .await;
+                }
                 // Gone already, or a new Job of that name (the uid precondition).
                 Err(error) if is_not_found(&error) || is_conflict(&error) => {}
                 Err(error) => {
@@ -369,6 +396,15 @@ impl Evaluator {
                     self.wake_after(RETRY_AFTER_ERROR, job.flow_run_id);
                 }
             }
+        }
+    }
+
+    /// One line of the reporter's own in the run's logs (best effort).
+    async fn log_to_run(&self, flow_run_id: Uuid, message: String) {
+        let line =
+            prefect_client::LogCreate::for_flow_run(flow_run_id, REPORTER_LOGGER, 30, message);
+        if let Err(error) = self.prefect.create_logs(&[line]).await {
+            tracing::warn!(%error, %flow_run_id, "writing to the run's logs failed");
         }
     }
 
@@ -423,13 +459,17 @@ impl Evaluator {
         }
         let outcomes: Vec<(Uuid, Uuid, Outcome)> = futures::stream::iter(proposals)
             .map(|proposal| {
-                let prefect = match proposal.kind {
-                    ProposalKind::InfrastructurePending => &self.prefect_once,
-                    ProposalKind::Crashed => &self.prefect,
+                let context = ProposalContext {
+                    prefect: match proposal.kind {
+                        ProposalKind::InfrastructurePending => &self.prefect_once,
+                        ProposalKind::Crashed => &self.prefect,
+                    },
+                    kube: &self.kube,
+                    leadership: &self.leadership,
+                    crash_log_lines: self.crash_log_lines,
                 };
-                let (kube, leadership) = (&self.kube, &self.leadership);
                 async move {
-                    let outcome = propose(prefect, kube, leadership, &proposal).await;
+                    let outcome = propose(&context, &proposal).await;
                     (proposal.flow_run_id, proposal.transition_id, outcome)
                 }
             })
@@ -619,35 +659,53 @@ fn next_step(
     }))
 }
 
-async fn propose(
-    prefect: &PrefectClient,
-    kube: &kube::Client,
-    leadership: &Leadership,
+/// What [`propose`] needs.
+struct ProposalContext<'a> {
+    /// Without retries for `InfrastructurePending`.
+    prefect: &'a PrefectClient,
+    kube: &'a kube::Client,
+    leadership: &'a Leadership,
+    crash_log_lines: u32,
+}
+
+/// The state to propose, and the crashed pod's log for the run's logs.
+async fn state_to_propose(
+    context: &ProposalContext<'_>,
     proposal: &Proposal,
-) -> Outcome {
-    let state = match (&proposal.kind, &proposal.report) {
+) -> (StateCreate, Option<CrashLog>) {
+    let (state, log) = match (&proposal.kind, &proposal.report) {
         (ProposalKind::Crashed, Some(report)) => {
-            let tail = match report.log_source() {
-                Some(source) => read_log_tail(kube, &source).await,
-                None => None,
-            };
-            StateCreate::crashed(crash_message(report, tail.as_deref()))
+            let log = pod_logs::read_crash_log(context.kube, report, context.crash_log_lines).await;
+            let tail = log.as_ref().map(CrashLog::text);
+            (
+                StateCreate::crashed(crash_message(report, tail.as_deref())),
+                log,
+            )
         }
-        _ => StateCreate::new(prefect_client::StateType::Pending, INFRASTRUCTURE_PENDING)
-            .with_message(INFRASTRUCTURE_PENDING_MESSAGE),
-    }
-    .with_transition_id(proposal.transition_id);
-    if !leadership.is_leading() {
+        _ => (
+            StateCreate::new(prefect_client::StateType::Pending, INFRASTRUCTURE_PENDING)
+                .with_message(INFRASTRUCTURE_PENDING_MESSAGE),
+            None,
+        ),
+    };
+    (state.with_transition_id(proposal.transition_id), log)
+}
+
+async fn propose(context: &ProposalContext<'_>, proposal: &Proposal) -> Outcome {
+    let (state, crash_log) = state_to_propose(context, proposal).await;
+    if !context.leadership.is_leading() {
         return Outcome::NotLeader;
     }
     let flow_run_id = proposal.flow_run_id;
+    let sent = context
+        .prefect
+        .set_flow_run_state(flow_run_id, &state, false);
     let sent = match proposal.kind {
         // Prefect accepts PENDING on a Completed run: an InfrastructurePending held up by
         // retries or a slow network could land after the flow finished and undo its
-        // final state. It is sent once (the caller passes a client without retries),
-        // briefly; a failure is decided again from a fresh read of the run.
+        // final state. It is sent once (the context's client has no retries), briefly;
+        // a failure is decided again from a fresh read of the run.
         ProposalKind::InfrastructurePending => {
-            let sent = prefect.set_flow_run_state(flow_run_id, &state, false);
             match tokio::time::timeout(INFRASTRUCTURE_PENDING_DEADLINE, sent).await {
                 Ok(sent) => sent,
                 Err(_) => {
@@ -656,7 +714,7 @@ async fn propose(
                 }
             }
         }
-        ProposalKind::Crashed => prefect.set_flow_run_state(flow_run_id, &state, false).await,
+        ProposalKind::Crashed => sent.await,
     };
     match sent {
         Ok(result) => {
@@ -670,6 +728,9 @@ async fn propose(
                         .and_then(|message| message.lines().next())
                         .unwrap_or("");
                     tracing::info!(%flow_run_id, kind = ?proposal.kind, headline, "reported");
+                    if let Some(log) = &crash_log {
+                        pod_logs::forward(context.prefect, flow_run_id, log).await;
+                    }
                     Outcome::Answered
                 }
                 SetStateStatus::Reject | SetStateStatus::Abort => {
@@ -699,25 +760,6 @@ fn retry_delay(error: &PrefectError) -> Duration {
         RETRY_AFTER_ERROR
     } else {
         Duration::from_secs(30)
-    }
-}
-
-/// The last lines of the container's log, `None` when it cannot be read.
-pub async fn read_log_tail(kube: &kube::Client, source: &LogSource<'_>) -> Option<String> {
-    let api: Api<Pod> = Api::namespaced(kube.clone(), source.namespace);
-    let params = LogParams {
-        container: Some(source.container.to_owned()),
-        previous: source.previous,
-        tail_lines: Some(LOG_TAIL_LINES),
-        limit_bytes: Some(LOG_TAIL_BYTES),
-        ..LogParams::default()
-    };
-    match deadline(api.logs(source.pod, &params)).await {
-        Ok(text) => Some(text),
-        Err(error) => {
-            tracing::debug!(%error, pod = source.pod, "reading the pod log failed");
-            None
-        }
     }
 }
 
@@ -776,9 +818,12 @@ mod tests {
                 .into_iter()
                 .collect(),
             pod_watch_timeout_seconds: None,
+            scale_up_timeout_seconds: None,
             deletion_timestamp: None,
             suspend: false,
             never_observed: false,
+            work_pool: None,
+            claimed: false,
             deleted_observed_at: None,
         }
     }
@@ -805,6 +850,7 @@ mod tests {
             status_reason: None,
             status_message: None,
             deletion_timestamp: None,
+            scale_up: None,
         }
     }
 

@@ -23,6 +23,10 @@
 //! of that time window back and sends only the lines not there. The same check is made
 //! for everything pending when a replica starts leading: the previous leader may have
 //! sent lines it did not live to annotate.
+//!
+//! The same watch feeds the decisions: what a node autoscaler (cluster-autoscaler,
+//! Karpenter) says about a pod is kept in the view store on every replica, whether or
+//! not Events are forwarded (`--disable-event-logs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -41,7 +45,7 @@ use uuid::Uuid;
 
 use super::store::SharedStore;
 use super::watch::ApiScope;
-use crate::{event_log, EventLog};
+use crate::{event_log, scale_up_signal, EventLog};
 
 /// Annotation on an Event: the highest count of it forwarded as a flow-run log.
 pub use flow_run_proto::kubernetes::FORWARDED_COUNT_ANNOTATION;
@@ -192,12 +196,14 @@ impl EventBacklog {
     }
 }
 
-/// Watches Events and (when leading) forwards them until `shutdown`.
+/// Watches Events until `shutdown`: records what node autoscalers say about pods in the
+/// store (every replica), and, when `forward` and leading, forwards them as run logs.
 pub async fn run_event_logs(
     scope: ApiScope,
     store: SharedStore,
     prefect: PrefectClient,
     leadership: Leadership,
+    forward_logs: bool,
     shutdown: CancellationToken,
 ) {
     let api: Api<KubeEvent> = scope.api();
@@ -218,7 +224,12 @@ pub async fn run_event_logs(
                 let Some(event) = event else { return };
                 match event {
                     Ok(Event::Init) => {}
-                    Ok(Event::InitApply(event) | Event::Apply(event)) => backlog.observe(&event, Instant::now()),
+                    Ok(Event::InitApply(event) | Event::Apply(event)) => {
+                        observe_scale_up(&store, &event);
+                        if forward_logs {
+                            backlog.observe(&event, Instant::now());
+                        }
+                    }
                     Ok(Event::InitDone) => events_listed = true,
                     Ok(Event::Delete(event)) => backlog.remove(&event),
                     Err(error) => tracing::warn!(%error, "Event watch failed; retrying with backoff"),
@@ -231,7 +242,8 @@ pub async fn run_event_logs(
                 }
                 was_leading = leading;
                 let due = retry_at.is_none_or(|at| Instant::now() >= at);
-                if due && events_listed && leadership.is_leading() && store.is_synced() {
+                let ready = forward_logs && events_listed && store.is_synced();
+                if due && ready && leadership.is_leading() {
                     match forward(&mut backlog, &store, &once, &scope.client, &leadership).await {
                         Ok(()) => retry_at = None,
                         Err(error) => {
@@ -242,6 +254,14 @@ pub async fn run_event_logs(
                 }
             }
         }
+    }
+}
+
+/// Keeps the autoscaler's word about a pod in the store (for the decisions).
+fn observe_scale_up(store: &SharedStore, event: &KubeEvent) {
+    if let Some((pod, signal)) = scale_up_signal(event) {
+        let now = chrono::Utc::now();
+        store.update(|store| store.observe_scale_up(&pod, signal, now));
     }
 }
 

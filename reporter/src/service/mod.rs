@@ -1,7 +1,8 @@
 //! The reporter service around the decision core: watchers keep compact views of our
 //! Jobs and pods ([`store`], [`watch`]); one replica, elected with a Lease ([`lease`]),
-//! evaluates runs and proposes `InfrastructurePending`/`Crashed` ([`evaluate`]),
-//! forwards pod and Job events as flow-run logs ([`event_logs`]), carries out
+//! evaluates runs and proposes `InfrastructurePending`/`Crashed` ([`evaluate`], with
+//! the crashed pod's log in the run's logs: [`pod_logs`]), forwards pod and Job events
+//! as flow-run logs and keeps what node autoscalers say ([`event_logs`]), carries out
 //! cancellations ([`cancel`]) and, when asked, deletes finished Jobs ([`sweep`]).
 //! Standbys keep their stores warm so a takeover acts at once. Flags: [`config`].
 //!
@@ -20,6 +21,7 @@ pub mod config;
 pub mod evaluate;
 pub mod event_logs;
 pub mod lease;
+pub mod pod_logs;
 pub mod store;
 pub mod sweep;
 pub mod watch;
@@ -110,7 +112,7 @@ impl Reporter {
                 "pod watch"
             });
         }
-        if !config.disable_event_logs {
+        {
             let (scope, store, prefect, leading, token) = (
                 scope.clone(),
                 store.clone(),
@@ -118,9 +120,10 @@ impl Reporter {
                 leadership.subscribe(),
                 work_done.clone(),
             );
+            let forward = !config.disable_event_logs;
             tasks.spawn(async move {
-                event_logs::run_event_logs(scope, store, prefect, leading, token).await;
-                "event forwarding"
+                event_logs::run_event_logs(scope, store, prefect, leading, forward, token).await;
+                "event watch"
             });
         }
         {
@@ -134,7 +137,8 @@ impl Reporter {
                 config.reconcile_interval(),
                 !config.disable_job_deletion,
                 leadership.subscribe(),
-            );
+            )
+            .with_crash_log_lines(config.crash_log_lines);
             let token = work_done.clone();
             tasks.spawn(async move {
                 evaluator.run(token).await;
@@ -145,6 +149,7 @@ impl Reporter {
             let canceller = Canceller {
                 prefect: prefect.clone(),
                 store: store.clone(),
+                work_pool_label: config.work_pool_label(),
                 kube: kube.clone(),
                 work_pool: config.work_pool.clone(),
                 delete_jobs: !config.disable_job_deletion,
@@ -172,8 +177,9 @@ impl Reporter {
                 leadership.subscribe(),
                 work_done.clone(),
             );
+            let pool_label = config.work_pool_label();
             tasks.spawn(async move {
-                sweep::run_sweep(store, kube, age, leading, token).await;
+                sweep::run_sweep(store, kube, age, pool_label, leading, token).await;
                 "finished-Job sweep"
             });
         }

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::autoscaler::{PodRef, ScaleUpSignal, ScaleUpView};
 use crate::{EventLog, EventSubjectKind, JobView, PodView, Timestamp};
 
 /// Prefix of the uid of a tombstone made for a Job that was never seen (its run's
@@ -38,6 +39,10 @@ pub struct ViewStore {
     /// Pods gone from the cluster, kept for the crash message until the run settles.
     deleted_pods: HashSet<Box<str>>,
     runs: HashMap<Uuid, RunIndex>,
+    /// What the node autoscaler said about pods the store does not know (yet): the
+    /// Event list may come in before the pod list. Keyed by pod uid (else
+    /// `namespace/name`), with when it was last observed; dropped with old tombstones.
+    unmatched_scale_ups: HashMap<Box<str>, (ScaleUpView, Timestamp)>,
     dirty: HashSet<Uuid>,
     jobs_listed: bool,
     pods_listed: bool,
@@ -93,6 +98,9 @@ impl ViewStore {
                 if stamp_new {
                     view.carry_over_from(&view.clone(), observed_at);
                 }
+                if let Some(scale_up) = self.take_unmatched_scale_up(&view) {
+                    view.scale_up = Some(Box::new(scale_up));
+                }
                 self.runs
                     .entry(run)
                     .or_default()
@@ -102,6 +110,66 @@ impl ViewStore {
         }
         self.pods.insert(view.uid.clone(), view);
         self.dirty.insert(run);
+    }
+
+    /// Records what the node autoscaler said about a pod (one of its Events); the pod's
+    /// run becomes dirty when this changes the autoscaler's latest word or the start of
+    /// its scale-up.
+    pub fn observe_scale_up(
+        &mut self,
+        pod: &PodRef,
+        signal: ScaleUpSignal,
+        observed_at: Timestamp,
+    ) {
+        if let Some(view) = self.pod_mut(pod) {
+            let changed = match view.scale_up.as_deref_mut() {
+                Some(scale_up) => scale_up.observe(signal),
+                None => {
+                    view.scale_up = Some(Box::new(ScaleUpView::new(signal)));
+                    true
+                }
+            };
+            let run = view.flow_run_id;
+            if changed {
+                self.dirty.insert(run);
+            }
+            return;
+        }
+        let key = pod
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", pod.namespace, pod.name).into());
+        match self.unmatched_scale_ups.get_mut(&key) {
+            Some((scale_up, seen)) => {
+                scale_up.observe(signal);
+                *seen = observed_at;
+            }
+            None => {
+                self.unmatched_scale_ups
+                    .insert(key, (ScaleUpView::new(signal), observed_at));
+            }
+        }
+    }
+
+    fn pod_mut(&mut self, pod: &PodRef) -> Option<&mut PodView> {
+        match pod.uid.as_deref() {
+            Some(uid) => self.pods.get_mut(uid),
+            None => self
+                .pods
+                .values_mut()
+                .find(|view| view.namespace == pod.namespace && view.name == pod.name),
+        }
+    }
+
+    fn take_unmatched_scale_up(&mut self, view: &PodView) -> Option<ScaleUpView> {
+        if self.unmatched_scale_ups.is_empty() {
+            return None;
+        }
+        let by_name: Box<str> = format!("{}/{}", view.namespace, view.name).into();
+        self.unmatched_scale_ups
+            .remove(&view.uid)
+            .or_else(|| self.unmatched_scale_ups.remove(&by_name))
+            .map(|(scale_up, _)| scale_up)
     }
 
     /// Keeps a deleted pod as a tombstone (terminating from now if it was not already).
@@ -174,9 +242,12 @@ impl ViewStore {
             failed: 0,
             conditions: Box::new([]),
             pod_watch_timeout_seconds: None,
+            scale_up_timeout_seconds: None,
             deletion_timestamp: None,
             suspend: false,
             never_observed: true,
+            work_pool: None,
+            claimed: false,
             deleted_observed_at: None,
         };
         view.mark_deleted(observed_at);
@@ -242,8 +313,8 @@ impl ViewStore {
         }
     }
 
-    /// Drops tombstones confirmed gone before `gone_before`, and runs left with nothing,
-    /// on every replica. The leader prunes a run's tombstones as soon as the run settles;
+    /// Drops tombstones confirmed gone before `gone_before`, runs left with nothing, and
+    /// autoscaler words about pods never seen since before then, on every replica. The leader prunes a run's tombstones as soon as the run settles;
     /// this bounds what a standby, or a run of another pool, or a run whose Prefect state
     /// could not be read, keeps. A pruned deleted Job whose run never settled is found
     /// again by the leader's search for missing Jobs. Returns how many views went.
@@ -271,6 +342,8 @@ impl ViewStore {
             self.pods.remove(uid);
             self.deleted_pods.remove(uid);
         }
+        self.unmatched_scale_ups
+            .retain(|_, (_, seen)| *seen >= gone_before);
         let (jobs, pods) = (&self.jobs, &self.pods);
         self.runs.retain(|_, index| {
             index.jobs.retain(|uid| jobs.contains_key(uid));
@@ -344,7 +417,7 @@ impl ViewStore {
     }
 
     /// Live Jobs that completed or failed at or before `finished_before`.
-    pub fn finished_jobs(&self, finished_before: Timestamp) -> Vec<(Box<str>, Box<str>)> {
+    pub fn finished_jobs(&self, finished_before: Timestamp) -> Vec<JobView> {
         self.jobs
             .values()
             .filter(|job| job.gone_at().is_none())
@@ -354,7 +427,7 @@ impl ViewStore {
                     .and_then(|condition| condition.since)
                     .is_some_and(|since| since <= finished_before)
             })
-            .map(|job| (job.namespace.clone(), job.name.clone()))
+            .cloned()
             .collect()
     }
 
@@ -438,9 +511,12 @@ mod tests {
             failed: 0,
             conditions: Box::new([]),
             pod_watch_timeout_seconds: None,
+            scale_up_timeout_seconds: None,
             deletion_timestamp: None,
             suspend: false,
             never_observed: false,
+            work_pool: None,
+            claimed: false,
             deleted_observed_at: None,
         }
     }
@@ -471,6 +547,7 @@ mod tests {
             status_reason: None,
             status_message: None,
             deletion_timestamp: None,
+            scale_up: None,
         }
     }
 
@@ -606,6 +683,68 @@ mod tests {
         assert_eq!(store.run_of_event(&log), Some(run()));
     }
 
+    fn scale_up_signal(verdict: crate::ScaleUpVerdict, second: i64) -> ScaleUpSignal {
+        ScaleUpSignal {
+            autoscaler: crate::autoscaler::Autoscaler::ClusterAutoscaler,
+            verdict,
+            reason: "TriggeredScaleUp".into(),
+            message: "pod triggered scale-up: [{gpu 1->2 (max: 3)}]".into(),
+            first_seen: Some(at(second)),
+            last_seen: Some(at(second)),
+        }
+    }
+
+    fn pod_ref(uid: &str) -> PodRef {
+        PodRef {
+            uid: Some(uid.into()),
+            namespace: "prefect".into(),
+            name: format!("pod-{uid}").into(),
+        }
+    }
+
+    #[test]
+    fn what_the_autoscaler_says_reaches_its_pod_and_survives_pod_updates() {
+        use crate::ScaleUpVerdict::{Coming, Refused};
+        let mut store = ViewStore::default();
+        store.apply_pod(pulling_pod("p1"), at(0));
+        store.take_dirty();
+        store.observe_scale_up(&pod_ref("p1"), scale_up_signal(Coming, 5), at(5));
+        assert_eq!(
+            store.take_dirty(),
+            vec![run()],
+            "the run is evaluated again"
+        );
+        store.observe_scale_up(&pod_ref("p1"), scale_up_signal(Coming, 5), at(6));
+        assert!(store.take_dirty().is_empty(), "a repeat changes nothing");
+        store.apply_pod(pulling_pod("p1"), at(7));
+        let (_, pods) = store.snapshot(run());
+        let scale_up = pods[0].scale_up.as_deref().expect("kept across the update");
+        assert_eq!(scale_up.coming_since, Some(at(5)));
+        store.observe_scale_up(&pod_ref("p1"), scale_up_signal(Refused, 9), at(9));
+        let (_, pods) = store.snapshot(run());
+        assert!(pods[0]
+            .scale_up
+            .as_deref()
+            .is_some_and(ScaleUpView::is_refused));
+    }
+
+    #[test]
+    fn what_the_autoscaler_says_before_the_pod_is_listed_waits_for_it_a_while() {
+        use crate::ScaleUpVerdict::Coming;
+        let mut store = ViewStore::default();
+        store.observe_scale_up(&pod_ref("p2"), scale_up_signal(Coming, 5), at(5));
+        assert!(store.take_dirty().is_empty());
+        store.replace_pods(vec![pulling_pod("p2")], at(6));
+        let (_, pods) = store.snapshot(run());
+        assert!(pods[0].scale_up.is_some(), "matched when the pod arrives");
+        store.observe_scale_up(&pod_ref("stranger"), scale_up_signal(Coming, 5), at(5));
+        store.prune_older_than(at(100));
+        assert!(
+            store.unmatched_scale_ups.is_empty(),
+            "pods never seen are forgotten"
+        );
+    }
+
     #[test]
     fn finished_jobs_are_those_whose_end_is_old_enough() {
         use crate::observe::{ConditionStatus, JobConditionKind, JobConditionView};
@@ -621,9 +760,11 @@ mod tests {
         store.apply_job(done);
         store.apply_job(job("j2"));
         assert!(store.finished_jobs(at(9)).is_empty());
-        assert_eq!(
-            store.finished_jobs(at(10)),
-            vec![("prefect".into(), "job-j1".into())]
-        );
+        let finished: Vec<_> = store
+            .finished_jobs(at(10))
+            .into_iter()
+            .map(|job| (job.namespace, job.name))
+            .collect();
+        assert_eq!(finished, vec![("prefect".into(), "job-j1".into())]);
     }
 }

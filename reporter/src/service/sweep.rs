@@ -1,14 +1,15 @@
 //! The finished-Job sweep (leader only, off unless `--delete-finished-jobs-after` is
-//! set): for clusters without the TTL-after-finished controller, Jobs that completed
-//! or failed at least that long ago are deleted with Background propagation (the
-//! garbage collector removes their pods). The sweep reads the watch store, so it
-//! costs no list calls.
+//! set): for clusters without the TTL-after-finished controller, Jobs *of this pool,
+//! created by this agent* that completed or failed at least that long ago are deleted
+//! with Background propagation (the garbage collector removes their pods), each with a
+//! uid precondition. The sweep reads the watch store, so it costs no list calls.
 
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{DeleteParams, PropagationPolicy};
+use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use kube::Api;
+use service_runtime::kubernetes::deadline;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::Leadership;
@@ -25,6 +26,7 @@ pub async fn run_sweep(
     store: SharedStore,
     kube: kube::Client,
     age: Duration,
+    work_pool_label: String,
     leadership: Leadership,
     shutdown: CancellationToken,
 ) {
@@ -41,18 +43,23 @@ pub async fn run_sweep(
         }
         let finished_before = chrono::Utc::now() - age;
         let jobs = store.read(|store| store.finished_jobs(finished_before));
-        for (namespace, name) in jobs {
+        for job in jobs.iter().filter(|job| job.is_ours(&work_pool_label)) {
             if !leadership.is_leading() || shutdown.is_cancelled() {
                 break;
             }
-            let api: Api<Job> = Api::namespaced(kube.clone(), &namespace);
+            let (namespace, name) = (&job.namespace, &job.name);
+            let api: Api<Job> = Api::namespaced(kube.clone(), namespace);
             let params = DeleteParams {
                 propagation_policy: Some(PropagationPolicy::Background),
+                preconditions: Some(Preconditions {
+                    uid: Some(job.uid.to_string()),
+                    resource_version: None,
+                }),
                 ..DeleteParams::default()
             };
-            match api.delete(&name, &params).await {
+            match deadline(api.delete(name, &params)).await {
                 Ok(_) => tracing::info!(%namespace, job = %name, "deleted a finished Job"),
-                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 409 => {}
                 Err(error) => {
                     tracing::warn!(%error, %namespace, job = %name, "deleting a finished Job failed")
                 }

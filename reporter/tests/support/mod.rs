@@ -52,6 +52,8 @@ pub struct JobSpec {
     pub cpu_request: Option<String>,
     pub active_deadline_seconds: Option<i64>,
     pub pod_watch_timeout_seconds: Option<u64>,
+    /// The `scale_up_timeout_seconds` job variable, as the dispatcher writes it.
+    pub scale_up_timeout_seconds: Option<u64>,
     /// A second container, `sidecar`, with this script (e.g. `evict:0.3` evicts the
     /// pod while `prefect-job` still runs).
     pub sidecar_script: Option<String>,
@@ -125,9 +127,14 @@ impl Drop for ReporterProcess {
 
 impl Stack {
     pub async fn start() -> Stack {
+        Stack::start_with(kube_emulator::EmulatorConfig::fast()).await
+    }
+
+    /// With an emulator of this configuration (e.g. a node autoscaler).
+    pub async fn start_with(emulator: kube_emulator::EmulatorConfig) -> Stack {
         service_runtime::telemetry::init();
         let prefect_server = PrefectServer::shared();
-        let emulator = kube_emulator::Emulator::start(kube_emulator::EmulatorConfig::fast())
+        let emulator = kube_emulator::Emulator::start(emulator)
             .await
             .expect("start the Kubernetes API emulator");
         let prefect =
@@ -174,6 +181,7 @@ impl Stack {
             default_pod_watch_timeout_seconds: Some(30.0),
             settle_grace_seconds: Some(1.0),
             pod_start_timeout_seconds: None,
+            scale_up_timeout_seconds: None,
         };
         config
     }
@@ -283,12 +291,28 @@ impl Stack {
 
     /// Records the pid and creates the run's Job; returns the Job name.
     pub async fn submit(&self, run: &FlowRun, spec: &JobSpec) -> String {
+        let pool_label = self.pool_label();
+        self.submit_manifest(run, |name| job_manifest(name, run.id, &pool_label, spec))
+            .await
+    }
+
+    /// The pool's name as the dispatcher's Jobs' pool label spells it.
+    pub fn pool_label(&self) -> String {
+        job_manifest::slugify_label_value(&self.pool)
+    }
+
+    /// Records the pid and creates the Job `manifest` makes for the Job name.
+    pub async fn submit_manifest(
+        &self,
+        run: &FlowRun,
+        manifest: impl FnOnce(&str) -> Value,
+    ) -> String {
         let name = format!("run-{}", &run.id.simple().to_string()[..12]);
         self.prefect
             .update_flow_run_infrastructure_pid(run.id, &format!("{NAMESPACE}:{name}"))
             .await
             .expect("record pid");
-        let job: Job = serde_json::from_value(job_manifest(&name, run.id, spec)).expect("a Job");
+        let job: Job = serde_json::from_value(manifest(&name)).expect("a Job");
         Api::<Job>::namespaced(self.kube.clone(), NAMESPACE)
             .create(&PostParams::default(), &job)
             .await
@@ -411,7 +435,9 @@ impl Stack {
 }
 
 /// A Job like the dispatcher's: our label on the Job and its pods, no retries.
-pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
+/// A Job as the dispatcher creates it for `flow_run_id` in the pool whose label value
+/// is `pool_label`: the run's and the pool's labels, and a claim annotation.
+pub fn job_manifest(name: &str, flow_run_id: Uuid, pool_label: &str, spec: &JobSpec) -> Value {
     let mut pod_annotations = serde_json::Map::new();
     if let Some(script) = &spec.script {
         pod_annotations.insert("kube-emulator.io/script".into(), json!(script));
@@ -440,9 +466,20 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
         containers.push(json!({"name": "sidecar", "image": "busybox:1.36"}));
     }
     let mut job_annotations = serde_json::Map::new();
+    let claim = flow_run_proto::SubmissionKey::new(flow_run_id, Uuid::new_v4());
+    job_annotations.insert(
+        flow_run_proto::kubernetes::CLAIM_ANNOTATION.into(),
+        json!(claim.claim_annotation()),
+    );
     if let Some(seconds) = spec.pod_watch_timeout_seconds {
         job_annotations.insert(
             reporter::observe::POD_WATCH_TIMEOUT_ANNOTATION.into(),
+            json!(seconds.to_string()),
+        );
+    }
+    if let Some(seconds) = spec.scale_up_timeout_seconds {
+        job_annotations.insert(
+            reporter::observe::SCALE_UP_TIMEOUT_ANNOTATION.into(),
             json!(seconds.to_string()),
         );
     }
@@ -452,7 +489,10 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, spec: &JobSpec) -> Value {
         "metadata": {
             "name": name,
             "namespace": NAMESPACE,
-            "labels": {"prefect.io/flow-run-id": flow_run_id.to_string()},
+            "labels": {
+                "prefect.io/flow-run-id": flow_run_id.to_string(),
+                "prefect.io/work-pool-name": pool_label,
+            },
             "annotations": job_annotations,
         },
         "spec": {
