@@ -100,17 +100,31 @@ impl NatsOptions {
         }
     }
 
-    /// The reply-inbox prefix: the flag, else `_INBOX.<user>` for a user
-    /// given by flag or in the URL, else `_INBOX`.
+    /// The reply-inbox prefix: the flag, else `_INBOX.<user>` for the user
+    /// who logs in (or, without a login, the one named by --nats-user), else
+    /// `_INBOX`.
     pub fn effective_inbox_prefix(&self) -> String {
         if let Some(prefix) = self.inbox_prefix.as_deref().filter(|p| !p.is_empty()) {
             return prefix.to_owned();
         }
-        let url_user = match ServerList::parse(&self.url).credentials {
+        let user = match self.login() {
             Some(UrlCredentials::UserPassword { user, .. }) => Some(user),
-            _ => None,
+            Some(UrlCredentials::Token(_)) => None,
+            None => self.user.clone(),
         };
-        crate::nats_auth::inbox_prefix(self.user.clone().or(url_user).as_deref())
+        crate::nats_auth::inbox_prefix(user.as_deref())
+    }
+
+    /// The credentials sent: --nats-user with --nats-password, else those in
+    /// the URL.
+    fn login(&self) -> Option<UrlCredentials> {
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Some(UrlCredentials::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            _ => ServerList::parse(&self.url).credentials,
+        }
     }
 }
 
@@ -142,7 +156,7 @@ pub async fn connect(
     client_name: &str,
 ) -> Result<async_nats::Client, NatsSetupError> {
     let servers = ServerList::parse(&options.url);
-    let connect = connect_options(options, client_name, servers.credentials).await?;
+    let connect = connect_options(options, client_name).await?;
     connect
         .connect(servers.servers.as_str())
         .await
@@ -155,7 +169,6 @@ pub async fn connect(
 async fn connect_options(
     options: &NatsOptions,
     client_name: &str,
-    url_credentials: Option<UrlCredentials>,
 ) -> Result<async_nats::ConnectOptions, NatsSetupError> {
     let mut connect = async_nats::ConnectOptions::new()
         .name(client_name)
@@ -173,15 +186,12 @@ async fn connect_options(
                     source,
                 })?;
     }
-    connect = match (&options.user, &options.password, url_credentials) {
-        (Some(user), Some(password), _) => {
-            connect.user_and_password(user.clone(), password.clone())
-        }
-        (None, _, Some(UrlCredentials::UserPassword { user, password })) => {
+    connect = match options.login() {
+        Some(UrlCredentials::UserPassword { user, password }) => {
             connect.user_and_password(user, password)
         }
-        (None, _, Some(UrlCredentials::Token(token))) => connect.token(token),
-        _ => connect,
+        Some(UrlCredentials::Token(token)) => connect.token(token),
+        None => connect,
     };
     if let Some(ca) = &options.tls_ca {
         connect = connect.add_root_certificates(ca.clone()).require_tls(true);
@@ -356,6 +366,15 @@ mod tests {
         assert_eq!(
             in_url.effective_inbox_prefix(),
             "_INBOX.prefect-k8s-dispatcher"
+        );
+        let half = NatsOptions {
+            user: Some("prefect-k8s-poller".into()),
+            ..NatsOptions::plain("nats://in-url:pw@h:4222")
+        };
+        assert_eq!(
+            half.effective_inbox_prefix(),
+            "_INBOX.in-url",
+            "a user without a password does not log in; the URL's does"
         );
         let chosen = NatsOptions {
             inbox_prefix: Some("_R.mine".into()),
