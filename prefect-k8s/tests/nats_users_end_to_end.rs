@@ -144,31 +144,36 @@ fn forged_message(pool: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// Publishes a forged message as a client with `credentials`; returns what
-/// the server answered on the raw protocol.
+/// Logs in with `credentials` on the raw protocol and, if let in, publishes a
+/// forged message; returns what the server answered.
 fn publish_raw(server: &NatsServer, credentials: Option<(&str, &str)>, pool: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
-    let mut info = [0u8; 4096];
-    let _ = stream.read(&mut info).unwrap();
     let mut connect = serde_json::json!({"verbose": false, "pedantic": false, "headers": true});
     if let Some((user, password)) = credentials {
         connect["user"] = user.into();
         connect["pass"] = password.into();
     }
+    let _info = read_answer(&mut stream);
+    // A refused login closes the connection: writes may fail after it.
+    let _ = write!(stream, "CONNECT {connect}\r\nPING\r\n");
+    let answer = read_answer(&mut stream);
+    if !answer.contains("PONG") {
+        return answer;
+    }
     let payload = forged_message(pool);
     let subject = flow_run_proto::subjects::due_subject(pool);
-    write!(
-        stream,
-        "CONNECT {connect}\r\nPUB {subject} {}\r\n",
-        payload.len()
-    )
-    .unwrap();
-    stream.write_all(&payload).unwrap();
-    stream.write_all(b"\r\nPING\r\n").unwrap();
-    let mut answer = [0u8; 1024];
+    let mut publish = format!("PUB {subject} {}\r\n", payload.len()).into_bytes();
+    publish.extend_from_slice(&payload);
+    publish.extend_from_slice(b"\r\nPING\r\n");
+    let _ = stream.write_all(&publish);
+    answer + &read_answer(&mut stream)
+}
+
+fn read_answer(stream: &mut TcpStream) -> String {
+    let mut answer = [0u8; 4096];
     let read = stream.read(&mut answer).unwrap_or(0);
     String::from_utf8_lossy(&answer[..read]).into_owned()
 }
