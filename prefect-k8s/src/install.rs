@@ -12,7 +12,10 @@
 //! `--mem-request/--mem-limit/--cpu-request/--cpu-limit`,
 //! `--image-pull-policy` and `--service-account-name`; and ours:
 //! `--work-pool`, `--dispatchers`, `--max-dispatchers`, `--nats-url`,
-//! `--image`.
+//! `--existing-nats-secret`, `--flow-namespace`, `--image`.
+//!
+//! Besides the base, it prints the Secret `prefect-k8s-nats-auth` with fresh
+//! NATS passwords ([`nats`]), and the API key Secret with `-t`.
 //!
 //! As with the seed, without `--rbac` no Role or RoleBinding is printed: the
 //! ServiceAccounts are, and whoever administers the cluster grants them what
@@ -23,6 +26,9 @@ use std::io::Write;
 
 use anyhow::{anyhow, bail, Context};
 use serde_yaml::{Mapping, Value};
+
+mod flows;
+mod nats;
 
 /// The kustomize base (`deploy/base`), in the order of its kustomization.
 const BASE_MANIFESTS: [(&str, &str); 5] = [
@@ -158,8 +164,21 @@ pub struct InstallOptions {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_dispatchers: Option<u32>,
     /// Use this NATS (JetStream enabled) instead of the bundled StatefulSet.
+    /// The services log in with the Secret `prefect-k8s-nats-auth` if you
+    /// create it (see `prefect-k8s nats-auth`); none is printed.
     #[arg(long = "nats-url", value_name = "URL")]
     pub nats_url: Option<String>,
+    /// Print no Secret `prefect-k8s-nats-auth`: keep the one in the cluster
+    /// (a previous install's, or yours), and with it the NATS passwords.
+    /// Without it, every run prints new passwords and the pods that use them
+    /// restart together on `kubectl apply`.
+    #[arg(long = "existing-nats-secret")]
+    pub existing_nats_secret: bool,
+    /// Run flow-run Jobs in this namespace instead of the agent's: the
+    /// dispatcher's and the reporter's Roles for Jobs, pods and Events are
+    /// there, and nothing else of the agent (created unless `default`).
+    #[arg(long = "flow-namespace", value_name = "NAMESPACE")]
+    pub flow_namespace: Option<String>,
     /// The agent image, e.g. registry.example.com/prefect-k8s:0.1.0.
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
@@ -178,7 +197,15 @@ impl fmt::Debug for InstallOptions {
             .field("latest", &self.latest)
             .field("work_pool", &self.work_pool)
             .field("dispatchers", &self.dispatchers)
-            .field("nats_url", &self.nats_url)
+            .field(
+                "nats_url",
+                &self
+                    .nats_url
+                    .as_deref()
+                    .map(service_runtime::nats::redacted_url),
+            )
+            .field("existing_nats_secret", &self.existing_nats_secret)
+            .field("flow_namespace", &self.flow_namespace)
             .field("image", &self.image)
             .finish_non_exhaustive()
     }
@@ -224,6 +251,7 @@ pub fn render_objects(args: &InstallOptions) -> anyhow::Result<Vec<Value>> {
         objects.retain(|object| component(object) != Some(NATS_COMPONENT));
         set_config(&mut objects, "NATS_URL", nats_url)?;
     }
+    nats::apply(&mut objects, args)?;
     if let Some(token) = &args.token {
         objects.push(api_key_secret(token));
         let dispatcher = container_mut(&mut objects, DISPATCHER)?;
@@ -239,6 +267,7 @@ pub fn render_objects(args: &InstallOptions) -> anyhow::Result<Vec<Value>> {
         }
         objects.push(namespace_object(&args.namespace));
     }
+    flows::apply(&mut objects, args)?;
     objects.sort_by_key(|object| apply_order(kind(object)));
     Ok(objects)
 }
@@ -247,8 +276,19 @@ pub fn render_objects(args: &InstallOptions) -> anyhow::Result<Vec<Value>> {
 /// cannot be written into the manifests unambiguously.
 fn check_options(args: &InstallOptions) -> anyhow::Result<()> {
     let env = flow_run_env(&args.env)?;
-    let defaults = job_manifest::AgentDefaults {
+    let agent_namespace = job_manifest::AgentDefaults {
         namespace: Some(args.namespace.clone()),
+        ..Default::default()
+    };
+    agent_namespace
+        .validate()
+        .map_err(|error| anyhow!("invalid option: {error}"))?;
+    let defaults = job_manifest::AgentDefaults {
+        namespace: Some(
+            args.flow_namespace
+                .clone()
+                .unwrap_or_else(|| args.namespace.clone()),
+        ),
         env,
         image_pull_secrets: args.image_pull_secrets.clone(),
         service_account_name: args.service_account_name.clone(),

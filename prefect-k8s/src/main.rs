@@ -3,6 +3,9 @@
 //! - `prefect-k8s up`: runs the whole stack locally (nats-server, the Prefect
 //!   server, the Kubernetes API emulator, the poller, two dispatchers and the
 //!   reporter), deploys a demo flow, runs it and follows it to its end.
+//! - `prefect-k8s install`: prints the agent's Kubernetes manifests.
+//! - `prefect-k8s nats-auth`: prints the nats-server `authorization` block
+//!   (the services' users and permissions) for a work pool.
 
 mod install;
 mod up;
@@ -26,6 +29,36 @@ enum Command {
     Up(up::UpArgs),
     /// Print the Kubernetes manifests of the agent (for `| kubectl apply -f -`).
     Install(install::InstallArgs),
+    /// Print the nats-server `authorization` block of the agent's users (the
+    /// bundled NATS's `auth.conf`; for a NATS of your own, or a kustomize
+    /// overlay serving another work pool).
+    NatsAuth(NatsAuthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NatsAuthArgs {
+    /// The Prefect work pool the poller and the dispatchers serve.
+    #[arg(long = "work-pool", short = 'p', default_value = "kubernetes")]
+    work_pool: String,
+    /// Write the block to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+}
+
+/// `prefect-k8s nats-auth`: the block on stdout or in `--output`.
+fn nats_auth(args: NatsAuthArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let users = service_runtime::nats_auth::agent_users(&args.work_pool);
+    let block = service_runtime::nats_auth::authorization(&users);
+    match args.output {
+        Some(path) => {
+            std::fs::write(&path, block).with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            print!("{block}");
+            Ok(())
+        }
+    }
 }
 
 #[tokio::main]
@@ -34,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up::run(args).await,
         Command::Install(args) => install::run(args),
+        Command::NatsAuth(args) => nats_auth(args),
     }
 }
 

@@ -2,7 +2,10 @@
 //! to `.stack/logs/`, then a demo flow run followed to its final state.
 //!
 //! Everything listens on loopback. Ports are picked free at start unless
-//! given. Ctrl-C (or SIGTERM) stops every child.
+//! given. Ctrl-C (or SIGTERM) stops every child. NATS admits only the poller
+//! and the dispatchers, each as its own user with the permissions of
+//! `service_runtime::nats_auth`; the passwords are new at every start and live
+//! only in the environment of nats-server and of the service that uses each.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -138,24 +141,8 @@ async fn bring_up_and_demo(
 ) -> anyhow::Result<()> {
     println!("Starting the prefect-k8s stack in {}", state.display());
 
-    let nats_port = free_port()?;
-    let nats_store = state.join("nats");
-    stack
-        .spawn(
-            "nats-server",
-            Command::new(nats_binary())
-                .args([
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &nats_port.to_string(),
-                    "-js",
-                    "-sd",
-                ])
-                .arg(&nats_store),
-        )
-        .await?;
-    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let nats = start_nats(stack, state, &args.work_pool).await?;
+    let nats_url = nats.url.clone();
 
     let prefect_port = free_port()?;
     let prefect_home = state.join("prefect-home");
@@ -221,6 +208,7 @@ async fn bring_up_and_demo(
     };
     let mut poller = Command::new(sibling_binary("poller")?);
     common(&mut poller);
+    nats.log_in(&mut poller, &nats.poller);
     poller.args([
         "--poll-interval",
         "2",
@@ -231,6 +219,7 @@ async fn bring_up_and_demo(
     for replica in 1..=2 {
         let mut dispatcher = Command::new(sibling_binary("dispatcher")?);
         common(&mut dispatcher);
+        nats.log_in(&mut dispatcher, &nats.dispatcher);
         dispatcher.args(["--name", &format!("prefect-k8s-dispatcher-{replica}")]);
         dispatcher.args(["--health-addr", &format!("127.0.0.1:{}", free_port()?)]);
         stack
@@ -243,10 +232,62 @@ async fn bring_up_and_demo(
     stack.spawn("reporter", &mut reporter).await?;
 
     println!(
-        "\nPrefect API: {api_url}\nNATS:        {nats_url}\nKUBECONFIG:  {}",
+        "\nPrefect API: {api_url}\nNATS:        {nats_url} (users {} and {}; no anonymous access)\nKUBECONFIG:  {}",
+        nats.poller.0,
+        nats.dispatcher.0,
         kubeconfig.display()
     );
     run_demo(args, &prefect, state).await
+}
+
+/// The local nats-server and how each service logs in to it.
+struct LocalNats {
+    url: String,
+    poller: (String, String),
+    dispatcher: (String, String),
+}
+
+impl LocalNats {
+    /// Gives a service its user and password (in its environment only).
+    fn log_in(&self, command: &mut Command, (user, password): &(String, String)) {
+        command
+            .env("NATS_USER", user)
+            .env("NATS_PASSWORD", password);
+    }
+}
+
+/// Starts nats-server with JetStream and the agent's users for `work_pool`
+/// (`auth.conf` in the state directory names them; their fresh passwords
+/// are passed in the server's environment).
+async fn start_nats(stack: &mut Stack, state: &Path, work_pool: &str) -> anyhow::Result<LocalNats> {
+    use service_runtime::nats_auth::{self, NatsUser};
+    let port = free_port()?;
+    let (poller, dispatcher) = (NatsUser::poller(work_pool), NatsUser::dispatcher(work_pool));
+    let (poller_password, dispatcher_password) =
+        (nats_auth::random_password(), nats_auth::random_password());
+    let config = state.join("nats-auth.conf");
+    std::fs::write(
+        &config,
+        nats_auth::authorization(&[poller.clone(), dispatcher.clone()]),
+    )
+    .context("writing the NATS users")?;
+    stack
+        .spawn(
+            "nats-server",
+            Command::new(nats_binary())
+                .arg("-c")
+                .arg(&config)
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(state.join("nats"))
+                .env(&poller.password_env, &poller_password)
+                .env(&dispatcher.password_env, &dispatcher_password),
+        )
+        .await?;
+    Ok(LocalNats {
+        url: format!("nats://127.0.0.1:{port}"),
+        poller: (poller.name, poller_password),
+        dispatcher: (dispatcher.name, dispatcher_password),
+    })
 }
 
 /// Deploys `demo/flows/hello.py` to the pool and follows one run of it.

@@ -1,5 +1,6 @@
 //! docs/install.md as a new user runs it, against a Kubernetes API (the
-//! emulator, through a kubeconfig, with the real kubectl): `prefect-k8s
+//! emulator, through a kubeconfig, with the real kubectl): the command that
+//! creates the NATS Secret for kustomize (taken from the docs), `prefect-k8s
 //! install ... --rbac | kubectl apply -f -` for both documented variants, the
 //! kustomize routes, and `... | kubectl delete -f -` to uninstall (the
 //! self-hosted stream starts with its Namespace). Every command must succeed
@@ -41,6 +42,47 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The shell command of docs/install.md that starts with `first_line`, with
+/// its `\` continuation lines.
+fn documented_command(first_line: &str) -> String {
+    let docs = std::fs::read_to_string(workspace_root().join("docs/install.md")).unwrap();
+    let mut lines = docs
+        .lines()
+        .skip_while(|line| !line.starts_with(first_line));
+    let mut command = String::new();
+    for line in lines.by_ref() {
+        command.push_str(line);
+        command.push('\n');
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    assert!(!command.is_empty(), "docs/install.md shows `{first_line}`");
+    command
+}
+
+/// The NATS Secret's passwords as the cluster holds them.
+fn nats_passwords(kubeconfig: &Path) -> Vec<(String, String)> {
+    let template = r#"{{range $k, $v := .data}}{{$k}}={{$v | base64decode}}{{"\n"}}{{end}}"#;
+    kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "secret",
+            "prefect-k8s-nats-auth",
+            "-o",
+            &format!("go-template={template}"),
+        ],
+        "",
+    )
+    .lines()
+    .map(|line| {
+        let (key, value) = line.split_once('=').unwrap();
+        (key.to_owned(), value.to_owned())
+    })
+    .collect()
+}
+
 fn names(kubeconfig: &Path, kind: &str, namespace: &str) -> Vec<String> {
     let out = kubectl(
         kubeconfig,
@@ -61,6 +103,35 @@ async fn the_documented_install_commands_work_as_written() {
     .await
     .expect("start the emulator");
     let kubeconfig = emulator.kubeconfig_path().to_path_buf();
+
+    // The kustomize route's first step: the NATS passwords.
+    let create_secret = documented_command("kubectl create secret generic prefect-k8s-nats-auth");
+    run_ok(
+        Command::new("sh")
+            .args(["-c", &create_secret])
+            .env("KUBECONFIG", &kubeconfig)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    kubectl_with_kustomize().parent().unwrap().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            ),
+        "the documented command creating the NATS Secret",
+    );
+    let passwords = nats_passwords(&kubeconfig);
+    let keys: Vec<&str> = passwords.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["dispatcher-password", "poller-password", "route-password"]
+    );
+    for (key, password) in &passwords {
+        assert!(
+            service_runtime::nats_auth::is_config_safe_password(password) && password.len() >= 32,
+            "{key}: nats-server reads it back unchanged"
+        );
+    }
 
     // Prefect Cloud variant: API key into a Secret.
     let cloud = install(&[

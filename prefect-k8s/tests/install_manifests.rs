@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use manifest_tools::{
     assert_same_objects, assert_valid_kubernetes, container, env_value, find, install,
-    install_refused, kustomize, objects_by_key, parse_stream, workspace_root,
+    install_refused, kustomize, objects_by_key, parse_stream, without_generated_nats_auth,
+    workspace_root, NATS_AUTH_GENERATION, NATS_AUTH_SECRET,
 };
 use serde_json::Value;
 
@@ -41,6 +42,17 @@ const OPTION_MATRIX: &[&[&str]] = &[
     ],
     &["-n", "other"],
     &["-n", "other", "--rbac"],
+    &["--existing-nats-secret"],
+    &["--flow-namespace", "flows"],
+    &[
+        "-n",
+        "agent",
+        "--flow-namespace",
+        "flows",
+        "--rbac",
+        "-t",
+        "pnu_flows",
+    ],
     &[
         "-i",
         "regcred",
@@ -211,8 +223,14 @@ fn install_is_valid_hardened_kubernetes_for_every_option_set() {
 #[test]
 fn install_with_rbac_prints_exactly_what_kustomize_renders_from_deploy() {
     assert_same_objects(
-        &install(&["--rbac"]),
-        "prefect-k8s install --rbac",
+        &without_generated_nats_auth(&install(&["--rbac"])),
+        "prefect-k8s install --rbac (without its NATS Secret)",
+        &kustomize(&deploy_dir()),
+        "kubectl kustomize deploy/",
+    );
+    assert_same_objects(
+        &install(&["--rbac", "--existing-nats-secret"]),
+        "prefect-k8s install --rbac --existing-nats-secret",
         &kustomize(&deploy_dir()),
         "kubectl kustomize deploy/",
     );
@@ -268,10 +286,9 @@ fn install_with_token_prints_the_api_key_overlay_plus_the_secret_and_the_key_onl
     let objects = parse_stream(&stream);
     let secret = find(&objects, "Secret", "prefect-k8s-api-key");
     assert_eq!(secret["stringData"]["key"], token);
-    let without_secret: Vec<Value> = objects
-        .iter()
+    let without_secret: Vec<Value> = parse_stream(&without_generated_nats_auth(&stream))
+        .into_iter()
         .filter(|object| object["kind"] != "Secret")
-        .cloned()
         .collect();
     let without_secret = without_secret
         .iter()
@@ -318,9 +335,166 @@ fn install_never_prints_a_key_it_was_not_given() {
     assert!(
         !parse_stream(&stream)
             .iter()
-            .any(|object| object["kind"] == "Secret"),
-        "no Secret without -t"
+            .any(|object| object["kind"] == "Secret"
+                && object["metadata"]["name"] != NATS_AUTH_SECRET),
+        "no API key Secret without -t"
     );
+}
+
+/// The password Secret's values, by key.
+fn nats_passwords(objects: &[Value]) -> Vec<(String, String)> {
+    find(objects, "Secret", NATS_AUTH_SECRET)["stringData"]
+        .as_object()
+        .expect("stringData")
+        .iter()
+        .map(|(key, value)| (key.clone(), value.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn generation_of(objects: &[Value], kind: &str, name: &str) -> Option<String> {
+    find(objects, kind, name)["spec"]["template"]["metadata"]["annotations"][NATS_AUTH_GENERATION]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn install_prints_fresh_nats_passwords_once_each_in_their_secret_and_restarts_their_users() {
+    let first = install(&["--rbac"]);
+    let second = install(&["--rbac"]);
+    let (objects, again) = (parse_stream(&first), parse_stream(&second));
+    let passwords = nats_passwords(&objects);
+    let keys: Vec<&str> = passwords.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["poller-password", "dispatcher-password", "route-password"]
+    );
+    for (key, password) in &passwords {
+        assert!(
+            service_runtime::nats_auth::is_config_safe_password(password),
+            "{key}"
+        );
+        assert_eq!(
+            first.matches(password.as_str()).count(),
+            1,
+            "{key} only in the Secret"
+        );
+        assert!(
+            !second.contains(password.as_str()),
+            "{key} is new at each run"
+        );
+    }
+    let generation = generation_of(&objects, "StatefulSet", "prefect-k8s-nats");
+    assert!(generation.is_some());
+    assert_ne!(
+        generation,
+        generation_of(&again, "StatefulSet", "prefect-k8s-nats")
+    );
+    for deployment in ["prefect-k8s-poller", "prefect-k8s-dispatcher"] {
+        assert_eq!(
+            generation_of(&objects, "Deployment", deployment),
+            generation,
+            "{deployment}"
+        );
+    }
+    assert_eq!(
+        generation_of(&objects, "Deployment", "prefect-k8s-reporter"),
+        None,
+        "the reporter does not use NATS"
+    );
+    for options in [
+        &["--existing-nats-secret"][..],
+        &["--nats-url", EXAMPLE_NATS_URL][..],
+    ] {
+        let kept = parse_stream(&install(options));
+        assert!(
+            !kept
+                .iter()
+                .any(|o| o["kind"] == "Secret" || o.to_string().contains(NATS_AUTH_GENERATION)),
+            "install {}: no new passwords",
+            options.join(" ")
+        );
+    }
+}
+
+#[test]
+fn each_nats_user_gets_its_password_from_the_secret_and_nats_the_generated_users() {
+    let objects = parse_stream(&install(&["--rbac", "--work-pool", "prod"]));
+    let reference = |entry: &Value| {
+        let key = &entry["valueFrom"]["secretKeyRef"];
+        assert_eq!(key["name"], NATS_AUTH_SECRET, "{entry}");
+        key["key"].as_str().unwrap().to_owned()
+    };
+    let env_entry = |container: &Value, name: &str| -> Value {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is set"))
+            .clone()
+    };
+    for (service, user) in [
+        ("poller", service_runtime::nats_auth::POLLER_USER),
+        ("dispatcher", service_runtime::nats_auth::DISPATCHER_USER),
+    ] {
+        let container = container(&objects, "Deployment", &format!("prefect-k8s-{service}"));
+        assert_eq!(env_value(container, "NATS_USER"), Some(user));
+        assert_eq!(
+            reference(&env_entry(container, "NATS_PASSWORD")),
+            format!("{service}-password")
+        );
+    }
+    let reporter = container(&objects, "Deployment", "prefect-k8s-reporter");
+    assert_eq!(
+        env_value(reporter, "NATS_USER"),
+        None,
+        "the reporter has no NATS user"
+    );
+    let nats = container(&objects, "StatefulSet", "prefect-k8s-nats");
+    for (variable, key) in [
+        (
+            service_runtime::nats_auth::POLLER_PASSWORD_ENV,
+            "poller-password",
+        ),
+        (
+            service_runtime::nats_auth::DISPATCHER_PASSWORD_ENV,
+            "dispatcher-password",
+        ),
+    ] {
+        assert_eq!(reference(&env_entry(nats, variable)), key);
+    }
+    let config = &find(&objects, "ConfigMap", "prefect-k8s-nats-config")["data"];
+    assert!(config["nats.conf"]
+        .as_str()
+        .unwrap()
+        .contains("\ninclude auth.conf\n"));
+    let users = service_runtime::nats_auth::agent_users("prod");
+    assert_eq!(
+        config["auth.conf"],
+        service_runtime::nats_auth::authorization(&users),
+        "install writes the users of its --work-pool"
+    );
+    let base = parse_stream(&kustomize(&deploy_dir()));
+    let users = service_runtime::nats_auth::agent_users("kubernetes");
+    assert_eq!(
+        find(&base, "ConfigMap", "prefect-k8s-nats-config")["data"]["auth.conf"],
+        service_runtime::nats_auth::authorization(&users),
+        "deploy/base/nats.yaml holds `prefect-k8s nats-auth`'s output for its pool"
+    );
+}
+
+#[test]
+fn nats_auth_prints_the_users_of_a_work_pool() {
+    let printed = manifest_tools::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_prefect-k8s")).args([
+            "nats-auth",
+            "--work-pool",
+            "my-pool",
+        ]),
+        "prefect-k8s nats-auth",
+    );
+    let users = service_runtime::nats_auth::agent_users("my-pool");
+    assert_eq!(printed, service_runtime::nats_auth::authorization(&users));
 }
 
 /// `from` relative to `to`'s directory, for a kustomization's `resources`
@@ -360,7 +534,7 @@ fn install_in_another_namespace_prints_what_a_kustomize_namespace_overlay_render
         ),
     )
     .unwrap();
-    let stream = install(&["--rbac", "-n", "other"]);
+    let stream = without_generated_nats_auth(&install(&["--rbac", "-n", "other"]));
     assert_same_objects(
         &stream,
         "prefect-k8s install --rbac -n other",
@@ -535,6 +709,7 @@ fn bad_options_are_refused_with_the_option_named_and_nothing_printed() {
         ),
         (&["--latest", "--image", "x:1"][..], "--image"),
         (&["--dispatchers", "0"][..], "--dispatchers"),
+        (&["--flow-namespace", "Not_A_Namespace"][..], "namespace"),
     ] {
         let stderr = install_refused(args);
         assert!(
@@ -569,6 +744,8 @@ fn help_lists_the_seed_agents_install_options() {
         "--work-pool",
         "--dispatchers",
         "--nats-url",
+        "--existing-nats-secret",
+        "--flow-namespace",
         "--image",
     ] {
         assert!(
@@ -620,6 +797,18 @@ fn the_overlay_in_docs_install_md_renders_valid_manifests_as_described() {
     let overlay_dir = dir.path().join("my-prefect-k8s");
     std::fs::create_dir(&overlay_dir).unwrap();
     std::fs::write(overlay_dir.join("kustomization.yaml"), overlay).unwrap();
+    // The NATS users beside it, with the command the docs give.
+    let users_command = docs
+        .lines()
+        .find(|line| line.starts_with("prefect-k8s nats-auth --work-pool my-pool"))
+        .expect("docs/install.md writes the overlay's NATS users");
+    let args: Vec<&str> = users_command.split_whitespace().collect();
+    manifest_tools::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_prefect-k8s"))
+            .args(&args[1..])
+            .current_dir(dir.path()),
+        users_command,
+    );
     let rendered = kustomize(&overlay_dir);
     assert_valid_kubernetes(&rendered, "the overlay of docs/install.md");
     let objects = parse_stream(&rendered);
@@ -645,4 +834,15 @@ fn the_overlay_in_docs_install_md_renders_valid_manifests_as_described() {
         env_value(dispatcher, "PREFECT_K8S_API_KEY_SECRET"),
         Some("prefect-k8s-api-key:key")
     );
+    let nats_config = &find(&objects, "ConfigMap", "prefect-k8s-nats-config")["data"];
+    let users = service_runtime::nats_auth::agent_users("my-pool");
+    assert_eq!(
+        nats_config["auth.conf"],
+        service_runtime::nats_auth::authorization(&users),
+        "NATS lets the services of my-pool in"
+    );
+    assert!(nats_config["nats.conf"]
+        .as_str()
+        .unwrap()
+        .contains("include auth.conf"));
 }

@@ -3,7 +3,9 @@
 //! dispatcher only create, read, release (patch) and withdraw (delete) Jobs, the reporter only watch, read logs,
 //! delete Jobs and hold its Lease. Checked with the RBAC matching rules of the
 //! API server (verbs, API groups, resources with subresources, resource names).
-//! On the network, only the agent's pods reach the bundled NATS.
+//! With `--flow-namespace`, the Job permissions are there and nothing else of
+//! the agent is. On the network, only the poller and the dispatchers reach
+//! the bundled NATS's client port, and only NATS nodes its cluster port.
 
 mod manifest_tools;
 
@@ -51,6 +53,18 @@ fn rule_allows(rule: &Value, request: Request<'_>) -> bool {
 /// Whether the ServiceAccount `account` (in `namespace`) may make `request`
 /// in `namespace`, through the RoleBindings among `objects`.
 fn allowed(objects: &[Value], namespace: &str, account: &str, request: Request<'_>) -> bool {
+    allowed_in(objects, namespace, namespace, account, request)
+}
+
+/// Whether the ServiceAccount `account` of `account_namespace` may make
+/// `request` in `namespace`.
+fn allowed_in(
+    objects: &[Value],
+    namespace: &str,
+    account_namespace: &str,
+    account: &str,
+    request: Request<'_>,
+) -> bool {
     objects
         .iter()
         .filter(|object| object["kind"] == "RoleBinding")
@@ -60,7 +74,7 @@ fn allowed(objects: &[Value], namespace: &str, account: &str, request: Request<'
                 subjects.iter().any(|subject| {
                     subject["kind"] == "ServiceAccount"
                         && subject["name"] == account
-                        && subject["namespace"] == namespace
+                        && subject["namespace"] == account_namespace
                 })
             })
         })
@@ -258,19 +272,147 @@ fn flow_run_jobs_go_where_the_roles_are() {
     }
 }
 
-/// Whether a `matchLabels` selector selects a pod with these labels.
+#[test]
+fn with_a_flow_namespace_the_job_permissions_are_there_and_nothing_else() {
+    let objects = parse_stream(&install(&[
+        "--rbac",
+        "-n",
+        "agent",
+        "--flow-namespace",
+        "flows",
+    ]));
+    let dispatcher = "prefect-k8s-dispatcher";
+    let reporter = "prefect-k8s-reporter";
+    let can = |namespace: &str, account: &str, probe: Request<'_>| {
+        allowed_in(&objects, namespace, "agent", account, probe)
+    };
+    assert!(can("flows", dispatcher, request("create", "batch", "jobs")));
+    assert!(!can(
+        "agent",
+        dispatcher,
+        request("create", "batch", "jobs")
+    ));
+    for needed in [
+        request("watch", "batch", "jobs"),
+        request("delete", "batch", "jobs"),
+        request("watch", "", "pods"),
+        request("get", "", "pods/log"),
+        request("patch", "", "events"),
+    ] {
+        assert!(can("flows", reporter, needed), "{needed:?} in flows");
+        assert!(!can("agent", reporter, needed), "{needed:?} not in agent");
+    }
+    let lease = Request {
+        name: Some("prefect-k8s-reporter"),
+        ..request("update", "coordination.k8s.io", "leases")
+    };
+    assert!(
+        can("agent", reporter, lease),
+        "the Lease stays with the agent"
+    );
+    assert!(!can("flows", reporter, lease));
+    assert!(!can(
+        "flows",
+        reporter,
+        request("create", "coordination.k8s.io", "leases")
+    ));
+    for account in ["prefect-k8s-poller", dispatcher, reporter] {
+        for refused in [
+            request("get", "", "secrets"),
+            request("create", "", "pods"),
+            request("create", "", "pods/exec"),
+            request("create", "", "serviceaccounts/token"),
+        ] {
+            assert!(!can("flows", account, refused), "{account} {refused:?}");
+        }
+    }
+    let in_flows: Vec<String> = objects
+        .iter()
+        .filter(|object| object["metadata"]["namespace"] == "flows")
+        .map(|object| {
+            format!(
+                "{} {}",
+                object["kind"].as_str().unwrap(),
+                object["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        in_flows,
+        [
+            "Role prefect-k8s-dispatcher",
+            "Role prefect-k8s-reporter",
+            "RoleBinding prefect-k8s-dispatcher",
+            "RoleBinding prefect-k8s-reporter",
+        ],
+        "nothing else of the agent is in the flow namespace"
+    );
+    let dispatcher_pod = container(&objects, "Deployment", dispatcher);
+    assert_eq!(env_value(dispatcher_pod, "NAMESPACE"), Some("flows"));
+    let reporter_pod = container(&objects, "Deployment", reporter);
+    assert_eq!(
+        env_value(reporter_pod, "PREFECT_K8S_REPORTER_NAMESPACE"),
+        Some("flows")
+    );
+}
+
+/// Whether a selector (`matchLabels`, `matchExpressions` with `In`) selects
+/// a pod with these labels.
 fn selects(selector: &Value, labels: &Value) -> bool {
-    selector["matchLabels"]
+    let labels_match = selector["matchLabels"]
         .as_object()
-        .is_some_and(|wanted| wanted.iter().all(|(key, value)| &labels[key] == value))
+        .is_none_or(|wanted| wanted.iter().all(|(key, value)| &labels[key] == value));
+    let expressions_match = selector["matchExpressions"]
+        .as_array()
+        .is_none_or(|expressions| {
+            expressions.iter().all(|expression| {
+                assert_eq!(expression["operator"], "In", "{expression}");
+                expression["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|value| &labels[expression["key"].as_str().unwrap()] == value)
+            })
+        });
+    assert!(
+        selector["matchLabels"].is_object() || selector["matchExpressions"].is_array(),
+        "an empty selector selects every pod: {selector}"
+    );
+    labels_match && expressions_match
+}
+
+/// The sources a NetworkPolicy lets reach `port`.
+fn sources_of(policy: &Value, port: u64) -> Vec<Value> {
+    let rules = policy["spec"]["ingress"].as_array().expect("ingress rules");
+    let rules: Vec<&Value> = rules
+        .iter()
+        .filter(|rule| {
+            rule["ports"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|p| p["port"] == port))
+        })
+        .collect();
+    assert!(!rules.is_empty(), "some pods may reach port {port}");
+    rules
+        .iter()
+        .flat_map(|rule| {
+            rule["from"]
+                .as_array()
+                .unwrap_or_else(|| panic!("port {port} is not open to all"))
+                .clone()
+        })
+        .collect()
+}
+
+fn pod_labels<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    &find(objects, kind, name)["spec"]["template"]["metadata"]["labels"]
 }
 
 #[test]
-fn only_the_agents_pods_reach_the_bundled_nats() {
+fn only_the_poller_and_the_dispatchers_reach_the_bundled_nats() {
     let objects = rbac_objects("default");
     let policy = find(&objects, "NetworkPolicy", "prefect-k8s-nats");
-    let nats_pod = &find(&objects, "StatefulSet", "prefect-k8s-nats")["spec"]["template"]
-        ["metadata"]["labels"];
+    let nats_pod = pod_labels(&objects, "StatefulSet", "prefect-k8s-nats");
     assert!(
         selects(&policy["spec"]["podSelector"], nats_pod),
         "the policy covers the NATS pods"
@@ -279,43 +421,36 @@ fn only_the_agents_pods_reach_the_bundled_nats() {
         policy["spec"]["policyTypes"],
         serde_json::json!(["Ingress"])
     );
-    let rules = policy["spec"]["ingress"].as_array().expect("ingress rules");
-    let client_rules: Vec<&Value> = rules
-        .iter()
-        .filter(|rule| {
-            rule["ports"]
-                .as_array()
-                .is_some_and(|ports| ports.iter().any(|port| port["port"] == 4222))
+    let reaches = |port: u64, labels: &Value| {
+        sources_of(policy, port).iter().any(|source| {
+            source["namespaceSelector"].is_null() && selects(&source["podSelector"], labels)
         })
-        .collect();
-    assert!(
-        !client_rules.is_empty(),
-        "some pods may reach the client port"
-    );
-    for rule in client_rules {
-        let sources = rule["from"]
-            .as_array()
-            .expect("the client port is not open to all");
-        for deployment in [
-            "prefect-k8s-poller",
-            "prefect-k8s-dispatcher",
-            "prefect-k8s-reporter",
-        ] {
-            let labels =
-                &find(&objects, "Deployment", deployment)["spec"]["template"]["metadata"]["labels"];
-            assert!(
-                sources
-                    .iter()
-                    .any(|source| selects(&source["podSelector"], labels)),
-                "{deployment} may reach NATS"
-            );
-        }
-        let flow_run_pod = serde_json::json!({"prefect.io/flow-run-id": "x", "job-name": "y"});
+    };
+    for deployment in ["prefect-k8s-poller", "prefect-k8s-dispatcher"] {
+        let labels = pod_labels(&objects, "Deployment", deployment);
+        assert!(reaches(4222, labels), "{deployment} may reach NATS");
         assert!(
-            !sources
-                .iter()
-                .any(|source| selects(&source["podSelector"], &flow_run_pod)),
-            "flow-run pods may not reach NATS"
+            !reaches(6222, labels),
+            "{deployment} may not join the cluster"
+        );
+    }
+    let reporter = pod_labels(&objects, "Deployment", "prefect-k8s-reporter");
+    assert!(!reaches(4222, reporter), "the reporter does not use NATS");
+    assert!(reaches(6222, nats_pod), "NATS nodes route to each other");
+    // A flow-run pod may carry any label but a `prefect-k8s.io/` one (the
+    // dispatcher refuses those): the agent's other labels, from its
+    // deployment's name or its `labels` job variable, do not let it in.
+    let flow_run_pod = serde_json::json!({
+        "prefect.io/flow-run-id": "x",
+        "job-name": "y",
+        "app.kubernetes.io/name": "prefect-k8s",
+        "app.kubernetes.io/part-of": "prefect-k8s",
+        "app.kubernetes.io/component": "dispatcher",
+    });
+    for port in [4222, 6222] {
+        assert!(
+            !reaches(port, &flow_run_pod),
+            "flow-run pods may not reach port {port}"
         );
     }
 }

@@ -47,10 +47,19 @@ async fn start_emulator_with_rbac() -> Emulator {
 /// Creates, as the cluster admin, the objects of `prefect-k8s install --rbac
 /// -n flows -t …` the emulator serves; returns how many.
 async fn apply_install_output(emulator: &Emulator) -> usize {
+    apply(
+        emulator,
+        &install(&["--rbac", "-n", NAMESPACE, "-t", "pnu_rbac_test"]),
+    )
+    .await
+}
+
+/// Creates, as the cluster admin, the objects of an install stream the
+/// emulator serves, each in its namespace; returns how many.
+async fn apply(emulator: &Emulator, stream: &str) -> usize {
     let admin = emulator.client().expect("admin client");
-    let stream = install(&["--rbac", "-n", NAMESPACE, "-t", "pnu_rbac_test"]);
     let mut applied = 0;
-    for object in parse_stream(&stream) {
+    for object in parse_stream(stream) {
         let kind = object["kind"].as_str().unwrap_or_default().to_owned();
         if !SERVED_KINDS.contains(&kind.as_str()) {
             continue;
@@ -58,10 +67,9 @@ async fn apply_install_output(emulator: &Emulator) -> usize {
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind));
-        let api: Api<DynamicObject> = if kind == "Namespace" {
-            Api::all_with(admin.clone(), &resource)
-        } else {
-            Api::namespaced_with(admin.clone(), NAMESPACE, &resource)
+        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            None => Api::all_with(admin.clone(), &resource),
+            Some(namespace) => Api::namespaced_with(admin.clone(), namespace, &resource),
         };
         let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("an object");
         api.create(&PostParams::default(), &dynamic)
@@ -138,8 +146,8 @@ async fn each_service_can_do_its_work_and_nothing_else_with_its_own_token() {
     let emulator = start_emulator_with_rbac().await;
     let applied = apply_install_output(&emulator).await;
     assert_eq!(
-        applied, 11,
-        "Namespace, 3 ServiceAccounts, 2 Roles, 2 RoleBindings, 2 ConfigMaps, Secret"
+        applied, 12,
+        "Namespace, 3 ServiceAccounts, 2 Roles, 2 RoleBindings, 2 ConfigMaps, 2 Secrets"
     );
 
     // The dispatcher creates a flow run's Job (suspended), reads it back on
@@ -204,12 +212,14 @@ async fn each_service_can_do_its_work_and_nothing_else_with_its_own_token() {
             .await,
         "dispatcher creates a Job outside its namespace",
     );
-    assert_forbidden(
-        Api::<Secret>::namespaced(dispatcher.clone(), NAMESPACE)
-            .get("prefect-k8s-api-key")
-            .await,
-        "dispatcher reads the API key Secret",
-    );
+    for secret in ["prefect-k8s-api-key", "prefect-k8s-nats-auth"] {
+        assert_forbidden(
+            Api::<Secret>::namespaced(dispatcher.clone(), NAMESPACE)
+                .get(secret)
+                .await,
+            "dispatcher reads a Secret",
+        );
+    }
 
     // The poller may do nothing at all.
     let poller = client_of(&emulator, "poller");
@@ -425,5 +435,147 @@ async fn without_the_install_output_a_service_account_is_refused_everything() {
             .await,
         "reporter without its Role",
     );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_flow_namespace_the_services_work_there_and_the_agent_namespace_keeps_only_the_lease(
+) {
+    let emulator = start_emulator_with_rbac().await;
+    let stream = install(&[
+        "--rbac",
+        "-n",
+        "agent",
+        "--flow-namespace",
+        NAMESPACE,
+        "-t",
+        "pnu_flow_namespace",
+    ]);
+    let applied = apply(&emulator, &stream).await;
+    assert_eq!(
+        applied, 16,
+        "2 Namespaces, 3 ServiceAccounts, 3 Roles, 3 RoleBindings, 2 ConfigMaps, 3 Secrets"
+    );
+    let account = |service: &str| {
+        emulator
+            .service_account_client("agent", &format!("prefect-k8s-{service}"))
+            .expect("a ServiceAccount client")
+    };
+
+    let dispatcher = account("dispatcher");
+    let flow_jobs: Api<Job> = Api::namespaced(dispatcher.clone(), NAMESPACE);
+    assert_allowed(
+        flow_jobs
+            .create(&PostParams::default(), &flow_run_job("in-flows"))
+            .await,
+        "dispatcher creates a Job in the flow namespace",
+    );
+    assert_allowed(flow_jobs.get("in-flows").await, "dispatcher reads it");
+    assert_forbidden(
+        Api::<Job>::namespaced(dispatcher.clone(), "agent")
+            .create(&PostParams::default(), &flow_run_job("in-agent"))
+            .await,
+        "dispatcher creates a Job in the agent's namespace",
+    );
+    assert_forbidden(
+        Api::<Pod>::namespaced(dispatcher, NAMESPACE)
+            .list(&ListParams::default())
+            .await,
+        "dispatcher lists pods",
+    );
+
+    let reporter = account("reporter");
+    let reporter_jobs: Api<Job> = Api::namespaced(reporter.clone(), NAMESPACE);
+    drop(assert_allowed(
+        reporter_jobs
+            .watch(&WatchParams::default().timeout(1), "0")
+            .await,
+        "reporter watches Jobs in the flow namespace",
+    ));
+    let reporter_pods: Api<Pod> = Api::namespaced(reporter.clone(), NAMESPACE);
+    let pod_name = eventually("the Job's pod to start", || {
+        let pods = reporter_pods.clone();
+        async move {
+            let pods = pods
+                .list(&ListParams::default().labels("job-name=in-flows"))
+                .await
+                .expect("reporter lists pods in the flow namespace");
+            pods.items
+                .into_iter()
+                .find(|pod| {
+                    pod.status
+                        .as_ref()
+                        .and_then(|s| s.phase.as_deref())
+                        .is_some_and(|p| p != "Pending")
+                })
+                .and_then(|pod| pod.metadata.name)
+        }
+    })
+    .await;
+    assert_allowed(
+        reporter_pods.logs(&pod_name, &LogParams::default()).await,
+        "reporter reads a flow pod's log",
+    );
+    assert_allowed(
+        Api::<Event>::namespaced(reporter.clone(), NAMESPACE)
+            .list(&ListParams::default())
+            .await,
+        "reporter lists Events in the flow namespace",
+    );
+    assert_forbidden(
+        Api::<Job>::namespaced(reporter.clone(), "agent")
+            .list(&ListParams::default())
+            .await,
+        "reporter lists Jobs in the agent's namespace",
+    );
+    let lease: Lease = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "prefect-k8s-reporter"},
+        "spec": {"holderIdentity": "reporter-0", "leaseDurationSeconds": 15}
+    }))
+    .unwrap();
+    assert_allowed(
+        Api::<Lease>::namespaced(reporter.clone(), "agent")
+            .create(&PostParams::default(), &lease)
+            .await,
+        "reporter creates its Lease in the agent's namespace",
+    );
+    assert_allowed(
+        Api::<Lease>::namespaced(reporter.clone(), "agent")
+            .get("prefect-k8s-reporter")
+            .await,
+        "reporter reads its Lease",
+    );
+    assert_forbidden(
+        Api::<Lease>::namespaced(reporter.clone(), NAMESPACE)
+            .create(&PostParams::default(), &lease)
+            .await,
+        "reporter creates a Lease in the flow namespace",
+    );
+    for namespace in [NAMESPACE, "agent"] {
+        assert_forbidden(
+            Api::<Secret>::namespaced(reporter.clone(), namespace)
+                .get("prefect-k8s-api-key")
+                .await,
+            "reporter reads the API key Secret",
+        );
+    }
+    assert_allowed(
+        reporter_jobs
+            .delete("in-flows", &DeleteParams::foreground())
+            .await,
+        "reporter deletes a Job in the flow namespace",
+    );
+
+    let poller = account("poller");
+    for namespace in [NAMESPACE, "agent"] {
+        assert_forbidden(
+            Api::<Job>::namespaced(poller.clone(), namespace)
+                .list(&ListParams::default())
+                .await,
+            "poller lists Jobs",
+        );
+    }
     emulator.shutdown().await;
 }

@@ -235,3 +235,57 @@ fn the_reporter_watches_the_pods_namespace_and_holds_the_roles_lease() {
         .collect();
     assert_eq!(named_leases, vec![&Value::from(config.lease_name())]);
 }
+
+/// The NATS options a service parses from its container.
+fn nats_options(service: &'static str, objects: &[Value]) -> NatsOptions {
+    let cli = service_cli(service);
+    let environment = container_environment(objects, service);
+    let container = container(objects, "Deployment", &format!("prefect-k8s-{service}"));
+    let (argv, _) = command_line(&cli, service, &environment, &container["args"]);
+    let matches = cli
+        .try_get_matches_from(&argv)
+        .expect("the service's flags");
+    NatsOptions::from_arg_matches(&matches).expect("the NATS options")
+}
+
+#[test]
+fn the_poller_and_the_dispatchers_log_in_as_the_users_nats_knows_with_the_inbox_it_allows() {
+    let objects = parse_stream(&install(OPTIONS));
+    for (service, user) in [
+        (
+            "poller",
+            service_runtime::nats_auth::NatsUser::poller("prod"),
+        ),
+        (
+            "dispatcher",
+            service_runtime::nats_auth::NatsUser::dispatcher("prod"),
+        ),
+    ] {
+        let options = nats_options(service, &objects);
+        assert_eq!(options.url, "nats://prefect-k8s-nats:4222");
+        assert_eq!(options.user.as_deref(), Some(user.name.as_str()));
+        assert_eq!(options.password.as_deref(), Some(SECRET_VALUE));
+        let inbox = format!("{}.>", options.effective_inbox_prefix());
+        assert_eq!(
+            user.permissions().subscribe,
+            vec![inbox],
+            "the {service} subscribes where NATS lets it"
+        );
+    }
+}
+
+#[test]
+fn with_a_flow_namespace_jobs_go_there_and_the_reporter_watches_there() {
+    let mut options = OPTIONS.to_vec();
+    options.extend(["-n", "agent", "--flow-namespace", "flows"]);
+    let objects = parse_stream(&install(&options));
+    let (config, _, _): (dispatcher::DispatcherConfig, _, _) = parse("dispatcher", &objects);
+    assert_eq!(config.job.namespace.as_deref(), Some("flows"));
+    let (config, _, _): (reporter::service::ReporterConfig, _, _) = parse("reporter", &objects);
+    assert_eq!(config.namespace.as_deref(), Some("flows"));
+    assert_eq!(
+        config.lease_namespace.as_deref(),
+        None,
+        "the Lease stays in the pod's own namespace (POD_NAMESPACE)"
+    );
+}

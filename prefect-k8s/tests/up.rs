@@ -1,7 +1,8 @@
 //! The README's first command, as a user runs it: `prefect-k8s up
 //! --exit-after-demo` starts nats-server, the Prefect server, the emulator,
 //! the poller, two dispatchers and the reporter, runs the demo flow in a
-//! process "pod" and exits 0 once the run is Completed.
+//! process "pod" and exits 0 once the run is Completed. The services log in
+//! to NATS as their own users, and none of their calls is refused.
 
 use std::path::Path;
 use std::process::Command;
@@ -40,6 +41,12 @@ fn up_runs_the_demo_flow_to_completed() {
     assert!(
         stdout.contains("Demo flow run reached Completed."),
         "{stdout}"
+    );
+    let nats_log = std::fs::read_to_string(state.path().join("logs/nats-server.log"))
+        .expect("nats-server's log");
+    assert!(
+        nats_log.contains("Using configuration file") && !nats_log.contains("Violation"),
+        "NATS runs with the agent's users and refuses none of the services' calls:\n{nats_log}"
     );
     for service in [
         "poller",

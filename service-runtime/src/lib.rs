@@ -6,6 +6,8 @@
 //! - [`telemetry`]: one `tracing` initialiser (`RUST_LOG`, `LOG_FORMAT`).
 //! - [`shutdown`]: a future that completes on SIGTERM or SIGINT.
 //! - [`nats`]: connection options and the JetStream streams and consumers.
+//! - [`nats_auth`]: each service's NATS user and permissions, the nats-server
+//!   `authorization` block.
 //! - [`prefect`]: Prefect connection options (`PREFECT_API_URL`, `PREFECT_API_KEY`, ...).
 //! - [`kubernetes`]: a `kube::Client` from in-cluster config or `KUBECONFIG`.
 //! - [`health`]: the gRPC health service every Deployment probes.
@@ -16,6 +18,8 @@ pub mod health;
 pub mod kubernetes;
 pub mod metrics;
 pub mod nats;
+pub mod nats_auth;
+mod nats_url;
 pub mod prefect;
 pub mod shutdown;
 pub mod telemetry;

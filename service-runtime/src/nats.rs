@@ -8,6 +8,11 @@
 //!   days, where undecodable or hopeless messages are parked.
 //! - One durable pull consumer per work pool, `dispatcher-<pool>`, filtered to
 //!   that pool's subject and shared by every dispatcher replica of the pool.
+//!
+//! Credentials in `NATS_URL` are taken out of it before it reaches the client
+//! library; errors and `Debug` show the URL redacted. A user's replies come on
+//! an inbox of its own (`_INBOX.<user>`), which its NATS permissions name
+//! (see [`crate::nats_auth`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,11 +20,17 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use flow_run_proto::subjects;
 
+use crate::nats_url::{ServerList, UrlCredentials};
+
+pub use crate::nats_url::redacted as redacted_url;
+
 /// How to reach NATS. Flags with environment fallbacks. `Debug` never shows
 /// the password.
 #[derive(Clone, clap::Args)]
 pub struct NatsOptions {
-    /// NATS server URL(s), comma separated.
+    /// NATS server URL(s), comma separated. Credentials in a URL
+    /// (`nats://user:password@host`, `nats://token@host`) are used unless
+    /// --nats-user is given, and never shown.
     #[arg(
         long = "nats-url",
         env = "NATS_URL",
@@ -43,18 +54,24 @@ pub struct NatsOptions {
     pub tls_cert: Option<PathBuf>,
     #[arg(long = "nats-tls-key", env = "NATS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Subject prefix of this client's reply inboxes (default: `_INBOX.<user>`
+    /// with --nats-user, else `_INBOX`); its NATS permissions must let it
+    /// subscribe to `<prefix>.>`.
+    #[arg(long = "nats-inbox-prefix", env = "NATS_INBOX_PREFIX")]
+    pub inbox_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for NatsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsOptions")
-            .field("url", &self.url)
+            .field("url", &redacted_url(&self.url))
             .field("creds_file", &self.creds_file)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls_ca", &self.tls_ca)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("inbox_prefix", &self.inbox_prefix)
             .finish()
     }
 }
@@ -70,6 +87,43 @@ impl NatsOptions {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            inbox_prefix: None,
+        }
+    }
+
+    /// Options for user/password authentication at `url`.
+    pub fn with_user(url: impl Into<String>, user: &str, password: &str) -> Self {
+        NatsOptions {
+            user: Some(user.to_owned()),
+            password: Some(password.to_owned()),
+            ..NatsOptions::plain(url)
+        }
+    }
+
+    /// The reply-inbox prefix: the flag, else `_INBOX.<user>` for the user
+    /// who logs in (or, without a login, the one named by --nats-user), else
+    /// `_INBOX`.
+    pub fn effective_inbox_prefix(&self) -> String {
+        if let Some(prefix) = self.inbox_prefix.as_deref().filter(|p| !p.is_empty()) {
+            return prefix.to_owned();
+        }
+        let user = match self.login() {
+            Some(UrlCredentials::UserPassword { user, .. }) => Some(user),
+            Some(UrlCredentials::Token(_)) => None,
+            None => self.user.clone(),
+        };
+        crate::nats_auth::inbox_prefix(user.as_deref())
+    }
+
+    /// The credentials sent: --nats-user with --nats-password, else those in
+    /// the URL.
+    fn login(&self) -> Option<UrlCredentials> {
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Some(UrlCredentials::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            _ => ServerList::parse(&self.url).credentials,
         }
     }
 }
@@ -82,6 +136,7 @@ pub enum NatsSetupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `url` is redacted: no userinfo, no token.
     #[error("connecting to NATS at {url}: {source}")]
     Connect {
         url: String,
@@ -95,21 +150,32 @@ pub enum NatsSetupError {
 
 /// Connects, retrying in the background while the server is away: the first
 /// connection attempt is retried too, so services can start before NATS.
+/// Errors show the URL redacted.
 pub async fn connect(
     options: &NatsOptions,
     client_name: &str,
 ) -> Result<async_nats::Client, NatsSetupError> {
+    let servers = ServerList::parse(&options.url);
+    let connect = connect_options(options, client_name).await?;
+    connect
+        .connect(servers.servers.as_str())
+        .await
+        .map_err(|source| NatsSetupError::Connect {
+            url: redacted_url(&options.url),
+            source,
+        })
+}
+
+async fn connect_options(
+    options: &NatsOptions,
+    client_name: &str,
+) -> Result<async_nats::ConnectOptions, NatsSetupError> {
     let mut connect = async_nats::ConnectOptions::new()
         .name(client_name)
+        .custom_inbox_prefix(options.effective_inbox_prefix())
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                other => tracing::debug!(event = %other, "NATS event"),
-            }
-        });
+        .event_callback(|event| async move { log_event(event) });
     if let Some(path) = &options.creds_file {
         connect =
             connect
@@ -120,22 +186,33 @@ pub async fn connect(
                     source,
                 })?;
     }
-    if let (Some(user), Some(password)) = (&options.user, &options.password) {
-        connect = connect.user_and_password(user.clone(), password.clone());
-    }
+    connect = match options.login() {
+        Some(UrlCredentials::UserPassword { user, password }) => {
+            connect.user_and_password(user, password)
+        }
+        Some(UrlCredentials::Token(token)) => connect.token(token),
+        None => connect,
+    };
     if let Some(ca) = &options.tls_ca {
         connect = connect.add_root_certificates(ca.clone()).require_tls(true);
     }
     if let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) {
         connect = connect.add_client_certificate(cert.clone(), key.clone());
     }
-    connect
-        .connect(options.url.as_str())
-        .await
-        .map_err(|source| NatsSetupError::Connect {
-            url: options.url.clone(),
-            source,
-        })
+    Ok(connect)
+}
+
+/// Connection events as log lines. A server error (a refused login, a
+/// permissions violation) is a warning: it means a misconfiguration.
+fn log_event(event: async_nats::Event) {
+    match event {
+        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+        async_nats::Event::Connected => tracing::info!("connected to NATS"),
+        async_nats::Event::ServerError(error) => {
+            tracing::warn!(%error, "the NATS server refused a request of ours")
+        }
+        other => tracing::debug!(event = %other, "NATS event"),
+    }
 }
 
 /// Stream settings of the due-runs work queue, stored on `replicas` servers
@@ -269,6 +346,41 @@ mod tests {
         let shown = format!("{options:?}");
         assert!(!shown.contains("s3cr3t-pass"), "{shown}");
         assert!(shown.contains("agent"));
+        let in_url = NatsOptions::plain("nats://agent:url-pass@nats:4222,nats://tok3n@nats-1:4222");
+        let shown = format!("{in_url:?}");
+        assert!(
+            !shown.contains("url-pass") && !shown.contains("tok3n"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn each_user_gets_an_inbox_of_its_own() {
+        assert_eq!(
+            NatsOptions::plain("nats://h:4222").effective_inbox_prefix(),
+            "_INBOX"
+        );
+        let poller = NatsOptions::with_user("nats://h:4222", "prefect-k8s-poller", "x");
+        assert_eq!(poller.effective_inbox_prefix(), "_INBOX.prefect-k8s-poller");
+        let in_url = NatsOptions::plain("nats://prefect-k8s-dispatcher:pw@h:4222");
+        assert_eq!(
+            in_url.effective_inbox_prefix(),
+            "_INBOX.prefect-k8s-dispatcher"
+        );
+        let half = NatsOptions {
+            user: Some("prefect-k8s-poller".into()),
+            ..NatsOptions::plain("nats://in-url:pw@h:4222")
+        };
+        assert_eq!(
+            half.effective_inbox_prefix(),
+            "_INBOX.in-url",
+            "a user without a password does not log in; the URL's does"
+        );
+        let chosen = NatsOptions {
+            inbox_prefix: Some("_R.mine".into()),
+            ..poller
+        };
+        assert_eq!(chosen.effective_inbox_prefix(), "_R.mine");
     }
 
     #[test]

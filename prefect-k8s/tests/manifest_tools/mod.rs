@@ -188,6 +188,39 @@ pub fn object_key(object: &Value) -> String {
     )
 }
 
+/// The Secret with the NATS passwords `install` generates at each run.
+pub const NATS_AUTH_SECRET: &str = "prefect-k8s-nats-auth";
+/// The pod annotation that changes with generated passwords.
+pub const NATS_AUTH_GENERATION: &str = "prefect-k8s.io/nats-auth-generation";
+
+/// An install stream without what `install` generates afresh at each run
+/// (the Secret with new NATS passwords and the pod annotation that changes
+/// with them), to compare with kustomize's renderings, which have neither.
+pub fn without_generated_nats_auth(yaml: &str) -> String {
+    let mut kept = Vec::new();
+    for mut object in parse_stream(yaml) {
+        if object["kind"] == "Secret" && object["metadata"]["name"] == NATS_AUTH_SECRET {
+            continue;
+        }
+        let template = object
+            .pointer_mut("/spec/template/metadata")
+            .and_then(Value::as_object_mut);
+        if let Some(template) = template {
+            if let Some(annotations) = template
+                .get_mut("annotations")
+                .and_then(Value::as_object_mut)
+            {
+                annotations.remove(NATS_AUTH_GENERATION);
+                if annotations.is_empty() {
+                    template.remove("annotations");
+                }
+            }
+        }
+        kept.push(serde_yaml::to_string(&object).expect("YAML"));
+    }
+    kept.join("---\n")
+}
+
 /// The objects of a stream by key, with every container's `env` sorted by
 /// name: kustomize inserts patched entries first, `install` appends them, and
 /// without `$(VAR)` references the order means nothing.
