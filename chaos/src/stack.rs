@@ -218,6 +218,8 @@ impl Stack {
             "chaos-poller",
             "--poll-interval",
             "1",
+            "--metrics-addr",
+            "127.0.0.1:0",
             "--health-addr",
             "127.0.0.1:0",
         ]);
@@ -226,7 +228,13 @@ impl Stack {
 
     fn dispatcher_spec(&self, config: &CampaignConfig, index: usize) -> ProcessSpec {
         let name = format!("dispatcher-{index}");
-        let mut args = strings(&["--health-addr", "127.0.0.1:0", "--flow-api-url"]);
+        let mut args = strings(&[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--health-addr",
+            "127.0.0.1:0",
+            "--flow-api-url",
+        ]);
         args.push(self.prefect_url());
         args.extend(["--name".into(), format!("chaos-{name}")]);
         args.extend([
@@ -239,6 +247,8 @@ impl Stack {
     fn reporter_spec(&self, config: &CampaignConfig, index: usize) -> ProcessSpec {
         let name = format!("reporter-{index}");
         let mut args = strings(&[
+            "--metrics-addr",
+            "127.0.0.1:0",
             "--health-addr",
             "127.0.0.1:0",
             "--lease-duration-seconds",

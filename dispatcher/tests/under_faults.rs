@@ -127,6 +127,7 @@ fn spawn_dispatcher_to(stack: &Stack, prefect_url: &str, env: &[(&str, &str)]) -
         .env("KUBECONFIG", stack.emulator.kubeconfig_path())
         .env("PREFECT_K8S_WORK_POOL", &stack.pool)
         .env("PREFECT_K8S_ACK_WAIT_SECONDS", "10")
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .env(
             "HEALTH_ADDR",
             format!("127.0.0.1:{}", test_stack::ports::free_port()),

@@ -204,6 +204,8 @@ async fn bring_up_and_demo(
             .env("NATS_URL", &nats_url)
             .env("KUBECONFIG", &kubeconfig)
             .env("PREFECT_K8S_WORK_POOL", &args.work_pool)
+            // Replicas on one host: each its own metrics port.
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env("PATH", path_env);
     };
     let mut poller = Command::new(sibling_binary("poller")?);

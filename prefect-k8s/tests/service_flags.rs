@@ -17,10 +17,16 @@ use serde_json::Value;
 use service_runtime::nats::NatsOptions;
 use service_runtime::prefect::PrefectOptions;
 
-/// Read outside clap: logging (service-runtime's telemetry), the health
-/// address (each binary's own flag) and the reporter's Lease namespace
-/// fallback.
-const READ_OUTSIDE_CLAP: [&str; 4] = ["RUST_LOG", "LOG_FORMAT", "HEALTH_ADDR", "POD_NAMESPACE"];
+/// Read outside clap: logging (service-runtime's telemetry), the health and
+/// metrics addresses (each binary's own flags) and the reporter's Lease
+/// namespace fallback.
+const READ_OUTSIDE_CLAP: [&str; 5] = [
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "HEALTH_ADDR",
+    "METRICS_ADDR",
+    "POD_NAMESPACE",
+];
 
 /// Stand-in for a value Kubernetes fills in at run time (downward API).
 const POD_NAMESPACE_VALUE: &str = "flows";

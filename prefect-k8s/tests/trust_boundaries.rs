@@ -90,6 +90,7 @@ impl Stack {
             .env("NATS_URL", self.nats.url())
             .env("PREFECT_K8S_WORK_POOL", &self.pool)
             .env("RUST_LOG", "debug,hyper=info,h2=info,tower=info")
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env(
                 "HEALTH_ADDR",
                 format!("127.0.0.1:{}", test_stack::ports::free_port()),

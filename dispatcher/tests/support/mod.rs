@@ -215,6 +215,8 @@ impl Stack {
             .env("PREFECT_K8S_WORK_POOL", &self.pool)
             .args(args)
             .args([
+                "--metrics-addr",
+                "127.0.0.1:0",
                 "--health-addr",
                 &format!("127.0.0.1:{}", test_stack::ports::free_port()),
             ])

@@ -218,6 +218,7 @@ impl Stack {
             .env("PREFECT_K8S_DEFAULT_POD_WATCH_TIMEOUT_SECONDS", "30")
             .env("PREFECT_K8S_SETTLE_GRACE_SECONDS", "1")
             .env("HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .spawn()
