@@ -28,6 +28,8 @@ apt_install() {
 command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 1; }
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
 command -v kubectl >/dev/null || apt_install kubernetes-client
+# A real Prometheus scrapes the services in prefect-k8s/tests/observability.rs.
+command -v prometheus >/dev/null || apt_install prometheus
 command -v python3 >/dev/null || apt_install python3 python3-venv
 
 if [ ! -x "$VENV/bin/prefect" ] \
@@ -43,4 +45,4 @@ if ! "$VENV/bin/python" -c "import kubernetes_validate" 2>/dev/null; then
   say "installing kubernetes-validate into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==1.37.0"
 fi
-say "dependencies present: nats-server, kubectl, $VENV (prefect $PREFECT_VERSION)"
+say "dependencies present: nats-server, kubectl, prometheus, $VENV (prefect $PREFECT_VERSION)"

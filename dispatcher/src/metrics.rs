@@ -85,6 +85,21 @@ impl DispatcherMetrics {
             "Messages of the pool's consumer delivered more than once and not yet acked",
             metrics.consumer_redelivered.clone(),
         );
+        // Every known series from the start, at 0, so rates and alerts see them.
+        let submissions = [
+            "submitted",
+            "skipped",
+            "withdrawn",
+            "crashed",
+            "retried",
+            "dead_lettered",
+        ];
+        for outcome in submissions {
+            let _ = metrics.submissions.get_or_create(&Outcome { outcome });
+        }
+        for outcome in ["claimed", "resumed", "refused", "wait", "error"] {
+            let _ = metrics.claims.get_or_create(&Outcome { outcome });
+        }
         metrics
     }
 

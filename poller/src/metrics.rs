@@ -57,6 +57,9 @@ impl PollerMetrics {
             "How long a poll took, publishing included",
             metrics.poll_duration.clone(),
         );
+        for outcome in ["ok", "error"] {
+            let _ = metrics.polls.get_or_create(&Outcome { outcome });
+        }
         metrics
     }
 

@@ -85,6 +85,19 @@ impl ReporterMetrics {
             "1 while this replica leads, else 0",
             metrics.leader.clone(),
         );
+        // Every known series from the start, at 0, so rates and alerts see them.
+        for kind in ["infrastructure_pending", "crashed"] {
+            for status in ["accept", "reject", "abort", "wait", "error"] {
+                let _ = metrics.proposals.get_or_create(&Proposal { kind, status });
+            }
+        }
+        for reason in ["cancelled", "withdrawn", "swept"] {
+            let _ = metrics.jobs_deleted.get_or_create(&Reason { reason });
+        }
+        for resource in ["jobs", "pods", "events"] {
+            let _ = metrics.watch_restarts.get_or_create(&Resource { resource });
+        }
+        metrics.status((0, 0, 0), false);
         metrics
     }
 
