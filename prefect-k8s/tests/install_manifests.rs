@@ -16,7 +16,13 @@ use serde_json::Value;
 
 /// The overlays this change ships; any other directory in deploy/overlays is
 /// validated too.
-const SHIPPED_OVERLAYS: [&str; 3] = ["external-nats", "nats-cluster", "api-key"];
+const SHIPPED_OVERLAYS: [&str; 5] = [
+    "external-nats",
+    "nats-cluster",
+    "api-key",
+    "keda",
+    "pod-monitor",
+];
 
 /// The URL overlays/external-nats points at.
 const EXAMPLE_NATS_URL: &str = "nats://nats.example.internal:4222";

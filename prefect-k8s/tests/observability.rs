@@ -6,7 +6,8 @@
 //! - a real Prometheus (Debian's `prometheus`) scrapes them while flow runs go
 //!   through, and its query API returns the submissions, the due-to-Job
 //!   latency histogram, the consumer's backlog and the reporter's leadership
-//!   with the values the runs imply;
+//!   with the values the runs imply, and every query of the Grafana
+//!   dashboard (`deploy/grafana-dashboard.json`) is valid and has data;
 //! - health means something: a poller whose loop is stuck goes not-live, and
 //!   a dispatcher whose NATS is gone goes not-ready, then ready again.
 
@@ -14,6 +15,7 @@ mod agent_stack;
 mod manifest_tools;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use agent_stack::{eventually, Stack};
@@ -147,16 +149,28 @@ impl Prometheus {
         }
     }
 
+    /// The answer to an instant query: `Err` with Prometheus's error when
+    /// it refuses the query, `Ok(None)` when it cannot be asked yet.
+    async fn answer(&self, query: &str) -> Result<Option<Vec<Value>>, String> {
+        let mut url = reqwest::Url::parse(&format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .expect("URL");
+        url.query_pairs_mut().append_pair("query", query);
+        let Ok(response) = reqwest::get(url).await else {
+            return Ok(None);
+        };
+        let Ok(answer) = response.json::<Value>().await else {
+            return Ok(None);
+        };
+        if answer["status"] != "success" {
+            return Err(answer["error"].to_string());
+        }
+        Ok(answer["data"]["result"].as_array().cloned())
+    }
+
     /// The value of an instant query's first sample, once it has one.
     async fn query(&self, query: &str) -> Option<f64> {
-        let mut url =
-            reqwest::Url::parse(&format!("http://127.0.0.1:{}/api/v1/query", self.port)).ok()?;
-        url.query_pairs_mut().append_pair("query", query);
-        let answer: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
-        answer["data"]["result"][0]["value"][1]
-            .as_str()?
-            .parse()
-            .ok()
+        let result = self.answer(query).await.ok()??;
+        result.first()?["value"][1].as_str()?.parse().ok()
     }
 }
 
@@ -211,6 +225,51 @@ async fn a_real_prometheus_sees_submissions_latency_backlog_and_leadership() {
     })
     .await;
     assert!(polls > 0.0);
+
+    // Every query of the Grafana dashboard is valid PromQL and has data.
+    for expr in dashboard_queries() {
+        let query = expr.replace("$__rate_interval", "1m");
+        let series = eventually(&format!("dashboard query {query} has data"), || async {
+            match prometheus.answer(&query).await {
+                Err(error) => panic!("Prometheus refuses the dashboard's {query}: {error}"),
+                Ok(result) => result.filter(|series| !series.is_empty()),
+            }
+        })
+        .await;
+        assert!(!series.is_empty());
+    }
+}
+
+/// The PromQL of every panel of deploy/grafana-dashboard.json.
+fn dashboard_queries() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).unwrap();
+    let queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .map(|target| target["expr"].as_str().expect("a PromQL target").to_owned())
+        .collect();
+    let documented = documented();
+    for query in &queries {
+        let names = query
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("prefect_k8s_") || word.starts_with("process_"));
+        for name in names {
+            let series = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                documented.contains(series),
+                "the dashboard queries {name}, not in docs/metrics.md"
+            );
+        }
+    }
+    assert!(queries.len() >= 20, "a panel per documented series");
+    queries
 }
 
 async fn status(port: u16, service: &str) -> Option<ServingStatus> {

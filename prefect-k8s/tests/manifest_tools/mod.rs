@@ -144,13 +144,53 @@ pub fn kustomize(dir: &Path) -> String {
     )
 }
 
-/// Validates a YAML stream offline against the Kubernetes schemas (strict:
-/// unknown fields are errors) with `kubernetes-validate`.
+/// Validates a YAML stream offline, strictly (unknown fields are errors):
+/// Kubernetes' own kinds against the Kubernetes schemas with
+/// `kubernetes-validate`, custom resources (KEDA's, the Prometheus
+/// Operator's) against the CRDs copied into `tests/testdata/crds`.
 pub fn assert_valid_kubernetes(yaml: &str, label: &str) {
+    let groups = custom_resource_groups();
+    let (custom, core): (Vec<Value>, Vec<Value>) = parse_stream(yaml)
+        .into_iter()
+        .partition(|object| groups.iter().any(|group| group == api_group(object)));
+    assert_valid_core_kubernetes(&core, label);
+    if !custom.is_empty() {
+        assert_valid_custom_resources(&custom, label);
+    }
+}
+
+/// The API group of an object (`""` for the core group).
+fn api_group(object: &Value) -> &str {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
+}
+
+fn crd_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/crds")
+}
+
+/// The groups of the CustomResourceDefinitions in `tests/testdata/crds`.
+fn custom_resource_groups() -> Vec<String> {
+    let entries = std::fs::read_dir(crd_dir()).expect("tests/testdata/crds");
+    entries
+        .map(|entry| std::fs::read_to_string(entry.expect("entry").path()).expect("CRD file"))
+        .flat_map(|text| parse_stream(&text))
+        .filter_map(|crd| crd["spec"]["group"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn to_stream(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|object| format!("---\n{}", serde_yaml::to_string(object).expect("YAML")))
+        .collect()
+}
+
+fn assert_valid_core_kubernetes(objects: &[Value], label: &str) {
     let validator = venv_program("kubernetes-validate", "PyPI's kubernetes-validate");
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("manifests.yaml");
-    std::fs::write(&file, yaml).expect("write manifests");
+    std::fs::write(&file, to_stream(objects)).expect("write manifests");
     let output = Command::new(validator)
         .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
         .arg(&file)
@@ -162,11 +202,36 @@ pub fn assert_valid_kubernetes(yaml: &str, label: &str) {
         output.status.success(),
         "{label}: not valid Kubernetes {KUBERNETES_VERSION}:\n{report}"
     );
-    let documents = parse_stream(yaml).len();
     let passed = report.matches(" passed for resource ").count();
     assert_eq!(
-        passed, documents,
-        "{label}: every one of the {documents} objects must be checked:\n{report}"
+        passed,
+        objects.len(),
+        "{label}: every one of the {} objects must be checked:\n{report}",
+        objects.len()
+    );
+}
+
+fn assert_valid_custom_resources(objects: &[Value], label: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("custom-resources.yaml");
+    std::fs::write(&file, to_stream(objects)).expect("write manifests");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate_custom_resources.py");
+    let output = Command::new(venv_python())
+        .arg(script)
+        .arg(crd_dir())
+        .arg(&file)
+        .output()
+        .expect("validate_custom_resources.py runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{label}: custom resources not valid against their CRDs:\n{report}"
+    );
+    assert_eq!(
+        report.matches(" passed").count(),
+        objects.len(),
+        "{label}: every custom resource must be checked:\n{report}"
     );
 }
 
