@@ -1,19 +1,122 @@
-//! Log set-up shared by every binary: `RUST_LOG` filters (default `info`),
-//! `LOG_FORMAT=json` switches to one JSON object per line.
+//! Log set-up shared by every binary. The filter is `RUST_LOG` when set, else
+//! `PREFECT_LOGGING_LEVEL` (Prefect's level names, as users of the Python
+//! worker set it) mapped onto `tracing`'s levels, else `info`.
+//! `LOG_FORMAT=json` switches to one JSON object per line. Colours only on a
+//! terminal (never in a log file or a container's log) and never with
+//! `NO_COLOR`.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::{fmt, EnvFilter};
+
+/// Prefect's logging setting, read when `RUST_LOG` is not set.
+pub const PREFECT_LOGGING_LEVEL: &str = "PREFECT_LOGGING_LEVEL";
+
+/// The `tracing` level of a Prefect (Python) level name: `DEBUG`, `INFO`,
+/// `WARNING` (or `WARN`), `ERROR`, `CRITICAL` (or `FATAL`), any case, or
+/// Python's numbers (10, 20, 30, 40, 50). `None` for anything else.
+pub fn tracing_level(prefect_level: &str) -> Option<&'static str> {
+    let level = prefect_level.trim().to_ascii_uppercase();
+    Some(match level.as_str() {
+        "DEBUG" | "10" => "debug",
+        "INFO" | "20" => "info",
+        "WARNING" | "WARN" | "30" => "warn",
+        "ERROR" | "40" | "CRITICAL" | "FATAL" | "50" => "error",
+        _ => return None,
+    })
+}
+
+/// The filter directives: `RUST_LOG` wins; else `PREFECT_LOGGING_LEVEL`
+/// mapped; else `info`. The second value is a complaint about an unknown
+/// `PREFECT_LOGGING_LEVEL`, to be logged once logging works.
+pub fn filter_directives(
+    rust_log: Option<&str>,
+    prefect_level: Option<&str>,
+) -> (String, Option<String>) {
+    if let Some(directives) = rust_log.filter(|d| !d.trim().is_empty()) {
+        return (directives.to_string(), None);
+    }
+    match prefect_level.filter(|l| !l.trim().is_empty()) {
+        None => ("info".into(), None),
+        Some(level) => match tracing_level(level) {
+            Some(mapped) => (mapped.into(), None),
+            None => (
+                "info".into(),
+                Some(format!(
+                    "{PREFECT_LOGGING_LEVEL}={level:?} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL; logging at INFO"
+                )),
+            ),
+        },
+    }
+}
+
+/// Whether to colour the output: only on a terminal, and not with `NO_COLOR`.
+fn use_colours() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    !no_color && std::io::stdout().is_terminal()
+}
 
 /// Installs the global subscriber. Safe to call twice (the second call is a
 /// no-op), so tests that start several services in one process can call it.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let prefect_level = std::env::var(PREFECT_LOGGING_LEVEL).ok();
+    let (directives, complaint) = filter_directives(rust_log.as_deref(), prefect_level.as_deref());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT")
         .map(|f| f.eq_ignore_ascii_case("json"))
         .unwrap_or(false);
-    let builder = fmt().with_env_filter(filter).with_target(false);
-    let _ = if json {
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(use_colours());
+    let installed = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+    if let (Ok(()), Some(complaint)) = (installed, complaint) {
+        tracing::warn!("{complaint}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefect_levels_map_onto_tracing_levels() {
+        for (prefect, tracing) in [
+            ("DEBUG", "debug"),
+            ("info", "info"),
+            ("WARNING", "warn"),
+            ("Warn", "warn"),
+            ("ERROR", "error"),
+            ("CRITICAL", "error"),
+            ("10", "debug"),
+            ("30", "warn"),
+        ] {
+            assert_eq!(tracing_level(prefect), Some(tracing), "{prefect}");
+        }
+        assert_eq!(tracing_level("LOUD"), None);
+    }
+
+    #[test]
+    fn rust_log_wins_then_the_prefect_level_then_info() {
+        assert_eq!(
+            filter_directives(Some("dispatcher=trace"), Some("ERROR")),
+            ("dispatcher=trace".to_string(), None)
+        );
+        assert_eq!(
+            filter_directives(None, Some("WARNING")),
+            ("warn".to_string(), None)
+        );
+        assert_eq!(filter_directives(Some(" "), Some("DEBUG")).0, "debug");
+        assert_eq!(filter_directives(None, None), ("info".to_string(), None));
+        let (directives, complaint) = filter_directives(None, Some("LOUD"));
+        assert_eq!(directives, "info");
+        assert!(complaint
+            .unwrap()
+            .contains("PREFECT_LOGGING_LEVEL=\"LOUD\""));
+    }
 }
