@@ -127,7 +127,12 @@ async fn main() -> anyhow::Result<()> {
         namespace: None,
     };
     let job_watch = tokio::spawn(watch_jobs(scope.clone(), store.clone(), shutdown.clone()));
-    let pod_watch = tokio::spawn(watch_pods(scope, store.clone(), shutdown.clone()));
+    let pod_watch = tokio::spawn(watch_pods(
+        scope,
+        store.clone(),
+        reporter::service::pod_events::PodEventSink::disabled(),
+        shutdown.clone(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let (job_views, pod_views, runs) = store.read(|s| s.counts());
