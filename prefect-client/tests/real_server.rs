@@ -818,9 +818,15 @@ async fn events_are_stored_once_per_id_and_read_back_by_id_and_related_resource(
         follows: None,
     };
     let client = &fixture.client;
-    client.create_events(std::slice::from_ref(&event)).await.unwrap();
+    client
+        .create_events(std::slice::from_ref(&event))
+        .await
+        .unwrap();
     // The same id again (a re-send after a lost answer): stored once.
-    client.create_events(std::slice::from_ref(&event)).await.unwrap();
+    client
+        .create_events(std::slice::from_ref(&event))
+        .await
+        .unwrap();
     let since = Utc::now() - TimeDelta::hours(1);
     let until = Utc::now() + TimeDelta::hours(1);
     let stored = eventually(|| async {
@@ -844,4 +850,44 @@ async fn events_are_stored_once_per_id_and_read_back_by_id_and_related_resource(
     assert_eq!(read[0].resource, event.resource);
     assert_eq!(read[0].related_in_role("flow-run"), event.related.first());
     assert_eq!(read[0].event, "prefect.kubernetes.pod.pending");
+}
+
+#[tokio::test]
+async fn runs_are_counted_by_pool_state_and_due_time() {
+    let fixture = Fixture::new("count").await;
+    let due = fixture.scheduled_run().await;
+    let mut later = StateCreate::new(StateType::Scheduled, "Scheduled");
+    later.state_details.scheduled_time = Some(Utc::now() + TimeDelta::hours(1));
+    fixture
+        .client
+        .create_flow_run_from_deployment(
+            fixture.deployment_id,
+            &DeploymentFlowRunCreate {
+                state: Some(later),
+                ..DeploymentFlowRunCreate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let in_pool = FlowRunFilter::default().with_work_pool_names(vec![fixture.pool.clone()]);
+    let count = |filter: FlowRunFilter| {
+        let client = fixture.client.clone();
+        async move { client.count_flow_runs(&filter).await.unwrap() }
+    };
+    let scheduled = in_pool.clone().with_state_types(vec![StateType::Scheduled]);
+    assert_eq!(count(scheduled.clone().with_limit(1)).await, 2);
+    let now_due = FlowRunFilter {
+        scheduled_before: Some(Utc::now()),
+        ..scheduled
+    };
+    assert_eq!(count(now_due).await, 1);
+    fixture
+        .client
+        .set_flow_run_state(due.id, &StateCreate::pending_claim(Uuid::new_v4()), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(in_pool.with_state_types(vec![StateType::Pending])).await,
+        1
+    );
 }
