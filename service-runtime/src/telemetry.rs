@@ -1,6 +1,7 @@
 //! Log set-up shared by every binary. The filter is `RUST_LOG` when set, else
 //! `PREFECT_LOGGING_LEVEL` (Prefect's level names, as users of the Python
-//! worker set it) mapped onto `tracing`'s levels, else `info`.
+//! worker set it) mapped onto `tracing`'s levels (`DEBUG` for the agent's own
+//! crates only, as Prefect's level is for its own loggers), else `info`.
 //! `LOG_FORMAT=json` switches to one JSON object per line. Colours only on a
 //! terminal (never in a log file or a container's log) and never with
 //! `NO_COLOR`.
@@ -12,16 +13,34 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// Prefect's logging setting, read when `RUST_LOG` is not set.
 pub const PREFECT_LOGGING_LEVEL: &str = "PREFECT_LOGGING_LEVEL";
 
-/// The `tracing` level of a Prefect (Python) level name: `DEBUG`, `INFO`,
+/// The agent's own crates: `DEBUG` applies to them only, as Prefect's level
+/// applies to its own `prefect` loggers (libraries stay at `info`; `RUST_LOG`
+/// says anything finer).
+const OWN_CRATES: [&str; 9] = [
+    "poller",
+    "dispatcher",
+    "reporter",
+    "service_runtime",
+    "prefect_client",
+    "job_manifest",
+    "flow_run_proto",
+    "prefect_k8s",
+    "kube_emulator",
+];
+
+/// The `tracing` filter of a Prefect (Python) level name: `DEBUG`, `INFO`,
 /// `WARNING` (or `WARN`), `ERROR`, `CRITICAL` (or `FATAL`), any case, or
 /// Python's numbers (10, 20, 30, 40, 50). `None` for anything else.
-pub fn tracing_level(prefect_level: &str) -> Option<&'static str> {
+pub fn tracing_filter(prefect_level: &str) -> Option<String> {
     let level = prefect_level.trim().to_ascii_uppercase();
     Some(match level.as_str() {
-        "DEBUG" | "10" => "debug",
-        "INFO" | "20" => "info",
-        "WARNING" | "WARN" | "30" => "warn",
-        "ERROR" | "40" | "CRITICAL" | "FATAL" | "50" => "error",
+        "DEBUG" | "10" => {
+            let own: Vec<String> = OWN_CRATES.iter().map(|c| format!("{c}=debug")).collect();
+            format!("info,{}", own.join(","))
+        }
+        "INFO" | "20" => "info".into(),
+        "WARNING" | "WARN" | "30" => "warn".into(),
+        "ERROR" | "40" | "CRITICAL" | "FATAL" | "50" => "error".into(),
         _ => return None,
     })
 }
@@ -38,8 +57,8 @@ pub fn filter_directives(
     }
     match prefect_level.filter(|l| !l.trim().is_empty()) {
         None => ("info".into(), None),
-        Some(level) => match tracing_level(level) {
-            Some(mapped) => (mapped.into(), None),
+        Some(level) => match tracing_filter(level) {
+            Some(mapped) => (mapped, None),
             None => (
                 "info".into(),
                 Some(format!(
@@ -87,18 +106,26 @@ mod tests {
     #[test]
     fn prefect_levels_map_onto_tracing_levels() {
         for (prefect, tracing) in [
-            ("DEBUG", "debug"),
             ("info", "info"),
             ("WARNING", "warn"),
             ("Warn", "warn"),
             ("ERROR", "error"),
             ("CRITICAL", "error"),
-            ("10", "debug"),
             ("30", "warn"),
         ] {
-            assert_eq!(tracing_level(prefect), Some(tracing), "{prefect}");
+            assert_eq!(
+                tracing_filter(prefect).as_deref(),
+                Some(tracing),
+                "{prefect}"
+            );
         }
-        assert_eq!(tracing_level("LOUD"), None);
+        for debug in ["DEBUG", "10"] {
+            let filter = tracing_filter(debug).unwrap();
+            assert!(filter.starts_with("info,"), "{filter}");
+            assert!(filter.contains("dispatcher=debug"), "{filter}");
+            assert!(EnvFilter::try_new(&filter).is_ok(), "{filter}");
+        }
+        assert_eq!(tracing_filter("LOUD"), None);
     }
 
     #[test]
@@ -111,7 +138,7 @@ mod tests {
             filter_directives(None, Some("WARNING")),
             ("warn".to_string(), None)
         );
-        assert_eq!(filter_directives(Some(" "), Some("DEBUG")).0, "debug");
+        assert_eq!(filter_directives(Some(" "), Some("ERROR")).0, "error");
         assert_eq!(filter_directives(None, None), ("info".to_string(), None));
         let (directives, complaint) = filter_directives(None, Some("LOUD"));
         assert_eq!(directives, "info");
