@@ -72,7 +72,7 @@ pub enum Seen {
 /// One pod's event, as the watcher hands it over.
 struct Observed {
     event: PodEvent,
-    check: bool,
+    seen: Seen,
 }
 
 /// Where the pod watcher hands pods over; cheap to clone.
@@ -119,8 +119,7 @@ impl PodEventSink {
         let Some(event) = PodEvent::from_pod(pod, live, chrono::Utc::now()) else {
             return;
         };
-        let check = seen == Seen::Listed;
-        if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(Observed { event, check }) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(Observed { event, seen }) {
             self.overflowed.store(true, Ordering::Relaxed);
         }
     }
@@ -145,17 +144,19 @@ struct Queued {
 struct Outbox {
     queued: VecDeque<Queued>,
     queued_ids: HashSet<Uuid>,
-    /// Per pod uid, the last event sent (for `follows`).
+    /// Per pod uid, the last event sent or found stored (dedup, `follows`).
     last_sent: HashMap<Box<str>, (Uuid, Timestamp)>,
-    /// Ids sent by this process (nothing is queued twice).
+    /// Ids sent recently (a pod back in an earlier state is not sent again).
     sent_ids: HashSet<Uuid>,
+    /// Pods deleted: forgotten once their last event is sent.
+    deleted: HashSet<Box<str>>,
     /// Start over from a list of the pods before sending.
     resync: bool,
 }
 
 impl Outbox {
     fn push(&mut self, event: PodEvent, check: bool) {
-        if self.sent_ids.contains(&event.id) || !self.queued_ids.insert(event.id) {
+        if self.is_sent(&event) || !self.queued_ids.insert(event.id) {
             return;
         }
         if self.queued.len() >= QUEUE_LIMIT {
@@ -163,6 +164,19 @@ impl Outbox {
             return;
         }
         self.queued.push_back(Queued { event, check });
+    }
+
+    /// Takes a pod the watcher saw.
+    fn observe(&mut self, Observed { event, seen }: Observed) {
+        if seen == Seen::Deleted {
+            self.deleted.insert(event.pod_uid.clone());
+        }
+        self.push(event, seen == Seen::Listed);
+    }
+
+    fn is_sent(&self, event: &PodEvent) -> bool {
+        let last = self.last_sent.get(&event.pod_uid).map(|(id, _)| *id);
+        last == Some(event.id) || self.sent_ids.contains(&event.id)
     }
 
     fn start_over(&mut self) {
@@ -214,16 +228,34 @@ impl Outbox {
             .collect()
     }
 
-    /// Forgets what no longer matters for `follows` or dedup (bounded memory).
-    fn prune(&mut self, now: Timestamp) {
-        if self.last_sent.len() > QUEUE_LIMIT {
-            self.last_sent
-                .retain(|_, (_, at)| now - *at < FOLLOWS_WITHIN * 2);
+    /// Forgets deleted pods whose last event is sent, and keeps the rest
+    /// bounded (memory: one entry per pod of the pool).
+    fn prune(&mut self) {
+        if !self.deleted.is_empty() {
+            let waiting: HashSet<&str> = self.queued.iter().map(|q| &*q.event.pod_uid).collect();
+            let last_sent = &mut self.last_sent;
+            self.deleted.retain(|uid| {
+                let keep = waiting.contains(&**uid);
+                if !keep {
+                    last_sent.remove(uid);
+                }
+                keep
+            });
         }
         if self.sent_ids.len() > 4 * QUEUE_LIMIT {
-            // Ids of older events: a listed pod's is read back before sending.
             self.sent_ids.clear();
         }
+        if self.last_sent.len() > 4 * QUEUE_LIMIT {
+            // Pods deleted while the watch was down: start over from a list.
+            self.last_sent.clear();
+            self.start_over();
+        }
+    }
+
+    /// Keeps only the listed pods' entries (the others are gone).
+    fn keep_pods(&mut self, listed: &HashSet<Box<str>>) {
+        self.last_sent.retain(|uid, _| listed.contains(uid));
+        self.deleted.retain(|uid| listed.contains(uid));
     }
 }
 
@@ -255,10 +287,10 @@ pub async fn run_pod_events(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             observed = source.receiver.recv() => {
-                let Some(Observed { event, check }) = observed else { return };
-                let ours = event.work_pool_label.as_deref() == Some(&*sender.work_pool_label);
-                if was_leading && ours {
-                    outbox.push(event, check);
+                let Some(observed) = observed else { return };
+                let pool = observed.event.work_pool_label.as_deref();
+                if was_leading && pool == Some(&*sender.work_pool_label) {
+                    outbox.observe(observed);
                 }
             }
             _ = ticks.tick() => {
@@ -293,6 +325,7 @@ impl PodEventSender {
             let events = self.list_pod_events().await?;
             tracing::info!(pods = events.len(), "checking which pod events Prefect has");
             outbox.resync = false;
+            outbox.keep_pods(&events.iter().map(|e| e.pod_uid.clone()).collect());
             for event in events {
                 outbox.push(event, true);
             }
@@ -304,7 +337,7 @@ impl PodEventSender {
             }
             self.send_batch(outbox, prefect).await?;
         }
-        outbox.prune(chrono::Utc::now());
+        outbox.prune();
         Ok(())
     }
 
@@ -452,6 +485,28 @@ mod tests {
         assert!(outbox.next_batch().iter().all(|queued| !queued.check));
         outbox.maybe_stored(2);
         assert!(outbox.next_batch().iter().all(|queued| queued.check));
+    }
+
+    #[test]
+    fn a_pod_seen_again_unchanged_is_not_sent_again_and_a_deleted_one_is_forgotten() {
+        let mut outbox = Outbox::default();
+        let seen = |event, seen| Observed { event, seen };
+        outbox.observe(seen(event("a", 1, 0), Seen::Updated));
+        let batch = outbox.next_batch();
+        outbox.stored(&batch);
+        outbox.sent_ids.clear();
+        outbox.observe(seen(event("a", 1, 0), Seen::Updated));
+        assert!(outbox.queued.is_empty(), "the pod's last event");
+        outbox.observe(seen(event("a", 2, 1), Seen::Deleted));
+        outbox.prune();
+        assert!(
+            outbox.last_sent.contains_key("a"),
+            "its last event is still to send"
+        );
+        let batch = outbox.next_batch();
+        outbox.stored(&batch);
+        outbox.prune();
+        assert!(outbox.last_sent.is_empty() && outbox.deleted.is_empty());
     }
 
     #[test]
