@@ -76,6 +76,10 @@ pub struct DispatcherConfig {
     /// Prefect options, never from a flag of their own.
     #[arg(skip)]
     pub credentials: FlowCredentials,
+    /// The dispatcher's own Prefect settings that flow pods inherit (see
+    /// [`crate::settings`]); set by the binary from its environment.
+    #[arg(skip)]
+    pub forwarded_settings: Vec<(String, String)>,
 }
 
 /// The Prefect credentials flow-run pods receive when no Secret is named.
@@ -196,6 +200,7 @@ impl DispatcherConfig {
             stream_replicas: 1,
             job: JobOptions::default(),
             credentials: FlowCredentials::default(),
+            forwarded_settings: Vec::new(),
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::kubernetes::Jobs;
 use crate::metrics::DispatcherMetrics;
 use crate::reads::Reads;
 use crate::render::JobRenderer;
+use crate::run_logs::RunLogs;
 use crate::submit::{backoff, DueRun, Outcome, Submitter};
 use crate::{DispatchStats, Dispatcher, DispatcherConfig, DispatcherError};
 
@@ -41,6 +42,9 @@ struct Handler {
 const IDLE_BEAT: Duration = Duration::from_secs(10);
 
 type Messages = jetstream::consumer::pull::Stream;
+
+/// How long a stopping dispatcher waits for the last submission lines to be sent.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(
     dispatcher: Dispatcher,
@@ -60,6 +64,8 @@ pub(crate) async fn run(
     let renderer = JobRenderer::new(prefect.clone(), &config).map_err(DispatcherError::Config)?;
     let submitter = Submitter {
         reads: Reads::spawn(&prefect),
+        logs: RunLogs::spawn(prefect.clone()),
+        worker_name: config.worker_name.clone(),
         work_pool: config.work_pool.clone(),
         jobs: Jobs::new(kube, config.kubernetes_timeout()),
         prefect,
@@ -109,6 +115,7 @@ pub(crate) async fn run(
     }
     health.set_serving(false);
     while tasks.join_next().await.is_some() {}
+    handler.submitter.logs.flush(LOG_FLUSH_TIMEOUT).await;
     tracing::info!("dispatcher stopped");
     Ok(())
 }

@@ -16,6 +16,8 @@
 //! - [`render`]: the Job manifest for a run (prefect-kubernetes 0.8 compatible).
 //! - [`kubernetes`]: Job creation (suspended), release and withdrawal, under deadlines.
 //! - [`submit`]: one run from claim to Job.
+//! - [`run_logs`]: the Python worker's submission lines in the runs' logs, batched.
+//! - [`settings`]: which of the dispatcher's own `PREFECT_*` settings flow pods get.
 //! - [`dead_letter`]: parking messages that cannot be handled.
 //! - [`metrics`]: submissions, claims, due-to-Job latency, the consumer's backlog.
 #![forbid(unsafe_code)]
@@ -28,6 +30,8 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod reads;
 pub mod render;
+pub mod run_logs;
+pub mod settings;
 pub mod submit;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         api_key: cli.prefect.effective_api_key(),
         auth_string: cli.prefect.auth_string.clone().filter(|a| !a.is_empty()),
     };
+    cli.dispatcher.forwarded_settings = dispatcher::settings::from_process_environment();
     let shutdown = service_runtime::shutdown::token_on_signal();
     let health = Health::serve(cli.health_addr, "dispatcher", shutdown.clone())
         .await

@@ -87,7 +87,7 @@ impl JobRenderer {
                 job.api_auth_string_secret.as_deref(),
                 config.credentials.auth_string.is_some(),
             )?,
-            extra_env: Vec::new(),
+            extra_env: config.forwarded_settings.clone(),
         };
         Ok(JobRenderer {
             prefect,

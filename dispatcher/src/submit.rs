@@ -19,6 +19,12 @@
 //!    attempt created it. A permanent Kubernetes refusal Crashes the run.
 //! 5. Read the run again (batched) and release the Job, or withdraw it.
 //!
+//! The run's logs get the Python worker's submission lines at the moments they
+//! describe ([`crate::run_logs`]): "submitting" after a fresh claim, "Creating
+//! Kubernetes job..." before that claim's create, "created" once the create
+//! made the Job, "submitted to infrastructure" once the Job is released. They
+//! are queued, never awaited.
+//!
 //! A claim older than the submission timeout whose Job does not exist is
 //! Crashed with that reason instead of being tried again.
 
@@ -32,6 +38,7 @@ use crate::kubernetes::{self, CreateError, Jobs};
 use crate::metrics::DispatcherMetrics;
 use crate::reads::Reads;
 use crate::render::{JobRenderer, RenderFailure, RenderedJob, RunInputs};
+use crate::run_logs::{self, RunLogs};
 
 /// A decoded message with its key.
 #[derive(Debug, Clone)]
@@ -82,6 +89,10 @@ pub struct Submitter {
     /// A claim older than this whose Job does not exist is Crashed.
     pub submission_timeout: Duration,
     pub metrics: DispatcherMetrics,
+    /// The submission lines in the runs' logs.
+    pub logs: RunLogs,
+    /// The worker name the submission lines give.
+    pub worker_name: String,
 }
 
 /// Early return of a step: the outcome to settle the message with.
@@ -100,36 +111,63 @@ impl Submitter {
         let resumed = self.claim(due, run.as_ref(), deliveries).await?;
         // A claimed run was read (a missing one is skipped by the claim rules).
         let run = run.ok_or(Outcome::Skipped(SkipReason::RunDeleted))?;
+        if !resumed {
+            let line = run_logs::submitting(&self.worker_name, run.id);
+            self.logs.info(run.id, line);
+        }
         let rendered = self.render(due, &run, resumed, deliveries).await?;
         let pid = rendered.pid.clone();
         if resumed {
             self.check_timeout(due, &run, &pid, deliveries).await?;
         }
         self.record(due, &run, &pid, deliveries).await?;
+        if !resumed {
+            self.logs.info(run.id, run_logs::CREATING.into());
+        }
         let started = std::time::Instant::now();
-        let created = self
-            .jobs
-            .create_suspended(&pid, &rendered.manifest, &due.key)
-            .await;
-        let existing = match created {
-            Ok(existing) => {
-                if !existing.already_existed {
-                    self.metrics.job_created(started.elapsed(), late_by(&run));
-                }
-                existing
-            }
-            Err(CreateError::Rejected(message)) => {
-                let text = format!("Failed to submit flow run to infrastructure: {message}");
-                return Err(self.crash(due, deliveries, text).await);
-            }
-            Err(CreateError::Transient(message)) => return Err(retry(deliveries, message)),
-        };
+        let existing = self.create(due, &rendered, deliveries).await?;
+        if !existing.already_existed {
+            self.metrics.job_created(started.elapsed(), late_by(&run));
+            let line = run_logs::created(&pid.job_name, &pid.namespace);
+            self.logs.info(run.id, line);
+        }
         let resumed = resumed || existing.already_existed;
-        if !existing.suspended || kubernetes::template_suspends(&rendered.manifest) {
-            // Released by an earlier delivery, or held by the template itself.
+        let held = kubernetes::template_suspends(&rendered.manifest);
+        if existing.already_existed && (held || !existing.suspended) {
+            // Released (or held) by an earlier delivery, which wrote its lines.
             return Ok(Outcome::Submitted { job: pid, resumed });
         }
-        self.release(due, pid, resumed, deliveries).await
+        let outcome = if held {
+            // Suspended by the template itself: the user's choice.
+            Outcome::Submitted { job: pid, resumed }
+        } else {
+            self.release(due, pid, resumed, deliveries).await?
+        };
+        if matches!(outcome, Outcome::Submitted { .. }) {
+            self.logs.info(run.id, run_logs::submitted(&run.name));
+        }
+        Ok(outcome)
+    }
+
+    /// Creates the Job suspended; a permanent refusal crashes the run.
+    async fn create(
+        &self,
+        due: &DueRun,
+        rendered: &RenderedJob,
+        deliveries: u64,
+    ) -> Step<kubernetes::ExistingJob> {
+        let created = self
+            .jobs
+            .create_suspended(&rendered.pid, &rendered.manifest, &due.key)
+            .await;
+        match created {
+            Ok(existing) => Ok(existing),
+            Err(CreateError::Rejected(message)) => {
+                let text = format!("Failed to submit flow run to infrastructure: {message}");
+                Err(self.crash(due, deliveries, text).await)
+            }
+            Err(CreateError::Transient(message)) => Err(retry(deliveries, message)),
+        }
     }
 
     async fn read(&self, key: SubmissionKey, deliveries: u64) -> Step<Option<FlowRun>> {

@@ -3,6 +3,7 @@
 //! `Debug` output nor log lines can reveal them.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -125,6 +126,10 @@ pub struct ClientConfig {
     pub csrf_support: bool,
     /// Told about every HTTP request (for metrics).
     pub observer: Option<std::sync::Arc<dyn crate::RequestObserver>>,
+    /// A PEM bundle of the certificate authorities the API's TLS certificate
+    /// is checked against (`PREFECT_API_SSL_CERT_FILE`). As in Prefect's own
+    /// client, it replaces the system's roots; `None` uses the system's.
+    pub ssl_cert_file: Option<PathBuf>,
 }
 
 /// Told about every HTTP request the client makes: method, endpoint (the path
@@ -149,12 +154,13 @@ impl ClientConfig {
             product_token: None,
             csrf_support: true,
             observer: None,
+            ssl_cert_file: None,
         })
     }
 
     /// Reads `PREFECT_API_URL` (required), `PREFECT_API_KEY`,
-    /// `PREFECT_API_AUTH_STRING`, `PREFECT_API_REQUEST_TIMEOUT` (seconds)
-    /// and `PREFECT_CLIENT_MAX_RETRIES` from the environment.
+    /// `PREFECT_API_AUTH_STRING` and the settings of
+    /// [`ClientConfig::with_env_settings`] from the environment.
     pub fn from_env() -> Result<Self, PrefectError> {
         let url = std::env::var("PREFECT_API_URL")
             .map_err(|_| PrefectError::Config("PREFECT_API_URL is not set".into()))?;
@@ -165,10 +171,14 @@ impl ClientConfig {
     }
 
     /// Applies the Prefect client settings a user may have set in the
-    /// environment: `PREFECT_API_REQUEST_TIMEOUT` (seconds) and
-    /// `PREFECT_CLIENT_MAX_RETRIES`.
+    /// environment: `PREFECT_API_REQUEST_TIMEOUT` (seconds),
+    /// `PREFECT_CLIENT_MAX_RETRIES` and `PREFECT_API_SSL_CERT_FILE` (a PEM
+    /// bundle of the CAs to trust for the API; read when the client is built).
     pub fn with_env_settings(mut self) -> Result<Self, PrefectError> {
         let config = &mut self;
+        if let Some(path) = non_empty_env("PREFECT_API_SSL_CERT_FILE") {
+            config.ssl_cert_file = Some(PathBuf::from(path));
+        }
         if let Some(timeout) = non_empty_env("PREFECT_API_REQUEST_TIMEOUT") {
             let seconds: f64 = timeout.parse().map_err(|_| {
                 PrefectError::Config(format!(
@@ -226,6 +236,13 @@ impl ClientConfig {
         self
     }
 
+    /// Trusts only the certificate authorities in this PEM bundle for the
+    /// API's TLS (what `PREFECT_API_SSL_CERT_FILE` sets).
+    pub fn with_ssl_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ssl_cert_file = Some(path.into());
+        self
+    }
+
     /// `prefect/3.9.1 (API 0.8.4)` followed by the product token, if any.
     pub fn user_agent(&self) -> String {
         let base = format!("prefect/{PREFECT_CLIENT_VERSION} (API {API_VERSION})");
@@ -248,6 +265,7 @@ impl fmt::Debug for ClientConfig {
             .field("worker_name", &self.worker_name)
             .field("product_token", &self.product_token)
             .field("csrf_support", &self.csrf_support)
+            .field("ssl_cert_file", &self.ssl_cert_file)
             .finish()
     }
 }

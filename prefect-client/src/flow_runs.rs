@@ -113,6 +113,8 @@ pub struct FlowRunFilter {
     pub state_names: Option<Vec<String>>,
     pub work_pool_names: Option<Vec<String>>,
     pub deployment_ids: Option<Vec<Uuid>>,
+    /// Runs whose next scheduled start is before this (due runs).
+    pub scheduled_before: Option<DateTime<Utc>>,
     /// At most [`MAX_PAGE_SIZE`]; `None` = server default (200).
     pub limit: Option<usize>,
     pub offset: usize,
@@ -166,6 +168,12 @@ impl FlowRunFilter {
         }
         if let Some(deployment_ids) = &self.deployment_ids {
             flow_runs.insert("deployment_id".into(), json!({ "any_": deployment_ids }));
+        }
+        if let Some(before) = self.scheduled_before {
+            flow_runs.insert(
+                "next_scheduled_start_time".into(),
+                json!({ "before_": before }),
+            );
         }
         let mut state = Map::new();
         if let Some(types) = &self.state_types {
@@ -262,6 +270,19 @@ impl PrefectClient {
             }
             page_filter.offset += MAX_PAGE_SIZE;
         }
+    }
+
+    /// `POST /flow_runs/count`: how many runs match `filter` (its limit,
+    /// offset and sort do not apply).
+    pub async fn count_flow_runs(&self, filter: &FlowRunFilter) -> Result<u64, PrefectError> {
+        let mut body = filter.to_body();
+        if let Some(body) = body.as_object_mut() {
+            for paging in ["limit", "offset", "sort"] {
+                body.remove(paging);
+            }
+        }
+        self.send_json(Method::POST, &["flow_runs", "count"], &body)
+            .await
     }
 
     /// The runs with these ids (in no particular order; unknown ids are

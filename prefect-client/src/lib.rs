@@ -9,7 +9,7 @@
 //!   `Retry-After` (SQLite servers answer 503 "database is locked" under
 //!   concurrent writes). Each retry re-sends the same body.
 //! - Endpoints, grouped with their types: [`work_pools`], [`flow_runs`],
-//!   [`deployments`], [`flows`], [`logs`].
+//!   [`deployments`], [`flows`], [`logs`], [`events`].
 //! - The state-proposal contract and claim helpers: [`states`].
 //! - Failures: [`PrefectError`], with [`PrefectError::is_retryable`].
 //!
@@ -30,6 +30,7 @@ mod client;
 pub mod config;
 pub mod deployments;
 pub mod error;
+pub mod events;
 pub mod flow_runs;
 pub mod flows;
 pub mod logs;
@@ -46,6 +47,7 @@ pub use config::{
 };
 pub use deployments::{Deployment, DeploymentCreate};
 pub use error::PrefectError;
+pub use events::{Event, EventFilter, ResourceLabels, EVENTS_PAGE_SIZE};
 pub use flow_runs::{DeploymentFlowRunCreate, FlowRun, FlowRunFilter};
 pub use flows::Flow;
 pub use logs::{log_level, Log, LogCreate};

@@ -96,13 +96,17 @@ impl Transport {
             headers.insert(AUTHORIZATION, value);
         }
         install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent())
             .default_headers(headers)
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(8)
-            .pool_idle_timeout(Duration::from_secs(25))
+            .pool_idle_timeout(Duration::from_secs(25));
+        if let Some(path) = &config.ssl_cert_file {
+            builder = builder.tls_certs_only(certificate_authorities(path)?);
+        }
+        let http = builder
             .build()
             .map_err(|err| PrefectError::Config(format!("cannot build HTTP client: {err}")))?;
         Ok(Transport {
@@ -402,6 +406,31 @@ fn install_crypto_provider() {
         // Losing a race against another installer is fine: one is in place.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
+}
+
+/// The certificates of a PEM bundle (`PREFECT_API_SSL_CERT_FILE`); an
+/// unreadable file or one without a certificate is a configuration error
+/// naming the file.
+fn certificate_authorities(
+    path: &std::path::Path,
+) -> Result<Vec<reqwest::Certificate>, PrefectError> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|err| {
+        PrefectError::Config(format!(
+            "cannot read PREFECT_API_SSL_CERT_FILE {shown}: {err}"
+        ))
+    })?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
+        PrefectError::Config(format!(
+            "PREFECT_API_SSL_CERT_FILE {shown} is not a PEM bundle: {err}"
+        ))
+    })?;
+    if certificates.is_empty() {
+        return Err(PrefectError::Config(format!(
+            "PREFECT_API_SSL_CERT_FILE {shown} holds no certificate"
+        )));
+    }
+    Ok(certificates)
 }
 
 fn authorization_header(config: &ClientConfig) -> Result<Option<HeaderValue>, PrefectError> {

@@ -766,3 +766,128 @@ async fn running_before_the_scheduled_time_is_answered_with_wait() {
         other => panic!("expected Wait, got {other:?}"),
     }
 }
+
+/// Polls `read` until it returns `Some`, for up to a minute (the server stores
+/// events asynchronously, in batches).
+async fn eventually<T, F, Fut>(mut read: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(found) = read().await {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not seen within a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn events_are_stored_once_per_id_and_read_back_by_id_and_related_resource() {
+    let fixture = Fixture::new("events").await;
+    let run = fixture.scheduled_run().await;
+    let pod = Uuid::new_v4();
+    let event = prefect_client::Event {
+        id: Uuid::new_v4(),
+        event: "prefect.kubernetes.pod.pending".into(),
+        occurred: Utc::now() - TimeDelta::seconds(5),
+        resource: [
+            (
+                "prefect.resource.id".to_string(),
+                format!("prefect.kubernetes.pod.{pod}"),
+            ),
+            ("prefect.resource.name".to_string(), "pod-1".to_string()),
+            ("kubernetes.namespace".to_string(), "default".to_string()),
+        ]
+        .into(),
+        related: vec![[
+            (
+                "prefect.resource.id".to_string(),
+                format!("prefect.flow-run.{}", run.id),
+            ),
+            ("prefect.resource.role".to_string(), "flow-run".to_string()),
+            ("prefect.resource.name".to_string(), run.name.clone()),
+        ]
+        .into()],
+        payload: Default::default(),
+        follows: None,
+    };
+    let client = &fixture.client;
+    client
+        .create_events(std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    // The same id again (a re-send after a lost answer): stored once.
+    client
+        .create_events(std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let since = Utc::now() - TimeDelta::hours(1);
+    let until = Utc::now() + TimeDelta::hours(1);
+    let stored = eventually(|| async {
+        let ids = client
+            .stored_event_ids(&[event.id, Uuid::new_v4()], since, until)
+            .await
+            .unwrap();
+        (!ids.is_empty()).then_some(ids)
+    })
+    .await;
+    assert_eq!(stored, vec![event.id]);
+    let related = prefect_client::EventFilter {
+        since: Some(since),
+        until: Some(until),
+        name_prefixes: Some(vec!["prefect.kubernetes.pod.".into()]),
+        related_ids: Some(vec![format!("prefect.flow-run.{}", run.id)]),
+        ..Default::default()
+    };
+    let read = client.read_events(&related).await.unwrap();
+    assert_eq!(read.len(), 1, "{read:#?}");
+    assert_eq!(read[0].resource, event.resource);
+    assert_eq!(read[0].related_in_role("flow-run"), event.related.first());
+    assert_eq!(read[0].event, "prefect.kubernetes.pod.pending");
+}
+
+#[tokio::test]
+async fn runs_are_counted_by_pool_state_and_due_time() {
+    let fixture = Fixture::new("count").await;
+    let due = fixture.scheduled_run().await;
+    let mut later = StateCreate::new(StateType::Scheduled, "Scheduled");
+    later.state_details.scheduled_time = Some(Utc::now() + TimeDelta::hours(1));
+    fixture
+        .client
+        .create_flow_run_from_deployment(
+            fixture.deployment_id,
+            &DeploymentFlowRunCreate {
+                state: Some(later),
+                ..DeploymentFlowRunCreate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let in_pool = FlowRunFilter::default().with_work_pool_names(vec![fixture.pool.clone()]);
+    let count = |filter: FlowRunFilter| {
+        let client = fixture.client.clone();
+        async move { client.count_flow_runs(&filter).await.unwrap() }
+    };
+    let scheduled = in_pool.clone().with_state_types(vec![StateType::Scheduled]);
+    assert_eq!(count(scheduled.clone().with_limit(1)).await, 2);
+    let now_due = FlowRunFilter {
+        scheduled_before: Some(Utc::now()),
+        ..scheduled
+    };
+    assert_eq!(count(now_due).await, 1);
+    fixture
+        .client
+        .set_flow_run_state(due.id, &StateCreate::pending_claim(Uuid::new_v4()), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(in_pool.with_state_types(vec![StateType::Pending])).await,
+        1
+    );
+}

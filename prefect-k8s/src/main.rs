@@ -1,13 +1,17 @@
 //! `prefect-k8s`: the operator CLI of the Prefect Kubernetes agent.
 //!
 //! - `prefect-k8s up`: runs the whole stack locally (nats-server, the Prefect
-//!   server, the Kubernetes API emulator, the poller, two dispatchers and the
-//!   reporter), deploys a demo flow, runs it and follows it to its end.
+//!   server and its UI, the Kubernetes API emulator, the poller, two
+//!   dispatchers and the reporter), deploys a demo flow, runs it and follows
+//!   it to its end under a live status line; a part that dies is reported at
+//!   once with the end of its log.
 //! - `prefect-k8s install`: prints the agent's Kubernetes manifests.
 //! - `prefect-k8s nats-auth`: prints the nats-server `authorization` block
 //!   (the services' users and permissions) for a work pool.
 
+mod children;
 mod install;
+mod status;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -65,7 +69,11 @@ fn nats_auth(args: NatsAuthArgs) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     service_runtime::telemetry::init();
     match Cli::parse().command {
-        Command::Up(args) => up::run(args).await,
+        // `up` has reported its failure and stopped its children already.
+        Command::Up(args) => match up::run(args).await {
+            Ok(()) => Ok(()),
+            Err(_) => std::process::exit(1),
+        },
         Command::Install(args) => install::run(args),
         Command::NatsAuth(args) => nats_auth(args),
     }

@@ -12,6 +12,8 @@
 //!   and `crash_message()`, the `Crashed` state message with the pod log tail.
 //! - [`events`]: Events about our pods and Jobs as flow-run log lines with
 //!   restart-stable dedup keys.
+//! - [`pod_events`]: `prefect.kubernetes.pod.<phase>` events, as the prefect-kubernetes
+//!   observer makes them, for Automations.
 //! - [`autoscaler`]: what cluster-autoscaler or Karpenter says (in its Events) about a
 //!   pod that waits for a node: a node is coming, or none will.
 //! - [`service`]: the reporter service around the core (watchers, evaluation, leader
@@ -47,6 +49,7 @@ pub mod autoscaler;
 pub mod decide;
 pub mod events;
 pub mod observe;
+pub mod pod_events;
 pub mod run_state;
 pub mod service;
 

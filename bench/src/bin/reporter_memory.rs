@@ -133,7 +133,13 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
         shutdown.clone(),
     ));
-    let pod_watch = tokio::spawn(watch_pods(scope, store.clone(), metrics, shutdown.clone()));
+    let pod_watch = tokio::spawn(watch_pods(
+        scope,
+        store.clone(),
+        metrics,
+        reporter::service::pod_events::PodEventSink::disabled(),
+        shutdown.clone(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let (job_views, pod_views, runs) = store.read(|s| s.counts());

@@ -208,7 +208,17 @@ impl Stack {
     /// Starts the real dispatcher binary against this stack, for tests that
     /// must signal a process (SIGKILL, SIGTERM).
     pub fn dispatcher_process(&self, args: &[&str]) -> std::process::Child {
+        self.dispatcher_process_with_env(args, &[])
+    }
+
+    /// [`Stack::dispatcher_process`] with more environment variables.
+    pub fn dispatcher_process_with_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Child {
         std::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+            .envs(env.iter().copied())
             .env("PREFECT_API_URL", self.prefect_server.api_url())
             .env("NATS_URL", self.nats.url())
             .env("KUBECONFIG", self.emulator.kubeconfig_path())

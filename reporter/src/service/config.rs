@@ -81,6 +81,10 @@ pub struct ReporterConfig {
     /// (what node autoscalers say about pods is still read, for the decisions).
     #[arg(long = "disable-event-logs", env = "PREFECT_K8S_DISABLE_EVENT_LOGS")]
     pub disable_event_logs: bool,
+    /// Do not send pod phase changes as `prefect.kubernetes.pod.<phase>` Prefect
+    /// events (the Python observer's `PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_REPLICATE_POD_EVENTS=false`).
+    #[arg(long = "disable-pod-events", env = "PREFECT_K8S_DISABLE_POD_EVENTS")]
+    pub disable_pod_events: bool,
     /// How many of the last lines of a crashed run's pod log to read: they go to the
     /// run's logs, and their end into the Crashed state message. 0 reads none.
     #[arg(
@@ -181,6 +185,7 @@ impl ReporterConfig {
             disable_job_deletion: false,
             delete_finished_jobs_after: None,
             disable_event_logs: false,
+            disable_pod_events: false,
             crash_log_lines: super::evaluate::DEFAULT_CRASH_LOG_LINES,
             liveness_timeout_seconds: None,
             grace: GraceOverrides::default(),

@@ -2,7 +2,8 @@
 //! Jobs and pods ([`store`], [`watch`]); one replica, elected with a Lease ([`lease`]),
 //! evaluates runs and proposes `InfrastructurePending`/`Crashed` ([`evaluate`], with
 //! the crashed pod's log in the run's logs: [`pod_logs`]), forwards pod and Job events
-//! as flow-run logs and keeps what node autoscalers say ([`event_logs`]), carries out
+//! as flow-run logs and keeps what node autoscalers say ([`event_logs`]), sends pod
+//! phase changes as Prefect events for Automations ([`pod_events`]), carries out
 //! cancellations ([`cancel`]) and, when asked, deletes finished Jobs ([`sweep`]).
 //! Standbys keep their stores warm so a takeover acts at once. Flags: [`config`].
 //!
@@ -22,6 +23,7 @@ pub mod evaluate;
 pub mod event_logs;
 pub mod lease;
 pub mod metrics;
+pub mod pod_events;
 pub mod pod_logs;
 pub mod store;
 pub mod sweep;
@@ -40,6 +42,7 @@ use cancel::Canceller;
 use evaluate::Evaluator;
 pub use lease::Leadership;
 use lease::{LeadershipSender, LeaseSettings};
+use pod_events::{PodEventSender, PodEventSink};
 use store::SharedStore;
 use watch::ApiScope;
 
@@ -133,11 +136,28 @@ impl Reporter {
                 "Job watch"
             });
         }
+        let pod_events = if config.disable_pod_events {
+            PodEventSink::disabled()
+        } else {
+            let (sink, source) = PodEventSink::new();
+            let sender = PodEventSender {
+                scope: scope.clone(),
+                prefect: prefect.clone(),
+                leadership: leadership.subscribe(),
+                work_pool_label: config.work_pool_label(),
+            };
+            let token = work_done.clone();
+            tasks.spawn(async move {
+                pod_events::run_pod_events(sender, source, token).await;
+                "pod events"
+            });
+            sink
+        };
         {
             let (scope, store, token) = (scope.clone(), store.clone(), work_done.clone());
             let metrics = metrics.clone();
             tasks.spawn(async move {
-                watch::watch_pods(scope, store, metrics, token).await;
+                watch::watch_pods(scope, store, metrics, pod_events, token).await;
                 "pod watch"
             });
         }

@@ -13,6 +13,7 @@ use kube::Api;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::ReporterMetrics;
+use super::pod_events::{PodEventSink, Seen};
 use super::store::SharedStore;
 use crate::observe::FLOW_RUN_ID_LABEL;
 use crate::{JobView, PodView};
@@ -76,11 +77,13 @@ pub async fn watch_jobs(
     }
 }
 
-/// Keeps the store's pod views in step with the cluster until `shutdown`.
+/// Keeps the store's pod views in step with the cluster until `shutdown`, and
+/// hands every pod to `events` (the pod events of [`super::pod_events`]).
 pub async fn watch_pods(
     api_for: ApiScope,
     store: SharedStore,
     metrics: ReporterMetrics,
+    events: PodEventSink,
     shutdown: CancellationToken,
 ) {
     let api: Api<Pod> = api_for.api();
@@ -97,6 +100,7 @@ pub async fn watch_pods(
         match event {
             Ok(Event::Init) => listed = Some(Vec::new()),
             Ok(Event::InitApply(pod)) => {
+                events.observe(&pod, Seen::Listed);
                 if let (Some(listed), Some(view)) = (listed.as_mut(), PodView::from_pod(&pod)) {
                     listed.push(view);
                 }
@@ -108,11 +112,13 @@ pub async fn watch_pods(
                 tracing::info!(pods = count, "listed our pods");
             }
             Ok(Event::Apply(pod)) => {
+                events.observe(&pod, Seen::Updated);
                 if let Some(view) = PodView::from_pod(&pod) {
                     store.update(|store| store.apply_pod(view, now));
                 }
             }
             Ok(Event::Delete(pod)) => {
+                events.observe(&pod, Seen::Deleted);
                 if let Some(view) = PodView::from_pod(&pod) {
                     store.update(|store| store.mark_pod_deleted(view, now));
                 }

@@ -187,7 +187,16 @@ impl Stack {
     }
 
     pub fn spawn_reporter(&self, config: ReporterConfig) -> RunningReporter {
-        let reporter = Reporter::new(config, self.prefect.clone(), self.kube.clone());
+        self.spawn_reporter_with(config, self.prefect.clone())
+    }
+
+    /// A reporter replica reaching Prefect through `prefect` (e.g. a proxy).
+    pub fn spawn_reporter_with(
+        &self,
+        config: ReporterConfig,
+        prefect: PrefectClient,
+    ) -> RunningReporter {
+        let reporter = Reporter::new(config, prefect, self.kube.clone());
         let leading = reporter.leadership();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(reporter.run(shutdown.clone()));
@@ -394,6 +403,24 @@ impl Stack {
         }
     }
 
+    /// The `prefect.kubernetes.pod.*` events related to the run, oldest first.
+    pub async fn pod_events(&self, id: Uuid) -> Vec<prefect_client::Event> {
+        let filter = prefect_client::EventFilter {
+            since: Some(chrono::Utc::now() - chrono::TimeDelta::hours(1)),
+            until: Some(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+            name_prefixes: Some(vec!["prefect.kubernetes.pod.".into()]),
+            related_ids: Some(vec![format!("prefect.flow-run.{id}")]),
+            ..Default::default()
+        };
+        let mut events = self
+            .prefect
+            .read_events(&filter)
+            .await
+            .expect("read events");
+        events.sort_by_key(|event| event.occurred);
+        events
+    }
+
     pub async fn pods_of_job(&self, job: &str) -> Vec<Pod> {
         Api::<Pod>::namespaced(self.kube.clone(), NAMESPACE)
             .list(&ListParams::default().labels(&format!("job-name={job}")))
@@ -500,7 +527,12 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, pool_label: &str, spec: &JobS
             "backoffLimit": 0,
             "template": {
                 "metadata": {
-                    "labels": {"prefect.io/flow-run-id": flow_run_id.to_string()},
+                    // The dispatcher copies the Job's labels to its pods, as
+                    // prefect-kubernetes does.
+                    "labels": {
+                        "prefect.io/flow-run-id": flow_run_id.to_string(),
+                        "prefect.io/work-pool-name": pool_label,
+                    },
                     "annotations": pod_annotations,
                 },
                 "spec": {"restartPolicy": "Never", "containers": containers},
