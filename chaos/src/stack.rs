@@ -64,6 +64,8 @@ impl Binaries {
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
         };
+        // Absolute: pods run the fake flow from their own working directory.
+        let dir = std::path::absolute(&dir).map_err(io_error("resolving --bin-dir"))?;
         let find = |name: &str| {
             let path = dir.join(name);
             path.is_file().then_some(path).ok_or_else(|| {

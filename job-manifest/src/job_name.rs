@@ -145,6 +145,6 @@ mod tests {
                 "{base:?} -> {name}"
             );
         }
-        assert_eq!(job_name("!!!", "abc"), "prefect-job-ba7816bf8f01cfea");
+        assert_eq!(job_name("!!!", "ba7816bf"), "prefect-job-ba7816bf");
     }
 }

@@ -157,6 +157,14 @@ async fn evictions_honour_disruption_budgets() {
             Some("Eviction API: evicting")
         )
     );
+    // The eviction spent the one allowed disruption at once (as the apiserver
+    // does), before the budget controller counts the Terminating pod out.
+    let (code, _, _) = post_eviction(&emulator, "web-1", "").await;
+    assert_eq!(code, 429, "the allowed disruption is spent");
+    wait_budget(&pdbs, "terminating pod counted out", |s| {
+        s["currentHealthy"] == 1
+    })
+    .await;
     let (code, _, body) = post_eviction(&emulator, "web-1", "").await;
     assert_eq!(code, 429);
     assert_eq!(

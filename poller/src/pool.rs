@@ -3,6 +3,8 @@
 //! unchanged), given that template when its own is empty, and heartbeated
 //! so Prefect shows the worker online and the pool ready.
 
+use std::time::Duration;
+
 use prefect_client::{PrefectClient, WorkPool, WorkPoolCreate};
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +74,33 @@ pub async fn ensure_work_pool(
         tracing::warn!(work_pool = %pool.name, pool_type = %pool.pool_type, "work pool is not of type kubernetes");
     }
     Ok(pool)
+}
+
+/// [`ensure_work_pool`], tried again while Prefect fails in a way that goes
+/// away by itself (unreachable, 5xx, 429), with a backoff from 1 s to 30 s:
+/// a server restarting under the poller is waited for, not a reason to exit.
+/// `None` when `shutdown` comes first; other errors (a bad API key, a bad
+/// template) end the poller at once.
+pub async fn ensure_work_pool_patiently(
+    prefect: &PrefectClient,
+    config: &PollerConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<WorkPool>, PollerError> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match ensure_work_pool(prefect, config).await {
+            Ok(pool) => return Ok(Some(pool)),
+            Err(PollerError::Prefect(error)) if error.is_retryable() => {
+                tracing::warn!(work_pool = %config.work_pool, %error, retry_in = ?backoff, "reading the work pool failed; will retry");
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Heartbeats until cancelled. A failed heartbeat is logged; the next one

@@ -209,3 +209,58 @@ async fn a_full_page_of_queued_runs_is_not_polled_in_a_loop() {
         "{polls} polls in 5 s at a 1 s interval"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_prefect_at_start_is_waited_for_and_a_bad_key_is_not() {
+    use test_stack::http_proxy::{Fault, FaultKind, FaultProxy};
+    use tokio_util::sync::CancellationToken;
+    let prefect_server = PrefectServer::shared();
+    let proxy = FaultProxy::start(&prefect_server.api_url()).await;
+    proxy.add(
+        Fault::new(FaultKind::Status(500))
+            .path("work_pools")
+            .times(2),
+    );
+    proxy.add(
+        Fault::new(FaultKind::Status(503))
+            .path("work_pools")
+            .times(1),
+    );
+    let prefect = PrefectClient::new(ClientConfig::new(&proxy.url()).unwrap()).unwrap();
+    let config = PollerConfig::for_pool(unique_name("pool"));
+    let shutdown = CancellationToken::new();
+    let pool = tokio::time::timeout(
+        Duration::from_secs(30),
+        poller::pool::ensure_work_pool_patiently(&prefect, &config, &shutdown),
+    )
+    .await
+    .expect("the pool is ensured once Prefect answers")
+    .unwrap()
+    .expect("not shut down");
+    assert_eq!(pool.name, config.work_pool);
+    assert!(
+        proxy.count(None, "work_pools") >= 4,
+        "three failed reads, then the read or create that worked"
+    );
+
+    // A refused key is not waited for: the poller ends with the error.
+    proxy.add(Fault::new(FaultKind::Status(401)).path("work_pools"));
+    let refused = poller::pool::ensure_work_pool_patiently(&prefect, &config, &shutdown).await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    // Shutdown ends the wait.
+    proxy.clear();
+    proxy.add(Fault::new(FaultKind::Status(500)).path("work_pools"));
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.cancel();
+    });
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        poller::pool::ensure_work_pool_patiently(&prefect, &config, &shutdown),
+    )
+    .await
+    .expect("shutdown ends the wait");
+    assert!(matches!(stopped, Ok(None)), "{stopped:?}");
+}

@@ -1,11 +1,13 @@
 //! The flow run's current Prefect state as the decisions see it: its type (parsed from
 //! the API's `SCHEDULED`/`PENDING`/... spelling), its name (`InfrastructurePending`, ...),
-//! since when, and the Job its `infrastructure_pid` names.
+//! since when, the proposal that set it (`transition_id`), and the Job its
+//! `infrastructure_pid` names.
 
 use std::fmt;
 use std::str::FromStr;
 
 use flow_run_proto::InfrastructurePid;
+use uuid::Uuid;
 
 use crate::observe::Timestamp;
 
@@ -91,6 +93,9 @@ pub struct FlowRunState {
     pub since: Option<Timestamp>,
     /// The run's `infrastructure_pid`, when it names a Job.
     pub infrastructure_pid: Option<InfrastructurePid>,
+    /// The state's `state_details.transition_id`: for a dispatcher's claim, the
+    /// claim transition id of its submission.
+    pub transition_id: Option<Uuid>,
 }
 
 impl FlowRunState {
@@ -100,6 +105,7 @@ impl FlowRunState {
             name: name.into(),
             since: None,
             infrastructure_pid: None,
+            transition_id: None,
         }
     }
 
@@ -111,6 +117,21 @@ impl FlowRunState {
     pub fn with_pid(mut self, pid: Option<InfrastructurePid>) -> Self {
         self.infrastructure_pid = pid;
         self
+    }
+
+    pub fn with_transition_id(mut self, transition_id: Option<Uuid>) -> Self {
+        self.transition_id = transition_id;
+        self
+    }
+
+    /// A dispatcher's claim (`PENDING` named `Pending`) made by another proposal than
+    /// `claim_transition_id`: the run was claimed again, for a later submission.
+    pub fn is_claim_other_than(&self, claim_transition_id: Uuid) -> bool {
+        self.state_type == StateType::Pending
+            && &*self.name == "Pending"
+            && self
+                .transition_id
+                .is_some_and(|id| id != claim_transition_id)
     }
 
     /// The reporter may propose `Crashed` only from `PENDING` or `RUNNING`: never for a

@@ -59,6 +59,7 @@ pub struct JobFixture {
     scale_up_timeout: Option<String>,
     deletion: Option<Timestamp>,
     suspend: bool,
+    claim: Option<flow_run_proto::SubmissionKey>,
     status: Value,
 }
 
@@ -74,6 +75,7 @@ impl JobFixture {
             scale_up_timeout: None,
             deletion: None,
             suspend: false,
+            claim: None,
             status: json!({}),
         }
     }
@@ -91,6 +93,12 @@ impl JobFixture {
             "message": "Job resumed", "lastProbeTime": rfc3339(time),
             "lastTransitionTime": rfc3339(time)
         }]});
+        self
+    }
+
+    /// Carries the dispatcher's claim annotation for `key`.
+    pub fn claimed_for(mut self, key: flow_run_proto::SubmissionKey) -> Self {
+        self.claim = Some(key);
         self
     }
 
@@ -232,6 +240,12 @@ impl JobFixture {
             annotations.insert(
                 "prefect-k8s.io/scale-up-timeout-seconds".into(),
                 json!(timeout),
+            );
+        }
+        if let Some(key) = &self.claim {
+            annotations.insert(
+                flow_run_proto::kubernetes::CLAIM_ANNOTATION.into(),
+                json!(key.claim_annotation()),
             );
         }
         if !annotations.is_empty() {

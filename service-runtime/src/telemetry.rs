@@ -12,6 +12,7 @@
 
 use std::io::IsTerminal;
 
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// The one directive no filter can override.
@@ -115,18 +116,20 @@ pub fn filter() -> EnvFilter {
 }
 
 /// `directives` without their own directives for async-nats' connection
-/// module, plus the cap when anything traces (added to a filter that traces
-/// nothing, it would only make the module louder); `info` when they do not
-/// parse.
+/// module, plus the cap when they trace anything, that module included (added
+/// to a filter that traces nothing, it would only make the module louder);
+/// `info` when they do not parse.
 fn capped(directives: &str) -> EnvFilter {
     let capped_target = NATS_CONNECTION_CAP.split('=').next().unwrap_or_default();
+    let traces = EnvFilter::try_new(directives)
+        .is_ok_and(|asked| asked.max_level_hint() == Some(LevelFilter::TRACE));
     let kept = directives
         .split(',')
         .filter(|directive| !directive.trim().starts_with(capped_target))
         .collect::<Vec<_>>()
         .join(",");
     let filter = EnvFilter::try_new(kept).unwrap_or_else(|_| EnvFilter::new("info"));
-    if filter.max_level_hint() != Some(tracing::level_filters::LevelFilter::TRACE) {
+    if !traces {
         return filter;
     }
     filter.add_directive(

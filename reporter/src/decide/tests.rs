@@ -1191,3 +1191,42 @@ fn a_job_the_pid_no_longer_names_is_an_earlier_submissions() {
         Decision::Nothing
     );
 }
+
+#[test]
+fn a_run_claimed_again_while_its_rescheduled_job_finishes_is_not_crashed_by_that_job() {
+    // The flow rescheduled itself (AwaitingRetry) and exited; a dispatcher claimed the
+    // new submission at 20, before the first Job's completion was recorded at 21 and
+    // before the second Job exists.
+    let run = uuid::Uuid::parse_str(FLOW_RUN_ID).unwrap();
+    let first = flow_run_proto::SubmissionKey::new(run, uuid::Uuid::from_u128(1));
+    let second = flow_run_proto::SubmissionKey::new(run, uuid::Uuid::from_u128(2));
+    let old = JobFixture::new()
+        .claimed_for(first)
+        .created(at(0))
+        .complete(at(21))
+        .view();
+    let claimed_again = pending()
+        .since(Some(at(20)))
+        .with_transition_id(Some(second.claim_transition_id()));
+    assert_eq!(
+        decide_at(&claimed_again, std::slice::from_ref(&old), &[], at(60)),
+        Decision::Nothing
+    );
+    // Still the first claim (re-sent by a dispatcher that resumed it): its Job's end
+    // without a final state crashes the run.
+    let first_claim = pending()
+        .since(Some(at(20)))
+        .with_transition_id(Some(first.claim_transition_id()));
+    assert!(matches!(
+        decide_at(&first_claim, std::slice::from_ref(&old), &[], at(60)),
+        Decision::ProposeCrashed(_)
+    ));
+    // The reporter's own InfrastructurePending is no claim.
+    let infrastructure = infrastructure_pending()
+        .since(Some(at(20)))
+        .with_transition_id(Some(second.claim_transition_id()));
+    assert!(matches!(
+        decide_at(&infrastructure, &[old], &[], at(60)),
+        Decision::ProposeCrashed(_)
+    ));
+}

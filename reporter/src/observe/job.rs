@@ -5,6 +5,7 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use uuid::Uuid;
 
 use flow_run_proto::kubernetes::{CLAIM_ANNOTATION, WORK_POOL_NAME_LABEL};
+use flow_run_proto::SubmissionKey;
 
 use super::{
     boxed, flow_run_id_of, timestamp_of, ConditionStatus, Timestamp, POD_WATCH_TIMEOUT_ANNOTATION,
@@ -99,6 +100,8 @@ pub struct JobView {
     pub work_pool: Option<Box<str>>,
     /// Carries the dispatcher's claim annotation: created by this agent.
     pub claimed: bool,
+    /// The claim transition id of the submission the claim annotation names.
+    pub claim_transition_id: Option<Uuid>,
     /// Set by the watcher (via [`JobView::mark_deleted`]) once the Job is confirmed gone
     /// from the API server; the view is then kept as a tombstone until the run settles.
     pub deleted_observed_at: Option<Timestamp>,
@@ -155,6 +158,12 @@ impl JobView {
                 .annotations
                 .as_ref()
                 .is_some_and(|annotations| annotations.contains_key(CLAIM_ANNOTATION)),
+            claim_transition_id: metadata
+                .annotations
+                .as_ref()
+                .and_then(|annotations| annotations.get(CLAIM_ANNOTATION))
+                .and_then(|claim| SubmissionKey::parse(claim))
+                .map(|key| key.claim_transition_id()),
             deleted_observed_at: None,
         })
     }

@@ -110,6 +110,10 @@ pub fn run_state_of(run: &FlowRun) -> Option<FlowRunState> {
         .or_else(|| run.state_name.clone())
         .unwrap_or_default();
     let since = run.state.as_ref().and_then(|state| state.timestamp);
+    let transition_id = run
+        .state
+        .as_ref()
+        .and_then(|state| state.state_details.transition_id);
     let pid = run
         .infrastructure_pid
         .as_deref()
@@ -117,7 +121,8 @@ pub fn run_state_of(run: &FlowRun) -> Option<FlowRunState> {
     Some(
         FlowRunState::new(state_type, &name)
             .since(since)
-            .with_pid(pid),
+            .with_pid(pid)
+            .with_transition_id(transition_id),
     )
 }
 
@@ -856,6 +861,7 @@ mod tests {
             never_observed: false,
             work_pool: None,
             claimed: false,
+            claim_transition_id: None,
             deleted_observed_at: None,
         }
     }

@@ -248,6 +248,7 @@ impl ViewStore {
             never_observed: true,
             work_pool: None,
             claimed: false,
+            claim_transition_id: None,
             deleted_observed_at: None,
         };
         view.mark_deleted(observed_at);
@@ -517,6 +518,7 @@ mod tests {
             never_observed: false,
             work_pool: None,
             claimed: false,
+            claim_transition_id: None,
             deleted_observed_at: None,
         }
     }
