@@ -100,7 +100,9 @@ async fn run_poller(
 ) -> Result<(), PollerError> {
     let js = async_nats::jetstream::new(nats);
     service_runtime::nats::ensure_streams(&js, config.stream_replicas.into()).await?;
-    let Some(pool) = pool::ensure_work_pool_patiently(&prefect, &config, &shutdown).await? else {
+    let Some(pool) =
+        pool::ensure_work_pool_patiently(&prefect, &config, &health, &shutdown).await?
+    else {
         return Ok(());
     };
     health.started();

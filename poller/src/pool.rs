@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use prefect_client::{PrefectClient, WorkPool, WorkPoolCreate};
+use service_runtime::health::Health;
 use tokio_util::sync::CancellationToken;
 
 use crate::{PollerConfig, PollerError};
@@ -79,15 +80,18 @@ pub async fn ensure_work_pool(
 /// [`ensure_work_pool`], tried again while Prefect fails in a way that goes
 /// away by itself (unreachable, 5xx, 429), with a backoff from 1 s to 30 s:
 /// a server restarting under the poller is waited for, not a reason to exit.
+/// Each attempt is a liveness beat (waiting is progress; readiness stays off).
 /// `None` when `shutdown` comes first; other errors (a bad API key, a bad
 /// template) end the poller at once.
 pub async fn ensure_work_pool_patiently(
     prefect: &PrefectClient,
     config: &PollerConfig,
+    health: &Health,
     shutdown: &CancellationToken,
 ) -> Result<Option<WorkPool>, PollerError> {
     let mut backoff = Duration::from_secs(1);
     loop {
+        health.beat();
         match ensure_work_pool(prefect, config).await {
             Ok(pool) => return Ok(Some(pool)),
             Err(PollerError::Prefect(error)) if error.is_retryable() => {

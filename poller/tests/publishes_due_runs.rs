@@ -229,9 +229,10 @@ async fn a_failing_prefect_at_start_is_waited_for_and_a_bad_key_is_not() {
     let prefect = PrefectClient::new(ClientConfig::new(&proxy.url()).unwrap()).unwrap();
     let config = PollerConfig::for_pool(unique_name("pool"));
     let shutdown = CancellationToken::new();
+    let health = service_runtime::health::Health::detached();
     let pool = tokio::time::timeout(
         Duration::from_secs(30),
-        poller::pool::ensure_work_pool_patiently(&prefect, &config, &shutdown),
+        poller::pool::ensure_work_pool_patiently(&prefect, &config, &health, &shutdown),
     )
     .await
     .expect("the pool is ensured once Prefect answers")
@@ -245,7 +246,8 @@ async fn a_failing_prefect_at_start_is_waited_for_and_a_bad_key_is_not() {
 
     // A refused key is not waited for: the poller ends with the error.
     proxy.add(Fault::new(FaultKind::Status(401)).path("work_pools"));
-    let refused = poller::pool::ensure_work_pool_patiently(&prefect, &config, &shutdown).await;
+    let refused =
+        poller::pool::ensure_work_pool_patiently(&prefect, &config, &health, &shutdown).await;
     assert!(refused.is_err(), "{refused:?}");
 
     // Shutdown ends the wait.
@@ -258,7 +260,7 @@ async fn a_failing_prefect_at_start_is_waited_for_and_a_bad_key_is_not() {
     });
     let stopped = tokio::time::timeout(
         Duration::from_secs(10),
-        poller::pool::ensure_work_pool_patiently(&prefect, &config, &shutdown),
+        poller::pool::ensure_work_pool_patiently(&prefect, &config, &health, &shutdown),
     )
     .await
     .expect("shutdown ends the wait");
