@@ -105,6 +105,11 @@ Pod template metadata of a component:
 */}}
 {{- define "prefect-k8s.podMetadata" -}}
 {{- $annotations := mergeOverwrite (dict) (default (dict) .annotations) .context.Values.worker.podAnnotations .values.podAnnotations -}}
+{{- if .settingsChecksum }}
+{{- /* The services read the settings ConfigMap at start only: a change to it
+changes this annotation, so `helm upgrade` rolls their pods. */}}
+{{- $_ := set $annotations "checksum/settings" (include (print .context.Template.BasePath "/settings.yaml") .context | sha256sum) }}
+{{- end }}
 {{- with $annotations }}
 annotations:
   {{- toYaml . | nindent 2 }}
