@@ -45,4 +45,10 @@ if ! "$VENV/bin/python" -c "import kubernetes_validate" 2>/dev/null; then
   say "installing kubernetes-validate into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==1.37.0"
 fi
+# Real Helm for the chart tests (prefect-k8s/tests/helm_chart.rs): Helm v4's
+# Go library, bundled by helm-sdkpy. It declares Python >= 3.12 but loads on 3.11.
+if ! "$VENV/bin/python" -c "import helm_sdkpy, sys; sys.exit(0 if helm_sdkpy.__version__ == '0.1.32' else 1)" 2>/dev/null; then
+  say "installing helm-sdkpy into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --ignore-requires-python "helm-sdkpy==0.1.32"
+fi
 say "dependencies present: nats-server, kubectl, prometheus, $VENV (prefect $PREFECT_VERSION)"

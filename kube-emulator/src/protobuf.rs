@@ -372,6 +372,9 @@ pub fn decode(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
         "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
         "SelfSubjectRulesReview" => SELF_SUBJECT_RULES_REVIEW,
         "Eviction" => EVICTION,
+        // client-go's typed clients (Helm's release storage among them) send
+        // the body of a DELETE as protobuf too.
+        "DeleteOptions" => DELETE_OPTIONS,
         "Job" => JOB,
         "Deployment" => DEPLOYMENT,
         _ => return Err(ApiError::unsupported_body_type(content_type)),
@@ -405,6 +408,24 @@ mod tests {
         let decoded = decode(&body, "application/vnd.kubernetes.protobuf").unwrap();
         assert_eq!(decoded["kind"], "Namespace");
         assert_eq!(decoded["metadata"]["name"], "flows");
+    }
+
+    #[test]
+    fn decodes_delete_options() {
+        let mut options = vec![(1 << 3) as u8, 30];
+        options.extend(field(4, b"Background"));
+        options.extend(field(5, b"All"));
+        let mut type_meta = field(1, b"v1");
+        type_meta.extend(field(2, b"DeleteOptions"));
+        let mut unknown = field(1, &type_meta);
+        unknown.extend(field(2, &options));
+        let mut body = MAGIC.to_vec();
+        body.extend(unknown);
+        let decoded = decode(&body, "application/vnd.kubernetes.protobuf").unwrap();
+        assert_eq!(decoded["kind"], "DeleteOptions");
+        assert_eq!(decoded["gracePeriodSeconds"], 30);
+        assert_eq!(decoded["propagationPolicy"], "Background");
+        assert_eq!(decoded["dryRun"], json!(["All"]));
     }
 
     #[test]

@@ -439,6 +439,40 @@ pub static RESOURCES: &[ResourceType] = &[
         field_labels: &[],
         typed_round_trip: Some(round_trip::<k8s_openapi::api::networking::v1::NetworkPolicy>),
     },
+    // Served as on a cluster with KEDA's CustomResourceDefinition installed
+    // (names, scope and subresources as in the CRD), so clients such as Helm
+    // can map and apply the kind; stored as given (no CRD schema is applied:
+    // check custom resources against their CRDs yourself), and no KEDA
+    // controller reconciles it.
+    ResourceType {
+        group: "keda.sh",
+        version: "v1alpha1",
+        plural: "scaledobjects",
+        singular: "scaledobject",
+        kind: "ScaledObject",
+        namespaced: true,
+        short_names: &["so"],
+        categories: &[],
+        verbs: CRUD_VERBS,
+        subresources: &["status"],
+        field_labels: &[],
+        typed_round_trip: None,
+    },
+    // As above, for the Prometheus Operator's PodMonitor CRD.
+    ResourceType {
+        group: "monitoring.coreos.com",
+        version: "v1",
+        plural: "podmonitors",
+        singular: "podmonitor",
+        kind: "PodMonitor",
+        namespaced: true,
+        short_names: &["pmon"],
+        categories: &["prometheus-operator"],
+        verbs: CRUD_VERBS,
+        subresources: &["status"],
+        field_labels: &[],
+        typed_round_trip: None,
+    },
     ResourceType {
         group: "authorization.k8s.io",
         version: "v1",

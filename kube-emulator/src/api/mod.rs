@@ -330,13 +330,14 @@ async fn resource_request(
     }
     let field_validation = FieldValidation::parse(query.get("fieldValidation"))?;
     let mut body = body;
-    if matches!(verb, "create" | "update") && !body.is_empty() {
+    if matches!(verb, "create" | "update" | "delete" | "deletecollection") && !body.is_empty() {
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json");
         if content_type.contains("protobuf") {
-            // kubectl's typed generators send a few simple kinds as protobuf.
+            // kubectl's typed generators send a few simple kinds as protobuf,
+            // and client-go's typed clients their DeleteOptions.
             let object = crate::protobuf::decode(&body, content_type)?;
             body = Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
         } else if content_type.contains("cbor") {
