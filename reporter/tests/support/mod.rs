@@ -288,7 +288,11 @@ impl Stack {
             .expect("create flow run");
         let claim = self
             .prefect
-            .set_flow_run_state(run.id, &StateCreate::pending_claim(Uuid::new_v4()), false)
+            .set_flow_run_state(
+                run.id,
+                &StateCreate::pending_claim(fixture_claim(run.id).claim_transition_id()),
+                false,
+            )
             .await
             .expect("claim");
         assert_eq!(
@@ -494,7 +498,7 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, pool_label: &str, spec: &JobS
         containers.push(json!({"name": "sidecar", "image": "busybox:1.36"}));
     }
     let mut job_annotations = serde_json::Map::new();
-    let claim = flow_run_proto::SubmissionKey::new(flow_run_id, Uuid::new_v4());
+    let claim = fixture_claim(flow_run_id);
     job_annotations.insert(
         flow_run_proto::kubernetes::CLAIM_ANNOTATION.into(),
         json!(claim.claim_annotation()),
@@ -559,4 +563,11 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("gave up waiting: {what}");
+}
+
+/// The submission the fixtures claim a run for and annotate its Job with (one key
+/// for both, as a dispatcher's claim and Job carry; the run id stands in for the
+/// scheduled state's).
+pub fn fixture_claim(flow_run_id: Uuid) -> flow_run_proto::SubmissionKey {
+    flow_run_proto::SubmissionKey::new(flow_run_id, flow_run_id)
 }
