@@ -41,6 +41,9 @@ struct Handler {
 /// How often an idle pull loop shows it is alive, and the consumer's backlog is read.
 const IDLE_BEAT: Duration = Duration::from_secs(10);
 
+/// Deadline of one set-up of the streams, the consumer and the pull.
+const SET_UP_DEADLINE: Duration = Duration::from_secs(20);
+
 type Messages = jetstream::consumer::pull::Stream;
 
 /// How long a stopping dispatcher waits for the last submission lines to be sent.
@@ -91,7 +94,16 @@ pub(crate) async fn run(
     let mut tasks = JoinSet::new();
     let mut delay = Duration::from_millis(250);
     while !shutdown.is_cancelled() {
-        match pull(&js, &handler.config).await {
+        // Setting up again (under its deadline) is progress: NATS away makes
+        // the dispatcher not ready, never not live (Kubernetes must not restart
+        // it for that).
+        let set_up = tokio::time::timeout(SET_UP_DEADLINE, pull(&js, &handler.config));
+        let set_up = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            set_up = while_beating(&health, set_up) => set_up
+                .unwrap_or_else(|_| Err(format!("no answer within {SET_UP_DEADLINE:?}"))),
+        };
+        match set_up {
             Ok((consumer, messages)) => {
                 health.set_serving(true);
                 health.started();
@@ -109,7 +121,7 @@ pub(crate) async fn run(
         health.set_serving(false);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+            _ = while_beating(&health, tokio::time::sleep(delay)) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
@@ -118,6 +130,19 @@ pub(crate) async fn run(
     handler.submitter.logs.flush(LOG_FLUSH_TIMEOUT).await;
     tracing::info!("dispatcher stopped");
     Ok(())
+}
+
+/// Awaits `work` (bounded by its own deadline), beating `health` every second
+/// meanwhile.
+async fn while_beating<F: std::future::Future>(health: &Health, work: F) -> F::Output {
+    tokio::pin!(work);
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = ticks.tick() => health.beat(),
+        }
+    }
 }
 
 /// Ensures the streams and the consumer (creating or updating them) and

@@ -330,6 +330,7 @@ async fn a_dispatcher_without_nats_goes_not_ready_and_back() {
                 "PREFECT_K8S_API_AUTH_STRING_SECRET",
                 "prefect-auth:auth-string",
             ),
+            ("PREFECT_K8S_LIVENESS_TIMEOUT_SECONDS", "4"),
         ],
     );
     let health = stack.ports["dispatcher"].0;
@@ -337,6 +338,8 @@ async fn a_dispatcher_without_nats_goes_not_ready_and_back() {
     wait_for_status(health, "dispatcher", ServingStatus::Serving).await;
     stack.nats.kill();
     wait_for_status(health, "", ServingStatus::NotServing).await;
+    // Longer than the liveness timeout without NATS.
+    tokio::time::sleep(std::time::Duration::from_secs(9)).await;
     assert_eq!(
         status(health, "liveness").await,
         Some(ServingStatus::Serving),
