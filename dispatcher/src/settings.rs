@@ -9,7 +9,7 @@
 //! - credentials: `PREFECT_API_KEY` and `PREFECT_API_AUTH_STRING` reach pods
 //!   only as secretKeyRef (`--api-key-secret`, `--api-auth-string-secret`),
 //!   and any variable whose name suggests a secret (`KEY`, `TOKEN`, `SECRET`,
-//!   `PASSWORD`, `AUTH`, `CREDENTIAL`) or whose value is a URL carrying
+//!   `PASSWORD`, `AUTH`, `CREDENTIAL`, `HEADER`) or whose value is a URL carrying
 //!   credentials (e.g. a database URL with a password) is not forwarded at all;
 //! - `PREFECT_API_URL`, which pods get from `--flow-api-url` (or the
 //!   dispatcher's URL);
@@ -21,7 +21,17 @@
 //! Prefect profile file are not read.
 
 /// Substrings (upper case) of names never forwarded: they suggest a secret.
-const SECRET_HINTS: [&str; 6] = ["KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH", "CREDENTIAL"];
+/// `HEADER`: `PREFECT_CLIENT_CUSTOM_HEADERS` carries `Authorization` in
+/// Prefect's own example.
+const SECRET_HINTS: [&str; 7] = [
+    "KEY",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "AUTH",
+    "CREDENTIAL",
+    "HEADER",
+];
 
 /// Settings forwarded by their own rules (see the module doc).
 const FORWARDED_OTHERWISE: [&str; 3] = [
@@ -142,6 +152,10 @@ mod tests {
             ("PREFECT_SOME_SECRET", "s"),
             ("PREFECT_DB_PASSWORD", "p"),
             ("PREFECT_INTEGRATIONS_AWS_CREDENTIALS", "c"),
+            (
+                "PREFECT_CLIENT_CUSTOM_HEADERS",
+                r#"{"Authorization": "Bearer token"}"#,
+            ),
             ("prefect_api_key", "lower case too"),
             (
                 "PREFECT_API_DATABASE_CONNECTION_URL",
