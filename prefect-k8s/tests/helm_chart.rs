@@ -11,7 +11,7 @@
 //! One source of truth: with default values the chart renders exactly
 //! `kubectl kustomize deploy/`, with the matching values each overlay, and
 //! with each documented value what `prefect-k8s install` prints with the
-//! option it maps (the chart's settings checksum aside, which only it has).
+//! option it maps (the chart's checksum annotations aside, which only it has).
 
 mod manifest_tools;
 
@@ -32,6 +32,7 @@ use manifest_tools::{
 use serde_json::{json, Value};
 use service_runtime::nats::NatsOptions;
 use service_runtime::prefect::PrefectOptions;
+use test_stack::nats::NatsServer;
 
 const RELEASE: &str = "prefect-k8s";
 
@@ -196,6 +197,148 @@ impl Cluster {
             .await
             .expect("create the NATS Secret");
     }
+}
+
+// ---------------------------------------------------------------------------
+// The bundled NATS as Kubernetes runs it. The emulator runs no pods, so the
+// StatefulSet controller and the kubelet are modelled: a NATS pod is a real
+// nats-server started with the ConfigMap's `auth.conf` and the pod's
+// environment (the Secret's passwords) as they are when it starts, and it is
+// replaced only when the StatefulSet's pod template changes. A ConfigMap
+// change alone restarts nothing, and nats-server reads its configuration only
+// at start.
+
+struct NatsPod {
+    template: Value,
+    server: NatsServer,
+}
+
+impl NatsPod {
+    /// The NATS pod of what the cluster now holds in `namespace`.
+    async fn start(cluster: &Cluster, namespace: &str) -> NatsPod {
+        let statefulset = cluster
+            .get("apps/v1", "StatefulSet", namespace, "prefect-k8s-nats")
+            .await;
+        let config = cluster
+            .get("v1", "ConfigMap", namespace, "prefect-k8s-nats-config")
+            .await;
+        let admin = cluster.emulator.client().expect("admin client");
+        let template = statefulset["spec"]["template"].clone();
+        let mut env = Vec::new();
+        for entry in template["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+        {
+            let reference = &entry["valueFrom"]["secretKeyRef"];
+            if let (Some(secret), Some(key)) =
+                (reference["name"].as_str(), reference["key"].as_str())
+            {
+                let secret = Api::<Secret>::namespaced(admin.clone(), namespace)
+                    .get(secret)
+                    .await
+                    .expect("the NATS Secret");
+                let value = secret
+                    .data
+                    .unwrap_or_default()
+                    .get(key)
+                    .map(|bytes| String::from_utf8(bytes.0.clone()).expect("a UTF-8 password"));
+                env.push((
+                    entry["name"].as_str().unwrap().to_owned(),
+                    value.expect("the Secret has the key"),
+                ));
+            }
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let auth = config["data"]["auth.conf"].as_str().expect("auth.conf");
+        NatsPod {
+            template,
+            server: NatsServer::start_with_config(auth, &env),
+        }
+    }
+
+    /// What the StatefulSet controller does after an upgrade: a new pod (with
+    /// the ConfigMap as it now is) if the pod template changed, else nothing.
+    async fn follow(&mut self, cluster: &Cluster, namespace: &str) -> bool {
+        let statefulset = cluster
+            .get("apps/v1", "StatefulSet", namespace, "prefect-k8s-nats")
+            .await;
+        if statefulset["spec"]["template"] == self.template {
+            return false;
+        }
+        *self = NatsPod::start(cluster, namespace).await;
+        true
+    }
+
+    /// The poller and the dispatchers of the cluster's Deployments and
+    /// settings (their NATS_USER, the Secret's passwords) may publish the
+    /// work pool's subjects: the poller its due subject, a dispatcher its
+    /// consumer's requests.
+    async fn assert_serves_the_pool(&self, cluster: &Cluster, namespace: &str) {
+        let settings = cluster
+            .get("v1", "ConfigMap", namespace, "prefect-k8s-settings")
+            .await;
+        let pool = settings["data"]["PREFECT_K8S_WORK_POOL"].as_str().unwrap();
+        for (service, password, subject) in [
+            (
+                "poller",
+                "poller-secret-password",
+                flow_run_proto::subjects::due_subject(pool),
+            ),
+            (
+                "dispatcher",
+                "dispatcher-secret-password",
+                format!(
+                    "$JS.API.CONSUMER.INFO.{}.{}",
+                    flow_run_proto::subjects::FLOW_RUNS_STREAM,
+                    flow_run_proto::subjects::dispatcher_consumer(pool)
+                ),
+            ),
+        ] {
+            let mut deployment = cluster
+                .get(
+                    "apps/v1",
+                    "Deployment",
+                    namespace,
+                    &format!("prefect-k8s-{service}"),
+                )
+                .await;
+            deployment["kind"] = json!("Deployment");
+            let objects = [deployment];
+            let container = container(&objects, "Deployment", &format!("prefect-k8s-{service}"));
+            let user = env_entry(container, "NATS_USER")["value"]
+                .as_str()
+                .expect("NATS_USER");
+            let answer = publish_raw(self.server.port(), user, password, &subject);
+            assert!(
+                answer.contains("PONG") && !answer.contains("-ERR"),
+                "NATS refuses the {service} ({user}) of pool {pool:?} publishing {subject}: {answer}"
+            );
+        }
+    }
+}
+
+/// Logs in on NATS's raw protocol and publishes an empty message to
+/// `subject`; everything the server answered, up to the PONG after it.
+fn publish_raw(port: u16, user: &str, password: &str, subject: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("NATS's port");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let connect = json!({"verbose": false, "pedantic": false, "user": user, "pass": password});
+    let _ = write!(
+        stream,
+        "CONNECT {connect}\r\nPING\r\nPUB {subject} 0\r\n\r\nPING\r\n"
+    );
+    let mut answer = String::new();
+    let mut buffer = [0u8; 4096];
+    while answer.matches("PONG").count() < 2 && !answer.contains("Authorization Violation") {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => answer.push_str(&String::from_utf8_lossy(&buffer[..read])),
+        }
+    }
+    answer
 }
 
 // ---------------------------------------------------------------------------
@@ -387,17 +530,44 @@ fn settings_checksum(objects: &[Value]) -> String {
     sums[0].clone()
 }
 
-/// A rendering without the settings checksum, which kustomize's and
-/// `prefect-k8s install`'s renderings do not have (charts/prefect-k8s/README.md).
-/// Nothing else is removed.
-fn without_settings_checksum(yaml: &str) -> String {
+/// The pod-template annotation of the NATS StatefulSet with the checksum of
+/// NATS's ConfigMap (nats-server reads it only at start).
+const NATS_CONFIG_CHECKSUM: &str = "checksum/nats-config";
+
+/// The NATS config checksum of the bundled NATS's pod template: a SHA-256.
+fn nats_config_checksum(objects: &[Value]) -> String {
+    let statefulset = find(objects, "StatefulSet", "prefect-k8s-nats");
+    let sum = statefulset["spec"]["template"]["metadata"]["annotations"][NATS_CONFIG_CHECKSUM]
+        .as_str()
+        .unwrap_or_else(|| panic!("the NATS pod template has no {NATS_CONFIG_CHECKSUM}"))
+        .to_owned();
+    assert!(
+        sum.len() == 64 && sum.chars().all(|c| c.is_ascii_hexdigit()),
+        "{NATS_CONFIG_CHECKSUM} is a SHA-256: {sum}"
+    );
+    sum
+}
+
+/// A rendering without the two checksum annotations, which kustomize's and
+/// `prefect-k8s install`'s renderings do not have (charts/prefect-k8s/README.md);
+/// a pod template's annotations left empty go too. Nothing else is removed.
+fn without_checksums(yaml: &str) -> String {
     let mut objects = parse_stream(yaml);
     for object in &mut objects {
-        if let Some(annotations) = object
-            .pointer_mut("/spec/template/metadata/annotations")
+        if let Some(metadata) = object
+            .pointer_mut("/spec/template/metadata")
             .and_then(Value::as_object_mut)
         {
-            annotations.remove(SETTINGS_CHECKSUM);
+            if let Some(annotations) = metadata
+                .get_mut("annotations")
+                .and_then(Value::as_object_mut)
+            {
+                annotations.remove(SETTINGS_CHECKSUM);
+                annotations.remove(NATS_CONFIG_CHECKSUM);
+                if annotations.is_empty() {
+                    metadata.remove("annotations");
+                }
+            }
         }
     }
     objects
@@ -432,7 +602,7 @@ fn helm_lint_is_clean() {
 
 /// With default values, Helm renders what `kubectl kustomize deploy/` does;
 /// with the values the chart's README gives for each overlay, what kustomize
-/// renders of the overlay (the settings checksum aside, which only the chart
+/// renders of the overlay (the checksum annotations aside, which only the chart
 /// has). The keda and pod-monitor overlays' custom resources are rendered and
 /// applied by Helm too (the emulator serves their kinds as a cluster with the
 /// CRDs does) and validated strictly against KEDA's and the Prometheus
@@ -468,9 +638,12 @@ async fn default_values_render_the_kustomize_base_and_values_render_each_overlay
         // kustomize's objects are in `default`: so is the release.
         let rendered = cluster.install("default", &values).await;
         settings_checksum(&parse_stream(&rendered));
+        if dir != "deploy/overlays/external-nats" {
+            nats_config_checksum(&parse_stream(&rendered));
+        }
         let expected = kustomize(&root.join(dir));
         assert_same_objects(
-            &without_settings_checksum(&rendered),
+            &without_checksums(&rendered),
             &format!("the chart with {values}"),
             &expected,
             &format!("kubectl kustomize {dir}"),
@@ -598,7 +771,7 @@ async fn cloud_values_render_the_api_key_overlay_with_the_workspace_url() {
         .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
         .collect();
     assert_same_objects(
-        &without_settings_checksum(&rendered),
+        &without_checksums(&rendered),
         "the chart for Prefect Cloud",
         &expected,
         "kubectl kustomize deploy/overlays/api-key with Cloud's URL and a required key",
@@ -675,6 +848,9 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
     let nats = nats.unwrap();
     assert_eq!(nats.url, "nats://prefect-k8s-nats:4222");
     assert_eq!(nats.user.as_deref(), Some("prefect-k8s-poller"));
+    // NATS lets them in, with the permissions of the pool.
+    let mut nats_pod = NatsPod::start(&cluster, namespace).await;
+    nats_pod.assert_serves_the_pool(&cluster, namespace).await;
 
     // The chart's Roles, enforced: the dispatcher's token creates Jobs and
     // may not list pods; the poller's token may do nothing.
@@ -742,6 +918,18 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
         object["kind"] = json!("Deployment");
         live.push(object);
     }
+    // NATS's users follow the pool: the pod template changed, so the
+    // StatefulSet replaces the NATS pod, which reads the new auth.conf; the
+    // rolled poller and dispatchers may publish the new pool's subjects.
+    assert!(
+        nats_pod.follow(&cluster, namespace).await,
+        "a new work pool replaces the NATS pod (nats-server reads auth.conf only at start)"
+    );
+    nats_pod.assert_serves_the_pool(&cluster, namespace).await;
+    assert_ne!(
+        nats_config_checksum(&settings_upgrade),
+        nats_config_checksum(&objects)
+    );
     let rolled_checksum = settings_checksum(&live);
     assert_ne!(
         rolled_checksum, installed_checksum,
@@ -762,7 +950,7 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
     };
     assert_eq!(
         strip(deployments(objects.clone())),
-        strip(deployments(settings_upgrade)),
+        strip(deployments(settings_upgrade.clone())),
         "the settings checksum is all that changed in the pod templates"
     );
 
@@ -783,6 +971,11 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
         settings_checksum(&parse_stream(&manifest)),
         rolled_checksum,
         "changes that leave the settings alone leave the checksum alone"
+    );
+    assert_eq!(
+        nats_config_checksum(&parse_stream(&manifest)),
+        nats_config_checksum(&settings_upgrade),
+        "changes that leave the work pool alone leave NATS's config checksum alone"
     );
     let settings = cluster
         .get("v1", "ConfigMap", namespace, "prefect-k8s-settings")
@@ -1379,15 +1572,13 @@ fn value_names(prefix: &str, values: &Value, out: &mut Vec<String>) {
 
 /// A rendering as the two ways can share it: no Namespace and no Secret (the
 /// chart creates neither: `helm install --create-namespace`, and Secrets are
-/// yours), no generated NATS-password annotation and no settings checksum.
+/// yours), no generated NATS-password annotation and no checksum annotations.
 fn comparable(yaml: &str) -> String {
-    parse_stream(&without_settings_checksum(&without_generated_nats_auth(
-        yaml,
-    )))
-    .into_iter()
-    .filter(|object| object["kind"] != "Namespace" && object["kind"] != "Secret")
-    .map(|object| format!("---\n{}", serde_yaml::to_string(&object).unwrap()))
-    .collect()
+    parse_stream(&without_checksums(&without_generated_nats_auth(yaml)))
+        .into_iter()
+        .filter(|object| object["kind"] != "Namespace" && object["kind"] != "Secret")
+        .map(|object| format!("---\n{}", serde_yaml::to_string(&object).unwrap()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
