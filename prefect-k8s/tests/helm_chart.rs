@@ -1317,6 +1317,97 @@ async fn the_schema_refuses_bad_values_with_a_clear_message() {
     );
 }
 
+/// The README's table of the prefect-worker values the chart refuses: value
+/// -> what to use instead.
+fn readme_refused_table() -> BTreeMap<String, String> {
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).expect("README.md");
+    let section = readme
+        .split("\n## prefect-worker values this chart refuses\n")
+        .nth(1)
+        .expect("README.md has the refused values section");
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .lines()
+        .skip_while(|line| !line.starts_with("|---"))
+        .skip(1)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            assert_eq!(cells.len(), 2, "a row of two cells: {line}");
+            (
+                cells[0]
+                    .trim_start_matches("| ")
+                    .trim_matches('`')
+                    .to_owned(),
+                cells[1].trim_end_matches(" |").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The schema's properties that only a `const` message allows: dotted path
+/// -> the message.
+fn schema_refusals(prefix: &str, schema: &Value, out: &mut BTreeMap<String, String>) {
+    for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let Some(message) = property["const"].as_str() {
+            out.insert(path, message.to_owned());
+        } else {
+            schema_refusals(&path, property, out);
+        }
+    }
+}
+
+/// A values document setting the dotted `path` to `value`.
+fn values_at(path: &str, value: Value) -> Value {
+    path.rsplit('.')
+        .fold(value, |inner, key| json!({ key: inner }))
+}
+
+/// The prefect-worker values with no same-meaning value here are refused at
+/// install by a schema message that names the value and says what to use
+/// instead; the README lists the same values with the same words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_says_what_to_use_instead_of_the_prefect_worker_values_it_refuses() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap(),
+    )
+    .expect("values.schema.json");
+    let mut refusals = BTreeMap::new();
+    schema_refusals("", &schema, &mut refusals);
+    assert_eq!(
+        readme_refused_table(),
+        refusals,
+        "the README's refused values and the schema's differ"
+    );
+    for required in [
+        "fullnameOverride",
+        "worker.replicaCount",
+        "worker.resources",
+        "worker.image.prefectTag",
+        "worker.selfHostedServerApiConfig.basicAuth.authString",
+        "serviceAccount.name",
+    ] {
+        assert!(refusals.contains_key(required), "{required} is refused");
+    }
+    let cluster = Cluster::start().await;
+    for (path, message) in &refusals {
+        let values = values_at(path, json!("prefect-worker"));
+        let error = cluster
+            .release_action("install", "refused", &values)
+            .expect_err(&format!("Helm must refuse {values}"));
+        let pointer = format!("/{}", path.replace('.', "/"));
+        assert!(
+            error.contains(&format!("'{pointer}'")) && error.contains(message.as_str()),
+            "the error for {path} should name {pointer} and say {message:?}:\n{error}"
+        );
+    }
+}
+
 /// Every value of values.yaml is in the README's table with its default, and
 /// the table names no value values.yaml lacks.
 #[test]
@@ -1774,7 +1865,9 @@ async fn the_other_worker_values_take_effect() {
                         "extraVolumes": [ca_volume],
                         "extraVolumeMounts": [ca_mount],
                         "extraEnvVarsCM": "agent-settings",
-                        "extraEnvVarsSecret": "agent-secrets"
+                        "extraEnvVarsCMs": ["team-settings", "site-settings"],
+                        "extraEnvVarsSecret": "agent-secrets",
+                        "extraEnvVarsSecrets": ["team-secrets"]
                     },
                     "role": {"extraPermissions": [extra_rule]}
                 }),
@@ -1796,7 +1889,10 @@ async fn the_other_worker_values_take_effect() {
             json!([
                 {"configMapRef": {"name": "prefect-k8s-settings"}},
                 {"configMapRef": {"name": "agent-settings"}},
-                {"secretRef": {"name": "agent-secrets"}}
+                {"configMapRef": {"name": "team-settings"}},
+                {"configMapRef": {"name": "site-settings"}},
+                {"secretRef": {"name": "agent-secrets"}},
+                {"secretRef": {"name": "team-secrets"}}
             ]),
             "{service}: the settings first, then yours"
         );
@@ -1829,6 +1925,45 @@ async fn the_other_worker_values_take_effect() {
         .list(&ListParams::default())
         .await
         .expect("the extra rule lets the dispatcher list ConfigMaps");
+
+    // worker.config.queryInterval, prefetchSeconds and name: the poller's
+    // query interval and prefetch, and the worker name of the poller and
+    // the dispatchers, as prefect-worker's values set them for its worker.
+    let objects = parse_stream(
+        &cluster
+            .install(
+                "timing",
+                &json!({"worker": {"config": {
+                    "queryInterval": 2.5,
+                    "prefetchSeconds": 0,
+                    "name": "k8s-east",
+                    "type": "kubernetes"
+                }}}),
+            )
+            .await,
+    );
+    check_case(&objects, "queryInterval, prefetchSeconds and name");
+    let (poller, _, _): (poller::PollerConfig, _, _) = parse_service(&objects, "poller");
+    assert_eq!(poller.poll_interval_seconds, 2.5);
+    assert_eq!(poller.prefetch_seconds, 0);
+    assert_eq!(poller.worker_name, "k8s-east");
+    let (dispatcher, _, _): (dispatcher::DispatcherConfig, _, _) =
+        parse_service(&objects, "dispatcher");
+    assert_eq!(dispatcher.worker_name, "k8s-east");
+    let (reporter, _, _): (reporter::service::ReporterConfig, _, _) =
+        parse_service(&objects, "reporter");
+    assert_eq!(reporter.worker_name, "prefect-k8s-reporter");
+    let defaults = parse_stream(&cluster.install("timing-defaults", &json!({})).await);
+    let (poller, _, _): (poller::PollerConfig, _, _) = parse_service(&defaults, "poller");
+    assert_eq!(
+        (
+            poller.poll_interval_seconds,
+            poller.prefetch_seconds,
+            poller.worker_name.as_str()
+        ),
+        (5.0, 10, "prefect-k8s"),
+        "null: the poller's defaults, prefect-worker's too"
+    );
 
     // namespaceOverride: every object in the named namespace, whatever the
     // release's; the cluster holds them there.

@@ -79,6 +79,14 @@ first 4 bytes of its SHA-256.
 {{- end }}
 {{- end -}}
 
+{{/* The worker name of the poller and the dispatchers (worker.config.name). */}}
+{{- define "prefect-k8s.workerNameEnv" -}}
+{{- if not (kindIs "invalid" .Values.worker.config.name) }}
+- name: PREFECT_K8S_WORKER_NAME
+  value: {{ .Values.worker.config.name | toString | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* Extra env, envFrom and volume mounts shared by the services' containers. */}}
 {{- define "prefect-k8s.extraEnv" -}}
 {{- with .Values.worker.extraEnvVars }}
@@ -93,7 +101,15 @@ first 4 bytes of its SHA-256.
 - configMapRef:
     name: {{ . }}
 {{- end }}
+{{- range .Values.worker.extraEnvVarsCMs }}
+- configMapRef:
+    name: {{ . }}
+{{- end }}
 {{- with .Values.worker.extraEnvVarsSecret }}
+- secretRef:
+    name: {{ . }}
+{{- end }}
+{{- range .Values.worker.extraEnvVarsSecrets }}
 - secretRef:
     name: {{ . }}
 {{- end }}
