@@ -1613,8 +1613,8 @@ fn option_rows() -> Vec<OptionRow> {
         OptionRow {
             option: "`--flow-namespace NS`",
             args: &["--flow-namespace", "flows"],
-            values: json!({"worker": {"config": {"jobNamespace": "flows"}}}),
-            names: &["worker.config.jobNamespace"],
+            values: json!({"flowRuns": {"namespace": "flows"}}),
+            names: &["flowRuns.namespace"],
         },
     ]
 }
@@ -1768,18 +1768,23 @@ fn rbac_keys(objects: &[Value]) -> BTreeSet<String> {
 async fn the_other_worker_values_take_effect() {
     let cluster = Cluster::start().await;
 
-    // worker.config.jobNamespace: the Jobs' Roles in the job namespace, bound
-    // to the agent's ServiceAccounts; the reporter's Lease Role stays home.
+    // flowRuns.namespace: the Jobs' Roles in the job namespace, bound to the
+    // agent's ServiceAccounts; the reporter's Lease Role stays home.
+    // prefect-worker's worker.config.jobNamespace (the namespaces its observer
+    // watches) may name the same namespace, which the reporter watches.
     cluster.create_namespace("flows").await;
     let objects = parse_stream(
         &cluster
             .install(
                 "agent",
-                &json!({"worker": {"config": {"jobNamespace": "flows"}}}),
+                &json!({
+                    "flowRuns": {"namespace": "flows"},
+                    "worker": {"config": {"jobNamespace": "flows"}}
+                }),
             )
             .await,
     );
-    check_case(&objects, "jobNamespace");
+    check_case(&objects, "flowRuns.namespace");
     assert_eq!(
         rbac_keys(&objects),
         [
@@ -1844,6 +1849,31 @@ async fn the_other_worker_values_take_effect() {
         Err(kube::Error::Api(status)) if status.is_forbidden() => {}
         other => panic!("the dispatcher must not create Jobs in its own namespace: {other:?}"),
     }
+
+    // prefect-worker's default jobNamespace (null) passes; any other
+    // namespace than the flow runs' is refused, saying what to set.
+    let objects = parse_stream(
+        &cluster
+            .install(
+                "observer-default",
+                &json!({"worker": {"config": {"jobNamespace": null}}}),
+            )
+            .await,
+    );
+    check_case(&objects, "jobNamespace null");
+    let error = cluster
+        .release_action(
+            "install",
+            "observer-other",
+            &json!({"flowRuns": {"namespace": "flows"}, "worker": {"config": {"jobNamespace": "default,flows"}}}),
+        )
+        .expect_err("a jobNamespace other than the flow runs' is refused");
+    assert!(
+        error.contains("worker.config.jobNamespace \"default,flows\"")
+            && error.contains("the flow-run namespace \"flows\"")
+            && error.contains("set flowRuns.namespace"),
+        "{error}"
+    );
 
     // A private CA for the Prefect API: extraEnvVars, extraVolumes and
     // extraVolumeMounts; with the base job template from a ConfigMap (whose

@@ -3,9 +3,19 @@
 {{- default .Release.Namespace .Values.namespaceOverride -}}
 {{- end -}}
 
-{{/* The namespace of the flow-run Jobs. */}}
+{{/*
+The namespace of the flow-run Jobs (flowRuns.namespace). prefect-worker's
+worker.config.jobNamespace names the namespaces its observer watches; the
+reporter watches this one, so that value may only be null or this namespace.
+*/}}
 {{- define "prefect-k8s.jobNamespace" -}}
-{{- default (include "prefect-k8s.namespace" .) .Values.worker.config.jobNamespace -}}
+{{- $ns := default (include "prefect-k8s.namespace" .) .Values.flowRuns.namespace -}}
+{{- with .Values.worker.config.jobNamespace -}}
+{{- if ne (toString .) $ns -}}
+{{- fail (printf "worker.config.jobNamespace %q (prefect-worker: the namespaces its observer watches) must be null or the flow-run namespace %q: the reporter watches where the dispatchers create the Jobs; set flowRuns.namespace to move them" (toString .) $ns) -}}
+{{- end -}}
+{{- end -}}
+{{- $ns -}}
 {{- end -}}
 
 {{/* Labels of an object of a component: (dict "component" "poller"). */}}
