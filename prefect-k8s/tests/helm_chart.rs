@@ -1311,6 +1311,22 @@ async fn the_schema_refuses_bad_values_with_a_clear_message() {
             "the error for {values} should name {path} ({detail}):\n{error}"
         );
     }
+    // prefect-worker's default apiConfig is cloud: its values with only the
+    // Cloud ids would silently get the self-hosted URL here, so they fail.
+    for cloud_ids in [
+        json!({"accountId": "0b5a0f3e-2f6e-4a53-9d57-8c1b9a7f3c21", "workspaceId": "5d1c7e0a-7c8f-4d0e-a6a4-3e9f2b1d8c44"}),
+        json!({"workspaceId": "5d1c7e0a-7c8f-4d0e-a6a4-3e9f2b1d8c44"}),
+    ] {
+        let values = json!({"worker": {"cloudApiConfig": cloud_ids}});
+        let error = cluster
+            .release_action("install", "refused", &values)
+            .expect_err(&format!("Helm must refuse {values}"));
+        assert!(
+            error.contains("worker.apiConfig is selfHostedServer")
+                && error.contains("set worker.apiConfig=cloud"),
+            "the error for {values} should say to set worker.apiConfig=cloud:\n{error}"
+        );
+    }
     assert!(
         cluster.names("v1", "Secret", "refused").await.is_empty(),
         "nothing was installed"

@@ -63,6 +63,10 @@ first 4 bytes of its SHA-256.
 {{- $cloud := .Values.worker.cloudApiConfig -}}
 {{- printf "%s/accounts/%s/workspaces/%s" $cloud.cloudUrl (required "worker.cloudApiConfig.accountId is required with worker.apiConfig cloud" $cloud.accountId) (required "worker.cloudApiConfig.workspaceId is required with worker.apiConfig cloud" $cloud.workspaceId) -}}
 {{- else -}}
+{{- $cloud := .Values.worker.cloudApiConfig -}}
+{{- if or $cloud.accountId $cloud.workspaceId -}}
+{{- fail "worker.cloudApiConfig.accountId/workspaceId are set but worker.apiConfig is selfHostedServer (the default of this chart; prefect-worker's default is cloud): set worker.apiConfig=cloud for Prefect Cloud, or leave the ids empty for a self-hosted server" -}}
+{{- end -}}
 {{- required "worker.selfHostedServerApiConfig.apiUrl is required" .Values.worker.selfHostedServerApiConfig.apiUrl -}}
 {{- end -}}
 {{- end -}}
