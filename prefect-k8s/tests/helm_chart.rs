@@ -211,6 +211,8 @@ impl Cluster {
 struct NatsPod {
     template: Value,
     server: NatsServer,
+    /// The Secret's entries the pod read: key -> value.
+    secret: BTreeMap<String, String>,
 }
 
 impl NatsPod {
@@ -225,6 +227,7 @@ impl NatsPod {
         let admin = cluster.emulator.client().expect("admin client");
         let template = statefulset["spec"]["template"].clone();
         let mut env = Vec::new();
+        let mut read = BTreeMap::new();
         for entry in template["spec"]["containers"][0]["env"]
             .as_array()
             .expect("env")
@@ -242,10 +245,9 @@ impl NatsPod {
                     .unwrap_or_default()
                     .get(key)
                     .map(|bytes| String::from_utf8(bytes.0.clone()).expect("a UTF-8 password"));
-                env.push((
-                    entry["name"].as_str().unwrap().to_owned(),
-                    value.expect("the Secret has the key"),
-                ));
+                let value = value.expect("the Secret has the key");
+                read.insert(key.to_owned(), value.clone());
+                env.push((entry["name"].as_str().unwrap().to_owned(), value));
             }
         }
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -253,6 +255,7 @@ impl NatsPod {
         NatsPod {
             template,
             server: NatsServer::start_with_config(auth, &env),
+            secret: read,
         }
     }
 
@@ -278,15 +281,10 @@ impl NatsPod {
             .get("v1", "ConfigMap", namespace, "prefect-k8s-settings")
             .await;
         let pool = settings["data"]["PREFECT_K8S_WORK_POOL"].as_str().unwrap();
-        for (service, password, subject) in [
-            (
-                "poller",
-                "poller-secret-password",
-                flow_run_proto::subjects::due_subject(pool),
-            ),
+        for (service, subject) in [
+            ("poller", flow_run_proto::subjects::due_subject(pool)),
             (
                 "dispatcher",
-                "dispatcher-secret-password",
                 format!(
                     "$JS.API.CONSUMER.INFO.{}.{}",
                     flow_run_proto::subjects::FLOW_RUNS_STREAM,
@@ -308,6 +306,10 @@ impl NatsPod {
             let user = env_entry(container, "NATS_USER")["value"]
                 .as_str()
                 .expect("NATS_USER");
+            let key = env_entry(container, "NATS_PASSWORD")["valueFrom"]["secretKeyRef"]["key"]
+                .as_str()
+                .expect("NATS_PASSWORD from the Secret");
+            let password = &self.secret[key];
             let answer = publish_raw(self.server.port(), user, password, &subject);
             assert!(
                 answer.contains("PONG") && !answer.contains("-ERR"),
@@ -1421,6 +1423,132 @@ async fn the_schema_says_what_to_use_instead_of_the_prefect_worker_values_it_ref
             error.contains(&format!("'{pointer}'")) && error.contains(message.as_str()),
             "the error for {path} should name {pointer} and say {message:?}:\n{error}"
         );
+    }
+}
+
+/// The shell commands of docs/install.md's Helm section, in order, each with
+/// its `\` continuation lines joined.
+fn documented_helm_commands() -> Vec<String> {
+    let docs = std::fs::read_to_string(workspace_root().join("docs/install.md")).unwrap();
+    let section = docs
+        .split("\n## 2. With Helm")
+        .nth(1)
+        .expect("docs/install.md has the Helm section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    let mut command = String::new();
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_block = line == "```sh";
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        command.push_str(line.trim_end_matches('\\').trim());
+        if line.ends_with('\\') {
+            command.push(' ');
+        } else {
+            commands.push(std::mem::take(&mut command));
+        }
+    }
+    commands
+}
+
+/// docs/install.md's Helm commands as written: the namespace is created
+/// before anything goes into it, the NATS Secret lands where the release
+/// looks for it, and the documented self-hosted install (its `--set` values)
+/// renders, validates and starts against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_helm_commands_work_in_their_order() {
+    let commands = documented_helm_commands();
+    let mut created = BTreeSet::new();
+    for command in &commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        if let ["kubectl", "create", "namespace", namespace] = words.as_slice() {
+            created.insert(namespace.to_string());
+            continue;
+        }
+        if let Some(at) = words.iter().position(|word| *word == "-n") {
+            let namespace = words[at + 1];
+            assert!(
+                created.contains(namespace),
+                "`{command}` uses namespace {namespace} before `kubectl create namespace {namespace}`"
+            );
+        }
+    }
+    assert!(
+        !created.is_empty(),
+        "the Helm section creates its namespace"
+    );
+
+    let cluster = Cluster::start().await;
+    let kubectl_dir = manifest_tools::kubectl_with_kustomize()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut install = None;
+    for command in &commands {
+        if command.starts_with("kubectl ") {
+            manifest_tools::run_ok(
+                Command::new("sh")
+                    .args(["-c", command])
+                    .env("KUBECONFIG", cluster.emulator.kubeconfig_path())
+                    .env("PREFECT_API_KEY", "pnu_not-a-real-key")
+                    .env(
+                        "PATH",
+                        format!(
+                            "{}:{}",
+                            kubectl_dir.display(),
+                            std::env::var("PATH").unwrap_or_default()
+                        ),
+                    ),
+                command,
+            );
+        } else if command.starts_with("helm install") && install.is_none() {
+            install = Some(command.clone());
+        }
+    }
+    let install = install.expect("a documented helm install");
+    let words: Vec<&str> = install.split_whitespace().collect();
+    let namespace = words[words.iter().position(|word| *word == "-n").unwrap() + 1];
+    let mut values = json!({});
+    for (at, word) in words.iter().enumerate() {
+        if *word == "--set" {
+            let (path, value) = words[at + 1].split_once('=').unwrap();
+            merge(&mut values, values_at(path, json!(value)));
+        }
+    }
+    let objects = parse_stream(&cluster.install(namespace, &values).await);
+    check_case(&objects, "the documented helm install");
+    let secret = find(&objects, "StatefulSet", "prefect-k8s-nats")["spec"]["template"]["spec"]
+        ["containers"][0]["env"][1]["valueFrom"]["secretKeyRef"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cluster
+            .names("v1", "Secret", namespace)
+            .await
+            .contains(&secret),
+        "the documented commands created {secret} in {namespace}, where the release looks"
+    );
+    NatsPod::start(&cluster, namespace)
+        .await
+        .assert_serves_the_pool(&cluster, namespace)
+        .await;
+}
+
+/// Merges `extra` into `values` (objects key by key).
+fn merge(values: &mut Value, extra: Value) {
+    match (values, extra) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                merge(into.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (slot, value) => *slot = value,
     }
 }
 
