@@ -1994,6 +1994,49 @@ async fn the_other_worker_values_take_effect() {
         other => panic!("the dispatcher must not create Jobs in its own namespace: {other:?}"),
     }
 
+    // Strings that look like numbers stay strings: namespaces, NATS users.
+    for namespace in ["123", "456"] {
+        cluster.create_namespace(namespace).await;
+    }
+    let manifest = cluster
+        .install(
+            "numeric-home",
+            &json!({"namespaceOverride": "123", "flowRuns": {"namespace": "456"}}),
+        )
+        .await;
+    let objects = parse_stream(&manifest);
+    check_case(&objects, "numeric-looking namespaces");
+    for object in &objects {
+        assert!(
+            object["metadata"]["namespace"] == "123" || object["metadata"]["namespace"] == "456",
+            "{}",
+            manifest_tools::object_key(object)
+        );
+    }
+    let (dispatcher, _, _): (dispatcher::DispatcherConfig, _, _) =
+        parse_service(&objects, "dispatcher");
+    assert_eq!(dispatcher.job.namespace.as_deref(), Some("456"));
+    let (reporter, _, _): (reporter::service::ReporterConfig, _, _) =
+        parse_service(&objects, "reporter");
+    assert_eq!(reporter.namespace.as_deref(), Some("456"));
+    let objects = parse_stream(
+        &cluster
+            .install(
+                "numeric-users",
+                &json!({"nats": {"enabled": false, "external": {
+                    "url": "nats://nats.example.internal:4222",
+                    "pollerUser": "007",
+                    "dispatcherUser": "008"
+                }}}),
+            )
+            .await,
+    );
+    check_case(&objects, "numeric-looking NATS users");
+    let (_, _, nats): (poller::PollerConfig, _, _) = parse_service(&objects, "poller");
+    assert_eq!(nats.unwrap().user.as_deref(), Some("007"));
+    let (_, _, nats): (dispatcher::DispatcherConfig, _, _) = parse_service(&objects, "dispatcher");
+    assert_eq!(nats.unwrap().user.as_deref(), Some("008"));
+
     // prefect-worker's default jobNamespace (null) passes; any other
     // namespace than the flow runs' is refused, saying what to set.
     let objects = parse_stream(

@@ -77,8 +77,8 @@ first 4 bytes of its SHA-256.
 - name: PREFECT_API_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ $secret.name }}
-      key: {{ $secret.key }}
+      name: {{ $secret.name | quote }}
+      key: {{ $secret.key | quote }}
       {{- if ne .Values.worker.apiConfig "cloud" }}
       # A Prefect server without authentication needs no key.
       optional: true
@@ -88,7 +88,7 @@ first 4 bytes of its SHA-256.
 - name: PREFECT_API_AUTH_STRING
   valueFrom:
     secretKeyRef:
-      name: {{ required "worker.selfHostedServerApiConfig.basicAuth.existingSecret is required with basicAuth.enabled" $basic.existingSecret }}
+      name: {{ required "worker.selfHostedServerApiConfig.basicAuth.existingSecret is required with basicAuth.enabled" $basic.existingSecret | quote }}
       key: auth-string
 {{- end }}
 {{- end -}}
@@ -113,19 +113,19 @@ first 4 bytes of its SHA-256.
     name: prefect-k8s-settings
 {{- with .Values.worker.extraEnvVarsCM }}
 - configMapRef:
-    name: {{ . }}
+    name: {{ . | quote }}
 {{- end }}
 {{- range .Values.worker.extraEnvVarsCMs }}
 - configMapRef:
-    name: {{ . }}
+    name: {{ . | quote }}
 {{- end }}
 {{- with .Values.worker.extraEnvVarsSecret }}
 - secretRef:
-    name: {{ . }}
+    name: {{ . | quote }}
 {{- end }}
 {{- range .Values.worker.extraEnvVarsSecrets }}
 - secretRef:
-    name: {{ . }}
+    name: {{ . | quote }}
 {{- end }}
 {{- end -}}
 
@@ -175,7 +175,7 @@ affinity:
 {{- with .Values.worker.image.pullSecrets }}
 imagePullSecrets:
   {{- range . }}
-  - name: {{ . }}
+  - name: {{ . | quote }}
   {{- end }}
 {{- end }}
 {{- end -}}
@@ -188,8 +188,8 @@ imagePullSecrets:
 apiVersion: v1
 kind: ServiceAccount
 metadata:
-  name: {{ include "prefect-k8s.serviceAccountName" . }}
-  namespace: {{ include "prefect-k8s.namespace" $ctx }}
+  name: {{ include "prefect-k8s.serviceAccountName" . | quote }}
+  namespace: {{ include "prefect-k8s.namespace" $ctx | quote }}
   labels:
     {{- include "prefect-k8s.labels" (dict "component" .service) | nindent 4 }}
   {{- with mergeOverwrite (dict) $ctx.Values.serviceAccount.annotations $values.serviceAccount.annotations }}
@@ -207,12 +207,12 @@ automountServiceAccountToken: false
 {{- $ctx := .context -}}
 # Its own NATS user, with only the permissions its code needs.
 - name: NATS_USER
-  value: {{ if $ctx.Values.nats.enabled }}prefect-k8s-{{ .service }}{{ else }}{{ index $ctx.Values.nats.external (printf "%sUser" .service) }}{{ end }}
+  value: {{ ternary (printf "prefect-k8s-%s" .service) (index $ctx.Values.nats.external (printf "%sUser" .service) | toString) $ctx.Values.nats.enabled | quote }}
 - name: NATS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $ctx.Values.nats.auth.existingSecret }}
-      key: {{ .service }}-password
+      name: {{ $ctx.Values.nats.auth.existingSecret | quote }}
+      key: {{ printf "%s-password" .service | quote }}
       # A NATS of your own without authentication needs none.
       optional: true
 {{- end -}}

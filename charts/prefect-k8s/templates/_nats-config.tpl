@@ -11,7 +11,7 @@ apiVersion: v1
 kind: ConfigMap
 metadata:
   name: prefect-k8s-nats-config
-  namespace: {{ $ns }}
+  namespace: {{ $ns | quote }}
   labels:
     {{- include "prefect-k8s.labels" (dict "component" "nats") | nindent 4 }}
 data:
