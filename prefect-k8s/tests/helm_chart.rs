@@ -1552,6 +1552,37 @@ fn merge(values: &mut Value, extra: Value) {
     }
 }
 
+/// Wherever the docs say the chart renders exactly the kustomize base, the
+/// same paragraph names the exception: the checksum annotations.
+#[test]
+fn the_exactly_the_kustomize_base_claims_name_the_checksum_exception() {
+    let root = workspace_root();
+    for file in [
+        "charts/prefect-k8s/Chart.yaml",
+        "charts/prefect-k8s/values.yaml",
+        "charts/prefect-k8s/README.md",
+        "docs/install.md",
+        "README.md",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut claims = 0;
+        for paragraph in text.split("\n\n") {
+            let flat = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+            if flat.contains("exactly") && flat.contains("kustomize") {
+                claims += 1;
+                assert!(
+                    flat.contains("checksum"),
+                    "{file}: a claim of exactly the kustomize base without the checksum exception: {flat}"
+                );
+            }
+        }
+        assert!(
+            claims > 0,
+            "{file} states how the chart relates to kustomize"
+        );
+    }
+}
+
 /// Every value of values.yaml is in the README's table with its default, and
 /// the table names no value values.yaml lacks.
 #[test]
