@@ -11,7 +11,7 @@
 //! One source of truth: with default values the chart renders exactly
 //! `kubectl kustomize deploy/`, with the matching values each overlay, and
 //! with each documented value what `prefect-k8s install` prints with the
-//! option it maps (the chart's settings checksum aside, which only it has).
+//! option it maps (the chart's checksum annotations aside, which only it has).
 
 mod manifest_tools;
 
@@ -32,6 +32,7 @@ use manifest_tools::{
 use serde_json::{json, Value};
 use service_runtime::nats::NatsOptions;
 use service_runtime::prefect::PrefectOptions;
+use test_stack::nats::NatsServer;
 
 const RELEASE: &str = "prefect-k8s";
 
@@ -196,6 +197,150 @@ impl Cluster {
             .await
             .expect("create the NATS Secret");
     }
+}
+
+// ---------------------------------------------------------------------------
+// The bundled NATS as Kubernetes runs it. The emulator runs no pods, so the
+// StatefulSet controller and the kubelet are modelled: a NATS pod is a real
+// nats-server started with the ConfigMap's `auth.conf` and the pod's
+// environment (the Secret's passwords) as they are when it starts, and it is
+// replaced only when the StatefulSet's pod template changes. A ConfigMap
+// change alone restarts nothing, and nats-server reads its configuration only
+// at start.
+
+struct NatsPod {
+    template: Value,
+    server: NatsServer,
+    /// The Secret's entries the pod read: key -> value.
+    secret: BTreeMap<String, String>,
+}
+
+impl NatsPod {
+    /// The NATS pod of what the cluster now holds in `namespace`.
+    async fn start(cluster: &Cluster, namespace: &str) -> NatsPod {
+        let statefulset = cluster
+            .get("apps/v1", "StatefulSet", namespace, "prefect-k8s-nats")
+            .await;
+        let config = cluster
+            .get("v1", "ConfigMap", namespace, "prefect-k8s-nats-config")
+            .await;
+        let admin = cluster.emulator.client().expect("admin client");
+        let template = statefulset["spec"]["template"].clone();
+        let mut env = Vec::new();
+        let mut read = BTreeMap::new();
+        for entry in template["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+        {
+            let reference = &entry["valueFrom"]["secretKeyRef"];
+            if let (Some(secret), Some(key)) =
+                (reference["name"].as_str(), reference["key"].as_str())
+            {
+                let secret = Api::<Secret>::namespaced(admin.clone(), namespace)
+                    .get(secret)
+                    .await
+                    .expect("the NATS Secret");
+                let value = secret
+                    .data
+                    .unwrap_or_default()
+                    .get(key)
+                    .map(|bytes| String::from_utf8(bytes.0.clone()).expect("a UTF-8 password"));
+                let value = value.expect("the Secret has the key");
+                read.insert(key.to_owned(), value.clone());
+                env.push((entry["name"].as_str().unwrap().to_owned(), value));
+            }
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let auth = config["data"]["auth.conf"].as_str().expect("auth.conf");
+        NatsPod {
+            template,
+            server: NatsServer::start_with_config(auth, &env),
+            secret: read,
+        }
+    }
+
+    /// What the StatefulSet controller does after an upgrade: a new pod (with
+    /// the ConfigMap as it now is) if the pod template changed, else nothing.
+    async fn follow(&mut self, cluster: &Cluster, namespace: &str) -> bool {
+        let statefulset = cluster
+            .get("apps/v1", "StatefulSet", namespace, "prefect-k8s-nats")
+            .await;
+        if statefulset["spec"]["template"] == self.template {
+            return false;
+        }
+        *self = NatsPod::start(cluster, namespace).await;
+        true
+    }
+
+    /// The poller and the dispatchers of the cluster's Deployments and
+    /// settings (their NATS_USER, the Secret's passwords) may publish the
+    /// work pool's subjects: the poller its due subject, a dispatcher its
+    /// consumer's requests.
+    async fn assert_serves_the_pool(&self, cluster: &Cluster, namespace: &str) {
+        let settings = cluster
+            .get("v1", "ConfigMap", namespace, "prefect-k8s-settings")
+            .await;
+        let pool = settings["data"]["PREFECT_K8S_WORK_POOL"].as_str().unwrap();
+        for (service, subject) in [
+            ("poller", flow_run_proto::subjects::due_subject(pool)),
+            (
+                "dispatcher",
+                format!(
+                    "$JS.API.CONSUMER.INFO.{}.{}",
+                    flow_run_proto::subjects::FLOW_RUNS_STREAM,
+                    flow_run_proto::subjects::dispatcher_consumer(pool)
+                ),
+            ),
+        ] {
+            let mut deployment = cluster
+                .get(
+                    "apps/v1",
+                    "Deployment",
+                    namespace,
+                    &format!("prefect-k8s-{service}"),
+                )
+                .await;
+            deployment["kind"] = json!("Deployment");
+            let objects = [deployment];
+            let container = container(&objects, "Deployment", &format!("prefect-k8s-{service}"));
+            let user = env_entry(container, "NATS_USER")["value"]
+                .as_str()
+                .expect("NATS_USER");
+            let key = env_entry(container, "NATS_PASSWORD")["valueFrom"]["secretKeyRef"]["key"]
+                .as_str()
+                .expect("NATS_PASSWORD from the Secret");
+            let password = &self.secret[key];
+            let answer = publish_raw(self.server.port(), user, password, &subject);
+            assert!(
+                answer.contains("PONG") && !answer.contains("-ERR"),
+                "NATS refuses the {service} ({user}) of pool {pool:?} publishing {subject}: {answer}"
+            );
+        }
+    }
+}
+
+/// Logs in on NATS's raw protocol and publishes an empty message to
+/// `subject`; everything the server answered, up to the PONG after it.
+fn publish_raw(port: u16, user: &str, password: &str, subject: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("NATS's port");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let connect = json!({"verbose": false, "pedantic": false, "user": user, "pass": password});
+    let _ = write!(
+        stream,
+        "CONNECT {connect}\r\nPING\r\nPUB {subject} 0\r\n\r\nPING\r\n"
+    );
+    let mut answer = String::new();
+    let mut buffer = [0u8; 4096];
+    while answer.matches("PONG").count() < 2 && !answer.contains("Authorization Violation") {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => answer.push_str(&String::from_utf8_lossy(&buffer[..read])),
+        }
+    }
+    answer
 }
 
 // ---------------------------------------------------------------------------
@@ -387,17 +532,44 @@ fn settings_checksum(objects: &[Value]) -> String {
     sums[0].clone()
 }
 
-/// A rendering without the settings checksum, which kustomize's and
-/// `prefect-k8s install`'s renderings do not have (charts/prefect-k8s/README.md).
-/// Nothing else is removed.
-fn without_settings_checksum(yaml: &str) -> String {
+/// The pod-template annotation of the NATS StatefulSet with the checksum of
+/// NATS's ConfigMap (nats-server reads it only at start).
+const NATS_CONFIG_CHECKSUM: &str = "checksum/nats-config";
+
+/// The NATS config checksum of the bundled NATS's pod template: a SHA-256.
+fn nats_config_checksum(objects: &[Value]) -> String {
+    let statefulset = find(objects, "StatefulSet", "prefect-k8s-nats");
+    let sum = statefulset["spec"]["template"]["metadata"]["annotations"][NATS_CONFIG_CHECKSUM]
+        .as_str()
+        .unwrap_or_else(|| panic!("the NATS pod template has no {NATS_CONFIG_CHECKSUM}"))
+        .to_owned();
+    assert!(
+        sum.len() == 64 && sum.chars().all(|c| c.is_ascii_hexdigit()),
+        "{NATS_CONFIG_CHECKSUM} is a SHA-256: {sum}"
+    );
+    sum
+}
+
+/// A rendering without the two checksum annotations, which kustomize's and
+/// `prefect-k8s install`'s renderings do not have (charts/prefect-k8s/README.md);
+/// a pod template's annotations left empty go too. Nothing else is removed.
+fn without_checksums(yaml: &str) -> String {
     let mut objects = parse_stream(yaml);
     for object in &mut objects {
-        if let Some(annotations) = object
-            .pointer_mut("/spec/template/metadata/annotations")
+        if let Some(metadata) = object
+            .pointer_mut("/spec/template/metadata")
             .and_then(Value::as_object_mut)
         {
-            annotations.remove(SETTINGS_CHECKSUM);
+            if let Some(annotations) = metadata
+                .get_mut("annotations")
+                .and_then(Value::as_object_mut)
+            {
+                annotations.remove(SETTINGS_CHECKSUM);
+                annotations.remove(NATS_CONFIG_CHECKSUM);
+                if annotations.is_empty() {
+                    metadata.remove("annotations");
+                }
+            }
         }
     }
     objects
@@ -432,7 +604,7 @@ fn helm_lint_is_clean() {
 
 /// With default values, Helm renders what `kubectl kustomize deploy/` does;
 /// with the values the chart's README gives for each overlay, what kustomize
-/// renders of the overlay (the settings checksum aside, which only the chart
+/// renders of the overlay (the checksum annotations aside, which only the chart
 /// has). The keda and pod-monitor overlays' custom resources are rendered and
 /// applied by Helm too (the emulator serves their kinds as a cluster with the
 /// CRDs does) and validated strictly against KEDA's and the Prometheus
@@ -468,9 +640,12 @@ async fn default_values_render_the_kustomize_base_and_values_render_each_overlay
         // kustomize's objects are in `default`: so is the release.
         let rendered = cluster.install("default", &values).await;
         settings_checksum(&parse_stream(&rendered));
+        if dir != "deploy/overlays/external-nats" {
+            nats_config_checksum(&parse_stream(&rendered));
+        }
         let expected = kustomize(&root.join(dir));
         assert_same_objects(
-            &without_settings_checksum(&rendered),
+            &without_checksums(&rendered),
             &format!("the chart with {values}"),
             &expected,
             &format!("kubectl kustomize {dir}"),
@@ -598,7 +773,7 @@ async fn cloud_values_render_the_api_key_overlay_with_the_workspace_url() {
         .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
         .collect();
     assert_same_objects(
-        &without_settings_checksum(&rendered),
+        &without_checksums(&rendered),
         "the chart for Prefect Cloud",
         &expected,
         "kubectl kustomize deploy/overlays/api-key with Cloud's URL and a required key",
@@ -675,6 +850,9 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
     let nats = nats.unwrap();
     assert_eq!(nats.url, "nats://prefect-k8s-nats:4222");
     assert_eq!(nats.user.as_deref(), Some("prefect-k8s-poller"));
+    // NATS lets them in, with the permissions of the pool.
+    let mut nats_pod = NatsPod::start(&cluster, namespace).await;
+    nats_pod.assert_serves_the_pool(&cluster, namespace).await;
 
     // The chart's Roles, enforced: the dispatcher's token creates Jobs and
     // may not list pods; the poller's token may do nothing.
@@ -742,6 +920,18 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
         object["kind"] = json!("Deployment");
         live.push(object);
     }
+    // NATS's users follow the pool: the pod template changed, so the
+    // StatefulSet replaces the NATS pod, which reads the new auth.conf; the
+    // rolled poller and dispatchers may publish the new pool's subjects.
+    assert!(
+        nats_pod.follow(&cluster, namespace).await,
+        "a new work pool replaces the NATS pod (nats-server reads auth.conf only at start)"
+    );
+    nats_pod.assert_serves_the_pool(&cluster, namespace).await;
+    assert_ne!(
+        nats_config_checksum(&settings_upgrade),
+        nats_config_checksum(&objects)
+    );
     let rolled_checksum = settings_checksum(&live);
     assert_ne!(
         rolled_checksum, installed_checksum,
@@ -762,7 +952,7 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
     };
     assert_eq!(
         strip(deployments(objects.clone())),
-        strip(deployments(settings_upgrade)),
+        strip(deployments(settings_upgrade.clone())),
         "the settings checksum is all that changed in the pod templates"
     );
 
@@ -783,6 +973,11 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
         settings_checksum(&parse_stream(&manifest)),
         rolled_checksum,
         "changes that leave the settings alone leave the checksum alone"
+    );
+    assert_eq!(
+        nats_config_checksum(&parse_stream(&manifest)),
+        nats_config_checksum(&settings_upgrade),
+        "changes that leave the work pool alone leave NATS's config checksum alone"
     );
     let settings = cluster
         .get("v1", "ConfigMap", namespace, "prefect-k8s-settings")
@@ -1118,10 +1313,274 @@ async fn the_schema_refuses_bad_values_with_a_clear_message() {
             "the error for {values} should name {path} ({detail}):\n{error}"
         );
     }
+    // prefect-worker's default apiConfig is cloud: its values with only the
+    // Cloud ids would silently get the self-hosted URL here, so they fail.
+    for cloud_ids in [
+        json!({"accountId": "0b5a0f3e-2f6e-4a53-9d57-8c1b9a7f3c21", "workspaceId": "5d1c7e0a-7c8f-4d0e-a6a4-3e9f2b1d8c44"}),
+        json!({"workspaceId": "5d1c7e0a-7c8f-4d0e-a6a4-3e9f2b1d8c44"}),
+    ] {
+        let values = json!({"worker": {"cloudApiConfig": cloud_ids}});
+        let error = cluster
+            .release_action("install", "refused", &values)
+            .expect_err(&format!("Helm must refuse {values}"));
+        assert!(
+            error.contains("worker.apiConfig is selfHostedServer")
+                && error.contains("set worker.apiConfig=cloud"),
+            "the error for {values} should say to set worker.apiConfig=cloud:\n{error}"
+        );
+    }
     assert!(
         cluster.names("v1", "Secret", "refused").await.is_empty(),
         "nothing was installed"
     );
+}
+
+/// The README's table of the prefect-worker values the chart refuses: value
+/// -> what to use instead.
+fn readme_refused_table() -> BTreeMap<String, String> {
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).expect("README.md");
+    let section = readme
+        .split("\n## prefect-worker values this chart refuses\n")
+        .nth(1)
+        .expect("README.md has the refused values section");
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .lines()
+        .skip_while(|line| !line.starts_with("|---"))
+        .skip(1)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            assert_eq!(cells.len(), 2, "a row of two cells: {line}");
+            (
+                cells[0]
+                    .trim_start_matches("| ")
+                    .trim_matches('`')
+                    .to_owned(),
+                cells[1].trim_end_matches(" |").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The schema's properties that only a `const` message allows: dotted path
+/// -> the message.
+fn schema_refusals(prefix: &str, schema: &Value, out: &mut BTreeMap<String, String>) {
+    for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let Some(message) = property["const"].as_str() {
+            out.insert(path, message.to_owned());
+        } else {
+            schema_refusals(&path, property, out);
+        }
+    }
+}
+
+/// A values document setting the dotted `path` to `value`.
+fn values_at(path: &str, value: Value) -> Value {
+    path.rsplit('.')
+        .fold(value, |inner, key| json!({ key: inner }))
+}
+
+/// The prefect-worker values with no same-meaning value here are refused at
+/// install by a schema message that names the value and says what to use
+/// instead; the README lists the same values with the same words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_says_what_to_use_instead_of_the_prefect_worker_values_it_refuses() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap(),
+    )
+    .expect("values.schema.json");
+    let mut refusals = BTreeMap::new();
+    schema_refusals("", &schema, &mut refusals);
+    assert_eq!(
+        readme_refused_table(),
+        refusals,
+        "the README's refused values and the schema's differ"
+    );
+    for required in [
+        "fullnameOverride",
+        "worker.replicaCount",
+        "worker.resources",
+        "worker.image.prefectTag",
+        "worker.selfHostedServerApiConfig.basicAuth.authString",
+        "serviceAccount.name",
+    ] {
+        assert!(refusals.contains_key(required), "{required} is refused");
+    }
+    let cluster = Cluster::start().await;
+    for (path, message) in &refusals {
+        let values = values_at(path, json!("prefect-worker"));
+        let error = cluster
+            .release_action("install", "refused", &values)
+            .expect_err(&format!("Helm must refuse {values}"));
+        let pointer = format!("/{}", path.replace('.', "/"));
+        assert!(
+            error.contains(&format!("'{pointer}'")) && error.contains(message.as_str()),
+            "the error for {path} should name {pointer} and say {message:?}:\n{error}"
+        );
+    }
+}
+
+/// The shell commands of docs/install.md's Helm section, in order, each with
+/// its `\` continuation lines joined.
+fn documented_helm_commands() -> Vec<String> {
+    let docs = std::fs::read_to_string(workspace_root().join("docs/install.md")).unwrap();
+    let section = docs
+        .split("\n## 2. With Helm")
+        .nth(1)
+        .expect("docs/install.md has the Helm section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    let mut command = String::new();
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_block = line == "```sh";
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        command.push_str(line.trim_end_matches('\\').trim());
+        if line.ends_with('\\') {
+            command.push(' ');
+        } else {
+            commands.push(std::mem::take(&mut command));
+        }
+    }
+    commands
+}
+
+/// docs/install.md's Helm commands as written: the namespace is created
+/// before anything goes into it, the NATS Secret lands where the release
+/// looks for it, and the documented self-hosted install (its `--set` values)
+/// renders, validates and starts against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_helm_commands_work_in_their_order() {
+    let commands = documented_helm_commands();
+    let mut created = BTreeSet::new();
+    for command in &commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        if let ["kubectl", "create", "namespace", namespace] = words.as_slice() {
+            created.insert(namespace.to_string());
+            continue;
+        }
+        if let Some(at) = words.iter().position(|word| *word == "-n") {
+            let namespace = words[at + 1];
+            assert!(
+                created.contains(namespace),
+                "`{command}` uses namespace {namespace} before `kubectl create namespace {namespace}`"
+            );
+        }
+    }
+    assert!(
+        !created.is_empty(),
+        "the Helm section creates its namespace"
+    );
+
+    let cluster = Cluster::start().await;
+    let kubectl_dir = manifest_tools::kubectl_with_kustomize()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut install = None;
+    for command in &commands {
+        if command.starts_with("kubectl ") {
+            manifest_tools::run_ok(
+                Command::new("sh")
+                    .args(["-c", command])
+                    .env("KUBECONFIG", cluster.emulator.kubeconfig_path())
+                    .env("PREFECT_API_KEY", "pnu_not-a-real-key")
+                    .env(
+                        "PATH",
+                        format!(
+                            "{}:{}",
+                            kubectl_dir.display(),
+                            std::env::var("PATH").unwrap_or_default()
+                        ),
+                    ),
+                command,
+            );
+        } else if command.starts_with("helm install") && install.is_none() {
+            install = Some(command.clone());
+        }
+    }
+    let install = install.expect("a documented helm install");
+    let words: Vec<&str> = install.split_whitespace().collect();
+    let namespace = words[words.iter().position(|word| *word == "-n").unwrap() + 1];
+    let mut values = json!({});
+    for (at, word) in words.iter().enumerate() {
+        if *word == "--set" {
+            let (path, value) = words[at + 1].split_once('=').unwrap();
+            merge(&mut values, values_at(path, json!(value)));
+        }
+    }
+    let objects = parse_stream(&cluster.install(namespace, &values).await);
+    check_case(&objects, "the documented helm install");
+    let secret = find(&objects, "StatefulSet", "prefect-k8s-nats")["spec"]["template"]["spec"]
+        ["containers"][0]["env"][1]["valueFrom"]["secretKeyRef"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cluster
+            .names("v1", "Secret", namespace)
+            .await
+            .contains(&secret),
+        "the documented commands created {secret} in {namespace}, where the release looks"
+    );
+    NatsPod::start(&cluster, namespace)
+        .await
+        .assert_serves_the_pool(&cluster, namespace)
+        .await;
+}
+
+/// Merges `extra` into `values` (objects key by key).
+fn merge(values: &mut Value, extra: Value) {
+    match (values, extra) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                merge(into.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+/// Wherever the docs say the chart renders exactly the kustomize base, the
+/// same paragraph names the exception: the checksum annotations.
+#[test]
+fn the_exactly_the_kustomize_base_claims_name_the_checksum_exception() {
+    let root = workspace_root();
+    for file in [
+        "charts/prefect-k8s/Chart.yaml",
+        "charts/prefect-k8s/values.yaml",
+        "charts/prefect-k8s/README.md",
+        "docs/install.md",
+        "README.md",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut claims = 0;
+        for paragraph in text.split("\n\n") {
+            let flat = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+            if flat.contains("exactly") && flat.contains("kustomize") {
+                claims += 1;
+                assert!(
+                    flat.contains("checksum"),
+                    "{file}: a claim of exactly the kustomize base without the checksum exception: {flat}"
+                );
+            }
+        }
+        assert!(
+            claims > 0,
+            "{file} states how the chart relates to kustomize"
+        );
+    }
 }
 
 /// Every value of values.yaml is in the README's table with its default, and
@@ -1329,8 +1788,8 @@ fn option_rows() -> Vec<OptionRow> {
         OptionRow {
             option: "`--flow-namespace NS`",
             args: &["--flow-namespace", "flows"],
-            values: json!({"worker": {"config": {"jobNamespace": "flows"}}}),
-            names: &["worker.config.jobNamespace"],
+            values: json!({"flowRuns": {"namespace": "flows"}}),
+            names: &["flowRuns.namespace"],
         },
     ]
 }
@@ -1379,15 +1838,13 @@ fn value_names(prefix: &str, values: &Value, out: &mut Vec<String>) {
 
 /// A rendering as the two ways can share it: no Namespace and no Secret (the
 /// chart creates neither: `helm install --create-namespace`, and Secrets are
-/// yours), no generated NATS-password annotation and no settings checksum.
+/// yours), no generated NATS-password annotation and no checksum annotations.
 fn comparable(yaml: &str) -> String {
-    parse_stream(&without_settings_checksum(&without_generated_nats_auth(
-        yaml,
-    )))
-    .into_iter()
-    .filter(|object| object["kind"] != "Namespace" && object["kind"] != "Secret")
-    .map(|object| format!("---\n{}", serde_yaml::to_string(&object).unwrap()))
-    .collect()
+    parse_stream(&without_checksums(&without_generated_nats_auth(yaml)))
+        .into_iter()
+        .filter(|object| object["kind"] != "Namespace" && object["kind"] != "Secret")
+        .map(|object| format!("---\n{}", serde_yaml::to_string(&object).unwrap()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1486,18 +1943,23 @@ fn rbac_keys(objects: &[Value]) -> BTreeSet<String> {
 async fn the_other_worker_values_take_effect() {
     let cluster = Cluster::start().await;
 
-    // worker.config.jobNamespace: the Jobs' Roles in the job namespace, bound
-    // to the agent's ServiceAccounts; the reporter's Lease Role stays home.
+    // flowRuns.namespace: the Jobs' Roles in the job namespace, bound to the
+    // agent's ServiceAccounts; the reporter's Lease Role stays home.
+    // prefect-worker's worker.config.jobNamespace (the namespaces its observer
+    // watches) may name the same namespace, which the reporter watches.
     cluster.create_namespace("flows").await;
     let objects = parse_stream(
         &cluster
             .install(
                 "agent",
-                &json!({"worker": {"config": {"jobNamespace": "flows"}}}),
+                &json!({
+                    "flowRuns": {"namespace": "flows"},
+                    "worker": {"config": {"jobNamespace": "flows"}}
+                }),
             )
             .await,
     );
-    check_case(&objects, "jobNamespace");
+    check_case(&objects, "flowRuns.namespace");
     assert_eq!(
         rbac_keys(&objects),
         [
@@ -1563,6 +2025,74 @@ async fn the_other_worker_values_take_effect() {
         other => panic!("the dispatcher must not create Jobs in its own namespace: {other:?}"),
     }
 
+    // Strings that look like numbers stay strings: namespaces, NATS users.
+    for namespace in ["123", "456"] {
+        cluster.create_namespace(namespace).await;
+    }
+    let manifest = cluster
+        .install(
+            "numeric-home",
+            &json!({"namespaceOverride": "123", "flowRuns": {"namespace": "456"}}),
+        )
+        .await;
+    let objects = parse_stream(&manifest);
+    check_case(&objects, "numeric-looking namespaces");
+    for object in &objects {
+        assert!(
+            object["metadata"]["namespace"] == "123" || object["metadata"]["namespace"] == "456",
+            "{}",
+            manifest_tools::object_key(object)
+        );
+    }
+    let (dispatcher, _, _): (dispatcher::DispatcherConfig, _, _) =
+        parse_service(&objects, "dispatcher");
+    assert_eq!(dispatcher.job.namespace.as_deref(), Some("456"));
+    let (reporter, _, _): (reporter::service::ReporterConfig, _, _) =
+        parse_service(&objects, "reporter");
+    assert_eq!(reporter.namespace.as_deref(), Some("456"));
+    let objects = parse_stream(
+        &cluster
+            .install(
+                "numeric-users",
+                &json!({"nats": {"enabled": false, "external": {
+                    "url": "nats://nats.example.internal:4222",
+                    "pollerUser": "007",
+                    "dispatcherUser": "008"
+                }}}),
+            )
+            .await,
+    );
+    check_case(&objects, "numeric-looking NATS users");
+    let (_, _, nats): (poller::PollerConfig, _, _) = parse_service(&objects, "poller");
+    assert_eq!(nats.unwrap().user.as_deref(), Some("007"));
+    let (_, _, nats): (dispatcher::DispatcherConfig, _, _) = parse_service(&objects, "dispatcher");
+    assert_eq!(nats.unwrap().user.as_deref(), Some("008"));
+
+    // prefect-worker's default jobNamespace (null) passes; any other
+    // namespace than the flow runs' is refused, saying what to set.
+    let objects = parse_stream(
+        &cluster
+            .install(
+                "observer-default",
+                &json!({"worker": {"config": {"jobNamespace": null}}}),
+            )
+            .await,
+    );
+    check_case(&objects, "jobNamespace null");
+    let error = cluster
+        .release_action(
+            "install",
+            "observer-other",
+            &json!({"flowRuns": {"namespace": "flows"}, "worker": {"config": {"jobNamespace": "default,flows"}}}),
+        )
+        .expect_err("a jobNamespace other than the flow runs' is refused");
+    assert!(
+        error.contains("worker.config.jobNamespace \"default,flows\"")
+            && error.contains("the flow-run namespace \"flows\"")
+            && error.contains("set flowRuns.namespace"),
+        "{error}"
+    );
+
     // A private CA for the Prefect API: extraEnvVars, extraVolumes and
     // extraVolumeMounts; with the base job template from a ConfigMap (whose
     // volume the poller's extra volumes join); env from a ConfigMap and a
@@ -1583,7 +2113,9 @@ async fn the_other_worker_values_take_effect() {
                         "extraVolumes": [ca_volume],
                         "extraVolumeMounts": [ca_mount],
                         "extraEnvVarsCM": "agent-settings",
-                        "extraEnvVarsSecret": "agent-secrets"
+                        "extraEnvVarsCMs": ["team-settings", "site-settings"],
+                        "extraEnvVarsSecret": "agent-secrets",
+                        "extraEnvVarsSecrets": ["team-secrets"]
                     },
                     "role": {"extraPermissions": [extra_rule]}
                 }),
@@ -1605,7 +2137,10 @@ async fn the_other_worker_values_take_effect() {
             json!([
                 {"configMapRef": {"name": "prefect-k8s-settings"}},
                 {"configMapRef": {"name": "agent-settings"}},
-                {"secretRef": {"name": "agent-secrets"}}
+                {"configMapRef": {"name": "team-settings"}},
+                {"configMapRef": {"name": "site-settings"}},
+                {"secretRef": {"name": "agent-secrets"}},
+                {"secretRef": {"name": "team-secrets"}}
             ]),
             "{service}: the settings first, then yours"
         );
@@ -1638,6 +2173,45 @@ async fn the_other_worker_values_take_effect() {
         .list(&ListParams::default())
         .await
         .expect("the extra rule lets the dispatcher list ConfigMaps");
+
+    // worker.config.queryInterval, prefetchSeconds and name: the poller's
+    // query interval and prefetch, and the worker name of the poller and
+    // the dispatchers, as prefect-worker's values set them for its worker.
+    let objects = parse_stream(
+        &cluster
+            .install(
+                "timing",
+                &json!({"worker": {"config": {
+                    "queryInterval": 2.5,
+                    "prefetchSeconds": 0,
+                    "name": "k8s-east",
+                    "type": "kubernetes"
+                }}}),
+            )
+            .await,
+    );
+    check_case(&objects, "queryInterval, prefetchSeconds and name");
+    let (poller, _, _): (poller::PollerConfig, _, _) = parse_service(&objects, "poller");
+    assert_eq!(poller.poll_interval_seconds, 2.5);
+    assert_eq!(poller.prefetch_seconds, 0);
+    assert_eq!(poller.worker_name, "k8s-east");
+    let (dispatcher, _, _): (dispatcher::DispatcherConfig, _, _) =
+        parse_service(&objects, "dispatcher");
+    assert_eq!(dispatcher.worker_name, "k8s-east");
+    let (reporter, _, _): (reporter::service::ReporterConfig, _, _) =
+        parse_service(&objects, "reporter");
+    assert_eq!(reporter.worker_name, "prefect-k8s-reporter");
+    let defaults = parse_stream(&cluster.install("timing-defaults", &json!({})).await);
+    let (poller, _, _): (poller::PollerConfig, _, _) = parse_service(&defaults, "poller");
+    assert_eq!(
+        (
+            poller.poll_interval_seconds,
+            poller.prefetch_seconds,
+            poller.worker_name.as_str()
+        ),
+        (5.0, 10, "prefect-k8s"),
+        "null: the poller's defaults, prefect-worker's too"
+    );
 
     // namespaceOverride: every object in the named namespace, whatever the
     // release's; the cluster holds them there.

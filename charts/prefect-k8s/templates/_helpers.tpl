@@ -3,9 +3,19 @@
 {{- default .Release.Namespace .Values.namespaceOverride -}}
 {{- end -}}
 
-{{/* The namespace of the flow-run Jobs. */}}
+{{/*
+The namespace of the flow-run Jobs (flowRuns.namespace). prefect-worker's
+worker.config.jobNamespace names the namespaces its observer watches; the
+reporter watches this one, so that value may only be null or this namespace.
+*/}}
 {{- define "prefect-k8s.jobNamespace" -}}
-{{- default (include "prefect-k8s.namespace" .) .Values.worker.config.jobNamespace -}}
+{{- $ns := default (include "prefect-k8s.namespace" .) .Values.flowRuns.namespace -}}
+{{- with .Values.worker.config.jobNamespace -}}
+{{- if ne (toString .) $ns -}}
+{{- fail (printf "worker.config.jobNamespace %q (prefect-worker: the namespaces its observer watches) must be null or the flow-run namespace %q: the reporter watches where the dispatchers create the Jobs; set flowRuns.namespace to move them" (toString .) $ns) -}}
+{{- end -}}
+{{- end -}}
+{{- $ns -}}
 {{- end -}}
 
 {{/* Labels of an object of a component: (dict "component" "poller"). */}}
@@ -53,6 +63,10 @@ first 4 bytes of its SHA-256.
 {{- $cloud := .Values.worker.cloudApiConfig -}}
 {{- printf "%s/accounts/%s/workspaces/%s" $cloud.cloudUrl (required "worker.cloudApiConfig.accountId is required with worker.apiConfig cloud" $cloud.accountId) (required "worker.cloudApiConfig.workspaceId is required with worker.apiConfig cloud" $cloud.workspaceId) -}}
 {{- else -}}
+{{- $cloud := .Values.worker.cloudApiConfig -}}
+{{- if or $cloud.accountId $cloud.workspaceId -}}
+{{- fail "worker.cloudApiConfig.accountId/workspaceId are set but worker.apiConfig is selfHostedServer (the default of this chart; prefect-worker's default is cloud): set worker.apiConfig=cloud for Prefect Cloud, or leave the ids empty for a self-hosted server" -}}
+{{- end -}}
 {{- required "worker.selfHostedServerApiConfig.apiUrl is required" .Values.worker.selfHostedServerApiConfig.apiUrl -}}
 {{- end -}}
 {{- end -}}
@@ -63,8 +77,8 @@ first 4 bytes of its SHA-256.
 - name: PREFECT_API_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ $secret.name }}
-      key: {{ $secret.key }}
+      name: {{ $secret.name | quote }}
+      key: {{ $secret.key | quote }}
       {{- if ne .Values.worker.apiConfig "cloud" }}
       # A Prefect server without authentication needs no key.
       optional: true
@@ -74,8 +88,16 @@ first 4 bytes of its SHA-256.
 - name: PREFECT_API_AUTH_STRING
   valueFrom:
     secretKeyRef:
-      name: {{ required "worker.selfHostedServerApiConfig.basicAuth.existingSecret is required with basicAuth.enabled" $basic.existingSecret }}
+      name: {{ required "worker.selfHostedServerApiConfig.basicAuth.existingSecret is required with basicAuth.enabled" $basic.existingSecret | quote }}
       key: auth-string
+{{- end }}
+{{- end -}}
+
+{{/* The worker name of the poller and the dispatchers (worker.config.name). */}}
+{{- define "prefect-k8s.workerNameEnv" -}}
+{{- if not (kindIs "invalid" .Values.worker.config.name) }}
+- name: PREFECT_K8S_WORKER_NAME
+  value: {{ .Values.worker.config.name | toString | quote }}
 {{- end }}
 {{- end -}}
 
@@ -91,11 +113,19 @@ first 4 bytes of its SHA-256.
     name: prefect-k8s-settings
 {{- with .Values.worker.extraEnvVarsCM }}
 - configMapRef:
-    name: {{ . }}
+    name: {{ . | quote }}
+{{- end }}
+{{- range .Values.worker.extraEnvVarsCMs }}
+- configMapRef:
+    name: {{ . | quote }}
 {{- end }}
 {{- with .Values.worker.extraEnvVarsSecret }}
 - secretRef:
-    name: {{ . }}
+    name: {{ . | quote }}
+{{- end }}
+{{- range .Values.worker.extraEnvVarsSecrets }}
+- secretRef:
+    name: {{ . | quote }}
 {{- end }}
 {{- end -}}
 
@@ -145,7 +175,7 @@ affinity:
 {{- with .Values.worker.image.pullSecrets }}
 imagePullSecrets:
   {{- range . }}
-  - name: {{ . }}
+  - name: {{ . | quote }}
   {{- end }}
 {{- end }}
 {{- end -}}
@@ -158,8 +188,8 @@ imagePullSecrets:
 apiVersion: v1
 kind: ServiceAccount
 metadata:
-  name: {{ include "prefect-k8s.serviceAccountName" . }}
-  namespace: {{ include "prefect-k8s.namespace" $ctx }}
+  name: {{ include "prefect-k8s.serviceAccountName" . | quote }}
+  namespace: {{ include "prefect-k8s.namespace" $ctx | quote }}
   labels:
     {{- include "prefect-k8s.labels" (dict "component" .service) | nindent 4 }}
   {{- with mergeOverwrite (dict) $ctx.Values.serviceAccount.annotations $values.serviceAccount.annotations }}
@@ -177,12 +207,12 @@ automountServiceAccountToken: false
 {{- $ctx := .context -}}
 # Its own NATS user, with only the permissions its code needs.
 - name: NATS_USER
-  value: {{ if $ctx.Values.nats.enabled }}prefect-k8s-{{ .service }}{{ else }}{{ index $ctx.Values.nats.external (printf "%sUser" .service) }}{{ end }}
+  value: {{ ternary (printf "prefect-k8s-%s" .service) (index $ctx.Values.nats.external (printf "%sUser" .service) | toString) $ctx.Values.nats.enabled | quote }}
 - name: NATS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $ctx.Values.nats.auth.existingSecret }}
-      key: {{ .service }}-password
+      name: {{ $ctx.Values.nats.auth.existingSecret | quote }}
+      key: {{ printf "%s-password" .service | quote }}
       # A NATS of your own without authentication needs none.
       optional: true
 {{- end -}}
