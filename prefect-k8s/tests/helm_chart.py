@@ -15,8 +15,23 @@ printed on stderr with exit code 1; a missing helm-sdkpy exits 2.
 """
 
 import asyncio
+import atexit
 import json
+import os
+import shutil
 import sys
+import tempfile
+
+# Helm's own settings come from here, never from the host's (~/.config/helm,
+# HELM_NAMESPACE, HELM_KUBECONTEXT, ...): set before the Go library loads,
+# which reads the environment once.
+for name in [name for name in os.environ if name.startswith("HELM_")]:
+    del os.environ[name]
+_HELM_HOME = tempfile.mkdtemp(prefix="prefect-k8s-helm-")
+atexit.register(shutil.rmtree, _HELM_HOME, ignore_errors=True)
+for name in ("HELM_CONFIG_HOME", "HELM_CACHE_HOME", "HELM_DATA_HOME"):
+    os.environ[name] = os.path.join(_HELM_HOME, name[len("HELM_"):].lower())
+os.environ["HELM_DRIVER"] = "secret"
 
 try:
     import helm_sdkpy as helm

@@ -906,7 +906,9 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
             "config": {"workPool": "other-pool", "workQueues": ["critical", "batch"]}
         }
     });
-    let settings_upgrade = parse_stream(&cluster.upgrade(namespace, &settings_only, 2).await);
+    let settings_manifest = cluster.upgrade(namespace, &settings_only, 2).await;
+    assert_valid_kubernetes(&settings_manifest, "the chart upgraded to a new work pool");
+    let settings_upgrade = parse_stream(&settings_manifest);
     let mut live = Vec::new();
     for service in SERVICES {
         let mut object = cluster
@@ -1313,6 +1315,14 @@ async fn the_schema_refuses_bad_values_with_a_clear_message() {
             "the error for {values} should name {path} ({detail}):\n{error}"
         );
     }
+    let inverted = json!({"dispatcher": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}});
+    let error = cluster
+        .release_action("install", "refused", &inverted)
+        .expect_err("Helm must refuse minReplicas above maxReplicas");
+    assert!(
+        error.contains("dispatcher.autoscaling.minReplicas (5) is greater than dispatcher.autoscaling.maxReplicas (2)"),
+        "{error}"
+    );
     // prefect-worker's default apiConfig is cloud: its values with only the
     // Cloud ids would silently get the self-hosted URL here, so they fail.
     for cloud_ids in [
