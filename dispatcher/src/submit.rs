@@ -11,8 +11,10 @@
 //! 2. Render from what Prefect says (the run's and its deployment's job
 //!    variables, read in batches; never the message's) — a bad job variable
 //!    Crashes the run with a message naming it.
-//!    A resumed claim whose pid is already recorded keeps that pid: the Job's
-//!    identity never changes once Prefect knows it.
+//!    A resumed claim whose pid is already recorded for this submission keeps
+//!    that pid: the Job's identity never changes once Prefect knows it. A pid
+//!    of an earlier submission (the run rescheduled or retried, claimed again,
+//!    and the claim's answer lost) is not ours: its Job belongs to that one.
 //! 3. Record `infrastructure_pid = <namespace>:<job name>` *before* creating
 //!    the Job, so there is never a Job that Prefect cannot cancel.
 //! 4. Create the Job suspended; AlreadyExists with our claim means an earlier
@@ -250,11 +252,7 @@ impl Submitter {
             }
             Err(RenderFailure::Transient(message)) => return Err(retry(deliveries, message)),
         };
-        let recorded = run
-            .infrastructure_pid
-            .as_deref()
-            .and_then(InfrastructurePid::parse);
-        if let (true, Some(recorded)) = (resumed, recorded) {
+        if let Some(recorded) = resumed_pid(&due.key, run, resumed) {
             rendered.pid = recorded;
         }
         Ok(rendered)
@@ -378,6 +376,16 @@ fn retry(deliveries: u64, error: String) -> Outcome {
         after: backoff(deliveries),
         error,
     }
+}
+
+/// The pid a resumed claim keeps: the recorded one, when it names a Job of
+/// this very submission.
+fn resumed_pid(key: &SubmissionKey, run: &FlowRun, resumed: bool) -> Option<InfrastructurePid> {
+    let recorded = run
+        .infrastructure_pid
+        .as_deref()
+        .and_then(InfrastructurePid::parse)?;
+    (resumed && key.named(&recorded.job_name)).then_some(recorded)
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //!    and a 404 on the pid update, and ends with its Job.
 //! 5. A redelivery that renders another namespace keeps the Job Prefect knows.
 //! 7. A lost stream and consumer are re-created; runs flow again.
+//! 8. A run that rescheduled itself and is claimed again, the claim's answer
+//!    lost, gets a Job of its new submission (not the old Job's pid).
 
 mod support;
 
@@ -481,4 +483,66 @@ async fn s7_lost_streams_and_consumer_are_recreated() {
         .get_consumer(&flow_run_proto::subjects::dispatcher_consumer(&stack.pool))
         .await;
     assert!(consumer.is_ok(), "the consumer is back");
+}
+
+/// Scenario 8 (found by the long campaign): the flow rescheduled its run
+/// (AwaitingRetry) after its first Job ran; the poller publishes the new
+/// scheduled state, a dispatcher claims it and the claim's answer is lost
+/// after Prefect committed. The retry resumes the claim while the run's pid
+/// still names the first Job: the new submission must get its own Job, not
+/// resume under the old pid (whose Job belongs to the first submission, so the
+/// create met AlreadyExists and the run was Crashed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s8_a_rescheduled_run_claimed_again_with_the_answer_lost_gets_its_own_job() {
+    let stack = started(RuntimeKind::Scripted).await;
+    let deployment = stack.deployment(json!({})).await;
+    let proxy = FaultProxy::start(&stack.prefect_server.api_url()).await;
+    // No retry inside the client: the lost answer fails the delivery, and the
+    // next delivery finds the claim committed (a resumed claim).
+    let _dispatcher =
+        spawn_dispatcher_to(&stack, &proxy.url(), &[("PREFECT_CLIENT_MAX_RETRIES", "0")]);
+    let run = stack.run_of(&deployment, None).await.id;
+    eventually("the first Job exists and its pid is recorded", || async {
+        let (_, pid) = state_of(&stack, run).await;
+        pid.is_some() && stack.jobs_of(run).await.len() == 1
+    })
+    .await;
+    let first_pid = state_of(&stack, run).await.1.unwrap();
+    // The next claim is committed by Prefect, its answer dropped.
+    proxy.add(
+        Fault::new(FaultKind::DropAfterForward)
+            .method("POST")
+            .path("/set_state")
+            .times(1),
+    );
+    let rescheduled = stack
+        .prefect
+        .set_flow_run_state(
+            run,
+            &StateCreate::new(StateType::Scheduled, "AwaitingRetry"),
+            true,
+        )
+        .await
+        .expect("reschedule the run");
+    assert_eq!(
+        rescheduled.status,
+        prefect_client::SetStateStatus::Accept,
+        "rescheduled"
+    );
+    eventually("the new submission has its own Job and pid", || async {
+        let (state, pid) = state_of(&stack, run).await;
+        state == StateType::Pending
+            && pid.as_ref().is_some_and(|pid| *pid != first_pid)
+            && stack.jobs_of(run).await.len() == 2
+    })
+    .await;
+    assert!(
+        proxy.count(Some("POST"), "/set_state") >= 2,
+        "the lost claim was sent again"
+    );
+    assert!(
+        !history(&stack, run).await.contains(&StateType::Crashed),
+        "never crashed: {:?}",
+        history(&stack, run).await
+    );
 }

@@ -89,6 +89,15 @@ impl SubmissionKey {
             .collect()
     }
 
+    /// Whether a Job name was made for this submission (it ends with this
+    /// key's suffix). A run's recorded pid may name the Job of an earlier
+    /// submission (a retry, a reschedule) until this one records its own.
+    pub fn named(&self, job_name: &str) -> bool {
+        job_name
+            .strip_suffix(self.job_name_suffix().as_str())
+            .is_some_and(|base| base.ends_with('-'))
+    }
+
     /// The value of the claim annotation on the Job.
     pub fn claim_annotation(&self) -> String {
         self.to_string()
@@ -113,6 +122,24 @@ impl fmt::Display for SubmissionKey {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_job_name_tells_its_submission() {
+        let run = uuid::Uuid::from_u128(7);
+        let first = SubmissionKey::new(run, uuid::Uuid::from_u128(1));
+        let second = SubmissionKey::new(run, uuid::Uuid::from_u128(2));
+        let name = format!("etl-{}", first.job_name_suffix());
+        assert!(first.named(&name));
+        assert!(
+            !second.named(&name),
+            "a reschedule's key does not name the first Job"
+        );
+        assert!(
+            !first.named(&first.job_name_suffix()),
+            "the suffix alone is no name"
+        );
+        assert!(!first.named(&format!("etl{}", first.job_name_suffix())));
+    }
+
     use super::*;
 
     fn key() -> SubmissionKey {
