@@ -25,7 +25,7 @@ use std::fmt;
 use std::io::Write;
 
 use anyhow::{anyhow, bail, Context};
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 mod flows;
 mod nats;
@@ -229,7 +229,7 @@ pub fn render_stream(args: &InstallOptions) -> anyhow::Result<String> {
     );
     for object in render_objects(args)? {
         stream.push_str("---\n");
-        stream.push_str(&serde_yaml::to_string(&object).context("writing YAML")?);
+        stream.push_str(&serde_norway::to_string(&object).context("writing YAML")?);
     }
     Ok(stream)
 }
@@ -344,7 +344,7 @@ fn flow_run_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 fn base_objects() -> anyhow::Result<Vec<Value>> {
     let mut objects = Vec::new();
     for (file, text) in BASE_MANIFESTS {
-        for document in serde_yaml::Deserializer::from_str(text) {
+        for document in serde_norway::Deserializer::from_str(text) {
             let object = serde::Deserialize::deserialize(document)
                 .with_context(|| format!("parsing deploy/base/{file}"))?;
             if !matches!(object, Value::Null) {
@@ -466,7 +466,7 @@ fn api_key_secret(token: &str) -> Value {
          app.kubernetes.io/component: settings\n\
          type: Opaque\n"
     );
-    let mut secret: Value = serde_yaml::from_str(&text).expect("a constant Secret parses");
+    let mut secret: Value = serde_norway::from_str(&text).expect("a constant Secret parses");
     let mut data = Mapping::new();
     data.insert(API_KEY_SECRET_KEY.into(), token.into());
     secret["stringData"] = Value::Mapping(data);
@@ -474,7 +474,7 @@ fn api_key_secret(token: &str) -> Value {
 }
 
 fn namespace_object(namespace: &str) -> Value {
-    let mut object: Value = serde_yaml::from_str(
+    let mut object: Value = serde_norway::from_str(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  labels:\n    \
          app.kubernetes.io/part-of: prefect-k8s\n",
     )
@@ -628,10 +628,10 @@ mod tests {
     #[test]
     fn set_env_replaces_an_entry_of_the_same_name() {
         let mut container: Value =
-            serde_yaml::from_str("name: x\nenv:\n  - name: A\n    value: '1'\n").unwrap();
+            serde_norway::from_str("name: x\nenv:\n  - name: A\n    value: '1'\n").unwrap();
         set_env(&mut container, "A", "2");
         set_env(&mut container, "B", "3");
-        let expected: Value = serde_yaml::from_str(
+        let expected: Value = serde_norway::from_str(
             "name: x\nenv:\n  - name: A\n    value: '2'\n  - name: B\n    value: '3'\n",
         )
         .unwrap();

@@ -402,7 +402,7 @@ fn without_settings_checksum(yaml: &str) -> String {
     }
     objects
         .iter()
-        .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
+        .map(|object| format!("---\n{}", serde_norway::to_string(object).unwrap()))
         .collect()
 }
 
@@ -501,7 +501,7 @@ async fn default_values_render_the_kustomize_base_and_values_render_each_overlay
             .filter(|object| object["kind"] == kind)
             .collect();
         assert_eq!(custom.len(), 1, "one {kind} with {values}");
-        let stream = format!("---\n{}", serde_yaml::to_string(custom[0]).unwrap());
+        let stream = format!("---\n{}", serde_norway::to_string(custom[0]).unwrap());
         assert_valid_kubernetes(&stream, &format!("the {kind} with {values}"));
         let api_version = custom[0]["apiVersion"].as_str().unwrap();
         let stored = cluster.get(api_version, kind, "custom", name).await;
@@ -595,7 +595,7 @@ async fn cloud_values_render_the_api_key_overlay_with_the_workspace_url() {
     assert_eq!(changed, 4, "the settings and the three services' key");
     let expected: String = expected
         .iter()
-        .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
+        .map(|object| format!("---\n{}", serde_norway::to_string(object).unwrap()))
         .collect();
     assert_same_objects(
         &without_settings_checksum(&rendered),
@@ -1061,7 +1061,7 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
 fn check_case(objects: &[Value], label: &str) {
     let stream: String = objects
         .iter()
-        .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
+        .map(|object| format!("---\n{}", serde_norway::to_string(object).unwrap()))
         .collect();
     assert_valid_kubernetes(&stream, label);
     assert_no_plain_secrets(objects, label);
@@ -1129,8 +1129,8 @@ async fn the_schema_refuses_bad_values_with_a_clear_message() {
 #[test]
 fn the_readme_lists_every_value_with_its_default() {
     let chart = chart_dir();
-    let values: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
+    let values: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
             .expect("values.yaml");
     let mut leaves = BTreeMap::new();
     flatten("", &values, &mut leaves);
@@ -1169,9 +1169,9 @@ fn the_readme_lists_every_value_with_its_default() {
 
 /// The values' leaves (empty maps and lists, scalars; resources blocks
 /// whole) as `path -> JSON default`.
-fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<String, String>) {
+fn flatten(prefix: &str, value: &serde_norway::Value, out: &mut BTreeMap<String, String>) {
     match value {
-        serde_yaml::Value::Mapping(map) if !map.is_empty() && !prefix.ends_with("resources") => {
+        serde_norway::Value::Mapping(map) if !map.is_empty() && !prefix.ends_with("resources") => {
             for (key, child) in map {
                 let key = key.as_str().expect("string keys");
                 let path = if prefix.is_empty() {
@@ -1386,7 +1386,7 @@ fn comparable(yaml: &str) -> String {
     )))
     .into_iter()
     .filter(|object| object["kind"] != "Namespace" && object["kind"] != "Secret")
-    .map(|object| format!("---\n{}", serde_yaml::to_string(&object).unwrap()))
+    .map(|object| format!("---\n{}", serde_norway::to_string(&object).unwrap()))
     .collect()
 }
 

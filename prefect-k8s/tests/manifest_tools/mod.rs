@@ -182,7 +182,7 @@ fn custom_resource_groups() -> Vec<String> {
 fn to_stream(objects: &[Value]) -> String {
     objects
         .iter()
-        .map(|object| format!("---\n{}", serde_yaml::to_string(object).expect("YAML")))
+        .map(|object| format!("---\n{}", serde_norway::to_string(object).expect("YAML")))
         .collect()
 }
 
@@ -237,7 +237,7 @@ fn assert_valid_custom_resources(objects: &[Value], label: &str) {
 
 /// The documents of a YAML stream (empty documents dropped).
 pub fn parse_stream(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|document| serde::Deserialize::deserialize(document).expect("every document is YAML"))
         .filter(|value: &Value| !value.is_null())
         .collect()
@@ -281,7 +281,7 @@ pub fn without_generated_nats_auth(yaml: &str) -> String {
                 }
             }
         }
-        kept.push(serde_yaml::to_string(&object).expect("YAML"));
+        kept.push(serde_norway::to_string(&object).expect("YAML"));
     }
     kept.join("---\n")
 }
