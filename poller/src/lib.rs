@@ -22,8 +22,6 @@ pub mod metrics;
 pub mod pool;
 pub mod publish;
 
-use std::time::Duration;
-
 use prefect_client::PrefectClient;
 use service_runtime::health::Health;
 use tokio_util::sync::CancellationToken;
@@ -208,6 +206,3 @@ pub async fn poll_once(
         full_page,
     })
 }
-
-/// Default timings, shared with the CLI's defaults.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
