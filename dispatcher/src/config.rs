@@ -186,21 +186,7 @@ impl DispatcherConfig {
     pub fn for_pool(work_pool: impl Into<String>) -> Self {
         DispatcherConfig {
             work_pool: work_pool.into(),
-            worker_name: "prefect-k8s".into(),
-            concurrency: 16,
-            ack_wait_seconds: 60,
-            max_deliveries: 50,
-            submission_timeout_seconds: flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS,
-            kubernetes_timeout_seconds: 30,
-            liveness_timeout_seconds: 60.0,
-            template_cache_seconds: 30,
-            reserved_service_accounts: flow_run_proto::kubernetes::AGENT_SERVICE_ACCOUNTS
-                .map(String::from)
-                .to_vec(),
-            stream_replicas: 1,
-            job: JobOptions::default(),
-            credentials: FlowCredentials::default(),
-            forwarded_settings: Vec::new(),
+            ..service_runtime::serve::defaults()
         }
     }
 }

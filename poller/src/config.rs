@@ -94,15 +94,7 @@ impl PollerConfig {
     pub fn for_pool(work_pool: impl Into<String>) -> Self {
         PollerConfig {
             work_pool: work_pool.into(),
-            work_queues: Vec::new(),
-            prefetch_seconds: 10,
-            poll_interval_seconds: 5.0,
-            heartbeat_seconds: 30,
-            limit: 200,
-            worker_name: "prefect-k8s".into(),
-            stream_replicas: 1,
-            liveness_timeout_seconds: None,
-            base_job_template: None,
+            ..service_runtime::serve::defaults()
         }
     }
 }

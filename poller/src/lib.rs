@@ -8,6 +8,7 @@
 //! duplicate window, and a dispatcher claims only a run still in that state.
 //!
 //! # Layout
+//! - [`cli`]: the binary's command line and start-up.
 //! - [`config`]: the poller's flags.
 //! - [`pool`]: makes sure the work pool exists, and heartbeats it.
 //! - [`due`]: turns one poll into messages (a message only says which run is
@@ -16,6 +17,7 @@
 //! - [`metrics`]: polls, runs found and published, poll duration.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod due;
 pub mod metrics;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use metrics::PollerMetrics;
 
+pub use cli::cli_command;
 pub use config::PollerConfig;
 pub use flow_run_proto::FlowRunDue;
 

@@ -12,6 +12,8 @@
 //! - [`kubernetes`]: a `kube::Client` from in-cluster config or `KUBECONFIG`.
 //! - [`health`]: the gRPC health service every Deployment probes.
 //! - [`metrics`]: the Prometheus registry, `/metrics`, and the metrics all services share.
+//! - [`serve`]: the one shape of a service binary: telemetry, command line,
+//!   signals, health, metrics, exit code.
 #![forbid(unsafe_code)]
 
 pub mod health;
@@ -21,5 +23,6 @@ pub mod nats;
 pub mod nats_auth;
 mod nats_url;
 pub mod prefect;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -172,23 +172,7 @@ impl ReporterConfig {
     pub fn for_pool(work_pool: impl Into<String>) -> Self {
         ReporterConfig {
             work_pool: work_pool.into(),
-            worker_name: "prefect-k8s-reporter".into(),
-            namespace: None,
-            lease_namespace: None,
-            lease_name: None,
-            identity: None,
-            lease_duration_seconds: 15,
-            cancel_poll_seconds: 5.0,
-            reconcile_seconds: 30.0,
-            missing_job_grace_seconds: (flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS + 120)
-                as f64,
-            disable_job_deletion: false,
-            delete_finished_jobs_after: None,
-            disable_event_logs: false,
-            disable_pod_events: false,
-            crash_log_lines: super::evaluate::DEFAULT_CRASH_LOG_LINES,
-            liveness_timeout_seconds: None,
-            grace: GraceOverrides::default(),
+            ..service_runtime::serve::defaults()
         }
     }
 
