@@ -49,7 +49,7 @@ impl ServiceMetrics for DispatcherMetrics {
 pub async fn serve(mut cli: Cli, running: Running<DispatcherMetrics>) -> anyhow::Result<()> {
     cli.dispatcher.credentials = FlowCredentials {
         api_key: cli.prefect.effective_api_key(),
-        auth_string: cli.prefect.auth_string.clone().filter(|a| !a.is_empty()),
+        auth_string: cli.prefect.effective_auth_string(),
     };
     cli.dispatcher.forwarded_settings = crate::settings::from_process_environment();
     let worker_name = &cli.dispatcher.worker_name;

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use prefect_client::Secret;
+
 /// Dispatcher settings, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DispatcherConfig {
@@ -83,22 +85,10 @@ pub struct DispatcherConfig {
 }
 
 /// The Prefect credentials flow-run pods receive when no Secret is named.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FlowCredentials {
-    pub api_key: Option<String>,
-    pub auth_string: Option<String>,
-}
-
-impl std::fmt::Debug for FlowCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowCredentials")
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field(
-                "auth_string",
-                &self.auth_string.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    pub api_key: Option<Secret>,
+    pub auth_string: Option<Secret>,
 }
 
 /// Agent-wide Job defaults, as the seed agent's flags named them.

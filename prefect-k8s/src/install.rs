@@ -86,7 +86,7 @@ pub struct InstallOptions {
         visible_alias = "api-key",
         value_name = "KEY"
     )]
-    pub token: Option<String>,
+    pub token: Option<prefect_client::Secret>,
     /// A work queue the poller serves (repeatable; none means all queues of
     /// the pool). The seed agent called these labels.
     #[arg(
@@ -187,7 +187,7 @@ pub struct InstallOptions {
 impl fmt::Debug for InstallOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InstallOptions")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token)
             .field("labels", &self.labels)
             .field("env", &self.env.len())
             .field("api_url", &self.api_url)
@@ -253,7 +253,7 @@ pub fn render_objects(args: &InstallOptions) -> anyhow::Result<Vec<Value>> {
     }
     nats::apply(&mut objects, args)?;
     if let Some(token) = &args.token {
-        objects.push(api_key_secret(token));
+        objects.push(api_key_secret(token.expose()));
         let dispatcher = container_mut(&mut objects, DISPATCHER)?;
         set_env(
             dispatcher,
@@ -312,7 +312,11 @@ fn check_options(args: &InstallOptions) -> anyhow::Result<()> {
     if args.work_pool.trim().is_empty() {
         bail!("--work-pool must not be empty");
     }
-    if args.token.as_deref().is_some_and(str::is_empty) {
+    if args
+        .token
+        .as_ref()
+        .is_some_and(|token| token.expose().is_empty())
+    {
         bail!("--token must not be empty");
     }
     if args.image.as_deref().is_some_and(str::is_empty) {
@@ -607,7 +611,7 @@ mod tests {
         let args = parse(&["-t", "pnu_very_secret"]);
         let shown = format!("{args:?}");
         assert!(!shown.contains("pnu_very_secret"), "{shown}");
-        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("Secret(***)"), "{shown}");
     }
 
     #[test]

@@ -889,7 +889,10 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
         prefect.api_url,
         "https://api.prefect.cloud/api/accounts/0b5a0f3e-2f6e-4a53-9d57-8c1b9a7f3c21/workspaces/5d1c7e0a-7c8f-4d0e-a6a4-3e9f2b1d8c44"
     );
-    assert_eq!(prefect.api_key.as_deref(), Some(SECRET_VALUE));
+    assert_eq!(
+        prefect.api_key.as_ref().map(|key| key.expose()),
+        Some(SECRET_VALUE)
+    );
     assert_eq!(
         config.job.api_key_secret.as_deref(),
         Some("prefect-cloud:api-key")
@@ -923,7 +926,10 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
     let (config, prefect, _): (dispatcher::DispatcherConfig, _, _) =
         parse_service(&basic, "dispatcher");
     assert_eq!(prefect.api_url, "https://prefect.example.internal/api");
-    assert_eq!(prefect.auth_string.as_deref(), Some(SECRET_VALUE));
+    assert_eq!(
+        prefect.auth_string.as_ref().map(|auth| auth.expose()),
+        Some(SECRET_VALUE)
+    );
     assert_eq!(
         config.job.api_auth_string_secret.as_deref(),
         Some("prefect-basic-auth:auth-string")
@@ -992,7 +998,10 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
         .unwrap();
         assert_eq!(nats.url, "tls://nats.example.internal:4222");
         assert_eq!(nats.user.as_deref(), Some(user));
-        assert_eq!(nats.password.as_deref(), Some(SECRET_VALUE));
+        assert_eq!(
+            nats.password.as_ref().map(|p| p.expose()),
+            Some(SECRET_VALUE)
+        );
         let password = env_entry(
             container(&external, "Deployment", &format!("prefect-k8s-{service}")),
             "NATS_PASSWORD",

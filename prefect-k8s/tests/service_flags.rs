@@ -194,7 +194,10 @@ fn the_poller_reads_its_pool_queues_and_prefect_settings() {
     assert_eq!(config.work_pool, "prod");
     assert_eq!(config.work_queues, vec!["critical", "batch"]);
     assert_eq!(prefect.api_url, "https://prefect.example.com/api");
-    assert_eq!(prefect.api_key.as_deref(), Some(SECRET_VALUE));
+    assert_eq!(
+        prefect.api_key.as_ref().map(|key| key.expose()),
+        Some(SECRET_VALUE)
+    );
 }
 
 #[test]
@@ -270,7 +273,10 @@ fn the_poller_and_the_dispatchers_log_in_as_the_users_nats_knows_with_the_inbox_
         let options = nats_options(service, &objects);
         assert_eq!(options.url, "nats://prefect-k8s-nats:4222");
         assert_eq!(options.user.as_deref(), Some(user.name.as_str()));
-        assert_eq!(options.password.as_deref(), Some(SECRET_VALUE));
+        assert_eq!(
+            options.password.as_ref().map(|p| p.expose()),
+            Some(SECRET_VALUE)
+        );
         let inbox = format!("{}.>", options.effective_inbox_prefix());
         assert_eq!(
             user.permissions().subscribe,
