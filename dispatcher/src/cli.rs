@@ -52,7 +52,7 @@ pub async fn serve(mut cli: Cli, running: Running<DispatcherMetrics>) -> anyhow:
         auth_string: cli.prefect.effective_auth_string(),
     };
     cli.dispatcher.forwarded_settings = crate::settings::from_process_environment();
-    let worker_name = &cli.dispatcher.worker_name;
+    let worker_name = &cli.dispatcher.pool.worker_name;
     let prefect =
         service_runtime::prefect::client_with_metrics(&cli.prefect, worker_name, &running.calls)
             .context("configuring the Prefect client")?;

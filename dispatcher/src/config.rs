@@ -6,25 +6,15 @@
 use std::time::Duration;
 
 use prefect_client::Secret;
+use service_runtime::options::{PoolOptions, StreamOptions};
 
 /// Dispatcher settings, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DispatcherConfig {
-    /// The Prefect work pool whose runs this dispatcher creates Jobs for.
-    #[arg(
-        long = "work-pool",
-        short = 'p',
-        env = "PREFECT_K8S_WORK_POOL",
-        default_value = "kubernetes"
-    )]
-    pub work_pool: String,
-    /// The worker name shown on flow runs and in the Jobs' labels.
-    #[arg(
-        long = "name",
-        env = "PREFECT_K8S_WORKER_NAME",
-        default_value = "prefect-k8s"
-    )]
-    pub worker_name: String,
+    #[command(flatten)]
+    pub pool: PoolOptions,
+    #[command(flatten)]
+    pub streams: StreamOptions,
     /// Most runs this replica handles at once (one batched Prefect read
     /// covers them, so at most 200).
     #[arg(long, env = "PREFECT_K8S_DISPATCH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=200))]
@@ -38,10 +28,6 @@ pub struct DispatcherConfig {
     /// still this message's).
     #[arg(long, env = "PREFECT_K8S_MAX_DELIVERIES", default_value_t = 50)]
     pub max_deliveries: i64,
-    /// Servers each JetStream stream is stored on when this service creates
-    /// it: 1 for a single NATS server, 3 for a three-node cluster.
-    #[arg(long = "stream-replicas", env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
-    pub stream_replicas: u8,
     /// Seconds after its claim by which a run's Job must exist; a claim that
     /// old whose Job could not be created is Crashed with that reason.
     #[arg(long, env = "PREFECT_K8S_SUBMISSION_TIMEOUT_SECONDS", default_value_t = flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS)]
@@ -174,10 +160,9 @@ impl DispatcherConfig {
 
     /// Settings for a test or an embedding: a pool, defaults for the rest.
     pub fn for_pool(work_pool: impl Into<String>) -> Self {
-        DispatcherConfig {
-            work_pool: work_pool.into(),
-            ..service_runtime::serve::defaults()
-        }
+        let mut config: Self = service_runtime::serve::defaults();
+        config.pool.work_pool = work_pool.into();
+        config
     }
 }
 

@@ -43,7 +43,7 @@ impl ServiceMetrics for PollerMetrics {
 
 /// Connects to Prefect and NATS and polls until shutdown.
 pub async fn serve(cli: Cli, running: Running<PollerMetrics>) -> anyhow::Result<()> {
-    let worker_name = &cli.poller.worker_name;
+    let worker_name = &cli.poller.pool.worker_name;
     let prefect =
         service_runtime::prefect::client_with_metrics(&cli.prefect, worker_name, &running.calls)
             .context("configuring the Prefect client")?;

@@ -100,7 +100,7 @@ async fn run_poller(
     shutdown: CancellationToken,
 ) -> Result<(), PollerError> {
     let js = async_nats::jetstream::new(nats);
-    service_runtime::nats::ensure_streams(&js, config.stream_replicas.into()).await?;
+    service_runtime::nats::ensure_streams(&js, config.streams.replicas()).await?;
     let Some(pool) =
         pool::ensure_work_pool_patiently(&prefect, &config, &health, &shutdown).await?
     else {
@@ -110,9 +110,9 @@ async fn run_poller(
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        work_pool = %config.work_pool,
+        work_pool = %config.pool.work_pool,
         work_queues = ?config.work_queues,
-        worker = %config.worker_name,
+        worker = %config.pool.worker_name,
         api = %prefect.redacted_api_url(),
         "Starting prefect-k8s poller"
     );
@@ -124,7 +124,7 @@ async fn run_poller(
         shutdown.clone(),
     ));
 
-    let publisher = publish::Publisher::new(js, config.stream_replicas.into());
+    let publisher = publish::Publisher::new(js, config.streams.replicas());
     let mut interval = tokio::time::interval(config.poll_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -187,7 +187,7 @@ pub async fn poll_once(
     let before = chrono::Utc::now() + chrono::Duration::seconds(config.prefetch_seconds as i64);
     let runs = prefect
         .get_scheduled_flow_runs(
-            &config.work_pool,
+            &config.pool.work_pool,
             &config.work_queues,
             before,
             Some(config.limit as usize),
@@ -198,8 +198,15 @@ pub async fn poll_once(
     if runs.is_empty() {
         return Ok(PollOutcome::default());
     }
-    let messages = due::messages_for(&config.work_pool, work_pool_id, &config.worker_name, runs);
-    let published = publisher.publish_all(&config.work_pool, &messages).await?;
+    let messages = due::messages_for(
+        &config.pool.work_pool,
+        work_pool_id,
+        &config.pool.worker_name,
+        runs,
+    );
+    let published = publisher
+        .publish_all(&config.pool.work_pool, &messages)
+        .await?;
     if published > 0 {
         tracing::info!("Found {published} flow run(s) to submit for execution.");
     }

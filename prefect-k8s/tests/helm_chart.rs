@@ -310,7 +310,7 @@ fn assert_services_start(objects: &[Value]) -> dispatcher::DispatcherConfig {
     let (_, _, _): (reporter::service::ReporterConfig, _, _) = parse_service(objects, "reporter");
     let (config, prefect, _): (dispatcher::DispatcherConfig, _, _) =
         parse_service(objects, "dispatcher");
-    let client = service_runtime::prefect::client(&prefect, &config.worker_name)
+    let client = service_runtime::prefect::client(&prefect, &config.pool.worker_name)
         .expect("a Prefect client from the chart's settings");
     if let Err(error) = dispatcher::render::JobRenderer::new(client, &config) {
         panic!("the dispatcher refuses the settings the chart wrote: {error}");
@@ -669,7 +669,7 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
         in_cluster.push(object);
     }
     let dispatcher = assert_services_start(&in_cluster);
-    assert_eq!(dispatcher.work_pool, "k8s-pool");
+    assert_eq!(dispatcher.pool.work_pool, "k8s-pool");
     let (poller, _, nats): (poller::PollerConfig, _, _) = parse_service(&in_cluster, "poller");
     assert_eq!(poller.work_queues, vec!["critical", "batch"]);
     let nats = nats.unwrap();
@@ -1061,7 +1061,7 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
             "auth.conf of pool {pool:?}"
         );
         let config = assert_services_start(&objects);
-        assert_eq!(config.work_pool, pool);
+        assert_eq!(config.pool.work_pool, pool);
     }
 }
 

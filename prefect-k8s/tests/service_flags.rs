@@ -191,7 +191,7 @@ fn every_variable_the_manifests_set_is_one_a_service_reads() {
 fn the_poller_reads_its_pool_queues_and_prefect_settings() {
     let objects = parse_stream(&install(OPTIONS));
     let (config, prefect, _): (poller::PollerConfig, _, _) = parse("poller", &objects);
-    assert_eq!(config.work_pool, "prod");
+    assert_eq!(config.pool.work_pool, "prod");
     assert_eq!(config.work_queues, vec!["critical", "batch"]);
     assert_eq!(prefect.api_url, "https://prefect.example.com/api");
     assert_eq!(
@@ -204,7 +204,7 @@ fn the_poller_reads_its_pool_queues_and_prefect_settings() {
 fn the_dispatcher_reads_the_job_options_and_accepts_them_as_at_start_up() {
     let objects = parse_stream(&install(OPTIONS));
     let (config, prefect, _): (dispatcher::DispatcherConfig, _, _) = parse("dispatcher", &objects);
-    assert_eq!(config.work_pool, "prod");
+    assert_eq!(config.pool.work_pool, "prod");
     let job = &config.job;
     assert_eq!(job.namespace.as_deref(), Some(POD_NAMESPACE_VALUE));
     assert_eq!(job.env, vec!["FOO=bar", "X=y=z"]);
@@ -219,7 +219,7 @@ fn the_dispatcher_reads_the_job_options_and_accepts_them_as_at_start_up() {
         job.api_key_secret.as_deref(),
         Some("prefect-k8s-api-key:key")
     );
-    let client = service_runtime::prefect::client(&prefect, &config.worker_name)
+    let client = service_runtime::prefect::client(&prefect, &config.pool.worker_name)
         .expect("a Prefect client from the manifests' settings");
     if let Err(error) = dispatcher::render::JobRenderer::new(client, &config) {
         panic!("the dispatcher refuses the options install wrote: {error}");
@@ -231,7 +231,7 @@ fn the_reporter_watches_the_pods_namespace_and_holds_the_roles_lease() {
     let objects = parse_stream(&install(OPTIONS));
     let (config, _, unread): (reporter::service::ReporterConfig, _, _) =
         parse("reporter", &objects);
-    assert_eq!(config.work_pool, "prod");
+    assert_eq!(config.pool.work_pool, "prod");
     assert_eq!(config.namespace.as_deref(), Some(POD_NAMESPACE_VALUE));
     assert!(unread.contains(&reporter::service::config::POD_NAMESPACE_ENV.to_owned()));
     let role = find(&objects, "Role", "prefect-k8s-reporter");

@@ -41,7 +41,7 @@ impl ServiceMetrics for ReporterMetrics {
 /// the Job and pod lists are in (the Kubernetes API answers and the replica,
 /// leader or standby, can act); see `Reporter::with_telemetry`.
 pub async fn serve(cli: Cli, running: Running<ReporterMetrics>) -> anyhow::Result<()> {
-    let worker_name = &cli.reporter.worker_name;
+    let worker_name = &cli.reporter.pool.worker_name;
     let prefect =
         service_runtime::prefect::client_with_metrics(&cli.prefect, worker_name, &running.calls)
             .context("configuring the Prefect client")?;

@@ -160,7 +160,7 @@ async fn start_ours(
     ));
     for replica in 0..args.dispatchers {
         let mut config = dispatcher::DispatcherConfig::for_pool(pool);
-        config.worker_name = format!("bench-dispatcher-{replica}");
+        config.pool.worker_name = format!("bench-dispatcher-{replica}");
         config.concurrency = args.concurrency;
         let client = service_runtime::nats::connect(&options, "bench-dispatcher").await?;
         tokio::spawn(dispatcher::run(
