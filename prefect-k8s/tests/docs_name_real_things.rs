@@ -5,15 +5,12 @@
 //! stream names), and the metrics each service registers.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use service_runtime::metrics::{CallMetrics, MetricsRegistry};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use test_stack::workspace_root;
 
 /// The documents checked for flags and environment variables.
 const DOCS: [&str; 2] = ["ARCHITECTURE.md", "README.md"];

@@ -9,9 +9,14 @@
 //! - [`prefect`]: [`prefect::PrefectServer`] and the virtualenv lookup.
 //! - [`ports`]: free loopback ports.
 //! - [`http_proxy`]: [`http_proxy::FaultProxy`], request counts and faults in front of a server.
+//! - [`wait`]: `eventually`/`until`, polling until something happens or a deadline.
+//! - [`workspace_root`]: the Cargo workspace's directory.
 #![forbid(unsafe_code)]
 
 pub mod http_proxy;
 pub mod nats;
 pub mod ports;
 pub mod prefect;
+pub mod wait;
+
+pub use prefect::workspace_root;

@@ -15,13 +15,7 @@ use serde_json::Value;
 /// (the one the workspace's k8s-openapi targets).
 pub const KUBERNETES_VERSION: &str = "1.36.0";
 
-/// The Cargo workspace root.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate lives in the workspace")
-        .to_path_buf()
-}
+pub use test_stack::workspace_root;
 
 /// `$PREFECT_K8S_VENV`, else `<workspace>/.venv` (as scripts/install-deps.sh).
 pub fn venv_dir() -> PathBuf {
