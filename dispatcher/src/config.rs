@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use prefect_client::Secret;
+pub use service_runtime::options::parse_pairs;
 use service_runtime::options::{PoolOptions, StreamOptions};
 
 /// Dispatcher settings, each with an environment fallback.
@@ -163,39 +164,5 @@ impl DispatcherConfig {
         let mut config: Self = service_runtime::serve::defaults();
         config.pool.work_pool = work_pool.into();
         config
-    }
-}
-
-/// Splits `KEY=VALUE` pairs, naming the flag in the error.
-pub fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Vec<(String, String)>, String> {
-    pairs
-        .iter()
-        .map(|pair| {
-            pair.split_once('=')
-                .filter(|(k, _)| !k.is_empty())
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| format!("{flag} expects KEY=VALUE, got {pair:?}"))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pairs_split_on_the_first_equals_sign() {
-        let pairs = parse_pairs("--env", &["A=1".into(), "B=x=y".into()]).unwrap();
-        assert_eq!(
-            pairs,
-            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
-        );
-    }
-
-    #[test]
-    fn a_pair_without_key_is_an_error_naming_the_flag() {
-        let error = parse_pairs("--env", &["=1".into()]).unwrap_err();
-        assert!(error.contains("--env"), "{error}");
-        assert!(parse_pairs("--job-label", &["novalue".into()]).is_err());
     }
 }

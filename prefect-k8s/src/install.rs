@@ -275,7 +275,8 @@ pub fn render_objects(args: &InstallOptions) -> anyhow::Result<Vec<Value>> {
 /// Refuses what the dispatcher would refuse at start-up (same rules) and what
 /// cannot be written into the manifests unambiguously.
 fn check_options(args: &InstallOptions) -> anyhow::Result<()> {
-    let env = flow_run_env(&args.env)?;
+    let env =
+        service_runtime::options::parse_pairs("--env", &args.env).map_err(anyhow::Error::msg)?;
     let agent_namespace = job_manifest::AgentDefaults {
         namespace: Some(args.namespace.clone()),
         ..Default::default()
@@ -334,16 +335,6 @@ fn check_options(args: &InstallOptions) -> anyhow::Result<()> {
 }
 
 /// `-e KEY=VALUE` pairs, split on the first `=`.
-fn flow_run_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    pairs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-            _ => Err(anyhow!("--env expects KEY=VALUE, got {pair:?}")),
-        })
-        .collect()
-}
-
 /// Every object of the embedded base.
 fn base_objects() -> anyhow::Result<Vec<Value>> {
     let mut objects = Vec::new();
@@ -612,21 +603,6 @@ mod tests {
         let shown = format!("{args:?}");
         assert!(!shown.contains("pnu_very_secret"), "{shown}");
         assert!(shown.contains("Secret(***)"), "{shown}");
-    }
-
-    #[test]
-    fn env_pairs_split_on_the_first_equals_sign() {
-        let pairs = flow_run_env(&["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap();
-        assert_eq!(
-            pairs,
-            vec![
-                ("A".into(), "1".into()),
-                ("B".into(), "x=y".into()),
-                ("C".into(), String::new())
-            ]
-        );
-        assert!(flow_run_env(&["=1".into()]).is_err());
-        assert!(flow_run_env(&["novalue".into()]).is_err());
     }
 
     #[test]

@@ -38,3 +38,43 @@ impl StreamOptions {
         self.stream_replicas.into()
     }
 }
+
+/// Splits `KEY=VALUE` pairs (at the first `=`; the key may not be empty),
+/// naming the flag in the error: the dispatcher's `--env` and `--job-label`,
+/// `prefect-k8s install --env`.
+pub fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Vec<(String, String)>, String> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("{flag} expects KEY=VALUE, got {pair:?}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_split_on_the_first_equals_sign() {
+        let pairs = parse_pairs("--env", &["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "x=y".into()),
+                ("C".into(), String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pair_without_key_is_an_error_naming_the_flag() {
+        let error = parse_pairs("--env", &["=1".into()]).unwrap_err();
+        assert_eq!(error, "--env expects KEY=VALUE, got \"=1\"");
+        assert!(parse_pairs("--job-label", &["novalue".into()]).is_err());
+    }
+}
