@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use flow_run_proto::SubmissionKey;
 use futures::StreamExt;
 use prefect_client::{FlowRun, Log, PrefectClient, State, StateType};
 use uuid::Uuid;
@@ -268,10 +269,7 @@ fn one_job_per_scheduled_state(facts: &[RunFacts], recorder: &Recorder) -> Vec<V
         .filter(|(_, jobs)| jobs.len() > 1)
         .map(|(claim, mut jobs)| {
             jobs.sort_by_key(|job| job.first_seen);
-            let run = claim
-                .split(':')
-                .next()
-                .and_then(|id| Uuid::parse_str(id).ok());
+            let run = SubmissionKey::parse(&claim).map(|key| key.flow_run_id);
             let record = facts
                 .iter()
                 .find(|f| Some(f.record.id) == run)

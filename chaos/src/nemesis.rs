@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 

@@ -268,13 +268,13 @@ fn container_started(status: &k8s_openapi::api::core::v1::PodStatus) -> bool {
 pub async fn start(client: kube::Client, recorder: SharedRecorder, shutdown: CancellationToken) {
     let (jobs_ready, jobs_listed) = tokio::sync::oneshot::channel();
     let (pods_ready, pods_listed) = tokio::sync::oneshot::channel();
-    tokio::spawn(watch_jobs(
+    tokio::spawn(watch_kind::<Job>(
         Api::all(client.clone()),
         recorder.clone(),
         shutdown.clone(),
         jobs_ready,
     ));
-    tokio::spawn(watch_pods(
+    tokio::spawn(watch_kind::<Pod>(
         Api::all(client.clone()),
         recorder.clone(),
         shutdown.clone(),
@@ -289,8 +289,56 @@ fn labelled() -> watcher::Config {
     watcher::Config::default().labels(FLOW_RUN_ID_LABEL)
 }
 
-async fn watch_jobs(
-    api: Api<Job>,
+/// A kind the recorder keeps a record of every object of.
+trait Recorded:
+    Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static
+{
+    /// A relist of this kind counts in `Recorder::relists`.
+    const COUNTS_RELISTS: bool;
+    fn apply(recorder: &mut Recorder, object: &Self, now: DateTime<Utc>);
+    fn delete(recorder: &mut Recorder, uid: &str, now: DateTime<Utc>);
+    /// Uids of the recorded objects not deleted yet.
+    fn live(recorder: &Recorder) -> Vec<String>;
+}
+
+impl Recorded for Job {
+    const COUNTS_RELISTS: bool = true;
+    fn apply(recorder: &mut Recorder, job: &Job, now: DateTime<Utc>) {
+        recorder.apply_job(job, now);
+    }
+    fn delete(recorder: &mut Recorder, uid: &str, now: DateTime<Utc>) {
+        recorder.delete_job(uid, now);
+    }
+    fn live(recorder: &Recorder) -> Vec<String> {
+        let live = recorder
+            .jobs
+            .values()
+            .filter(|job| job.deleted_at.is_none());
+        live.map(|job| job.uid.clone()).collect()
+    }
+}
+
+impl Recorded for Pod {
+    const COUNTS_RELISTS: bool = false;
+    fn apply(recorder: &mut Recorder, pod: &Pod, now: DateTime<Utc>) {
+        recorder.apply_pod(pod, now);
+    }
+    fn delete(recorder: &mut Recorder, uid: &str, now: DateTime<Utc>) {
+        recorder.delete_pod(uid, now);
+    }
+    fn live(recorder: &Recorder) -> Vec<String> {
+        let live = recorder
+            .pods
+            .values()
+            .filter(|pod| pod.deleted_at.is_none());
+        live.map(|pod| pod.uid.clone()).collect()
+    }
+}
+
+/// Records every labelled object of kind `K`; an object missing from a
+/// relist is recorded as deleted then. `ready` fires after the first list.
+async fn watch_kind<K: Recorded>(
+    api: Api<K>,
     recorder: SharedRecorder,
     shutdown: CancellationToken,
     ready: tokio::sync::oneshot::Sender<()>,
@@ -304,75 +352,31 @@ async fn watch_jobs(
         let mut recorder = recorder.lock();
         match event {
             WatchEvent::Init => {
-                recorder.relists += 1;
+                if K::COUNTS_RELISTS {
+                    recorder.relists += 1;
+                }
                 listed.clear();
             }
-            WatchEvent::InitApply(job) => {
-                listed.extend(job.metadata.uid.clone());
-                recorder.apply_job(&job, now);
+            WatchEvent::InitApply(object) => {
+                listed.extend(object.meta().uid.clone());
+                K::apply(&mut recorder, &object, now);
             }
             WatchEvent::InitDone => {
-                mark_unlisted_jobs_deleted(&mut recorder, &listed, now);
+                let gone = K::live(&recorder)
+                    .into_iter()
+                    .filter(|uid| !listed.contains(uid));
+                for uid in gone.collect::<Vec<_>>() {
+                    K::delete(&mut recorder, &uid, now);
+                }
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(());
                 }
             }
-            WatchEvent::Apply(job) => recorder.apply_job(&job, now),
-            WatchEvent::Delete(job) => {
-                recorder.apply_job(&job, now);
-                recorder.delete_job(job.metadata.uid.as_deref().unwrap_or_default(), now);
-            }
-        }
-    }
-}
-
-fn mark_unlisted_jobs_deleted(recorder: &mut Recorder, listed: &[String], now: DateTime<Utc>) {
-    let gone: Vec<String> = recorder
-        .jobs
-        .values()
-        .filter(|job| job.deleted_at.is_none() && !listed.contains(&job.uid))
-        .map(|job| job.uid.clone())
-        .collect();
-    for uid in gone {
-        recorder.delete_job(&uid, now);
-    }
-}
-
-async fn watch_pods(
-    api: Api<Pod>,
-    recorder: SharedRecorder,
-    shutdown: CancellationToken,
-    ready: tokio::sync::oneshot::Sender<()>,
-) {
-    let stream = watcher(api, labelled()).default_backoff();
-    futures::pin_mut!(stream);
-    let mut ready = Some(ready);
-    let mut listed: Vec<String> = Vec::new();
-    while let Some(event) = next(&mut stream, &shutdown).await {
-        let now = Utc::now();
-        let mut recorder = recorder.lock();
-        match event {
-            WatchEvent::Init => listed.clear(),
-            WatchEvent::InitApply(pod) => {
-                listed.extend(pod.metadata.uid.clone());
-                recorder.apply_pod(&pod, now);
-            }
-            WatchEvent::InitDone => {
-                let gone: Vec<String> = recorder
-                    .pods
-                    .values()
-                    .filter(|pod| pod.deleted_at.is_none() && !listed.contains(&pod.uid))
-                    .map(|pod| pod.uid.clone())
-                    .collect();
-                gone.iter().for_each(|uid| recorder.delete_pod(uid, now));
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(());
-                }
-            }
-            WatchEvent::Apply(pod) => recorder.apply_pod(&pod, now),
-            WatchEvent::Delete(pod) => {
-                recorder.apply_pod(&pod, now);
-                recorder.delete_pod(pod.metadata.uid.as_deref().unwrap_or_default(), now);
+            WatchEvent::Apply(object) => K::apply(&mut recorder, &object, now),
+            WatchEvent::Delete(object) => {
+                K::apply(&mut recorder, &object, now);
+                let uid = object.meta().uid.clone().unwrap_or_default();
+                K::delete(&mut recorder, &uid, now);
             }
         }
     }

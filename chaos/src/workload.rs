@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use prefect_client::{DeploymentCreate, PrefectClient, StateType, WorkPoolCreate};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
 

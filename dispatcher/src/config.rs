@@ -5,24 +5,17 @@
 
 use std::time::Duration;
 
+use prefect_client::Secret;
+pub use service_runtime::options::parse_pairs;
+use service_runtime::options::{PoolOptions, StreamOptions};
+
 /// Dispatcher settings, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DispatcherConfig {
-    /// The Prefect work pool whose runs this dispatcher creates Jobs for.
-    #[arg(
-        long = "work-pool",
-        short = 'p',
-        env = "PREFECT_K8S_WORK_POOL",
-        default_value = "kubernetes"
-    )]
-    pub work_pool: String,
-    /// The worker name shown on flow runs and in the Jobs' labels.
-    #[arg(
-        long = "name",
-        env = "PREFECT_K8S_WORKER_NAME",
-        default_value = "prefect-k8s"
-    )]
-    pub worker_name: String,
+    #[command(flatten)]
+    pub pool: PoolOptions,
+    #[command(flatten)]
+    pub streams: StreamOptions,
     /// Most runs this replica handles at once (one batched Prefect read
     /// covers them, so at most 200).
     #[arg(long, env = "PREFECT_K8S_DISPATCH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=200))]
@@ -36,10 +29,6 @@ pub struct DispatcherConfig {
     /// still this message's).
     #[arg(long, env = "PREFECT_K8S_MAX_DELIVERIES", default_value_t = 50)]
     pub max_deliveries: i64,
-    /// Servers each JetStream stream is stored on when this service creates
-    /// it: 1 for a single NATS server, 3 for a three-node cluster.
-    #[arg(long = "stream-replicas", env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
-    pub stream_replicas: u8,
     /// Seconds after its claim by which a run's Job must exist; a claim that
     /// old whose Job could not be created is Crashed with that reason.
     #[arg(long, env = "PREFECT_K8S_SUBMISSION_TIMEOUT_SECONDS", default_value_t = flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS)]
@@ -83,22 +72,10 @@ pub struct DispatcherConfig {
 }
 
 /// The Prefect credentials flow-run pods receive when no Secret is named.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FlowCredentials {
-    pub api_key: Option<String>,
-    pub auth_string: Option<String>,
-}
-
-impl std::fmt::Debug for FlowCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowCredentials")
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field(
-                "auth_string",
-                &self.auth_string.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    pub api_key: Option<Secret>,
+    pub auth_string: Option<Secret>,
 }
 
 /// Agent-wide Job defaults, as the seed agent's flags named them.
@@ -184,57 +161,8 @@ impl DispatcherConfig {
 
     /// Settings for a test or an embedding: a pool, defaults for the rest.
     pub fn for_pool(work_pool: impl Into<String>) -> Self {
-        DispatcherConfig {
-            work_pool: work_pool.into(),
-            worker_name: "prefect-k8s".into(),
-            concurrency: 16,
-            ack_wait_seconds: 60,
-            max_deliveries: 50,
-            submission_timeout_seconds: flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS,
-            kubernetes_timeout_seconds: 30,
-            liveness_timeout_seconds: 60.0,
-            template_cache_seconds: 30,
-            reserved_service_accounts: flow_run_proto::kubernetes::AGENT_SERVICE_ACCOUNTS
-                .map(String::from)
-                .to_vec(),
-            stream_replicas: 1,
-            job: JobOptions::default(),
-            credentials: FlowCredentials::default(),
-            forwarded_settings: Vec::new(),
-        }
-    }
-}
-
-/// Splits `KEY=VALUE` pairs, naming the flag in the error.
-pub fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Vec<(String, String)>, String> {
-    pairs
-        .iter()
-        .map(|pair| {
-            pair.split_once('=')
-                .filter(|(k, _)| !k.is_empty())
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| format!("{flag} expects KEY=VALUE, got {pair:?}"))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pairs_split_on_the_first_equals_sign() {
-        let pairs = parse_pairs("--env", &["A=1".into(), "B=x=y".into()]).unwrap();
-        assert_eq!(
-            pairs,
-            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
-        );
-    }
-
-    #[test]
-    fn a_pair_without_key_is_an_error_naming_the_flag() {
-        let error = parse_pairs("--env", &["=1".into()]).unwrap_err();
-        assert!(error.contains("--env"), "{error}");
-        assert!(parse_pairs("--job-label", &["novalue".into()]).is_err());
+        let mut config: Self = service_runtime::serve::defaults();
+        config.pool.work_pool = work_pool.into();
+        config
     }
 }

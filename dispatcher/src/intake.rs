@@ -68,18 +68,18 @@ pub(crate) async fn run(
     let submitter = Submitter {
         reads: Reads::spawn(&prefect),
         logs: RunLogs::spawn(prefect.clone()),
-        worker_name: config.worker_name.clone(),
-        work_pool: config.work_pool.clone(),
+        worker_name: config.pool.worker_name.clone(),
+        work_pool: config.pool.work_pool.clone(),
         jobs: Jobs::new(kube, config.kubernetes_timeout()),
         prefect,
         renderer,
         submission_timeout: config.submission_timeout(),
         metrics: metrics.clone(),
     };
-    let dead_letters = DeadLetters::new(js.clone(), config.worker_name.clone());
+    let dead_letters = DeadLetters::new(js.clone(), config.pool.worker_name.clone());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        work_pool = %config.work_pool,
+        work_pool = %config.pool.work_pool,
         concurrency = config.concurrency,
         "Starting prefect-k8s dispatcher"
     );
@@ -151,13 +151,13 @@ async fn pull(
     js: &jetstream::Context,
     config: &DispatcherConfig,
 ) -> Result<(PullConsumer, Messages), String> {
-    let (flow_runs, _) = service_runtime::nats::ensure_streams(js, config.stream_replicas.into())
+    let (flow_runs, _) = service_runtime::nats::ensure_streams(js, config.streams.replicas())
         .await
         .map_err(|e| e.to_string())?;
     let max_ack_pending = (i64::from(config.concurrency) * 64).max(1000);
     let consumer: PullConsumer = service_runtime::nats::dispatcher_consumer(
         &flow_runs,
-        &config.work_pool,
+        &config.pool.work_pool,
         config.ack_wait(),
         max_ack_pending,
     )
@@ -385,7 +385,7 @@ impl Handler {
                 return;
             }
         };
-        let pool = &self.config.work_pool;
+        let pool = &self.config.pool.work_pool;
         if let ClaimDecision::Skip(reason) = claim::decide(&due.key, run.as_ref(), pool) {
             return self.settle(message, due, &Outcome::Skipped(reason)).await;
         }

@@ -8,6 +8,7 @@
 //! `ARCHITECTURE.md` walks through every crash point.
 //!
 //! # Layout
+//! - [`cli`]: the binary's command line and start-up.
 //! - [`config`]: flags, including the seed agent's Job options.
 //! - [`intake`]: the pull loop, its self-healing JetStream setup, and how
 //!   each message is acked, nak'ed or parked.
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod claim;
+pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod intake;
@@ -41,6 +43,7 @@ use prefect_client::PrefectClient;
 use service_runtime::health::Health;
 use tokio_util::sync::CancellationToken;
 
+pub use cli::cli_command;
 pub use config::{DispatcherConfig, JobOptions};
 
 /// Everything that can stop the dispatcher from starting.

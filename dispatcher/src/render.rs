@@ -91,8 +91,8 @@ impl JobRenderer {
         };
         Ok(JobRenderer {
             prefect,
-            work_pool: config.work_pool.clone(),
-            worker_name: config.worker_name.clone(),
+            work_pool: config.pool.work_pool.clone(),
+            worker_name: config.pool.worker_name.clone(),
             defaults,
             settings,
             reserved_service_accounts: config.reserved_service_accounts.clone(),

@@ -107,12 +107,12 @@ async fn two_hundred_runs_with_two_pollers_and_three_dispatchers_make_two_hundre
     let deployment = stack.deployment(json!({})).await;
     let runs = stack.runs_of(&deployment, 200).await;
     let mut second = stack.poller_config();
-    second.worker_name = "prefect-k8s-second".into();
+    second.pool.worker_name = "prefect-k8s-second".into();
     stack.spawn_poller(second).await;
     let mut all_stats = Vec::new();
     for replica in 0..3 {
         let mut config = stack.dispatcher_config();
-        config.worker_name = format!("dispatcher-{replica}");
+        config.pool.worker_name = format!("dispatcher-{replica}");
         config.concurrency = 8;
         all_stats.push(stack.spawn_dispatcher(config).await);
     }

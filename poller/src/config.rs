@@ -4,17 +4,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use service_runtime::options::{PoolOptions, StreamOptions};
+
 /// Poller settings, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PollerConfig {
-    /// The Prefect work pool to serve; created (type `kubernetes`) if missing.
-    #[arg(
-        long = "work-pool",
-        short = 'p',
-        env = "PREFECT_K8S_WORK_POOL",
-        default_value = "kubernetes"
-    )]
-    pub work_pool: String,
+    #[command(flatten)]
+    pub pool: PoolOptions,
+    #[command(flatten)]
+    pub streams: StreamOptions,
     /// Work queues to poll (repeat or comma-separate); none means all queues.
     /// `-l/--label` is the seed agent's name for them.
     #[arg(
@@ -46,17 +44,6 @@ pub struct PollerConfig {
     /// Most runs asked for in one poll (the server's maximum is 200).
     #[arg(long, env = "PREFECT_K8S_POLL_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub limit: u32,
-    /// The worker name Prefect shows for this pool.
-    #[arg(
-        long = "name",
-        env = "PREFECT_K8S_WORKER_NAME",
-        default_value = "prefect-k8s"
-    )]
-    pub worker_name: String,
-    /// Servers each JetStream stream is stored on when this service creates
-    /// it: 1 for a single NATS server, 3 for a three-node cluster.
-    #[arg(long = "stream-replicas", env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
-    pub stream_replicas: u8,
     /// A base job template (JSON) to create the pool with, instead of
     /// prefect-kubernetes 0.8's default.
     /// Seconds without a poll after which the poller reports itself not
@@ -92,17 +79,8 @@ impl PollerConfig {
 
     /// Settings for a test or an embedding: pool name, all queues, defaults.
     pub fn for_pool(work_pool: impl Into<String>) -> Self {
-        PollerConfig {
-            work_pool: work_pool.into(),
-            work_queues: Vec::new(),
-            prefetch_seconds: 10,
-            poll_interval_seconds: 5.0,
-            heartbeat_seconds: 30,
-            limit: 200,
-            worker_name: "prefect-k8s".into(),
-            stream_replicas: 1,
-            liveness_timeout_seconds: None,
-            base_job_template: None,
-        }
+        let mut config: Self = service_runtime::serve::defaults();
+        config.pool.work_pool = work_pool.into();
+        config
     }
 }

@@ -8,6 +8,7 @@
 //! duplicate window, and a dispatcher claims only a run still in that state.
 //!
 //! # Layout
+//! - [`cli`]: the binary's command line and start-up.
 //! - [`config`]: the poller's flags.
 //! - [`pool`]: makes sure the work pool exists, and heartbeats it.
 //! - [`due`]: turns one poll into messages (a message only says which run is
@@ -16,13 +17,12 @@
 //! - [`metrics`]: polls, runs found and published, poll duration.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod due;
 pub mod metrics;
 pub mod pool;
 pub mod publish;
-
-use std::time::Duration;
 
 use prefect_client::PrefectClient;
 use service_runtime::health::Health;
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use metrics::PollerMetrics;
 
+pub use cli::cli_command;
 pub use config::PollerConfig;
 pub use flow_run_proto::FlowRunDue;
 
@@ -99,7 +100,7 @@ async fn run_poller(
     shutdown: CancellationToken,
 ) -> Result<(), PollerError> {
     let js = async_nats::jetstream::new(nats);
-    service_runtime::nats::ensure_streams(&js, config.stream_replicas.into()).await?;
+    service_runtime::nats::ensure_streams(&js, config.streams.replicas()).await?;
     let Some(pool) =
         pool::ensure_work_pool_patiently(&prefect, &config, &health, &shutdown).await?
     else {
@@ -109,9 +110,9 @@ async fn run_poller(
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        work_pool = %config.work_pool,
+        work_pool = %config.pool.work_pool,
         work_queues = ?config.work_queues,
-        worker = %config.worker_name,
+        worker = %config.pool.worker_name,
         api = %prefect.redacted_api_url(),
         "Starting prefect-k8s poller"
     );
@@ -123,7 +124,7 @@ async fn run_poller(
         shutdown.clone(),
     ));
 
-    let publisher = publish::Publisher::new(js, config.stream_replicas.into());
+    let publisher = publish::Publisher::new(js, config.streams.replicas());
     let mut interval = tokio::time::interval(config.poll_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -186,7 +187,7 @@ pub async fn poll_once(
     let before = chrono::Utc::now() + chrono::Duration::seconds(config.prefetch_seconds as i64);
     let runs = prefect
         .get_scheduled_flow_runs(
-            &config.work_pool,
+            &config.pool.work_pool,
             &config.work_queues,
             before,
             Some(config.limit as usize),
@@ -197,8 +198,15 @@ pub async fn poll_once(
     if runs.is_empty() {
         return Ok(PollOutcome::default());
     }
-    let messages = due::messages_for(&config.work_pool, work_pool_id, &config.worker_name, runs);
-    let published = publisher.publish_all(&config.work_pool, &messages).await?;
+    let messages = due::messages_for(
+        &config.pool.work_pool,
+        work_pool_id,
+        &config.pool.worker_name,
+        runs,
+    );
+    let published = publisher
+        .publish_all(&config.pool.work_pool, &messages)
+        .await?;
     if published > 0 {
         tracing::info!("Found {published} flow run(s) to submit for execution.");
     }
@@ -208,6 +216,3 @@ pub async fn poll_once(
         full_page,
     })
 }
-
-/// Default timings, shared with the CLI's defaults.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);

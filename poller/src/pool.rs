@@ -37,13 +37,13 @@ pub async fn ensure_work_pool(
     config: &PollerConfig,
 ) -> Result<WorkPool, PollerError> {
     let template = base_job_template(config)?;
-    let pool = match prefect.read_work_pool(&config.work_pool).await {
+    let pool = match prefect.read_work_pool(&config.pool.work_pool).await {
         Ok(pool) => pool,
         Err(e) if e.is_not_found() => {
-            tracing::info!(work_pool = %config.work_pool, "work pool not found; creating it (type kubernetes)");
+            tracing::info!(work_pool = %config.pool.work_pool, "work pool not found; creating it (type kubernetes)");
             match prefect
                 .create_work_pool(&WorkPoolCreate::new(
-                    &config.work_pool,
+                    &config.pool.work_pool,
                     "kubernetes",
                     template.clone(),
                 ))
@@ -52,7 +52,7 @@ pub async fn ensure_work_pool(
                 Ok(pool) => pool,
                 // Another poller created it first.
                 Err(prefect_client::PrefectError::Conflict { .. }) => {
-                    prefect.read_work_pool(&config.work_pool).await?
+                    prefect.read_work_pool(&config.pool.work_pool).await?
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -65,11 +65,11 @@ pub async fn ensure_work_pool(
         .map(|o| o.is_empty())
         .unwrap_or(true);
     if empty {
-        tracing::info!(work_pool = %config.work_pool, "work pool has no base job template; setting the default");
+        tracing::info!(work_pool = %config.pool.work_pool, "work pool has no base job template; setting the default");
         prefect
-            .update_work_pool_base_job_template(&config.work_pool, &template)
+            .update_work_pool_base_job_template(&config.pool.work_pool, &template)
             .await?;
-        return Ok(prefect.read_work_pool(&config.work_pool).await?);
+        return Ok(prefect.read_work_pool(&config.pool.work_pool).await?);
     }
     if pool.pool_type != "kubernetes" {
         tracing::warn!(work_pool = %pool.name, pool_type = %pool.pool_type, "work pool is not of type kubernetes");
@@ -95,7 +95,7 @@ pub async fn ensure_work_pool_patiently(
         match ensure_work_pool(prefect, config).await {
             Ok(pool) => return Ok(Some(pool)),
             Err(PollerError::Prefect(error)) if error.is_retryable() => {
-                tracing::warn!(work_pool = %config.work_pool, %error, retry_in = ?backoff, "reading the work pool failed; will retry");
+                tracing::warn!(work_pool = %config.pool.work_pool, %error, retry_in = ?backoff, "reading the work pool failed; will retry");
             }
             Err(error) => return Err(error),
         }
@@ -122,8 +122,8 @@ pub async fn heartbeat_loop(
         }
         if let Err(error) = prefect
             .send_worker_heartbeat(
-                &config.work_pool,
-                &config.worker_name,
+                &config.pool.work_pool,
+                &config.pool.worker_name,
                 config.heartbeat_seconds.min(u32::MAX as u64) as u32,
             )
             .await

@@ -53,7 +53,7 @@ async fn due_runs_are_published_once_naming_run_state_and_pool() {
     service_runtime::nats::ensure_streams(&js, 1).await.unwrap();
 
     let mut config = PollerConfig::for_pool(unique_name("pool"));
-    config.worker_name = "poller-under-test".into();
+    config.pool.worker_name = "poller-under-test".into();
     let pool = poller::pool::ensure_work_pool(&prefect, &config)
         .await
         .unwrap();
@@ -67,7 +67,7 @@ async fn due_runs_are_published_once_naming_run_state_and_pool() {
     let flow = prefect.create_flow(&unique_name("flow")).await.unwrap();
     let deployment = prefect
         .create_deployment(&DeploymentCreate {
-            work_pool_name: Some(config.work_pool.clone()),
+            work_pool_name: Some(config.pool.work_pool.clone()),
             job_variables: Some(json!({"image": "example/flows:1", "env": {"A": "1"}})),
             ..DeploymentCreate::new(unique_name("deployment"), flow.id)
         })
@@ -103,7 +103,7 @@ async fn due_runs_are_published_once_naming_run_state_and_pool() {
     assert_eq!(due.flow_run_id, run.id.to_string());
     assert_eq!(due.state_id, run.state.as_ref().unwrap().id.to_string());
     assert_eq!(due.flow_run_name, run.name);
-    assert_eq!(due.work_pool_name, config.work_pool);
+    assert_eq!(due.work_pool_name, config.pool.work_pool);
     assert_eq!(due.work_pool_id, pool.id.to_string());
     assert_eq!(due.poller_name, "poller-under-test");
     assert!(!due.scheduled_time.is_empty());
@@ -126,7 +126,7 @@ async fn labels_select_work_queues() {
     for queue in ["gpu", "cpu"] {
         prefect
             .create_work_queue(
-                &config.work_pool,
+                &config.pool.work_pool,
                 &WorkQueueCreate {
                     name: queue.into(),
                     ..Default::default()
@@ -140,7 +140,7 @@ async fn labels_select_work_queues() {
     for queue in ["gpu", "cpu"] {
         let deployment = prefect
             .create_deployment(&DeploymentCreate {
-                work_pool_name: Some(config.work_pool.clone()),
+                work_pool_name: Some(config.pool.work_pool.clone()),
                 work_queue_name: Some(queue.into()),
                 ..DeploymentCreate::new(unique_name(queue), flow.id)
             })
@@ -186,7 +186,7 @@ async fn a_full_page_of_queued_runs_is_not_polled_in_a_loop() {
     let flow = direct.create_flow(&unique_name("flow")).await.unwrap();
     let deployment = direct
         .create_deployment(&DeploymentCreate {
-            work_pool_name: Some(config.work_pool.clone()),
+            work_pool_name: Some(config.pool.work_pool.clone()),
             ..DeploymentCreate::new(unique_name("deployment"), flow.id)
         })
         .await
@@ -238,7 +238,7 @@ async fn a_failing_prefect_at_start_is_waited_for_and_a_bad_key_is_not() {
     .expect("the pool is ensured once Prefect answers")
     .unwrap()
     .expect("not shut down");
-    assert_eq!(pool.name, config.work_pool);
+    assert_eq!(pool.name, config.pool.work_pool);
     assert!(
         proxy.count(None, "work_pools") >= 4,
         "three failed reads, then the read or create that worked"

@@ -18,8 +18,10 @@ pub const API_VERSION: &str = "0.8.4";
 /// orchestration rules to it.
 pub const PREFECT_CLIENT_VERSION: &str = "3.9.1";
 
-/// A credential. `Debug` prints `Secret(***)`; there is no `Display`, so the
-/// value can only reach a string through [`Secret::expose`].
+/// A credential: the one type of every credential field of the agent (API
+/// keys, auth strings, passwords). `Debug` prints `Secret(***)` and
+/// `Display` `***`, so the value reaches a string only through
+/// [`Secret::expose`]. Parses from a flag or an environment variable as is.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -38,6 +40,12 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
     }
 }
 

@@ -769,22 +769,14 @@ async fn running_before_the_scheduled_time_is_answered_with_wait() {
 
 /// Polls `read` until it returns `Some`, for up to a minute (the server stores
 /// events asynchronously, in batches).
-async fn eventually<T, F, Fut>(mut read: F) -> T
+async fn eventually<T, F, Fut>(read: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(found) = read().await {
-            return found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not seen within a minute"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+    let within = std::time::Duration::from_secs(60);
+    let every = std::time::Duration::from_millis(500);
+    test_stack::wait::eventually("the event", within, every, read).await
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use std::fmt;
 use std::io::Write;
 
 use anyhow::{anyhow, bail, Context};
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 mod flows;
 mod nats;
@@ -86,7 +86,7 @@ pub struct InstallOptions {
         visible_alias = "api-key",
         value_name = "KEY"
     )]
-    pub token: Option<String>,
+    pub token: Option<prefect_client::Secret>,
     /// A work queue the poller serves (repeatable; none means all queues of
     /// the pool). The seed agent called these labels.
     #[arg(
@@ -187,7 +187,7 @@ pub struct InstallOptions {
 impl fmt::Debug for InstallOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InstallOptions")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token)
             .field("labels", &self.labels)
             .field("env", &self.env.len())
             .field("api_url", &self.api_url)
@@ -229,7 +229,7 @@ pub fn render_stream(args: &InstallOptions) -> anyhow::Result<String> {
     );
     for object in render_objects(args)? {
         stream.push_str("---\n");
-        stream.push_str(&serde_yaml::to_string(&object).context("writing YAML")?);
+        stream.push_str(&serde_norway::to_string(&object).context("writing YAML")?);
     }
     Ok(stream)
 }
@@ -253,7 +253,7 @@ pub fn render_objects(args: &InstallOptions) -> anyhow::Result<Vec<Value>> {
     }
     nats::apply(&mut objects, args)?;
     if let Some(token) = &args.token {
-        objects.push(api_key_secret(token));
+        objects.push(api_key_secret(token.expose()));
         let dispatcher = container_mut(&mut objects, DISPATCHER)?;
         set_env(
             dispatcher,
@@ -275,7 +275,8 @@ pub fn render_objects(args: &InstallOptions) -> anyhow::Result<Vec<Value>> {
 /// Refuses what the dispatcher would refuse at start-up (same rules) and what
 /// cannot be written into the manifests unambiguously.
 fn check_options(args: &InstallOptions) -> anyhow::Result<()> {
-    let env = flow_run_env(&args.env)?;
+    let env =
+        service_runtime::options::parse_pairs("--env", &args.env).map_err(anyhow::Error::msg)?;
     let agent_namespace = job_manifest::AgentDefaults {
         namespace: Some(args.namespace.clone()),
         ..Default::default()
@@ -312,7 +313,11 @@ fn check_options(args: &InstallOptions) -> anyhow::Result<()> {
     if args.work_pool.trim().is_empty() {
         bail!("--work-pool must not be empty");
     }
-    if args.token.as_deref().is_some_and(str::is_empty) {
+    if args
+        .token
+        .as_ref()
+        .is_some_and(|token| token.expose().is_empty())
+    {
         bail!("--token must not be empty");
     }
     if args.image.as_deref().is_some_and(str::is_empty) {
@@ -330,21 +335,11 @@ fn check_options(args: &InstallOptions) -> anyhow::Result<()> {
 }
 
 /// `-e KEY=VALUE` pairs, split on the first `=`.
-fn flow_run_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    pairs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-            _ => Err(anyhow!("--env expects KEY=VALUE, got {pair:?}")),
-        })
-        .collect()
-}
-
 /// Every object of the embedded base.
 fn base_objects() -> anyhow::Result<Vec<Value>> {
     let mut objects = Vec::new();
     for (file, text) in BASE_MANIFESTS {
-        for document in serde_yaml::Deserializer::from_str(text) {
+        for document in serde_norway::Deserializer::from_str(text) {
             let object = serde::Deserialize::deserialize(document)
                 .with_context(|| format!("parsing deploy/base/{file}"))?;
             if !matches!(object, Value::Null) {
@@ -466,7 +461,7 @@ fn api_key_secret(token: &str) -> Value {
          app.kubernetes.io/component: settings\n\
          type: Opaque\n"
     );
-    let mut secret: Value = serde_yaml::from_str(&text).expect("a constant Secret parses");
+    let mut secret: Value = serde_norway::from_str(&text).expect("a constant Secret parses");
     let mut data = Mapping::new();
     data.insert(API_KEY_SECRET_KEY.into(), token.into());
     secret["stringData"] = Value::Mapping(data);
@@ -474,7 +469,7 @@ fn api_key_secret(token: &str) -> Value {
 }
 
 fn namespace_object(namespace: &str) -> Value {
-    let mut object: Value = serde_yaml::from_str(
+    let mut object: Value = serde_norway::from_str(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  labels:\n    \
          app.kubernetes.io/part-of: prefect-k8s\n",
     )
@@ -607,31 +602,16 @@ mod tests {
         let args = parse(&["-t", "pnu_very_secret"]);
         let shown = format!("{args:?}");
         assert!(!shown.contains("pnu_very_secret"), "{shown}");
-        assert!(shown.contains("<redacted>"), "{shown}");
-    }
-
-    #[test]
-    fn env_pairs_split_on_the_first_equals_sign() {
-        let pairs = flow_run_env(&["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap();
-        assert_eq!(
-            pairs,
-            vec![
-                ("A".into(), "1".into()),
-                ("B".into(), "x=y".into()),
-                ("C".into(), String::new())
-            ]
-        );
-        assert!(flow_run_env(&["=1".into()]).is_err());
-        assert!(flow_run_env(&["novalue".into()]).is_err());
+        assert!(shown.contains("Secret(***)"), "{shown}");
     }
 
     #[test]
     fn set_env_replaces_an_entry_of_the_same_name() {
         let mut container: Value =
-            serde_yaml::from_str("name: x\nenv:\n  - name: A\n    value: '1'\n").unwrap();
+            serde_norway::from_str("name: x\nenv:\n  - name: A\n    value: '1'\n").unwrap();
         set_env(&mut container, "A", "2");
         set_env(&mut container, "B", "3");
-        let expected: Value = serde_yaml::from_str(
+        let expected: Value = serde_norway::from_str(
             "name: x\nenv:\n  - name: A\n    value: '2'\n  - name: B\n    value: '3'\n",
         )
         .unwrap();

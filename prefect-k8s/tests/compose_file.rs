@@ -18,10 +18,10 @@ const IMAGE_BINARIES: [&str; 5] = [
     "prefect-k8s",
 ];
 
-fn compose_file() -> serde_yaml::Value {
+fn compose_file() -> serde_norway::Value {
     let path = workspace_root().join("docker-compose.yml");
     let text = std::fs::read_to_string(&path).expect("docker-compose.yml exists");
-    let mut compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    let mut compose: serde_norway::Value = serde_norway::from_str(&text).expect("YAML");
     compose.apply_merge().expect("merge keys resolve");
     compose
 }
@@ -104,7 +104,7 @@ fn compose_runs_the_whole_stack_from_the_dockerfiles_targets() {
 }
 
 /// `${VAR:?message}` or `${VAR:-default}`: the variable's name.
-fn variable_of(value: &serde_yaml::Value) -> String {
+fn variable_of(value: &serde_norway::Value) -> String {
     let text = value.as_str().expect("a string");
     let inner = text
         .strip_prefix("${")

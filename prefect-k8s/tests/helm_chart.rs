@@ -455,7 +455,7 @@ fn assert_services_start(objects: &[Value]) -> dispatcher::DispatcherConfig {
     let (_, _, _): (reporter::service::ReporterConfig, _, _) = parse_service(objects, "reporter");
     let (config, prefect, _): (dispatcher::DispatcherConfig, _, _) =
         parse_service(objects, "dispatcher");
-    let client = service_runtime::prefect::client(&prefect, &config.worker_name)
+    let client = service_runtime::prefect::client(&prefect, &config.pool.worker_name)
         .expect("a Prefect client from the chart's settings");
     if let Err(error) = dispatcher::render::JobRenderer::new(client, &config) {
         panic!("the dispatcher refuses the settings the chart wrote: {error}");
@@ -574,7 +574,7 @@ fn without_checksums(yaml: &str) -> String {
     }
     objects
         .iter()
-        .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
+        .map(|object| format!("---\n{}", serde_norway::to_string(object).unwrap()))
         .collect()
 }
 
@@ -676,7 +676,7 @@ async fn default_values_render_the_kustomize_base_and_values_render_each_overlay
             .filter(|object| object["kind"] == kind)
             .collect();
         assert_eq!(custom.len(), 1, "one {kind} with {values}");
-        let stream = format!("---\n{}", serde_yaml::to_string(custom[0]).unwrap());
+        let stream = format!("---\n{}", serde_norway::to_string(custom[0]).unwrap());
         assert_valid_kubernetes(&stream, &format!("the {kind} with {values}"));
         let api_version = custom[0]["apiVersion"].as_str().unwrap();
         let stored = cluster.get(api_version, kind, "custom", name).await;
@@ -770,7 +770,7 @@ async fn cloud_values_render_the_api_key_overlay_with_the_workspace_url() {
     assert_eq!(changed, 4, "the settings and the three services' key");
     let expected: String = expected
         .iter()
-        .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
+        .map(|object| format!("---\n{}", serde_norway::to_string(object).unwrap()))
         .collect();
     assert_same_objects(
         &without_checksums(&rendered),
@@ -844,7 +844,7 @@ async fn install_upgrade_and_uninstall_with_real_helm() {
         in_cluster.push(object);
     }
     let dispatcher = assert_services_start(&in_cluster);
-    assert_eq!(dispatcher.work_pool, "k8s-pool");
+    assert_eq!(dispatcher.pool.work_pool, "k8s-pool");
     let (poller, _, nats): (poller::PollerConfig, _, _) = parse_service(&in_cluster, "poller");
     assert_eq!(poller.work_queues, vec!["critical", "batch"]);
     let nats = nats.unwrap();
@@ -1086,7 +1086,10 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
         prefect.api_url,
         "https://api.prefect.cloud/api/accounts/0b5a0f3e-2f6e-4a53-9d57-8c1b9a7f3c21/workspaces/5d1c7e0a-7c8f-4d0e-a6a4-3e9f2b1d8c44"
     );
-    assert_eq!(prefect.api_key.as_deref(), Some(SECRET_VALUE));
+    assert_eq!(
+        prefect.api_key.as_ref().map(|key| key.expose()),
+        Some(SECRET_VALUE)
+    );
     assert_eq!(
         config.job.api_key_secret.as_deref(),
         Some("prefect-cloud:api-key")
@@ -1120,7 +1123,10 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
     let (config, prefect, _): (dispatcher::DispatcherConfig, _, _) =
         parse_service(&basic, "dispatcher");
     assert_eq!(prefect.api_url, "https://prefect.example.internal/api");
-    assert_eq!(prefect.auth_string.as_deref(), Some(SECRET_VALUE));
+    assert_eq!(
+        prefect.auth_string.as_ref().map(|auth| auth.expose()),
+        Some(SECRET_VALUE)
+    );
     assert_eq!(
         config.job.api_auth_string_secret.as_deref(),
         Some("prefect-basic-auth:auth-string")
@@ -1189,7 +1195,10 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
         .unwrap();
         assert_eq!(nats.url, "tls://nats.example.internal:4222");
         assert_eq!(nats.user.as_deref(), Some(user));
-        assert_eq!(nats.password.as_deref(), Some(SECRET_VALUE));
+        assert_eq!(
+            nats.password.as_ref().map(|p| p.expose()),
+            Some(SECRET_VALUE)
+        );
         let password = env_entry(
             container(&external, "Deployment", &format!("prefect-k8s-{service}")),
             "NATS_PASSWORD",
@@ -1249,7 +1258,7 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
             "auth.conf of pool {pool:?}"
         );
         let config = assert_services_start(&objects);
-        assert_eq!(config.work_pool, pool);
+        assert_eq!(config.pool.work_pool, pool);
     }
 }
 
@@ -1258,7 +1267,7 @@ async fn the_prefect_worker_value_cases_render_validate_and_start() {
 fn check_case(objects: &[Value], label: &str) {
     let stream: String = objects
         .iter()
-        .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
+        .map(|object| format!("---\n{}", serde_norway::to_string(object).unwrap()))
         .collect();
     assert_valid_kubernetes(&stream, label);
     assert_no_plain_secrets(objects, label);
@@ -1598,8 +1607,8 @@ fn the_exactly_the_kustomize_base_claims_name_the_checksum_exception() {
 #[test]
 fn the_readme_lists_every_value_with_its_default() {
     let chart = chart_dir();
-    let values: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
+    let values: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
             .expect("values.yaml");
     let mut leaves = BTreeMap::new();
     flatten("", &values, &mut leaves);
@@ -1638,9 +1647,9 @@ fn the_readme_lists_every_value_with_its_default() {
 
 /// The values' leaves (empty maps and lists, scalars; resources blocks
 /// whole) as `path -> JSON default`.
-fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<String, String>) {
+fn flatten(prefix: &str, value: &serde_norway::Value, out: &mut BTreeMap<String, String>) {
     match value {
-        serde_yaml::Value::Mapping(map) if !map.is_empty() && !prefix.ends_with("resources") => {
+        serde_norway::Value::Mapping(map) if !map.is_empty() && !prefix.ends_with("resources") => {
             for (key, child) in map {
                 let key = key.as_str().expect("string keys");
                 let path = if prefix.is_empty() {
@@ -1853,7 +1862,7 @@ fn comparable(yaml: &str) -> String {
     parse_stream(&without_checksums(&without_generated_nats_auth(yaml)))
         .into_iter()
         .filter(|object| object["kind"] != "Namespace" && object["kind"] != "Secret")
-        .map(|object| format!("---\n{}", serde_yaml::to_string(&object).unwrap()))
+        .map(|object| format!("---\n{}", serde_norway::to_string(&object).unwrap()))
         .collect()
 }
 

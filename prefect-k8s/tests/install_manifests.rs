@@ -298,7 +298,7 @@ fn install_with_token_prints_the_api_key_overlay_plus_the_secret_and_the_key_onl
         .collect();
     let without_secret = without_secret
         .iter()
-        .map(|object| serde_yaml::to_string(object).unwrap())
+        .map(|object| serde_norway::to_string(object).unwrap())
         .collect::<Vec<_>>()
         .join("---\n");
     assert_same_objects(

@@ -12,7 +12,7 @@ mod manifest_tools;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use manifest_tools::{find, install, kustomize, parse_stream, workspace_root};
 use serde_json::Value;
 use service_runtime::nats_auth::{random_password, DISPATCHER_USER, POLLER_USER};
+use test_stack::ports::free_port;
 
 /// Where Debian's package puts the server; `NATS_SERVER_BIN` overrides it.
 fn nats_server_binary() -> PathBuf {
@@ -32,13 +33,6 @@ fn nats_server_binary() -> PathBuf {
         binary.display()
     );
     binary
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A plain HTTP GET on the monitoring port: (status code, body).

@@ -123,22 +123,18 @@ fn assert_allowed<T>(result: Result<T, kube::Error>, what: &str) -> T {
     result.unwrap_or_else(|error| panic!("{what}: the role should allow it: {error}"))
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+async fn eventually<T, F, Fut>(what: &str, attempt: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = attempt().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    test_stack::wait::eventually(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        attempt,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,17 +191,20 @@ fn every_variable_the_manifests_set_is_one_a_service_reads() {
 fn the_poller_reads_its_pool_queues_and_prefect_settings() {
     let objects = parse_stream(&install(OPTIONS));
     let (config, prefect, _): (poller::PollerConfig, _, _) = parse("poller", &objects);
-    assert_eq!(config.work_pool, "prod");
+    assert_eq!(config.pool.work_pool, "prod");
     assert_eq!(config.work_queues, vec!["critical", "batch"]);
     assert_eq!(prefect.api_url, "https://prefect.example.com/api");
-    assert_eq!(prefect.api_key.as_deref(), Some(SECRET_VALUE));
+    assert_eq!(
+        prefect.api_key.as_ref().map(|key| key.expose()),
+        Some(SECRET_VALUE)
+    );
 }
 
 #[test]
 fn the_dispatcher_reads_the_job_options_and_accepts_them_as_at_start_up() {
     let objects = parse_stream(&install(OPTIONS));
     let (config, prefect, _): (dispatcher::DispatcherConfig, _, _) = parse("dispatcher", &objects);
-    assert_eq!(config.work_pool, "prod");
+    assert_eq!(config.pool.work_pool, "prod");
     let job = &config.job;
     assert_eq!(job.namespace.as_deref(), Some(POD_NAMESPACE_VALUE));
     assert_eq!(job.env, vec!["FOO=bar", "X=y=z"]);
@@ -216,7 +219,7 @@ fn the_dispatcher_reads_the_job_options_and_accepts_them_as_at_start_up() {
         job.api_key_secret.as_deref(),
         Some("prefect-k8s-api-key:key")
     );
-    let client = service_runtime::prefect::client(&prefect, &config.worker_name)
+    let client = service_runtime::prefect::client(&prefect, &config.pool.worker_name)
         .expect("a Prefect client from the manifests' settings");
     if let Err(error) = dispatcher::render::JobRenderer::new(client, &config) {
         panic!("the dispatcher refuses the options install wrote: {error}");
@@ -228,7 +231,7 @@ fn the_reporter_watches_the_pods_namespace_and_holds_the_roles_lease() {
     let objects = parse_stream(&install(OPTIONS));
     let (config, _, unread): (reporter::service::ReporterConfig, _, _) =
         parse("reporter", &objects);
-    assert_eq!(config.work_pool, "prod");
+    assert_eq!(config.pool.work_pool, "prod");
     assert_eq!(config.namespace.as_deref(), Some(POD_NAMESPACE_VALUE));
     assert!(unread.contains(&reporter::service::config::POD_NAMESPACE_ENV.to_owned()));
     let role = find(&objects, "Role", "prefect-k8s-reporter");
@@ -270,7 +273,10 @@ fn the_poller_and_the_dispatchers_log_in_as_the_users_nats_knows_with_the_inbox_
         let options = nats_options(service, &objects);
         assert_eq!(options.url, "nats://prefect-k8s-nats:4222");
         assert_eq!(options.user.as_deref(), Some(user.name.as_str()));
-        assert_eq!(options.password.as_deref(), Some(SECRET_VALUE));
+        assert_eq!(
+            options.password.as_ref().map(|p| p.expose()),
+            Some(SECRET_VALUE)
+        );
         let inbox = format!("{}.>", options.effective_inbox_prefix());
         assert_eq!(
             user.permissions().subscribe,

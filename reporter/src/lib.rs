@@ -18,6 +18,7 @@
 //!   pod that waits for a node: a node is coming, or none will.
 //! - [`service`]: the reporter service around the core (watchers, evaluation, leader
 //!   election, cancellation, event forwarding, cleanup); the `reporter` binary runs it.
+//! - [`cli`]: the binary's command line and start-up.
 //!
 //! How the service calls it for one flow run (watchers keep the views up to date):
 //!
@@ -46,6 +47,7 @@
 //! ```
 
 pub mod autoscaler;
+pub mod cli;
 pub mod decide;
 pub mod events;
 pub mod observe;
@@ -57,6 +59,7 @@ pub mod service;
 mod test_fixtures;
 
 pub use autoscaler::{scale_up_signal, ScaleUpSignal, ScaleUpVerdict, ScaleUpView};
+pub use cli::cli_command;
 pub use decide::{
     crash_message, decide, jobs_to_withdraw, CrashCause, CrashReport, Decision, DecisionInput,
     DecisionSettings, WithdrawReason, Withdrawal, INFRASTRUCTURE_PENDING_MESSAGE,

@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 
+use flow_run_proto::kubernetes::WORK_POOL_NAME_LABEL;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use prefect_client::{Event, ResourceLabels};
 use uuid::Uuid;
@@ -32,8 +33,6 @@ use crate::observe::Timestamp;
 
 /// Prefix of the events' names.
 pub const POD_EVENT_PREFIX: &str = "prefect.kubernetes.pod.";
-/// The pods' work pool label (the pool's name slugified).
-const WORK_POOL_NAME_LABEL: &str = "prefect.io/work-pool-name";
 
 /// One pod event, ready to send.
 #[derive(Clone, Debug, PartialEq)]

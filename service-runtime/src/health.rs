@@ -3,7 +3,8 @@
 //!
 //! - `""` and the service's own name (`poller`, ...): **readiness** — the
 //!   service can do its work now (its dependencies answer). NOT_SERVING at
-//!   start, while a dependency is away, and once shutdown has begun.
+//!   start, while a dependency is away, and from the moment shutdown begins
+//!   (before the service stops anything; see [`Health::not_serving_from`]).
 //! - `liveness`: the service's main loop is making progress. Each loop calls
 //!   [`Health::beat`]; a watchdog reports NOT_SERVING when no beat came for
 //!   the configured time, so Kubernetes restarts a stuck process.
@@ -12,7 +13,7 @@
 //!   not judge a process still starting.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,12 +35,15 @@ pub struct Health {
     live: watch::Sender<bool>,
     /// Milliseconds since `born` of the last beat.
     last_beat: Arc<AtomicU64>,
+    /// Shutdown has begun: readiness stays NOT_SERVING.
+    stopping: Arc<AtomicBool>,
     born: Instant,
 }
 
 impl Health {
     /// Serves the health service on `addr` until `shutdown` is cancelled:
-    /// not ready, not started, live.
+    /// not ready, not started, live; not ready for good once `shutdown` is
+    /// cancelled.
     pub async fn serve(
         addr: SocketAddr,
         service: &'static str,
@@ -48,6 +52,7 @@ impl Health {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Health::detached();
         health.live.send_replace(true);
+        health.not_serving_from(shutdown.clone());
         follow(&reporter, health.ready.subscribe(), &[service, ""]).await;
         follow(&reporter, health.started.subscribe(), &[STARTUP]).await;
         follow(&reporter, health.live.subscribe(), &[LIVENESS]).await;
@@ -72,13 +77,30 @@ impl Health {
             started: watch::channel(false).0,
             live: watch::channel(true).0,
             last_beat: Arc::default(),
+            stopping: Arc::default(),
             born: Instant::now(),
         }
     }
 
-    /// Readiness: SERVING (`true`) or NOT_SERVING (`false`).
+    /// Readiness NOT_SERVING as soon as `shutdown` is cancelled, and from then
+    /// on whatever the service sets: the first thing a shutdown does, before
+    /// the service stops pulling or finishes the work in hand.
+    pub fn not_serving_from(&self, shutdown: CancellationToken) {
+        let health = self.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            health.stopping.store(true, Ordering::SeqCst);
+            set(&health.ready, false);
+        });
+    }
+
+    /// Readiness: SERVING (`true`) or NOT_SERVING (`false`). Once shutdown
+    /// has begun it stays NOT_SERVING.
     pub fn set_serving(&self, serving: bool) {
-        set(&self.ready, serving);
+        set(
+            &self.ready,
+            serving && !self.stopping.load(Ordering::SeqCst),
+        );
     }
 
     pub fn is_serving(&self) -> bool {
@@ -132,16 +154,6 @@ impl Health {
         let last = Duration::from_millis(self.last_beat.load(Ordering::Relaxed));
         self.born.elapsed().saturating_sub(last)
     }
-
-    /// Readiness SERVING (kept for the binaries' shape).
-    pub async fn serving(&self) {
-        self.set_serving(true);
-    }
-
-    /// Readiness NOT_SERVING (kept for the binaries' shape).
-    pub async fn not_serving(&self) {
-        self.set_serving(false);
-    }
 }
 
 fn set(switch: &watch::Sender<bool>, value: bool) {
@@ -183,6 +195,44 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn shutdown_turns_readiness_off_first_and_for_good() {
+        let health = Health::detached();
+        let shutdown = CancellationToken::new();
+        health.not_serving_from(shutdown.clone());
+        health.set_serving(true);
+        tokio::task::yield_now().await;
+        assert!(health.is_serving());
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while health.is_serving() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("NOT_SERVING once shutdown begins");
+        // A dependency recovering during the drain does not make it ready again.
+        health.set_serving(true);
+        assert!(!health.is_serving());
+    }
+
+    #[tokio::test]
+    async fn a_served_health_goes_not_serving_when_shutdown_begins() {
+        let shutdown = CancellationToken::new();
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let health = Health::serve(addr, "svc", shutdown.clone()).await.unwrap();
+        health.set_serving(true);
+        assert!(health.is_serving());
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while health.is_serving() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("NOT_SERVING once shutdown begins");
+    }
 
     #[tokio::test]
     async fn liveness_fails_without_beats_and_returns_with_them() {

@@ -8,10 +8,14 @@
 //! - [`nats`]: connection options and the JetStream streams and consumers.
 //! - [`nats_auth`]: each service's NATS user and permissions, the nats-server
 //!   `authorization` block.
+//! - [`options`]: options more than one service has (work pool, worker name,
+//!   stream replicas), flattened into each config.
 //! - [`prefect`]: Prefect connection options (`PREFECT_API_URL`, `PREFECT_API_KEY`, ...).
 //! - [`kubernetes`]: a `kube::Client` from in-cluster config or `KUBECONFIG`.
 //! - [`health`]: the gRPC health service every Deployment probes.
 //! - [`metrics`]: the Prometheus registry, `/metrics`, and the metrics all services share.
+//! - [`serve`]: the one shape of a service binary: telemetry, command line,
+//!   signals, health, metrics, exit code.
 #![forbid(unsafe_code)]
 
 pub mod health;
@@ -20,6 +24,8 @@ pub mod metrics;
 pub mod nats;
 pub mod nats_auth;
 mod nats_url;
+pub mod options;
 pub mod prefect;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -20,12 +20,15 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use flow_run_proto::subjects;
 
+use prefect_client::Secret;
+
 use crate::nats_url::{ServerList, UrlCredentials};
 
 pub use crate::nats_url::redacted as redacted_url;
 
 /// How to reach NATS. Flags with environment fallbacks. `Debug` never shows
-/// the password.
+/// the password (a [`Secret`]) nor credentials in the URL (redacted here,
+/// the one field that needs it).
 #[derive(Clone, clap::Args)]
 pub struct NatsOptions {
     /// NATS server URL(s), comma separated. Credentials in a URL
@@ -45,7 +48,7 @@ pub struct NatsOptions {
     pub user: Option<String>,
     /// Password for user/password authentication.
     #[arg(long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// A CA certificate (PEM) to verify the server; implies TLS.
     #[arg(long = "nats-tls-ca", env = "NATS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -67,7 +70,7 @@ impl std::fmt::Debug for NatsOptions {
             .field("url", &redacted_url(&self.url))
             .field("creds_file", &self.creds_file)
             .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password", &self.password)
             .field("tls_ca", &self.tls_ca)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -95,7 +98,7 @@ impl NatsOptions {
     pub fn with_user(url: impl Into<String>, user: &str, password: &str) -> Self {
         NatsOptions {
             user: Some(user.to_owned()),
-            password: Some(password.to_owned()),
+            password: Some(Secret::from(password)),
             ..NatsOptions::plain(url)
         }
     }
@@ -121,7 +124,7 @@ impl NatsOptions {
         match (&self.user, &self.password) {
             (Some(user), Some(password)) => Some(UrlCredentials::UserPassword {
                 user: user.clone(),
-                password: password.clone(),
+                password: password.expose().to_owned(),
             }),
             _ => ServerList::parse(&self.url).credentials,
         }

@@ -4,10 +4,11 @@
 //! `PREFECT_API_AUTH_STRING` for a server protected by basic auth.
 //! Secrets never reach `Debug` output or a log line.
 
-use std::fmt;
+use prefect_client::Secret;
 
-/// Prefect connection flags with environment fallbacks.
-#[derive(Clone, clap::Args)]
+/// Prefect connection flags with environment fallbacks; the credentials are
+/// [`Secret`]s, so `Debug` never shows them.
+#[derive(Clone, Debug, clap::Args)]
 pub struct PrefectOptions {
     /// The Prefect API, e.g. http://127.0.0.1:4200/api.
     #[arg(short = 'a', long = "api", env = "PREFECT_API_URL")]
@@ -20,7 +21,7 @@ pub struct PrefectOptions {
         env = "PREFECT_API_KEY",
         hide_env_values = true
     )]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// `user:password` for a server with `PREFECT_SERVER_API_AUTH_STRING`,
     /// sent as `Authorization: Basic`.
     #[arg(
@@ -28,20 +29,7 @@ pub struct PrefectOptions {
         env = "PREFECT_API_AUTH_STRING",
         hide_env_values = true
     )]
-    pub auth_string: Option<String>,
-}
-
-impl fmt::Debug for PrefectOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PrefectOptions")
-            .field("api_url", &self.api_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field(
-                "auth_string",
-                &self.auth_string.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    pub auth_string: Option<Secret>,
 }
 
 /// The seed agent's token variable, read when no API key was given.
@@ -49,11 +37,18 @@ pub const LEGACY_TOKEN_ENV: &str = "PREFECT__CLOUD__AGENT__AUTH_TOKEN";
 
 impl PrefectOptions {
     /// The API key from the flag, `PREFECT_API_KEY`, or the legacy variable.
-    pub fn effective_api_key(&self) -> Option<String> {
+    pub fn effective_api_key(&self) -> Option<Secret> {
         self.api_key
             .clone()
-            .or_else(|| std::env::var(LEGACY_TOKEN_ENV).ok())
-            .filter(|k| !k.is_empty())
+            .or_else(|| std::env::var(LEGACY_TOKEN_ENV).ok().map(Secret::from))
+            .filter(|k| !k.expose().is_empty())
+    }
+
+    /// The auth string, unless empty.
+    pub fn effective_auth_string(&self) -> Option<Secret> {
+        self.auth_string
+            .clone()
+            .filter(|auth| !auth.expose().is_empty())
     }
 
     /// Options for an unauthenticated server (tests, local dev).
@@ -108,7 +103,7 @@ fn config(
     if let Some(key) = options.effective_api_key() {
         config = config.with_api_key(key);
     }
-    if let Some(auth) = options.auth_string.clone().filter(|a| !a.is_empty()) {
+    if let Some(auth) = options.effective_auth_string() {
         config = config.with_auth_string(auth);
     }
     Ok(config)
@@ -128,6 +123,6 @@ mod tests {
         let shown = format!("{options:?}");
         assert!(!shown.contains("pnu_secret_key"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("<redacted>"));
+        assert!(shown.contains("Secret(***)"), "{shown}");
     }
 }

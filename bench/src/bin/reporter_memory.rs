@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use flow_run_proto::kubernetes::{FLOW_RUN_ID_LABEL, WORK_POOL_NAME_LABEL};
 use futures::stream::{self, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, PostParams};
@@ -174,9 +175,9 @@ async fn main() -> anyhow::Result<()> {
 fn job_manifest(index: usize) -> serde_json::Value {
     let run = uuid::Uuid::new_v4().to_string();
     let labels = serde_json::json!({
-        "prefect.io/flow-run-id": run,
+        FLOW_RUN_ID_LABEL: run,
         "prefect.io/flow-run-name": format!("bench-run-{index}"),
-        "prefect.io/work-pool-name": "bench",
+        WORK_POOL_NAME_LABEL: "bench",
         "app.kubernetes.io/managed-by": "prefect",
     });
     serde_json::json!({

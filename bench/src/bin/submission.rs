@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use flow_run_proto::kubernetes::WORK_POOL_NAME_LABEL;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use prefect_client::{
@@ -159,7 +160,7 @@ async fn start_ours(
     ));
     for replica in 0..args.dispatchers {
         let mut config = dispatcher::DispatcherConfig::for_pool(pool);
-        config.worker_name = format!("bench-dispatcher-{replica}");
+        config.pool.worker_name = format!("bench-dispatcher-{replica}");
         config.concurrency = args.concurrency;
         let client = service_runtime::nats::connect(&options, "bench-dispatcher").await?;
         tokio::spawn(dispatcher::run(
@@ -204,7 +205,7 @@ async fn wait_for_all_jobs(
     runs: usize,
 ) -> anyhow::Result<usize> {
     let jobs: Api<Job> = Api::all(kube.clone());
-    let selector = format!("prefect.io/work-pool-name={pool}");
+    let selector = format!("{WORK_POOL_NAME_LABEL}={pool}");
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let with_pid = prefect

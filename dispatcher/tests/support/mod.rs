@@ -246,17 +246,10 @@ impl Stack {
 }
 
 /// Polls `check` until it holds, panicking with `what` after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("gave up waiting: {what}");
+    test_stack::wait::until(what, PATIENCE, Duration::from_millis(200), check).await
 }

@@ -251,7 +251,7 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// `generateName` + 5 random characters, the base truncated to 58 characters.
 pub fn generate_name(base: &str) -> String {
-    use rand::Rng;
+    use rand::RngExt;
     let mut rng = rand::rng();
     let base: String = base.chars().take(58).collect();
     let suffix: String = (0..5)

@@ -415,7 +415,7 @@ async fn resource_request(
             let kind = PatchKind::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let patch_body: Value = if kind == PatchKind::Apply {
-                serde_yaml::from_slice(&body)
+                serde_norway::from_slice(&body)
                     .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
             } else {
                 serde_json::from_slice(&body)

@@ -152,7 +152,7 @@ pub fn watch(
         .filter(|t| *t > 0)
         .map(|t| Duration::from_secs(t as u64))
         .or_else(|| {
-            use rand::Rng;
+            use rand::RngExt;
             Some(Duration::from_secs(rand::rng().random_range(1800..3600)))
         });
     let filter = WatchFilter {

@@ -1044,7 +1044,7 @@ fn normalized_image(image: &str) -> String {
 }
 
 fn random_hex(len: usize) -> String {
-    use rand::Rng;
+    use rand::RngExt;
     let mut rng = rand::rng();
     (0..len)
         .map(|_| format!("{:x}", rng.random_range(0..16u8)))

@@ -19,21 +19,13 @@ pub async fn start(runtime: RuntimeKind) -> Emulator {
 }
 
 /// Poll `check` until it returns `Some`, panicking with `what` after 30 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (within, every) = (Duration::from_secs(30), Duration::from_millis(50));
+    test_stack::wait::eventually(what, within, every, check).await
 }
 
 /// A Job manifest with one container.

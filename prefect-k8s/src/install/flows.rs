@@ -5,7 +5,7 @@
 //! the agent. The API key Secret is copied there for the flow-run pods'
 //! references. Nothing else of the agent is granted in that namespace.
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::{
     container_mut, namespace_object, object_mut, set_env, InstallOptions, API_KEY_SECRET,

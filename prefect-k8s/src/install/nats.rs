@@ -9,7 +9,7 @@
 //! `kubectl apply` then restarts them together on the new passwords, rather
 //! than leaving a restarted dispatcher with a password NATS does not know.
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 use service_runtime::nats_auth;
 
 use super::{object_mut, InstallOptions, BASE_NAMESPACE, DISPATCHER, NATS_COMPONENT, POLLER};
@@ -65,7 +65,7 @@ fn secret_with_new_passwords() -> Value {
          app.kubernetes.io/component: {NATS_COMPONENT}\n\
          type: Opaque\n"
     );
-    let mut secret: Value = serde_yaml::from_str(&text).expect("a constant Secret parses");
+    let mut secret: Value = serde_norway::from_str(&text).expect("a constant Secret parses");
     let mut data = Mapping::new();
     for key in PASSWORD_KEYS {
         data.insert(key.into(), nats_auth::random_password().into());

@@ -249,20 +249,10 @@ pub async fn apply_install_output(emulator: &Emulator, pool: &str) {
     }
 }
 
-pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, attempt: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = attempt().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    test_stack::wait::eventually(what, PATIENCE, Duration::from_millis(250), attempt).await
 }

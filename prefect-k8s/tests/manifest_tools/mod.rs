@@ -15,13 +15,7 @@ use serde_json::Value;
 /// (the one the workspace's k8s-openapi targets).
 pub const KUBERNETES_VERSION: &str = "1.36.0";
 
-/// The Cargo workspace root.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate lives in the workspace")
-        .to_path_buf()
-}
+pub use test_stack::workspace_root;
 
 /// `$PREFECT_K8S_VENV`, else `<workspace>/.venv` (as scripts/install-deps.sh).
 pub fn venv_dir() -> PathBuf {
@@ -182,7 +176,7 @@ fn custom_resource_groups() -> Vec<String> {
 fn to_stream(objects: &[Value]) -> String {
     objects
         .iter()
-        .map(|object| format!("---\n{}", serde_yaml::to_string(object).expect("YAML")))
+        .map(|object| format!("---\n{}", serde_norway::to_string(object).expect("YAML")))
         .collect()
 }
 
@@ -237,7 +231,7 @@ fn assert_valid_custom_resources(objects: &[Value], label: &str) {
 
 /// The documents of a YAML stream (empty documents dropped).
 pub fn parse_stream(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|document| serde::Deserialize::deserialize(document).expect("every document is YAML"))
         .filter(|value: &Value| !value.is_null())
         .collect()
@@ -281,7 +275,7 @@ pub fn without_generated_nats_auth(yaml: &str) -> String {
                 }
             }
         }
-        kept.push(serde_yaml::to_string(&object).expect("YAML"));
+        kept.push(serde_norway::to_string(&object).expect("YAML"));
     }
     kept.join("---\n")
 }

@@ -5,26 +5,16 @@
 
 use std::time::Duration;
 
+use service_runtime::options::PoolOptions;
+
 use crate::DecisionSettings;
 
-/// Reporter settings.
+/// Reporter settings. Its worker name defaults to `prefect-k8s-reporter`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("worker_name", |arg| arg.default_value("prefect-k8s-reporter")))]
 pub struct ReporterConfig {
-    /// The Prefect work pool whose runs this reporter watches and cancels.
-    #[arg(
-        long = "work-pool",
-        short = 'p',
-        env = "PREFECT_K8S_WORK_POOL",
-        default_value = "kubernetes"
-    )]
-    pub work_pool: String,
-    /// The worker name sent in the Prefect client's headers.
-    #[arg(
-        long = "name",
-        env = "PREFECT_K8S_WORKER_NAME",
-        default_value = "prefect-k8s-reporter"
-    )]
-    pub worker_name: String,
+    #[command(flatten)]
+    pub pool: PoolOptions,
     /// Namespace whose Jobs, pods and events are watched; all namespaces when unset.
     #[arg(
         long = "namespace",
@@ -170,26 +160,9 @@ pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
 impl ReporterConfig {
     /// Settings for a test or an embedding: a pool, defaults for the rest.
     pub fn for_pool(work_pool: impl Into<String>) -> Self {
-        ReporterConfig {
-            work_pool: work_pool.into(),
-            worker_name: "prefect-k8s-reporter".into(),
-            namespace: None,
-            lease_namespace: None,
-            lease_name: None,
-            identity: None,
-            lease_duration_seconds: 15,
-            cancel_poll_seconds: 5.0,
-            reconcile_seconds: 30.0,
-            missing_job_grace_seconds: (flow_run_proto::DEFAULT_SUBMISSION_TIMEOUT_SECONDS + 120)
-                as f64,
-            disable_job_deletion: false,
-            delete_finished_jobs_after: None,
-            disable_event_logs: false,
-            disable_pod_events: false,
-            crash_log_lines: super::evaluate::DEFAULT_CRASH_LOG_LINES,
-            liveness_timeout_seconds: None,
-            grace: GraceOverrides::default(),
-        }
+        let mut config: Self = service_runtime::serve::defaults();
+        config.pool.work_pool = work_pool.into();
+        config
     }
 
     /// Namespace of the Lease: the flag, else `POD_NAMESPACE`, else `default`.
@@ -208,6 +181,7 @@ impl ReporterConfig {
             return name;
         }
         let pool: String = self
+            .pool
             .work_pool
             .to_lowercase()
             .chars()
@@ -265,7 +239,7 @@ impl ReporterConfig {
     /// The pool's name as the `prefect.io/work-pool-name` label spells it on our
     /// Jobs (slugified as prefect-kubernetes does).
     pub fn work_pool_label(&self) -> String {
-        job_manifest::slugify_label_value(&self.work_pool)
+        job_manifest::slugify_label_value(&self.pool.work_pool)
     }
 
     /// See `liveness_timeout_seconds`.
@@ -288,6 +262,13 @@ impl ReporterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reporter_has_its_own_worker_name_by_default() {
+        let config = ReporterConfig::for_pool("k8s");
+        assert_eq!(config.pool.worker_name, "prefect-k8s-reporter");
+        assert_eq!(config.pool.work_pool, "k8s");
+    }
 
     #[test]
     fn lease_name_is_a_valid_kubernetes_name_derived_from_the_pool() {

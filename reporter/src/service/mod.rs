@@ -183,7 +183,7 @@ impl Reporter {
                 prefect.clone(),
                 kube.clone(),
                 config.decision_settings(),
-                config.work_pool.clone(),
+                config.pool.work_pool.clone(),
                 config.namespace.clone(),
                 config.reconcile_interval(),
                 !config.disable_job_deletion,
@@ -204,7 +204,7 @@ impl Reporter {
                 work_pool_label: config.work_pool_label(),
                 metrics: metrics.clone(),
                 kube: kube.clone(),
-                work_pool: config.work_pool.clone(),
+                work_pool: config.pool.work_pool.clone(),
                 delete_jobs: !config.disable_job_deletion,
                 interval: config.cancel_poll_interval(),
                 leadership: leadership.subscribe(),
@@ -244,7 +244,7 @@ impl Reporter {
             duration: config.lease_duration(),
         };
         tracing::info!(
-            work_pool = %config.work_pool,
+            work_pool = %config.pool.work_pool,
             namespace = config.namespace.as_deref().unwrap_or("<all>"),
             lease = %format!("{}/{}", lease.namespace, lease.name),
             identity = %lease.identity,

@@ -550,19 +550,12 @@ pub fn job_manifest(name: &str, flow_run_id: Uuid, pool_label: &str, spec: &JobS
 }
 
 /// Polls `check` until it holds, panicking with `what` after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("gave up waiting: {what}");
+    test_stack::wait::until(what, PATIENCE, Duration::from_millis(200), check).await
 }
 
 /// The submission the fixtures claim a run for and annotate its Job with (one key
