@@ -2213,20 +2213,20 @@ async fn the_other_worker_values_take_effect() {
     let (poller, _, _): (poller::PollerConfig, _, _) = parse_service(&objects, "poller");
     assert_eq!(poller.poll_interval_seconds, 2.5);
     assert_eq!(poller.prefetch_seconds, 0);
-    assert_eq!(poller.worker_name, "k8s-east");
+    assert_eq!(poller.pool.worker_name, "k8s-east");
     let (dispatcher, _, _): (dispatcher::DispatcherConfig, _, _) =
         parse_service(&objects, "dispatcher");
-    assert_eq!(dispatcher.worker_name, "k8s-east");
+    assert_eq!(dispatcher.pool.worker_name, "k8s-east");
     let (reporter, _, _): (reporter::service::ReporterConfig, _, _) =
         parse_service(&objects, "reporter");
-    assert_eq!(reporter.worker_name, "prefect-k8s-reporter");
+    assert_eq!(reporter.pool.worker_name, "prefect-k8s-reporter");
     let defaults = parse_stream(&cluster.install("timing-defaults", &json!({})).await);
     let (poller, _, _): (poller::PollerConfig, _, _) = parse_service(&defaults, "poller");
     assert_eq!(
         (
             poller.poll_interval_seconds,
             poller.prefetch_seconds,
-            poller.worker_name.as_str()
+            poller.pool.worker_name.as_str()
         ),
         (5.0, 10, "prefect-k8s"),
         "null: the poller's defaults, prefect-worker's too"
