@@ -507,6 +507,11 @@ pub static RESOURCES: &[ResourceType] = &[
     },
 ];
 
+/// The groups of the custom resources served as on a cluster with their
+/// CustomResourceDefinitions installed (KEDA, the Prometheus Operator): a
+/// plain cluster, such as the recorded one, does not serve them.
+pub const CUSTOM_RESOURCE_GROUPS: [&str; 2] = ["keda.sh", "monitoring.coreos.com"];
+
 /// The API groups (besides core) in discovery order.
 pub fn api_groups() -> Vec<&'static str> {
     let mut groups: Vec<&'static str> = Vec::new();

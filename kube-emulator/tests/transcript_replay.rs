@@ -190,10 +190,25 @@ async fn api_versions_and_pod_list_transcripts_replay() {
         .iter()
         .map(|g| g["name"].as_str().unwrap().to_string())
         .collect();
+    // The recorded cluster has no CRDs: the custom resource groups the
+    // emulator serves (as a cluster with KEDA and the Prometheus Operator)
+    // are the only ones it may add.
     for group in ours["groups"].as_array().unwrap() {
+        let name = group["name"].as_str().unwrap();
         assert!(
-            real_groups.contains(group["name"].as_str().unwrap()),
+            real_groups.contains(name)
+                || kube_emulator::resources::CUSTOM_RESOURCE_GROUPS.contains(&name),
             "{group}"
+        );
+    }
+    for custom in kube_emulator::resources::CUSTOM_RESOURCE_GROUPS {
+        assert!(
+            ours["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|group| group["name"] == custom),
+            "{custom} is served"
         );
     }
     serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroupList>(ours)
