@@ -58,7 +58,21 @@ impl Fixture {
         if let Some(retries) = retries {
             body["empirical_policy"] = json!({"retries": retries, "retry_delay": 3});
         }
-        let run = self.user.create_run(self.deployment, &body).await.unwrap();
+        // The shared server answers 503 when its database is busy (a loaded
+        // machine); a user would try again.
+        let mut attempts = 0;
+        let run = loop {
+            match self.user.create_run(self.deployment, &body).await {
+                Ok(run) => break run,
+                Err(chaos::prefect_api::UserApiError::Status { status, .. })
+                    if status.is_server_error() && attempts < 5 =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => panic!("creating a run: {error}"),
+            }
+        };
         self.claim(run.id).await;
         run.id
     }

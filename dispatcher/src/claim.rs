@@ -115,8 +115,11 @@ pub enum Release {
     Withdraw(SkipReason),
 }
 
-/// The run is ours while it is Pending or Running with our pid recorded.
-pub fn release(pid: &InfrastructurePid, run: Option<&FlowRun>) -> Release {
+/// The run is ours while it is Pending or Running with our pid recorded, and
+/// not claimed meanwhile for another submission (a late create of an earlier
+/// submission's Job, landing after the run was rescheduled and claimed again
+/// but before the new claim recorded its pid, must not start).
+pub fn release(key: &SubmissionKey, pid: &InfrastructurePid, run: Option<&FlowRun>) -> Release {
     let Some(run) = run else {
         return Release::Withdraw(SkipReason::RunDeleted);
     };
@@ -128,6 +131,17 @@ pub fn release(pid: &InfrastructurePid, run: Option<&FlowRun>) -> Release {
         .as_deref()
         .and_then(InfrastructurePid::parse);
     let active = matches!(state.state_type, StateType::Pending | StateType::Running);
+    let claimed_for_another = state.state_type == StateType::Pending
+        && state.name.as_deref() == Some("Pending")
+        && state
+            .state_details
+            .transition_id
+            .is_some_and(|id| id != key.claim_transition_id());
+    if claimed_for_another {
+        return Release::Withdraw(SkipReason::NotClaimed {
+            reason: "the run was claimed again for another submission".into(),
+        });
+    }
     if active && recorded.as_ref() == Some(pid) {
         return Release::Go;
     }
@@ -294,9 +308,9 @@ mod tests {
         let (key, transition) = ids();
         let state = key.scheduled_state_id;
         let ours = with_pid(run_in("PENDING", state, Some(transition)), &pid.to_string());
-        assert_eq!(release(&pid, Some(&ours)), Release::Go);
+        assert_eq!(release(&key, &pid, Some(&ours)), Release::Go);
         let running = with_pid(run_in("RUNNING", state, None), &pid.to_string());
-        assert_eq!(release(&pid, Some(&running)), Release::Go);
+        assert_eq!(release(&key, &pid, Some(&running)), Release::Go);
         for gone in [
             "CANCELLING",
             "CANCELLED",
@@ -307,24 +321,38 @@ mod tests {
         ] {
             let run = with_pid(run_in(gone, state, None), &pid.to_string());
             assert!(
-                matches!(release(&pid, Some(&run)), Release::Withdraw(_)),
+                matches!(release(&key, &pid, Some(&run)), Release::Withdraw(_)),
                 "{gone} must withdraw the Job"
             );
         }
         let elsewhere = with_pid(run_in("PENDING", state, Some(transition)), "other:job-1");
         assert!(matches!(
-            release(&pid, Some(&elsewhere)),
+            release(&key, &pid, Some(&elsewhere)),
             Release::Withdraw(_)
         ));
         let unrecorded = run_in("PENDING", state, Some(transition));
         assert!(matches!(
-            release(&pid, Some(&unrecorded)),
+            release(&key, &pid, Some(&unrecorded)),
             Release::Withdraw(_)
         ));
         assert_eq!(
-            release(&pid, None),
+            release(&key, &pid, None),
             Release::Withdraw(SkipReason::RunDeleted)
         );
+        // Rescheduled and claimed again for another submission, the new claim's
+        // pid not yet recorded: this (earlier) submission's Job must not start.
+        let mut claimed_again = with_pid(
+            run_in("PENDING", state, Some(Uuid::from_u128(77))),
+            &pid.to_string(),
+        );
+        claimed_again.state.as_mut().unwrap().name = Some("Pending".into());
+        assert!(matches!(
+            release(&key, &pid, Some(&claimed_again)),
+            Release::Withdraw(_)
+        ));
+        // The reporter's InfrastructurePending (our Job's pod) is still ours.
+        claimed_again.state.as_mut().unwrap().name = Some("InfrastructurePending".into());
+        assert_eq!(release(&key, &pid, Some(&claimed_again)), Release::Go);
     }
 
     fn result(value: serde_json::Value) -> OrchestrationResult {

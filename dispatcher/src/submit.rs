@@ -327,7 +327,7 @@ impl Submitter {
         deliveries: u64,
     ) -> Step<Outcome> {
         let run = self.read(due.key, deliveries).await?;
-        let verdict = claim::release(&pid, run.as_ref());
+        let verdict = claim::release(&due.key, &pid, run.as_ref());
         let result = match &verdict {
             Release::Go => self.jobs.release(&pid).await.map(|_| ()),
             Release::Withdraw(_) => self.jobs.withdraw(&pid).await,

@@ -201,16 +201,16 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
 
 /// A Job of an earlier submission of the run (a retry, a reschedule): the run's pid
 /// names another Job the reporter knows, or the run's state is a claim of another
-/// submission made after the Job was created (a flow that rescheduled itself is
-/// claimed again while its Job is still finishing, before the new Job exists), or the
+/// submission (a flow that rescheduled itself is claimed again while its Job is
+/// still finishing, before the new Job exists; an earlier submission's late create
+/// lands after the new claim), or the
 /// Job ended before the run entered its current state (that state was set after the
 /// Job's end, so the end was dealt with).
 fn is_stale(job: &JobView, input: &DecisionInput<'_>) -> bool {
     let state = input.run_state;
-    let claimed_again = job.claim_transition_id.is_some_and(|ours| {
-        state.is_claim_other_than(ours)
-            && matches!((job.created, state.since), (Some(created), Some(since)) if since >= created)
-    });
+    let claimed_again = job
+        .claim_transition_id
+        .is_some_and(|ours| state.is_claim_other_than(ours));
     let named = |pid: &flow_run_proto::InfrastructurePid| {
         *job.namespace == pid.namespace && *job.name == pid.job_name
     };
