@@ -165,6 +165,9 @@ impl Drop for FaultProxy {
 }
 
 async fn serve(listener: TcpListener, origin: String, state: Arc<Mutex<State>>) {
+    // reqwest is built without a default TLS provider in this workspace; the
+    // proxy may start before any client of the test has installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
