@@ -13,53 +13,11 @@ use flow_run_proto::kubernetes::{
 /// Every `.rs` file under the `src/` of each workspace crate but this one.
 fn product_sources() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(&root).unwrap() {
-        let dir = entry.unwrap().path();
-        let is_crate = dir.join("Cargo.toml").is_file() && dir != root;
-        if is_crate && dir.file_name().unwrap() != "proto" && dir.join("src").is_dir() {
-            collect_rs(&dir.join("src"), &mut files);
-        }
-    }
+    let files = test_stack::sources::product_sources(&root, |dir| {
+        dir.file_name().is_some_and(|name| name != "proto")
+    });
     assert!(files.len() > 50, "found only {} source files", files.len());
     files
-}
-
-fn collect_rs(dir: &Path, files: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if path.is_dir() {
-            if name != "tests" {
-                collect_rs(&path, files);
-            }
-        } else if name.ends_with(".rs") && name != "tests.rs" && name != "test_fixtures.rs" {
-            files.push(path);
-        }
-    }
-}
-
-/// The file's code lines, numbered from 1: comments and `#[cfg(test)] mod`
-/// blocks left out.
-fn code_lines(path: &Path) -> Vec<(usize, String)> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut code = Vec::new();
-    let mut index = 0;
-    while index < lines.len() {
-        let line = lines[index];
-        let next = lines.get(index + 1).copied().unwrap_or_default();
-        if line == "#[cfg(test)]" && next.starts_with("mod ") && next.ends_with('{') {
-            index += 2;
-            while index < lines.len() && lines[index] != "}" {
-                index += 1;
-            }
-        } else if !line.trim_start().starts_with("//") {
-            code.push((index + 1, line.to_string()));
-        }
-        index += 1;
-    }
-    code
 }
 
 #[test]
@@ -74,7 +32,7 @@ fn labels_and_annotations_are_spelled_only_in_the_contract_crate() {
     ];
     let mut copies = Vec::new();
     for path in product_sources() {
-        for (number, line) in code_lines(&path) {
+        for (number, line) in test_stack::sources::code_lines(&path) {
             for literal in literals {
                 if line.contains(&format!("\"{literal}")) {
                     copies.push(format!("{}:{number}: {}", path.display(), line.trim()));
@@ -123,7 +81,7 @@ fn the_pid_and_claim_formats_are_written_and_parsed_only_in_the_contract_crate()
     let splits = ["split(':')", "split_once(':')", "rsplit_once(':')"];
     let mut copies = Vec::new();
     for path in product_sources() {
-        let lines = code_lines(&path);
+        let lines = test_stack::sources::code_lines(&path);
         for (at, (number, line)) in lines.iter().enumerate() {
             if !joins_two_values(line) && !splits.iter().any(|split| line.contains(split)) {
                 continue;
@@ -159,7 +117,7 @@ fn the_scan_sees_the_code_it_must_see() {
     // would pass vacuously.
     let uses = product_sources()
         .iter()
-        .flat_map(|path| code_lines(path))
+        .flat_map(|path| test_stack::sources::code_lines(path))
         .filter(|(_, line)| line.contains("CLAIM_ANNOTATION"))
         .count();
     assert!(uses >= 2, "CLAIM_ANNOTATION used {uses} times");

@@ -9,6 +9,7 @@
 //! - [`prefect`]: [`prefect::PrefectServer`] and the virtualenv lookup.
 //! - [`ports`]: free loopback ports.
 //! - [`http_proxy`]: [`http_proxy::FaultProxy`], request counts and faults in front of a server.
+//! - [`sources`]: product source files and their code lines, for the source checks.
 //! - [`wait`]: `eventually`/`until`, polling until something happens or a deadline.
 //! - [`workspace_root`]: the Cargo workspace's directory.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod http_proxy;
 pub mod nats;
 pub mod ports;
 pub mod prefect;
+pub mod sources;
 pub mod wait;
 
 pub use prefect::workspace_root;
