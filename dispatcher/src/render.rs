@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flow_run_proto::kubernetes::{
-    CLAIM_ANNOTATION, POD_WATCH_TIMEOUT_ANNOTATION, RESERVED_PREFIX, SCALE_UP_TIMEOUT_ANNOTATION,
-    SCALE_UP_TIMEOUT_VARIABLE,
+    CLAIM_ANNOTATION, FLOW_RUN_ID_LABEL, POD_WATCH_TIMEOUT_ANNOTATION, RESERVED_PREFIX,
+    SCALE_UP_TIMEOUT_ANNOTATION, SCALE_UP_TIMEOUT_VARIABLE, WORK_POOL_NAME_LABEL,
 };
 use flow_run_proto::{InfrastructurePid, SubmissionKey};
 use job_manifest::{
@@ -164,8 +164,19 @@ impl JobRenderer {
         };
         let rendered = job_manifest::render_job_manifest(&request)
             .map_err(|e| RenderFailure::Invalid(e.to_string()))?;
-        guard(&rendered.manifest, &self.reserved_service_accounts)
-            .map_err(RenderFailure::Invalid)?;
+        let identity = [
+            (FLOW_RUN_ID_LABEL, context.flow_run_id.to_string()),
+            (
+                WORK_POOL_NAME_LABEL,
+                job_manifest::slugify_label_value(&context.work_pool_name),
+            ),
+        ];
+        guard(
+            &rendered.manifest,
+            &self.reserved_service_accounts,
+            &identity,
+        )
+        .map_err(RenderFailure::Invalid)?;
         Ok(RenderedJob {
             pid: rendered.infrastructure_pid(),
             manifest: rendered.manifest,
@@ -175,9 +186,16 @@ impl JobRenderer {
 
 /// Refuses a Job that would run a flow with the agent's identity: one of the
 /// agent's ServiceAccounts, or a label with the agent's reserved prefix (by
-/// which its own pods are selected, e.g. for NATS access). Checked on the
-/// rendered manifest, whatever set them (job variables or base job template).
-pub fn guard(manifest: &Value, reserved_accounts: &[String]) -> Result<(), String> {
+/// which its own pods are selected, e.g. for NATS access); and one whose
+/// `identity` labels (the run and the pool the reporter finds the Job by) are
+/// missing or changed, which would hide it from cancellation or tie it to
+/// another run. Checked on the rendered manifest, whatever set them (job
+/// variables or base job template).
+pub fn guard(
+    manifest: &Value,
+    reserved_accounts: &[String],
+    identity: &[(&str, String)],
+) -> Result<(), String> {
     let pod_spec = &manifest["spec"]["template"]["spec"];
     for field in ["serviceAccountName", "serviceAccount"] {
         if let Some(account) = pod_spec[field].as_str() {
@@ -205,6 +223,16 @@ pub fn guard(manifest: &Value, reserved_accounts: &[String]) -> Result<(), Strin
                 "label {key:?} (from the labels job variable or the base job template): the \
                  {RESERVED_PREFIX} prefix is reserved for the agent's own pods"
             ));
+        }
+        for (key, expected) in identity {
+            let value = labels.get(*key).and_then(Value::as_str);
+            if value != Some(expected.as_str()) {
+                return Err(format!(
+                    "label {key:?} is {value:?} (from the labels job variable or the base job \
+                     template): the agent sets it to {expected:?}, the flow run and work pool \
+                     the Job belongs to, and it may not be changed"
+                ));
+            }
         }
     }
     Ok(())
@@ -361,13 +389,13 @@ mod tests {
             json!({"metadata": {"labels": {"team": "data"}},
                    "spec": {"template": {"spec": {"serviceAccountName": account}}}})
         };
-        assert!(guard(&job("flow-runner"), &reserved()).is_ok());
-        let refused = guard(&job("prefect-k8s-dispatcher"), &reserved()).unwrap_err();
+        assert!(guard(&job("flow-runner"), &reserved(), &[]).is_ok());
+        let refused = guard(&job("prefect-k8s-dispatcher"), &reserved(), &[]).unwrap_err();
         assert!(refused.contains("\"prefect-k8s-dispatcher\""), "{refused}");
         assert!(refused.contains("agent's own ServiceAccounts"), "{refused}");
         let legacy =
             json!({"spec": {"template": {"spec": {"serviceAccount": "prefect-k8s-reporter"}}}});
-        assert!(guard(&legacy, &reserved()).is_err());
+        assert!(guard(&legacy, &reserved(), &[]).is_err());
     }
 
     #[test]
@@ -376,11 +404,27 @@ mod tests {
         let on_job = json!({"metadata": {"labels": reserved_label}, "spec": {}});
         let on_pod = json!({"spec": {"template": {"metadata": {"labels": reserved_label}}}});
         for job in [on_job, on_pod] {
-            let refused = guard(&job, &reserved()).unwrap_err();
+            let refused = guard(&job, &reserved(), &[]).unwrap_err();
             assert!(refused.contains("prefect-k8s.io/component"), "{refused}");
         }
-        let fine = json!({"metadata": {"labels": {"prefect.io/flow-run-id": "x"}}});
-        assert!(guard(&fine, &reserved()).is_ok());
+        // The run and pool labels are the agent's: changed (or dropped), the
+        // Job would escape cancellation or speak for another run.
+        let identity = [("prefect.io/flow-run-id", "run-1".to_string())];
+        let labelled = |value: &str| {
+            json!({"metadata": {"labels": {"prefect.io/flow-run-id": value}},
+                   "spec": {"template": {"metadata": {"labels": {"prefect.io/flow-run-id": "run-1"}}}}})
+        };
+        assert!(guard(&labelled("run-1"), &reserved(), &identity).is_ok());
+        let refused = guard(&labelled("victim"), &reserved(), &identity).unwrap_err();
+        assert!(
+            refused.contains("\"victim\"") && refused.contains("\"run-1\""),
+            "{refused}"
+        );
+        let dropped = json!({"metadata": {"labels": {"prefect.io/flow-run-id": "run-1"}}});
+        assert!(
+            guard(&dropped, &reserved(), &identity).is_err(),
+            "the pod's labels lack it"
+        );
     }
 
     #[test]

@@ -128,6 +128,32 @@ async fn a_flow_asking_for_an_agent_service_account_ends_crashed() {
     }
 }
 
+/// A flow whose `labels` job variable would rename its run or pool (hiding
+/// its Job from cancellation, or speaking for another run) ends Crashed
+/// naming the label, and gets no Job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_relabelling_its_run_or_pool_ends_crashed() {
+    let mut stack = Stack::start().await;
+    stack.spawn_agent(&[]);
+    stack.wait_for_pool().await;
+    let pool = stack.pool.clone();
+    for label in ["prefect.io/flow-run-id", "prefect.io/work-pool-name"] {
+        let deployment = stack
+            .deployment_in(&pool, json!({"labels": {label: "somebody-else"}}))
+            .await;
+        let run = stack.run_of(&deployment).await;
+        let state = eventually("the run ends Crashed", || async {
+            let state = stack.prefect.read_flow_run(run.id).await.ok()?.state?;
+            (state.state_type == StateType::Crashed).then_some(state)
+        })
+        .await;
+        let message = state.message.unwrap_or_default();
+        assert!(message.contains(label), "{message}");
+        assert!(message.contains("may not be changed"), "{message}");
+        assert!(stack.jobs_of(run.id).await.is_empty(), "no Job for {label}");
+    }
+}
+
 /// A Job of `pool_label`'s pool for `run`, as the dispatcher would create it.
 fn job_of(name: &str, run: Uuid, pool_label: &str, claimed: bool, finished: bool) -> Job {
     let mut annotations = serde_json::Map::new();
