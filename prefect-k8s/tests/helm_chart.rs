@@ -2298,6 +2298,19 @@ async fn the_other_worker_values_take_effect() {
             ["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], format!("team-{service}"));
     }
+    // The dispatcher refuses flows asking for the renamed accounts.
+    let dispatcher = find(&objects, "Deployment", "prefect-k8s-dispatcher");
+    let reserved = dispatcher["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|env| env["name"] == "PREFECT_K8S_RESERVED_SERVICE_ACCOUNTS")
+        .map(|env| env["value"].clone());
+    assert_eq!(
+        reserved,
+        Some(json!("team-poller,team-dispatcher,team-reporter")),
+        "renamed agent accounts are reserved"
+    );
     for name in ["prefect-k8s-dispatcher", "prefect-k8s-reporter"] {
         let binding = find(&objects, "RoleBinding", name);
         assert_eq!(
