@@ -37,7 +37,8 @@ pub struct NatsOptions {
     #[arg(
         long = "nats-url",
         env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
     )]
     pub url: String,
     /// A NATS credentials file (JWT + nkey seed).

@@ -11,7 +11,13 @@ use prefect_client::Secret;
 #[derive(Clone, Debug, clap::Args)]
 pub struct PrefectOptions {
     /// The Prefect API, e.g. http://127.0.0.1:4200/api.
-    #[arg(short = 'a', long = "api", env = "PREFECT_API_URL")]
+    // hide_env_values: `--help` never shows the value (a URL may carry credentials).
+    #[arg(
+        short = 'a',
+        long = "api",
+        env = "PREFECT_API_URL",
+        hide_env_values = true
+    )]
     pub api_url: String,
     /// API key, sent as `Authorization: Bearer`.
     #[arg(
