@@ -327,14 +327,29 @@ struct SummaryParts<'a> {
     elapsed: Duration,
 }
 
+fn wall(offset: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(offset).unwrap_or_default()
+}
+
 fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) -> Summary {
     let limit_kib = config.rss_limit_mib * 1024;
     let now = chrono::Utc::now();
+    let origin = now - chrono::TimeDelta::from_std(parts.elapsed).unwrap_or_default();
+    let impairments = checker::Impairments(
+        parts
+            .phase
+            .episodes
+            .iter()
+            .filter(|log| log.kind.impairs_submission())
+            .map(|log| (origin + wall(log.started), origin + wall(log.healed)))
+            .collect(),
+    );
     let violations = checker::check(
         &parts.facts,
         parts.recorder,
         &parts.observations.rss,
         limit_kib,
+        &impairments,
         now,
     );
     let probes = &parts.observations.probes;
@@ -354,12 +369,33 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
         &parts.workload_errors,
         parts.plan_len,
     );
-    let notes = notes(
+    let mut notes = notes(
         stack,
         parts.recorder,
         parts.workload_errors.len(),
         parts.observations.probe_errors,
     );
+    let timed_out: Vec<String> = parts
+        .facts
+        .iter()
+        .filter(|run| checker::crashed_by_impaired_submission(run, &impairments))
+        .map(|run| run.record.id.to_string())
+        .collect();
+    notes.push(format!(
+        "Runs Crashed by the submission timeout while faults held up their submission (faults on for at least {:.0} % of claim to crash; accepted by (b) and (f)): {} [{}]",
+        checker::IMPAIRED_SHARE * 100.0,
+        timed_out.len(),
+        timed_out.join(", ")
+    ));
+    let withdrawn = parts
+        .recorder
+        .jobs
+        .values()
+        .filter(|job| !job.could_run() && job.deleted_at.is_some())
+        .count();
+    notes.push(format!(
+        "Jobs created suspended and withdrawn before release (never ran; not counted by (a)): {withdrawn}"
+    ));
     Summary {
         seed: config.seed,
         database: stack.database_label.clone(),

@@ -168,22 +168,70 @@ pub fn expected(record: &RunRecord) -> Expected {
     }
 }
 
+/// The crash messages of a submission that did not complete within the
+/// submission timeout (the dispatcher's, and the reporter's three).
+const SUBMISSION_TIMEOUT_MESSAGES: [&str; 4] = [
+    "s of claiming the flow run",
+    "no dispatcher released it within",
+    "the submission was lost",
+    "after the flow run was claimed: it was deleted, or it was never created",
+];
+
+/// A run Crashed by the submission timeout is its designed end, not a lost
+/// run, when faults on the submission's path (Prefect, Kubernetes, NATS, a
+/// dispatcher stopped or killed) were on for at least this share of the time
+/// from its claim to its crash.
+pub const IMPAIRED_SHARE: f64 = 0.5;
+
+/// When faults on the submission path were on (wall clock).
+#[derive(Clone, Debug, Default)]
+pub struct Impairments(pub Vec<(DateTime<Utc>, DateTime<Utc>)>);
+
+impl Impairments {
+    /// The share of `from..to` covered by at least one window.
+    pub fn coverage(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+        if to <= from {
+            return 0.0;
+        }
+        let mut windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = self
+            .0
+            .iter()
+            .map(|(start, end)| ((*start).max(from), (*end).min(to)))
+            .filter(|(start, end)| start < end)
+            .collect();
+        windows.sort();
+        let mut covered = chrono::TimeDelta::zero();
+        let mut reach = from;
+        for (start, end) in windows {
+            let start = start.max(reach);
+            if end > start {
+                covered += end - start;
+                reach = end;
+            }
+        }
+        covered.num_milliseconds() as f64 / (to - from).num_milliseconds() as f64
+    }
+}
+
 /// Every violation, invariant by invariant.
 pub fn check(
     facts: &[RunFacts],
     recorder: &Recorder,
     rss: &BTreeMap<String, RssPeak>,
     rss_limit_kib: u64,
+    impairments: &Impairments,
     now: DateTime<Utc>,
 ) -> Vec<Violation> {
     let mut violations = one_job_per_scheduled_state(facts, recorder);
     for run in facts.iter().filter(|run| run.read_error.is_none()) {
         let jobs = recorder.jobs_of(run.record.id);
-        violations.extend(no_run_lost(run, now));
+        if !crashed_by_impaired_submission(run, impairments) {
+            violations.extend(no_run_lost(run, now));
+            violations.extend(one_crash_per_failed_job(run, &jobs));
+        }
         violations.extend(no_pending_or_running_without_job(run, &jobs, recorder));
         violations.extend(no_live_job_for_final_run(run, &jobs, recorder));
         violations.extend(nothing_after_cancelled(run, recorder));
-        violations.extend(one_crash_per_failed_job(run, &jobs));
         violations.extend(no_event_forwarded_twice(run, recorder));
     }
     violations.extend(rss_bounded(rss, rss_limit_kib));
@@ -254,10 +302,12 @@ fn history(run: &RunFacts) -> String {
         .join(" → ")
 }
 
-/// (a) Jobs grouped by their claim (`<run>:<scheduled state>`).
+/// (a) Jobs that could run the flow, grouped by their claim
+/// (`<run>:<scheduled state>`). A Job created suspended and withdrawn unreleased,
+/// with no pod, is not counted (the report counts those apart).
 fn one_job_per_scheduled_state(facts: &[RunFacts], recorder: &Recorder) -> Vec<Violation> {
     let mut by_claim: BTreeMap<String, Vec<&JobRecord>> = BTreeMap::new();
-    for job in recorder.jobs.values() {
+    for job in recorder.jobs.values().filter(|job| job.could_run()) {
         let claim = job
             .claim
             .clone()
@@ -289,6 +339,45 @@ fn one_job_per_scheduled_state(facts: &[RunFacts], recorder: &Recorder) -> Vec<V
             }
         })
         .collect()
+}
+
+/// Ended Crashed by the submission timeout (its only Crashed state) after a
+/// claim whose time to the crash was mostly under faults: the designed end
+/// of a submission that could not complete, with its reason: (b) and (f)
+/// accept it; (a), (c), (d), (e) and (g) still apply.
+pub fn crashed_by_impaired_submission(run: &RunFacts, impairments: &Impairments) -> bool {
+    let crashes: Vec<&State> = run
+        .states
+        .iter()
+        .filter(|s| s.state_type == StateType::Crashed)
+        .collect();
+    let [crash] = crashes.as_slice() else {
+        return false;
+    };
+    let current_is_crash = run
+        .current
+        .as_ref()
+        .and_then(|run| run.state.as_ref())
+        .is_some_and(|state| state.id == crash.id);
+    let message = crash.message.as_deref().unwrap_or("");
+    if !current_is_crash
+        || !SUBMISSION_TIMEOUT_MESSAGES
+            .iter()
+            .any(|fragment| message.contains(fragment))
+    {
+        return false;
+    }
+    let claimed = run
+        .states
+        .iter()
+        .filter(|s| s.state_type == StateType::Pending && s.name.as_deref() == Some("Pending"))
+        .filter(|s| s.timestamp < crash.timestamp)
+        .filter_map(|s| s.timestamp)
+        .next_back();
+    match (claimed, crash.timestamp) {
+        (Some(claimed), Some(crashed)) => impairments.coverage(claimed, crashed) >= IMPAIRED_SHARE,
+        _ => false,
+    }
 }
 
 /// (b) The run ends as its kind expects, or is legitimately still scheduled.
@@ -656,6 +745,7 @@ mod tests {
             first_seen: at(seen),
             created_suspended: true,
             suspended: false,
+            ever_released: true,
             had_pod: true,
             ended: ended.map(|end| (end, at(seen + 5))),
             deleted_at: None,
@@ -671,10 +761,17 @@ mod tests {
 
     fn violations(facts: &[RunFacts], recorder: &Recorder) -> Vec<Invariant> {
         let now = at(1000);
-        check(facts, recorder, &BTreeMap::new(), 1, now)
-            .into_iter()
-            .map(|v| v.invariant)
-            .collect()
+        check(
+            facts,
+            recorder,
+            &BTreeMap::new(),
+            1,
+            &Impairments::default(),
+            now,
+        )
+        .into_iter()
+        .map(|v| v.invariant)
+        .collect()
     }
 
     #[test]
@@ -714,6 +811,74 @@ mod tests {
         );
         assert!(
             found.contains(&Invariant::NothingAfterCancelled),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_submission_timeout_is_accepted_only_when_faults_covered_most_of_it() {
+        let facts = [run(
+            RunKind::Complete,
+            vec![
+                state("SCHEDULED", "Scheduled", 0, ""),
+                state("PENDING", "Pending", 100, ""),
+                state(
+                    "CRASHED",
+                    "Crashed",
+                    820,
+                    "Kubernetes Job default/a was created suspended and no dispatcher released it within 720 s.",
+                ),
+            ],
+        )];
+        let recorder = recorder(Vec::new());
+        let check_with = |windows: Vec<(i64, i64)>| {
+            let impairments =
+                Impairments(windows.into_iter().map(|(a, b)| (at(a), at(b))).collect());
+            check(
+                &facts,
+                &recorder,
+                &BTreeMap::new(),
+                1,
+                &impairments,
+                at(1000),
+            )
+            .into_iter()
+            .map(|v| v.invariant)
+            .collect::<Vec<_>>()
+        };
+        // Faults for 300 of the 720 s (two overlapping windows count once).
+        assert_eq!(
+            check_with(vec![(100, 300), (200, 400)]),
+            [Invariant::NoRunLost]
+        );
+        assert_eq!(check_with(vec![(100, 300), (200, 400), (500, 700)]), []);
+    }
+
+    #[test]
+    fn a_second_job_withdrawn_before_release_is_not_a_second_job_but_a_released_one_is() {
+        let facts = [run(
+            RunKind::BadImage,
+            vec![
+                state("PENDING", "Pending", 1, ""),
+                state("CRASHED", "Crashed", 9, "ImagePullBackOff"),
+            ],
+        )];
+        let mut withdrawn = job("b", "7:s1", 12, None);
+        withdrawn.ever_released = false;
+        withdrawn.had_pod = false;
+        withdrawn.suspended = true;
+        withdrawn.deleted_at = Some(at(13));
+        let first = job("a", "7:s1", 1, Some(JobEnd::Failed));
+        let found = violations(&facts, &recorder(vec![first.clone(), withdrawn.clone()]));
+        assert!(
+            !found.contains(&Invariant::OneJobPerScheduledState),
+            "{found:?}"
+        );
+        // Released once, even if never seen with a pod: it could have run.
+        withdrawn.ever_released = true;
+        let found = violations(&facts, &recorder(vec![first, withdrawn]));
+        assert!(
+            found.contains(&Invariant::OneJobPerScheduledState),
             "{found:?}"
         );
     }

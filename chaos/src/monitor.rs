@@ -1,8 +1,8 @@
 //! What the campaign watches while it runs: each service's resident memory
 //! (from `/proc`), services that die by themselves (restarted, as a
 //! Deployment would, and counted), and a probe of runs that are stuck —
-//! the recovery clock: after a heal the system has recovered once no run
-//! is stuck that was not already stuck before the fault began.
+//! the recovery clock: after a heal the system has recovered from a fault
+//! once none of the runs that got stuck while it was on is stuck.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -286,10 +286,13 @@ pub fn stuck_reason(run: &FlowRun, recorder: &Recorder, now: DateTime<Utc>) -> O
 }
 
 /// How long after `healed` the system took to recover from a fault that
-/// began at `started`: the first probe after the heal whose stuck runs were
-/// all stuck already before the fault, or stay stuck to the end (those are
-/// the checker's violations, not a recovery time). `None`: not within the
-/// campaign.
+/// began at `started`: the first probe after the heal in which none of the
+/// fault's runs is stuck. The fault's runs are those stuck while it was on or
+/// within [`STUCK_AFTER`] of its heal (a run counts as stuck only that long
+/// after its state began), except runs already stuck before it began and
+/// runs that stay stuck to the end (those are the checker's violations, not a
+/// recovery time). A run stuck later is another fault's. `None`: not within
+/// the campaign.
 pub fn recovery(probes: &[Probe], started: Duration, healed: Duration) -> Option<Duration> {
     let mut excused: BTreeSet<&Uuid> = probes
         .iter()
@@ -298,10 +301,17 @@ pub fn recovery(probes: &[Probe], started: Duration, healed: Duration) -> Option
         .map(|probe| probe.stuck.keys().collect())
         .unwrap_or_default();
     excused.extend(stuck_to_the_end(probes));
+    let blame_until = healed + STUCK_AFTER.to_std().unwrap_or_default();
+    let culprits: BTreeSet<&Uuid> = probes
+        .iter()
+        .filter(|probe| probe.at >= started && probe.at <= blame_until)
+        .flat_map(|probe| probe.stuck.keys())
+        .filter(|id| !excused.contains(id))
+        .collect();
     probes
         .iter()
         .filter(|probe| probe.at >= healed)
-        .find(|probe| probe.stuck.keys().all(|id| excused.contains(id)))
+        .find(|probe| !probe.stuck.keys().any(|id| culprits.contains(id)))
         .map(|probe| probe.at - healed)
 }
 
@@ -365,6 +375,23 @@ mod tests {
         assert_eq!(
             recovery(&probes, Duration::from_secs(25), Duration::from_secs(31)),
             None
+        );
+    }
+
+    #[test]
+    fn runs_stuck_long_after_the_heal_are_another_faults() {
+        let probes = [
+            probe(0, &[]),
+            probe(10, &[2]),
+            probe(20, &[]),
+            probe(60, &[8]),
+            probe(70, &[8]),
+            probe(80, &[]),
+        ];
+        assert_eq!(
+            recovery(&probes, Duration::from_secs(5), Duration::from_secs(12)),
+            Some(Duration::from_secs(8)),
+            "run 8 got stuck 48 s after this fault's heal"
         );
     }
 

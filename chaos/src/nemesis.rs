@@ -76,6 +76,19 @@ impl FaultKind {
         FaultKind::KubeReset,
     ];
 
+    /// Whether the fault can hold up a submission (claim, record, create,
+    /// release): everything but killing the poller or the reporter and the
+    /// instant watch faults.
+    pub fn impairs_submission(self) -> bool {
+        !matches!(
+            self,
+            FaultKind::KillPoller
+                | FaultKind::KillReporter
+                | FaultKind::KubeWatchCut
+                | FaultKind::KubeCompact
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::KillPoller => "sigkill-poller",

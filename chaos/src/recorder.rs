@@ -42,6 +42,8 @@ pub struct JobRecord {
     pub first_seen: DateTime<Utc>,
     pub created_suspended: bool,
     pub suspended: bool,
+    /// Seen with `suspend` unset (created so, or released) at least once.
+    pub ever_released: bool,
     /// A pod of it existed (or its status counted one).
     pub had_pod: bool,
     pub ended: Option<(JobEnd, DateTime<Utc>)>,
@@ -49,6 +51,13 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// Could have started the flow: released (or created unsuspended) or had a pod.
+    /// A Job created suspended and deleted without either is a withdrawn create
+    /// (a late or repeated create the dispatcher took back): it never ran anything.
+    pub fn could_run(&self) -> bool {
+        self.ever_released || self.had_pod
+    }
+
     /// Exists and has not finished (suspended Jobs included).
     pub fn alive(&self) -> bool {
         self.deleted_at.is_none() && self.ended.is_none()
@@ -155,11 +164,13 @@ impl Recorder {
             first_seen: now,
             created_suspended: suspended,
             suspended,
+            ever_released: false,
             had_pod: false,
             ended: None,
             deleted_at: None,
         });
         record.suspended = suspended;
+        record.ever_released |= !suspended;
         record.had_pod |= counted_pods(job) > 0;
         if record.ended.is_none() {
             record.ended = job_end(job).map(|end| (end, now));

@@ -50,6 +50,11 @@ impl PrefectClient {
         redacted_url(self.transport.base_url())
     }
 
+    /// How long one request may take before it is cut (`PREFECT_API_REQUEST_TIMEOUT`).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.transport.request_timeout()
+    }
+
     /// The API base URL, e.g. `http://127.0.0.1:4200/api`.
     pub fn api_url(&self) -> &Url {
         self.transport.base_url()

@@ -75,9 +75,14 @@ pub(crate) struct Transport {
     /// credentials.
     url_has_credentials: bool,
     observer: Option<std::sync::Arc<dyn crate::RequestObserver>>,
+    request_timeout: Duration,
 }
 
 impl Transport {
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     pub(crate) fn new(config: &ClientConfig) -> Result<Self, PrefectError> {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -121,6 +126,7 @@ impl Transport {
             csrf_client_id: Uuid::new_v4(),
             url_has_credentials: crate::config::url_has_credentials(&config.api_url),
             observer: config.observer.clone(),
+            request_timeout: config.request_timeout,
         })
     }
 
@@ -144,6 +150,7 @@ impl Transport {
             csrf_client_id: Uuid::new_v4(),
             url_has_credentials: self.url_has_credentials,
             observer: self.observer.clone(),
+            request_timeout: self.request_timeout,
         }
     }
 

@@ -389,7 +389,7 @@ fn headline(report: &CrashReport) -> String {
         ),
         CrashCause::ClaimNeverRecorded { grace_seconds } => format!(
             "The flow run was claimed for submission to Kubernetes more than {grace_seconds} s \
-             ago, but no Kubernetes Job was ever recorded for it: the submission was lost."
+             ago, but no Kubernetes Job was ever recorded for that claim: the submission was lost."
         ),
         CrashCause::JobNeverReleased { timeout_seconds } => format!(
             "Kubernetes Job {job} was created suspended and no dispatcher released it within \

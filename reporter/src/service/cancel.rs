@@ -2,7 +2,8 @@
 //! `CANCELLING` are read from Prefect; each one's Job (from its `infrastructure_pid`,
 //! `<namespace>:<job name>`), and any other Job of the run the watchers know, is
 //! deleted with Foreground propagation (404: already gone), then the run is set
-//! `Cancelled` with `force=true` and a message saying what was deleted. A Job whose
+//! `Cancelled` with `force=true` and a message saying what was deleted, unless a fresh
+//! read shows the flow ended on its own meanwhile (`Completed`, `Failed`: kept). A Job whose
 //! creation was still in flight lands after this; the evaluator deletes it then
 //! (see `reporter::jobs_to_withdraw`), and the dispatcher never releases it. A run without a pid (cancelled before its Job was recorded) is just
 //! set `Cancelled`. Because it polls Prefect's state, it also catches runs cancelled
@@ -135,7 +136,7 @@ impl Canceller {
                 return;
             }
         };
-        if !self.leadership.is_leading() {
+        if !self.still_to_cancel(run).await || !self.leadership.is_leading() {
             return;
         }
         let cancelling_state = run.state.as_ref().map(|state| state.id).unwrap_or_default();
@@ -148,6 +149,26 @@ impl Canceller {
             Err(error) if error.is_not_found() => {}
             Err(error) => {
                 tracing::warn!(%error, flow_run_id = %run.id, "setting Cancelled failed; retrying at the next poll")
+            }
+        }
+    }
+
+    /// Reads the run again after its Job was deleted: `Cancelled` is forced (as
+    /// Prefect's own cancellation does, over the `Crashed` a killed engine reports),
+    /// so it must not overwrite a `Completed` or `Failed` the flow reached meanwhile.
+    async fn still_to_cancel(&self, polled: &FlowRun) -> bool {
+        match self.prefect.read_flow_run(polled.id).await {
+            Ok(fresh) if may_force_cancelled(&fresh) => true,
+            Ok(fresh) => {
+                let state = fresh.state.as_ref().map(|state| state.state_type);
+                tracing::info!(flow_run_id = %polled.id, ?state,
+                    "the run finished on its own while being cancelled; its final state is kept");
+                false
+            }
+            Err(error) if error.is_not_found() => false,
+            Err(error) => {
+                tracing::warn!(%error, flow_run_id = %polled.id, "reading the cancelled run again failed; retrying at the next poll");
+                false
             }
         }
     }
@@ -189,6 +210,17 @@ impl Canceller {
             Err(error) => Err(error),
         }
     }
+}
+
+/// `Cancelled` may be forced unless the flow ended on its own (`Completed`,
+/// `Failed`) or the run is already `Cancelled`.
+fn may_force_cancelled(run: &FlowRun) -> bool {
+    !run.state.as_ref().is_some_and(|state| {
+        matches!(
+            state.state_type,
+            StateType::Completed | StateType::Failed | StateType::Cancelled
+        )
+    })
 }
 
 /// A Job this agent created for the run, in this pool: it carries the run's id
@@ -275,6 +307,40 @@ mod tests {
         assert!(Teardown::NoJobRecorded
             .message()
             .starts_with("Flow run cancelled"));
+    }
+
+    fn run_in(state_type: StateType) -> FlowRun {
+        let mut run: FlowRun = serde_json::from_value(serde_json::json!({
+            "id": Uuid::from_u128(1), "name": "r", "flow_id": Uuid::from_u128(2)
+        }))
+        .unwrap();
+        run.state = Some(
+            serde_json::from_value(serde_json::json!({
+                "id": Uuid::from_u128(3), "type": state_type, "name": "s"
+            }))
+            .unwrap(),
+        );
+        run
+    }
+
+    #[test]
+    fn a_run_that_finished_on_its_own_while_being_cancelled_keeps_its_final_state() {
+        for kept in [
+            StateType::Completed,
+            StateType::Failed,
+            StateType::Cancelled,
+        ] {
+            assert!(!may_force_cancelled(&run_in(kept)), "{kept:?}");
+        }
+        // The engine of a deleted pod reports Crashed: Prefect's cancellation forces
+        // Cancelled over it, and so do we.
+        for forced in [
+            StateType::Cancelling,
+            StateType::Crashed,
+            StateType::Running,
+        ] {
+            assert!(may_force_cancelled(&run_in(forced)), "{forced:?}");
+        }
     }
 
     #[test]

@@ -551,6 +551,11 @@ impl Evaluator {
             {
                 continue;
             }
+            if self.pid_of_earlier_submission(&run, &job) {
+                // Claimed again, and the new claim never recorded its own pid.
+                lost_claims.extend(self.lost_claim(&run, now, grace));
+                continue;
+            }
             let since = run.state.as_ref().and_then(|state| state.timestamp);
             if since.is_none_or(|since| now - since < grace) {
                 continue;
@@ -586,7 +591,21 @@ impl Evaluator {
         self.send(lost_claims).await;
     }
 
-    /// A run `PENDING` without any pid since longer than the submission grace: its
+    /// The run's pid names a Job the store knows of an earlier claim than the run's
+    /// current one (the run was rescheduled or retried and claimed again).
+    fn pid_of_earlier_submission(&self, run: &FlowRun, pid: &InfrastructurePid) -> bool {
+        let Some(state) = run_state_of(run) else {
+            return false;
+        };
+        self.store.read(|store| {
+            store
+                .claim_of_job_named(run.id, &pid.namespace, &pid.job_name)
+                .is_some_and(|claim| claim.is_some_and(|ours| state.is_claim_other_than(ours)))
+        })
+    }
+
+    /// A run `PENDING` since longer than the submission grace with no Job of its
+    /// current claim (no pid, or a pid of an earlier submission's Job): its
     /// submission was lost (the dispatcher stops trying after its submission timeout).
     fn lost_claim(
         &self,
@@ -595,9 +614,17 @@ impl Evaluator {
         grace: chrono::TimeDelta,
     ) -> Option<Proposal> {
         let state = run.state.as_ref()?;
+        // A dispatcher's claim is named `Pending`; `InfrastructurePending` carries
+        // the reporter's own transition id.
+        let claim = state
+            .state_details
+            .transition_id
+            .filter(|_| state.name.as_deref() == Some("Pending"));
         if state.state_type != prefect_client::StateType::Pending
             || state.timestamp.is_none_or(|since| now - since < grace)
-            || self.store.read(|store| store.knows_run(run.id))
+            || self
+                .store
+                .read(|store| store.knows_job_of_claim(run.id, claim))
         {
             return None;
         }

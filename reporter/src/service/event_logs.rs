@@ -22,7 +22,10 @@
 //! lost after Prefect stored the lines), the next attempt first reads the runs' logs
 //! of that time window back and sends only the lines not there. The same check is made
 //! for everything pending when a replica starts leading: the previous leader may have
-//! sent lines it did not live to annotate.
+//! sent lines it did not live to annotate. Those are held for one Prefect request
+//! timeout first, so that a request of the previous leader still on its way (a
+//! leader stopped between its last leadership check and its send, a slow proxy) has
+//! landed, or failed, before the read-back.
 //!
 //! The same watch feeds the decisions: what a node autoscaler (cluster-autoscaler,
 //! Karpenter) says about a pod is kept in the view store on every replica, whether or
@@ -72,6 +75,11 @@ struct PendingEvent {
     first_seen: Instant,
     /// A send of this line failed: it may have been stored anyway.
     maybe_sent: bool,
+    /// Not sent before this: a previous leader's request for it may still land.
+    held_until: Option<Instant>,
+    /// The flow run, once resolved (kept: the pod's views may be gone by the time
+    /// a held line is sent).
+    run: Option<Uuid>,
 }
 
 /// What is left to forward, per Event uid (or namespace/name).
@@ -112,6 +120,8 @@ impl EventBacklog {
         let first_seen = previous.map_or(now, |pending| pending.first_seen);
         let same_line = previous.filter(|pending| pending.log.dedup_key == log.dedup_key);
         let maybe_sent = same_line.is_some_and(|pending| pending.maybe_sent);
+        let held_until = same_line.and_then(|pending| pending.held_until);
+        let run = previous.and_then(|pending| pending.run);
         let mut log = log;
         // A line's timestamp must not change between attempts (the read-back matches it).
         if let Some(pending) = same_line {
@@ -131,6 +141,8 @@ impl EventBacklog {
                 log,
                 first_seen,
                 maybe_sent,
+                held_until,
+                run,
             },
         );
     }
@@ -151,9 +163,12 @@ impl EventBacklog {
     ) -> Vec<(Uuid, PendingEvent)> {
         let mut ready = Vec::new();
         self.pending
-            .retain(|_, pending| match run_of(&pending.log) {
+            .retain(|_, pending| match run_of(&pending.log).or(pending.run) {
                 Some(run) => {
-                    ready.push((run, pending.clone()));
+                    pending.run = Some(run);
+                    if pending.held_until.is_none_or(|until| now >= until) {
+                        ready.push((run, pending.clone()));
+                    }
                     true
                 }
                 None => now.duration_since(pending.first_seen) < UNMATCHED_TTL,
@@ -176,10 +191,12 @@ impl EventBacklog {
         *entry = (*entry).max(count);
     }
 
-    /// Everything pending may have been sent by a previous leader.
-    fn all_maybe_sent(&mut self) {
+    /// Everything pending may have been sent by a previous leader, whose requests
+    /// may still be on their way until `until`: held until then, then read back.
+    fn all_maybe_sent(&mut self, until: Instant) {
         for pending in self.pending.values_mut() {
             pending.maybe_sent = true;
+            pending.held_until = Some(until);
         }
     }
 
@@ -243,7 +260,10 @@ pub async fn run_event_logs(
             _ = forward_ticks.tick() => {
                 let leading = leadership.is_leading();
                 if leading && !was_leading {
-                    backlog.all_maybe_sent();
+                    // A previous leader (another replica, or this one before a restart)
+                    // may have sent lines whose requests are still on their way (a slow
+                    // network, a proxy): they land within its request timeout.
+                    backlog.all_maybe_sent(Instant::now() + prefect.request_timeout());
                 }
                 was_leading = leading;
                 let due = retry_at.is_none_or(|at| Instant::now() >= at);
@@ -302,6 +322,7 @@ async fn forward(
             return Err(error);
         }
         sent += unsent.len();
+        tracing::debug!(lines = unsent.len(), "forwarded Kubernetes event lines");
         for (_, pending) in chunk {
             backlog.forwarded(&pending.log);
         }
@@ -465,6 +486,33 @@ mod tests {
         // A new count is a new line, never sent.
         backlog.observe(&event(2, None), now);
         assert!(!backlog.ready(|_| Some(run()), now)[0].1.maybe_sent);
+    }
+
+    #[test]
+    fn what_was_pending_at_a_takeover_waits_for_the_previous_leaders_requests() {
+        let mut backlog = EventBacklog::default();
+        let now = Instant::now();
+        backlog.observe(&event(1, None), now);
+        let quiet = Duration::from_secs(30);
+        backlog.all_maybe_sent(now + quiet);
+        assert!(
+            backlog.ready(|_| Some(run()), now + quiet / 2).is_empty(),
+            "a request of the previous leader may still land"
+        );
+        // Seen again meanwhile (a relist): still held.
+        backlog.observe(&event(1, None), now + quiet / 2);
+        assert!(backlog.ready(|_| Some(run()), now + quiet / 2).is_empty());
+        let ready = backlog.ready(|_| Some(run()), now + quiet);
+        assert_eq!(ready.len(), 1);
+        assert!(ready[0].1.maybe_sent, "then read back before it is sent");
+        // The run resolved while held is kept for when its pod's views are gone.
+        backlog.observe(&event(1, None), now);
+        backlog.all_maybe_sent(now + quiet);
+        assert!(backlog.ready(|_| Some(run()), now).is_empty());
+        assert_eq!(backlog.ready(|_| None, now + quiet).len(), 1);
+        // A new observation after the takeover is not held.
+        backlog.observe(&event(2, None), now + quiet / 2);
+        assert_eq!(backlog.ready(|_| Some(run()), now + quiet / 2).len(), 1);
     }
 
     #[test]

@@ -357,6 +357,39 @@ impl ViewStore {
     }
 
     /// Whether the run has any view left.
+    /// The claim (transition id) of the run's Job of that name, when the store knows
+    /// the Job (`Some(None)`: known, without a readable claim).
+    pub fn claim_of_job_named(
+        &self,
+        flow_run_id: Uuid,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Option<Uuid>> {
+        let index = self.runs.get(&flow_run_id)?;
+        index
+            .jobs
+            .iter()
+            .filter_map(|uid| self.jobs.get(uid))
+            .find(|job| &*job.namespace == namespace && &*job.name == name)
+            .map(|job| job.claim_transition_id)
+    }
+
+    /// Whether the store knows a Job (or pod) of the run made for `claim`; without a
+    /// claim to compare, whether it knows the run at all.
+    pub fn knows_job_of_claim(&self, flow_run_id: Uuid, claim: Option<Uuid>) -> bool {
+        let Some(index) = self.runs.get(&flow_run_id) else {
+            return false;
+        };
+        let Some(claim) = claim else {
+            return true;
+        };
+        index
+            .jobs
+            .iter()
+            .filter_map(|uid| self.jobs.get(uid))
+            .any(|job| job.claim_transition_id.is_none_or(|ours| ours == claim))
+    }
+
     pub fn knows_run(&self, flow_run_id: Uuid) -> bool {
         self.runs.contains_key(&flow_run_id)
     }
