@@ -1,8 +1,6 @@
 //! The `dispatcher` binary: its command line and what it runs once
 //! `service_runtime::serve::serve` has set up telemetry, health and metrics.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use service_runtime::nats::NatsOptions;
 use service_runtime::prefect::PrefectOptions;
@@ -10,7 +8,7 @@ use service_runtime::serve::{Running, Service, ServiceMetrics};
 
 use crate::config::FlowCredentials;
 use crate::metrics::DispatcherMetrics;
-use crate::{DispatchStats, Dispatcher, DispatcherConfig};
+use crate::{Dispatcher, DispatcherConfig};
 
 /// The dispatcher as a service: its name and its health and metrics addresses.
 pub const SERVICE: Service = Service {
@@ -58,14 +56,9 @@ pub async fn serve(mut cli: Cli, running: Running<DispatcherMetrics>) -> anyhow:
             .context("configuring the Prefect client")?;
     let kube = service_runtime::kubernetes::client_with_metrics(running.calls).await?;
     let nats = service_runtime::nats::connect(&cli.nats, "prefect-k8s-dispatcher").await?;
-    let dispatcher = Dispatcher {
-        config: cli.dispatcher,
-        prefect,
-        kube,
-        nats,
-        health: running.health,
-        stats: Arc::new(DispatchStats::default()),
-        metrics: running.metrics,
-    };
-    dispatcher.run(running.shutdown).await.map_err(Into::into)
+    Dispatcher::new(cli.dispatcher, prefect, kube, nats)
+        .with_telemetry(running.metrics, running.health)
+        .run(running.shutdown)
+        .await
+        .map_err(Into::into)
 }

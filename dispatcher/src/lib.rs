@@ -73,45 +73,55 @@ impl DispatchStats {
     }
 }
 
-/// One dispatcher replica and what it talks to.
+/// One dispatcher replica and what it talks to. Built like each service's
+/// library entry: `Dispatcher::new(…)`, optionally `.with_telemetry(…)`, then
+/// `.run(shutdown)`.
 pub struct Dispatcher {
-    pub config: DispatcherConfig,
-    pub prefect: PrefectClient,
-    pub kube: kube::Client,
-    pub nats: async_nats::Client,
-    /// Reports NOT_SERVING while the replica cannot pull.
-    pub health: Health,
-    pub stats: Arc<DispatchStats>,
-    pub metrics: metrics::DispatcherMetrics,
+    config: DispatcherConfig,
+    prefect: PrefectClient,
+    kube: kube::Client,
+    nats: async_nats::Client,
+    health: Health,
+    stats: Arc<DispatchStats>,
+    metrics: metrics::DispatcherMetrics,
 }
 
 impl Dispatcher {
+    /// A replica without a health server or served metrics.
+    pub fn new(
+        config: DispatcherConfig,
+        prefect: PrefectClient,
+        kube: kube::Client,
+        nats: async_nats::Client,
+    ) -> Self {
+        Dispatcher {
+            config,
+            prefect,
+            kube,
+            nats,
+            health: Health::detached(),
+            stats: Arc::default(),
+            metrics: metrics::DispatcherMetrics::detached(),
+        }
+    }
+
+    /// Records into `metrics` and reports through `health` (NOT_SERVING while the
+    /// replica cannot pull).
+    pub fn with_telemetry(mut self, metrics: metrics::DispatcherMetrics, health: Health) -> Self {
+        self.metrics = metrics;
+        self.health = health;
+        self
+    }
+
+    /// What this replica did, counted as it goes (for tests and measurements).
+    pub fn stats(&self) -> Arc<DispatchStats> {
+        self.stats.clone()
+    }
+
     /// Runs until `shutdown` is cancelled. On shutdown it stops pulling,
     /// finishes the runs in hand, and hands back (naks) messages it had
     /// received but not started.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DispatcherError> {
         intake::run(self, shutdown).await
     }
-}
-
-/// [`Dispatcher::run`] without a health server.
-pub async fn run(
-    config: DispatcherConfig,
-    prefect: PrefectClient,
-    kube: kube::Client,
-    nats: async_nats::Client,
-    shutdown: CancellationToken,
-    stats: Arc<DispatchStats>,
-) -> Result<(), DispatcherError> {
-    Dispatcher {
-        config,
-        prefect,
-        kube,
-        nats,
-        health: Health::detached(),
-        stats,
-        metrics: metrics::DispatcherMetrics::detached(),
-    }
-    .run(shutdown)
-    .await
 }

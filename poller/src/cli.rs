@@ -48,12 +48,9 @@ pub async fn serve(cli: Cli, running: Running<PollerMetrics>) -> anyhow::Result<
         service_runtime::prefect::client_with_metrics(&cli.prefect, worker_name, &running.calls)
             .context("configuring the Prefect client")?;
     let nats = service_runtime::nats::connect(&cli.nats, "prefect-k8s-poller").await?;
-    let poller = Poller {
-        config: cli.poller,
-        prefect,
-        nats,
-        health: running.health,
-        metrics: running.metrics,
-    };
-    poller.run(running.shutdown).await.map_err(Into::into)
+    Poller::new(cli.poller, prefect, nats)
+        .with_telemetry(running.metrics, running.health)
+        .run(running.shutdown)
+        .await
+        .map_err(Into::into)
 }

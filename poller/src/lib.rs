@@ -45,36 +45,36 @@ pub enum PollerError {
     Template(String),
 }
 
-/// One poller and what it talks to.
+/// One poller and what it talks to. Built like each service's library entry:
+/// `Poller::new(…)`, optionally `.with_telemetry(…)`, then `.run(shutdown)`.
 pub struct Poller {
-    pub config: PollerConfig,
-    pub prefect: PrefectClient,
-    pub nats: async_nats::Client,
-    /// Ready while polls succeed; live while the loop turns; started once the
-    /// pool exists.
-    pub health: Health,
-    pub metrics: PollerMetrics,
-}
-
-/// [`Poller::run`] without a health server or served metrics.
-pub async fn run(
     config: PollerConfig,
     prefect: PrefectClient,
     nats: async_nats::Client,
-    shutdown: CancellationToken,
-) -> Result<(), PollerError> {
-    Poller {
-        config,
-        prefect,
-        nats,
-        health: Health::detached(),
-        metrics: PollerMetrics::detached(),
-    }
-    .run(shutdown)
-    .await
+    health: Health,
+    metrics: PollerMetrics,
 }
 
 impl Poller {
+    /// A poller without a health server or served metrics.
+    pub fn new(config: PollerConfig, prefect: PrefectClient, nats: async_nats::Client) -> Self {
+        Poller {
+            config,
+            prefect,
+            nats,
+            health: Health::detached(),
+            metrics: PollerMetrics::detached(),
+        }
+    }
+
+    /// Records into `metrics` and reports through `health`: ready while polls
+    /// succeed, live while the loop turns, started once the pool exists.
+    pub fn with_telemetry(mut self, metrics: PollerMetrics, health: Health) -> Self {
+        self.metrics = metrics;
+        self.health = health;
+        self
+    }
+
     /// Runs the poller until `shutdown` is cancelled: ensures the pool, then
     /// heartbeats and polls on their own intervals. A failed poll is logged
     /// and retried on the next tick; it never stops the loop.

@@ -198,7 +198,8 @@ async fn a_full_page_of_queued_runs_is_not_polled_in_a_loop() {
             .unwrap();
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(poller::run(config.clone(), prefect, nats, shutdown.clone()));
+    let running =
+        tokio::spawn(poller::Poller::new(config.clone(), prefect, nats).run(shutdown.clone()));
     tokio::time::sleep(Duration::from_secs(5)).await;
     shutdown.cancel();
     running.await.unwrap().unwrap();

@@ -11,7 +11,6 @@ mod manifest_tools;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -203,12 +202,9 @@ async fn the_services_work_as_their_own_nats_users_and_nobody_else_gets_in() {
         service_runtime::nats::connect(&installed.login("poller", &nats.url()), "poller")
             .await
             .unwrap();
-    let poller = tokio::spawn(poller::run(
-        poller_config,
-        prefect.clone(),
-        poller_nats,
-        shutdown.clone(),
-    ));
+    let poller = tokio::spawn(
+        poller::Poller::new(poller_config, prefect.clone(), poller_nats).run(shutdown.clone()),
+    );
     let mut dispatcher_config = dispatcher::DispatcherConfig::for_pool(&pool);
     dispatcher_config.job.namespace = Some("default".into());
     dispatcher_config.job.flow_api_url = Some(prefect_server.api_url());
@@ -217,15 +213,12 @@ async fn the_services_work_as_their_own_nats_users_and_nobody_else_gets_in() {
             .await
             .unwrap();
     let dispatcher = tokio::spawn(
-        dispatcher::Dispatcher {
-            config: dispatcher_config,
-            prefect: prefect.clone(),
-            kube: kube.clone(),
-            nats: dispatcher_nats,
-            health: service_runtime::health::Health::detached(),
-            stats: Arc::new(dispatcher::DispatchStats::default()),
-            metrics: dispatcher::metrics::DispatcherMetrics::detached(),
-        }
+        dispatcher::Dispatcher::new(
+            dispatcher_config,
+            prefect.clone(),
+            kube.clone(),
+            dispatcher_nats,
+        )
         .run(shutdown.clone()),
     );
 

@@ -8,7 +8,6 @@
 
 mod manifest_tools;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -97,12 +96,8 @@ async fn a_flow_run_reaches_a_job_and_its_fate_reaches_prefect_with_install_rbac
     poller_config.poll_interval_seconds = 0.5;
     services.push(tokio::spawn(fail_on_error(
         "poller",
-        poller::run(
-            poller_config,
-            prefect.clone(),
-            nats_client().await,
-            shutdown.clone(),
-        ),
+        poller::Poller::new(poller_config, prefect.clone(), nats_client().await)
+            .run(shutdown.clone()),
     )));
 
     let mut dispatcher_config = dispatcher::DispatcherConfig::for_pool(&pool);
@@ -114,14 +109,13 @@ async fn a_flow_run_reaches_a_job_and_its_fate_reaches_prefect_with_install_rbac
         .unwrap();
     services.push(tokio::spawn(fail_on_error(
         "dispatcher",
-        dispatcher::run(
+        dispatcher::Dispatcher::new(
             dispatcher_config,
             prefect.clone(),
             dispatcher_kube,
             nats_client().await,
-            shutdown.clone(),
-            Arc::new(dispatcher::DispatchStats::default()),
-        ),
+        )
+        .run(shutdown.clone()),
     )));
 
     let mut reporter_config = reporter::service::ReporterConfig::for_pool(&pool);

@@ -13,7 +13,6 @@
 //! labelled with the run's pool exists). Duplicates are counted too.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -152,25 +151,16 @@ async fn start_ours(
     let mut poller_config = poller::PollerConfig::for_pool(pool);
     poller_config.poll_interval_seconds = 1.0;
     let client = service_runtime::nats::connect(&options, "bench-poller").await?;
-    tokio::spawn(poller::run(
-        poller_config,
-        prefect.clone(),
-        client,
-        token.clone(),
-    ));
+    tokio::spawn(poller::Poller::new(poller_config, prefect.clone(), client).run(token.clone()));
     for replica in 0..args.dispatchers {
         let mut config = dispatcher::DispatcherConfig::for_pool(pool);
         config.pool.worker_name = format!("bench-dispatcher-{replica}");
         config.concurrency = args.concurrency;
         let client = service_runtime::nats::connect(&options, "bench-dispatcher").await?;
-        tokio::spawn(dispatcher::run(
-            config,
-            prefect.clone(),
-            kube.clone(),
-            client,
-            token.clone(),
-            Arc::new(dispatcher::DispatchStats::default()),
-        ));
+        tokio::spawn(
+            dispatcher::Dispatcher::new(config, prefect.clone(), kube.clone(), client)
+                .run(token.clone()),
+        );
     }
     Ok(token)
 }

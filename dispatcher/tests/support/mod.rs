@@ -109,7 +109,8 @@ impl Stack {
         let (prefect, nats) = (self.prefect.clone(), self.nats_client().await);
         let child = token.clone();
         let handle = tokio::spawn(async move {
-            poller::run(config, prefect, nats, child)
+            poller::Poller::new(config, prefect, nats)
+                .run(child)
                 .await
                 .expect("poller runs");
         });
@@ -119,17 +120,16 @@ impl Stack {
     /// Starts a dispatcher replica in this process; returns its counters.
     pub async fn spawn_dispatcher(&mut self, config: DispatcherConfig) -> Arc<DispatchStats> {
         let token = CancellationToken::new();
-        let stats = Arc::new(DispatchStats::default());
         let (prefect, kube, nats) = (
             self.prefect.clone(),
             self.kube.clone(),
             self.nats_client().await,
         );
-        let (child, counters) = (token.clone(), stats.clone());
+        let replica = dispatcher::Dispatcher::new(config, prefect, kube, nats);
+        let stats = replica.stats();
+        let child = token.clone();
         let handle = tokio::spawn(async move {
-            dispatcher::run(config, prefect, kube, nats, child, counters)
-                .await
-                .expect("dispatcher runs");
+            replica.run(child).await.expect("dispatcher runs");
         });
         self.services.push((token, handle));
         stats
