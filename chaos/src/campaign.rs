@@ -335,15 +335,7 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
     let limit_kib = config.rss_limit_mib * 1024;
     let now = chrono::Utc::now();
     let origin = now - chrono::TimeDelta::from_std(parts.elapsed).unwrap_or_default();
-    let impairments = checker::Impairments(
-        parts
-            .phase
-            .episodes
-            .iter()
-            .filter(|log| log.kind.impairs_submission())
-            .map(|log| (origin + wall(log.started), origin + wall(log.healed)))
-            .collect(),
-    );
+    let impairments = impairments(&parts.phase.episodes, origin);
     let violations = checker::check(
         &parts.facts,
         parts.recorder,
@@ -375,27 +367,7 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
         parts.workload_errors.len(),
         parts.observations.probe_errors,
     );
-    let timed_out: Vec<String> = parts
-        .facts
-        .iter()
-        .filter(|run| checker::crashed_by_impaired_submission(run, &impairments))
-        .map(|run| run.record.id.to_string())
-        .collect();
-    notes.push(format!(
-        "Runs Crashed by the submission timeout while faults held up their submission (faults on for at least {:.0} % of claim to crash; accepted by (b) and (f)): {} [{}]",
-        checker::IMPAIRED_SHARE * 100.0,
-        timed_out.len(),
-        timed_out.join(", ")
-    ));
-    let withdrawn = parts
-        .recorder
-        .jobs
-        .values()
-        .filter(|job| !job.could_run() && job.deleted_at.is_some())
-        .count();
-    notes.push(format!(
-        "Jobs created suspended and withdrawn before release (never ran; not counted by (a)): {withdrawn}"
-    ));
+    notes.extend(outcome_notes(&parts.facts, parts.recorder, &impairments));
     Summary {
         seed: config.seed,
         database: stack.database_label.clone(),
@@ -412,6 +384,51 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
         notes,
         work_dir: Some(stack.dir.clone()),
     }
+}
+
+/// When faults that impair submission held, on the clock of the runs' facts
+/// (`origin` is when the campaign started).
+fn impairments(
+    episodes: &[EpisodeLog],
+    origin: chrono::DateTime<chrono::Utc>,
+) -> checker::Impairments {
+    checker::Impairments(
+        episodes
+            .iter()
+            .filter(|log| log.kind.impairs_submission())
+            .map(|log| (origin + wall(log.started), origin + wall(log.healed)))
+            .collect(),
+    )
+}
+
+/// The notes on outcomes the checker accepts: runs Crashed by a submission timeout
+/// that faults held up, and Jobs withdrawn before release.
+fn outcome_notes(
+    facts: &[checker::RunFacts],
+    recorder: &Recorder,
+    impairments: &checker::Impairments,
+) -> [String; 2] {
+    let timed_out: Vec<String> = facts
+        .iter()
+        .filter(|run| checker::crashed_by_impaired_submission(run, impairments))
+        .map(|run| run.record.id.to_string())
+        .collect();
+    let withdrawn = recorder
+        .jobs
+        .values()
+        .filter(|job| !job.could_run() && job.deleted_at.is_some())
+        .count();
+    [
+        format!(
+            "Runs Crashed by the submission timeout while faults held up their submission (faults on for at least {:.0} % of claim to crash; accepted by (b) and (f)): {} [{}]",
+            checker::IMPAIRED_SHARE * 100.0,
+            timed_out.len(),
+            timed_out.join(", ")
+        ),
+        format!(
+            "Jobs created suspended and withdrawn before release (never ran; not counted by (a)): {withdrawn}"
+        ),
+    ]
 }
 
 /// Faults that could not be applied or healed, runs that could not be

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use flow_run_proto::FlowRunDue;
 use futures::{FutureExt, StreamExt};
+use prefect_client::PrefectClient;
 use prost::Message as _;
 use service_runtime::health::Health;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -64,43 +65,76 @@ pub(crate) async fn run(
     } = dispatcher;
     health.watch_liveness(config.liveness_timeout(), shutdown.clone());
     let js = jetstream::new(nats);
-    let renderer = JobRenderer::new(prefect.clone(), &config).map_err(DispatcherError::Config)?;
-    let submitter = Submitter {
-        reads: Reads::spawn(&prefect),
-        logs: RunLogs::spawn(prefect.clone()),
-        worker_name: config.pool.worker_name.clone(),
-        work_pool: config.pool.work_pool.clone(),
-        jobs: Jobs::new(kube, config.kubernetes_timeout()),
-        prefect,
-        renderer,
-        submission_timeout: config.submission_timeout(),
-        metrics: metrics.clone(),
-    };
-    let dead_letters = DeadLetters::new(js.clone(), config.pool.worker_name.clone());
+    let handler = Handler::new(config, prefect, kube, &js, stats, metrics)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        work_pool = %config.pool.work_pool,
-        concurrency = config.concurrency,
+        work_pool = %handler.config.pool.work_pool,
+        concurrency = handler.config.concurrency,
         "Starting prefect-k8s dispatcher"
     );
-    let window = Arc::new(Semaphore::new(config.concurrency as usize));
-    let handler = Arc::new(Handler {
-        config,
-        submitter,
-        dead_letters,
-        stats,
-        metrics,
-    });
+    let window = Arc::new(Semaphore::new(handler.config.concurrency as usize));
+    let handler = Arc::new(handler);
     let mut tasks = JoinSet::new();
+    pull_until_shutdown(&js, &handler, &window, &mut tasks, &health, &shutdown).await;
+    health.set_serving(false);
+    while tasks.join_next().await.is_some() {}
+    handler.submitter.logs.flush(LOG_FLUSH_TIMEOUT).await;
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}
+
+impl Handler {
+    fn new(
+        config: DispatcherConfig,
+        prefect: PrefectClient,
+        kube: kube::Client,
+        js: &jetstream::Context,
+        stats: Arc<DispatchStats>,
+        metrics: DispatcherMetrics,
+    ) -> Result<Handler, DispatcherError> {
+        let renderer =
+            JobRenderer::new(prefect.clone(), &config).map_err(DispatcherError::Config)?;
+        let submitter = Submitter {
+            reads: Reads::spawn(&prefect),
+            logs: RunLogs::spawn(prefect.clone()),
+            worker_name: config.pool.worker_name.clone(),
+            work_pool: config.pool.work_pool.clone(),
+            jobs: Jobs::new(kube, config.kubernetes_timeout()),
+            prefect,
+            renderer,
+            submission_timeout: config.submission_timeout(),
+            metrics: metrics.clone(),
+        };
+        let dead_letters = DeadLetters::new(js.clone(), config.pool.worker_name.clone());
+        Ok(Handler {
+            config,
+            submitter,
+            dead_letters,
+            stats,
+            metrics,
+        })
+    }
+}
+
+/// Sets up the pull and pumps messages into `tasks` until `shutdown`, setting up
+/// again (with a growing delay) whenever pulling fails.
+async fn pull_until_shutdown(
+    js: &jetstream::Context,
+    handler: &Arc<Handler>,
+    window: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+    health: &Health,
+    shutdown: &CancellationToken,
+) {
     let mut delay = Duration::from_millis(250);
     while !shutdown.is_cancelled() {
         // Setting up again (under its deadline) is progress: NATS away makes
         // the dispatcher not ready, never not live (Kubernetes must not restart
         // it for that).
-        let set_up = tokio::time::timeout(SET_UP_DEADLINE, pull(&js, &handler.config));
+        let set_up = tokio::time::timeout(SET_UP_DEADLINE, pull(js, &handler.config));
         let set_up = tokio::select! {
             _ = shutdown.cancelled() => break,
-            set_up = while_beating(&health, set_up) => set_up
+            set_up = while_beating(health, set_up) => set_up
                 .unwrap_or_else(|_| Err(format!("no answer within {SET_UP_DEADLINE:?}"))),
         };
         match set_up {
@@ -110,7 +144,7 @@ pub(crate) async fn run(
                 delay = Duration::from_millis(250);
                 let backlog =
                     watch_backlog(consumer, handler.metrics.clone(), shutdown.child_token());
-                pump(messages, &handler, &window, &mut tasks, &health, &shutdown).await;
+                pump(messages, handler, window, tasks, health, shutdown).await;
                 backlog.cancel();
             }
             Err(error) => tracing::warn!(%error, "cannot pull from JetStream; setting up again"),
@@ -121,15 +155,10 @@ pub(crate) async fn run(
         health.set_serving(false);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = while_beating(&health, tokio::time::sleep(delay)) => {}
+            _ = while_beating(health, tokio::time::sleep(delay)) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
-    health.set_serving(false);
-    while tasks.join_next().await.is_some() {}
-    handler.submitter.logs.flush(LOG_FLUSH_TIMEOUT).await;
-    tracing::info!("dispatcher stopped");
-    Ok(())
 }
 
 /// Awaits `work` (bounded by its own deadline), beating `health` every second

@@ -85,32 +85,10 @@ pub fn render_job_manifest(request: &RenderRequest<'_>) -> Result<RenderedJob, M
     request.agent_defaults.validate()?;
     check_dns1123_label("job_name", request.job_name)?;
 
-    let template = request
-        .base_job_template
-        .as_object()
-        .ok_or_else(|| template_error("base_job_template", "must be an object"))?;
-    let mut base_config = match template.get("job_configuration") {
-        Some(Value::Object(config)) => config.clone(),
-        _ => {
-            return Err(template_error(
-                "job_configuration",
-                "the base job template needs a `job_configuration` object",
-            ))
-        }
-    };
-    let properties = match template.get("variables") {
-        Some(Value::Object(variables)) => match variables.get("properties") {
-            None => Map::new(),
-            Some(Value::Object(properties)) => properties.clone(),
-            Some(_) => return Err(template_error("variables.properties", "must be an object")),
-        },
-        _ => {
-            return Err(template_error(
-                "variables",
-                "the base job template needs a `variables` object (a JSON schema)",
-            ))
-        }
-    };
+    let TemplateParts {
+        mut base_config,
+        properties,
+    } = template_parts(request.base_job_template)?;
 
     // Defaults: the pool's schema, then the agent's options.
     let mut variables = schema_defaults(&properties);
@@ -163,6 +141,48 @@ pub fn render_job_manifest(request: &RenderRequest<'_>) -> Result<RenderedJob, M
         manifest: config.job_manifest,
         namespace: config.namespace,
         job_name: request.job_name.to_string(),
+    })
+}
+
+/// The parts of a base job template that rendering reads.
+struct TemplateParts {
+    /// `job_configuration`.
+    base_config: Map<String, Value>,
+    /// The variables' schema `properties` (empty when the schema has none).
+    properties: Map<String, Value>,
+}
+
+/// The base job template's `job_configuration` and its variables' schema
+/// `properties`.
+fn template_parts(base_job_template: &Value) -> Result<TemplateParts, ManifestError> {
+    let template = base_job_template
+        .as_object()
+        .ok_or_else(|| template_error("base_job_template", "must be an object"))?;
+    let base_config = match template.get("job_configuration") {
+        Some(Value::Object(config)) => config.clone(),
+        _ => {
+            return Err(template_error(
+                "job_configuration",
+                "the base job template needs a `job_configuration` object",
+            ))
+        }
+    };
+    let properties = match template.get("variables") {
+        Some(Value::Object(variables)) => match variables.get("properties") {
+            None => Map::new(),
+            Some(Value::Object(properties)) => properties.clone(),
+            Some(_) => return Err(template_error("variables.properties", "must be an object")),
+        },
+        _ => {
+            return Err(template_error(
+                "variables",
+                "the base job template needs a `variables` object (a JSON schema)",
+            ))
+        }
+    };
+    Ok(TemplateParts {
+        base_config,
+        properties,
     })
 }
 
@@ -329,50 +349,7 @@ impl JobConfiguration {
         let Value::Object(mut fields) = populated else {
             return Err(template_error("job_configuration", "must be an object"));
         };
-        let env = match fields.shift_remove("env") {
-            None | Some(Value::Null) => ConfiguredEnv::Mapping(Map::new()),
-            Some(Value::Object(env)) => {
-                let mut coerced = Map::new();
-                for (name, value) in env {
-                    let value = match value {
-                        Value::Null => Value::Null,
-                        Value::String(text) => Value::String(text),
-                        scalar @ (Value::Bool(_) | Value::Number(_)) => {
-                            Value::String(python_str(&scalar))
-                        }
-                        other => {
-                            return Err(variable_error(
-                                format!("job_variables.env.{name}"),
-                                format!(
-                                    "environment variable values must be strings, got {}",
-                                    json_type_name(&other)
-                                ),
-                            ))
-                        }
-                    };
-                    coerced.insert(name, value);
-                }
-                ConfiguredEnv::Mapping(coerced)
-            }
-            Some(Value::Array(items)) => {
-                if let Some(index) = items.iter().position(|item| !item.is_object()) {
-                    return Err(template_error(
-                        format!("job_configuration.env[{index}]"),
-                        "env list entries must be objects with `name` and `value` or `valueFrom`",
-                    ));
-                }
-                ConfiguredEnv::List(items)
-            }
-            Some(other) => {
-                return Err(variable_error(
-                    "job_variables.env",
-                    format!(
-                        "must be an object of variable name to value, got {}",
-                        json_type_name(&other)
-                    ),
-                ))
-            }
-        };
+        let env = configured_env(fields.shift_remove("env"))?;
         let labels = string_map(fields.shift_remove("labels"), "labels")?;
         let annotations = string_map(fields.shift_remove("annotations"), "annotations")?;
         let namespace = match fields.shift_remove("namespace") {
@@ -429,6 +406,56 @@ impl JobConfiguration {
             job_manifest,
         })
     }
+}
+
+/// The configuration's `env`: a mapping with its scalar values as Python prints
+/// them, or a list of `EnvVar` objects.
+fn configured_env(env: Option<Value>) -> Result<ConfiguredEnv, ManifestError> {
+    let env = match env {
+        None | Some(Value::Null) => ConfiguredEnv::Mapping(Map::new()),
+        Some(Value::Object(env)) => {
+            let mut coerced = Map::new();
+            for (name, value) in env {
+                let value = match value {
+                    Value::Null => Value::Null,
+                    Value::String(text) => Value::String(text),
+                    scalar @ (Value::Bool(_) | Value::Number(_)) => {
+                        Value::String(python_str(&scalar))
+                    }
+                    other => {
+                        return Err(variable_error(
+                            format!("job_variables.env.{name}"),
+                            format!(
+                                "environment variable values must be strings, got {}",
+                                json_type_name(&other)
+                            ),
+                        ))
+                    }
+                };
+                coerced.insert(name, value);
+            }
+            ConfiguredEnv::Mapping(coerced)
+        }
+        Some(Value::Array(items)) => {
+            if let Some(index) = items.iter().position(|item| !item.is_object()) {
+                return Err(template_error(
+                    format!("job_configuration.env[{index}]"),
+                    "env list entries must be objects with `name` and `value` or `valueFrom`",
+                ));
+            }
+            ConfiguredEnv::List(items)
+        }
+        Some(other) => {
+            return Err(variable_error(
+                "job_variables.env",
+                format!(
+                    "must be an object of variable name to value, got {}",
+                    json_type_name(&other)
+                ),
+            ))
+        }
+    };
+    Ok(env)
 }
 
 fn string_map(value: Option<Value>, name: &str) -> Result<Map<String, Value>, ManifestError> {
@@ -647,15 +674,36 @@ fn prepare_for_flow_run(
     )?;
     container.insert("env".into(), Value::Array(env));
 
+    let job_annotations = set_job_labels_and_annotations(manifest, &labels, &config.annotations)?;
+    set_image_and_args(container_mut(manifest))?;
+
+    // Job-level metadata name instead of generateName.
+    let metadata = manifest
+        .pointer_mut("/metadata")
+        .and_then(Value::as_object_mut)
+        .expect("metadata validated");
+    metadata.shift_remove("generateName");
+    metadata.insert("name".into(), Value::String(request.job_name.to_string()));
+
+    set_pod_labels_and_annotations(manifest, &labels, job_annotations)
+}
+
+/// Merges `labels` and `annotations` into the Job's own metadata; the Job's
+/// annotations as they end up.
+fn set_job_labels_and_annotations(
+    manifest: &mut Value,
+    labels: &Map<String, Value>,
+    annotations: &Map<String, Value>,
+) -> Result<Map<String, Value>, ManifestError> {
     let job_labels = merge_and_slugify(
         manifest.pointer("/metadata/labels"),
-        &labels,
+        labels,
         true,
         "job_manifest.metadata.labels",
     )?;
     let job_annotations = merge_and_slugify(
         manifest.pointer("/metadata/annotations"),
-        &config.annotations,
+        annotations,
         false,
         "job_manifest.metadata.annotations",
     )?;
@@ -665,8 +713,12 @@ fn prepare_for_flow_run(
         .expect("metadata validated");
     metadata.insert("labels".into(), Value::Object(job_labels));
     metadata.insert("annotations".into(), Value::Object(job_annotations.clone()));
+    Ok(job_annotations)
+}
 
-    let container = container_mut(manifest);
+/// The default image when the container has none, and its `args` as a list (the
+/// default command when unset, a command line split as Python's `shlex` does).
+fn set_image_and_args(container: &mut Map<String, Value>) -> Result<(), ManifestError> {
     if !container.contains_key("image") {
         container.insert("image".into(), Value::String(DEFAULT_IMAGE.into()));
     }
@@ -689,16 +741,15 @@ fn prepare_for_flow_run(
         }
     };
     container.insert("args".into(), Value::Array(args));
+    Ok(())
+}
 
-    // Job-level metadata name instead of generateName.
-    let metadata = manifest
-        .pointer_mut("/metadata")
-        .and_then(Value::as_object_mut)
-        .expect("metadata validated");
-    metadata.shift_remove("generateName");
-    metadata.insert("name".into(), Value::String(request.job_name.to_string()));
-
-    // Labels (and annotations, if any) on the pod template.
+/// Labels (and annotations, if any) on the pod template.
+fn set_pod_labels_and_annotations(
+    manifest: &mut Value,
+    labels: &Map<String, Value>,
+    job_annotations: Map<String, Value>,
+) -> Result<(), ManifestError> {
     let template = manifest
         .pointer_mut("/spec/template")
         .and_then(Value::as_object_mut)
@@ -715,7 +766,7 @@ fn prepare_for_flow_run(
     };
     let pod_labels = merge_and_slugify(
         pod_metadata.get("labels"),
-        &labels,
+        labels,
         true,
         "job_manifest.spec.template.metadata.labels",
     )?;

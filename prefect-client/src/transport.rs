@@ -194,17 +194,7 @@ impl Transport {
             } else {
                 None
             };
-            let mut request = self.http.request(method.clone(), url.clone());
-            if let Some(body) = &body {
-                request = request
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            if let Some(token) = &csrf_token {
-                request = request
-                    .header(CSRF_TOKEN_HEADER, token.as_str())
-                    .header(CSRF_CLIENT_HEADER, self.csrf_client_id.to_string());
-            }
+            let request = self.request(&method, &url, body.as_ref(), csrf_token.as_deref());
 
             let started = std::time::Instant::now();
             let outcome = self.attempt(request).await;
@@ -246,13 +236,7 @@ impl Transport {
                         attempt = retries_used, "Prefect API answered with a retryable status"
                     );
                     if invalid_csrf {
-                        // Forget the token unless a concurrent request has
-                        // already replaced it with a fresh one.
-                        let mut state = self.csrf.lock().await;
-                        if matches!(&*state, CsrfState::Active { token, .. } if Some(token) == csrf_token.as_ref())
-                        {
-                            *state = CsrfState::Unknown;
-                        }
+                        self.forget_csrf_token(csrf_token.as_ref()).await;
                         Duration::ZERO
                     } else {
                         match retry_after {
@@ -263,6 +247,38 @@ impl Transport {
                 }
             };
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt's request: the JSON `body` and the CSRF token, when there are.
+    fn request(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Bytes>,
+        csrf_token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method.clone(), url.clone());
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        if let Some(token) = csrf_token {
+            request = request
+                .header(CSRF_TOKEN_HEADER, token)
+                .header(CSRF_CLIENT_HEADER, self.csrf_client_id.to_string());
+        }
+        request
+    }
+
+    /// After the server refused the CSRF token `used`.
+    async fn forget_csrf_token(&self, used: Option<&String>) {
+        // Forget the token unless a concurrent request has
+        // already replaced it with a fresh one.
+        let mut state = self.csrf.lock().await;
+        if matches!(&*state, CsrfState::Active { token, .. } if Some(token) == used) {
+            *state = CsrfState::Unknown;
         }
     }
 

@@ -214,6 +214,17 @@ impl JobFixture {
     }
 
     pub fn json(&self) -> Value {
+        json!({
+            "kind": "Job",
+            "apiVersion": "batch/v1",
+            "metadata": self.metadata_json(),
+            "spec": self.spec_json(),
+            "status": self.status
+        })
+    }
+
+    /// The Job's `metadata`, with the annotations and deletion this fixture asks for.
+    fn metadata_json(&self) -> Value {
         let mut metadata = json!({
             "name": self.name,
             "generateName": "crimson-otter-",
@@ -256,6 +267,11 @@ impl JobFixture {
             metadata["deletionGracePeriodSeconds"] = json!(0);
             metadata["finalizers"] = json!(["foregroundDeletion"]);
         }
+        metadata
+    }
+
+    /// The Job's `spec`, with this fixture's `suspend` and backoff limit.
+    fn spec_json(&self) -> Value {
         let mut spec = json!({
             "parallelism": 1,
             "completions": 1,
@@ -288,13 +304,7 @@ impl JobFixture {
         if let Some(limit) = self.backoff_limit {
             spec["backoffLimit"] = json!(limit);
         }
-        json!({
-            "kind": "Job",
-            "apiVersion": "batch/v1",
-            "metadata": metadata,
-            "spec": spec,
-            "status": self.status
-        })
+        spec
     }
 
     pub fn job(&self) -> Job {

@@ -39,6 +39,43 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let client = emulator.client()?;
     let events = Arc::new(AtomicUsize::new(0));
+    let watchers = spawn_watchers(&client, &events);
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let started = Instant::now();
+    let results: Vec<Result<Job, kube::Error>> = futures::stream::iter(0..args.jobs)
+        .map(|i| {
+            let jobs = jobs.clone();
+            async move { jobs.create(&PostParams::default(), &bench_job(i)).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    if let Some(Err(error)) = results.into_iter().find(|r| r.is_err()) {
+        bail!("creating Jobs: {error}");
+    }
+    let created_in = started.elapsed();
+    wait_for_completion(&jobs, args.jobs, started).await?;
+    println!(
+        "{} jobs created in {:.1?}, all complete after {:.1?}; watchers received {} events",
+        args.jobs,
+        created_in,
+        started.elapsed(),
+        events.load(Ordering::Relaxed)
+    );
+    for watcher in watchers {
+        watcher.abort();
+    }
+    emulator.shutdown().await;
+    Ok(())
+}
+
+/// The three watchers (all pods, labelled pods, all Jobs), each counting the
+/// objects it receives into `events`.
+fn spawn_watchers(
+    client: &kube::Client,
+    events: &Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut watchers = Vec::new();
     for selector in [None, Some("bench=yes")] {
         let pods: Api<Pod> = Api::all(client.clone());
@@ -67,39 +104,35 @@ async fn main() -> anyhow::Result<()> {
             }
         }));
     }
+    watchers
+}
 
-    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-    let started = Instant::now();
-    let results: Vec<Result<Job, kube::Error>> = futures::stream::iter(0..args.jobs)
-        .map(|i| {
-            let jobs = jobs.clone();
-            async move {
-                let job: Job = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "metadata": {"name": format!("bench-{i}")},
-                    "spec": {
-                        "backoffLimit": 0,
-                        "template": {
-                            "metadata": {"labels": {"bench": "yes"}},
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [{"name": "main", "image": "busybox", "command": ["true"]}],
-                            },
-                        },
-                    },
-                }))
-                .expect("a valid Job");
-                jobs.create(&PostParams::default(), &job).await
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    if let Some(Err(error)) = results.into_iter().find(|r| r.is_err()) {
-        bail!("creating Jobs: {error}");
-    }
-    let created_in = started.elapsed();
+/// Job `bench-{index}`: one pod, labelled `bench=yes`, that runs `true` and is not retried.
+fn bench_job(index: usize) -> Job {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": format!("bench-{index}")},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"bench": "yes"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "busybox", "command": ["true"]}],
+                },
+            },
+        },
+    }))
+    .expect("a valid Job")
+}
+
+/// Polls until `count` Jobs have succeeded, for at most 30 minutes after `started`.
+async fn wait_for_completion(
+    jobs: &Api<Job>,
+    count: usize,
+    started: Instant,
+) -> anyhow::Result<()> {
     loop {
         let list = jobs.list(&ListParams::default()).await?;
         let done = list
@@ -107,24 +140,12 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .filter(|j| j.status.as_ref().and_then(|s| s.succeeded) == Some(1))
             .count();
-        if done == args.jobs {
-            break;
+        if done == count {
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(1800) {
-            bail!("only {done}/{} completed after 30 minutes", args.jobs);
+            bail!("only {done}/{count} completed after 30 minutes");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!(
-        "{} jobs created in {:.1?}, all complete after {:.1?}; watchers received {} events",
-        args.jobs,
-        created_in,
-        started.elapsed(),
-        events.load(Ordering::Relaxed)
-    );
-    for watcher in watchers {
-        watcher.abort();
-    }
-    emulator.shutdown().await;
-    Ok(())
 }

@@ -61,13 +61,32 @@ fn resident_kib() -> u64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let state = tempfile::tempdir()?;
-    let kubeconfig = state.path().join("kubeconfig");
+    let (_emulator, client) = start_emulator(&args, &state.path().join("kubeconfig")).await?;
+    create_jobs(&client, args.jobs).await?;
+    let (before, after) = watch_into_store(client, args.jobs).await?;
+    let grown = after.saturating_sub(before);
+    println!(
+        "| concurrent pods | RSS before watchers | RSS with full caches | growth | per pod (Job + pod) |\n| ---: | ---: | ---: | ---: | ---: |\n| {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.0} bytes |",
+        args.jobs,
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        grown as f64 / 1024.0,
+        grown as f64 * 1024.0 / args.jobs as f64
+    );
+    Ok(())
+}
+
+/// Starts the emulator writing `kubeconfig` and connects to it.
+async fn start_emulator(
+    args: &Args,
+    kubeconfig: &std::path::Path,
+) -> anyhow::Result<(EmulatorProcess, kube::Client)> {
     let binary = match &args.emulator {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("kube-emulator"),
     };
     let port = test_stack::ports::free_port();
-    let _emulator = EmulatorProcess(
+    let emulator = EmulatorProcess(
         Command::new(&binary)
             .args([
                 "serve",
@@ -77,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
                 "1",
                 "--kubeconfig",
             ])
-            .arg(&kubeconfig)
+            .arg(kubeconfig)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -93,16 +112,20 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig)?,
+        kube::config::Kubeconfig::read_from(kubeconfig)?,
         &Default::default(),
     )
     .await?;
     let client = kube::Client::try_from(config)?;
+    Ok((emulator, client))
+}
 
-    println!("creating {} Jobs with running pods...", args.jobs);
+/// Creates `count` Jobs, 32 at a time, each with a pod that keeps running.
+async fn create_jobs(client: &kube::Client, count: usize) -> anyhow::Result<()> {
+    println!("creating {count} Jobs with running pods...");
     let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
     let created = Instant::now();
-    let results: Vec<anyhow::Result<()>> = stream::iter(0..args.jobs)
+    let results: Vec<anyhow::Result<()>> = stream::iter(0..count)
         .map(|i| {
             let jobs = jobs.clone();
             async move {
@@ -118,13 +141,18 @@ async fn main() -> anyhow::Result<()> {
         bail!("creating Jobs: {error}");
     }
     println!("created in {:.1} s", created.elapsed().as_secs_f64());
+    Ok(())
+}
 
+/// Runs the reporter's Job and pod watchers into a view store until it holds
+/// `jobs` of each; the resident memory (KiB) before and after.
+async fn watch_into_store(client: kube::Client, jobs: usize) -> anyhow::Result<(u64, u64)> {
     // The reporter's side starts here.
     let before = resident_kib();
     let store = SharedStore::new();
     let shutdown = CancellationToken::new();
     let scope = ApiScope {
-        client: client.clone(),
+        client,
         namespace: None,
     };
     let metrics = reporter::service::ReporterMetrics::detached();
@@ -144,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let (job_views, pod_views, runs) = store.read(|s| s.counts());
-        if job_views >= args.jobs && pod_views >= args.jobs {
+        if job_views >= jobs && pod_views >= jobs {
             println!("cached {job_views} Job views, {pod_views} pod views, {runs} runs");
             break;
         }
@@ -158,16 +186,7 @@ async fn main() -> anyhow::Result<()> {
     let after = resident_kib();
     shutdown.cancel();
     let _ = tokio::join!(job_watch, pod_watch);
-    let grown = after.saturating_sub(before);
-    println!(
-        "| concurrent pods | RSS before watchers | RSS with full caches | growth | per pod (Job + pod) |\n| ---: | ---: | ---: | ---: | ---: |\n| {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.0} bytes |",
-        args.jobs,
-        before as f64 / 1024.0,
-        after as f64 / 1024.0,
-        grown as f64 / 1024.0,
-        grown as f64 * 1024.0 / args.jobs as f64
-    );
-    Ok(())
+    Ok((before, after))
 }
 
 /// A Job shaped like the dispatcher's (labels, one container), whose pod the

@@ -292,72 +292,40 @@ pub fn crash_message(report: &CrashReport, log_tail: Option<&str>) -> String {
 fn headline(report: &CrashReport) -> String {
     let job = format!("{}/{}", report.namespace, report.job_name);
     let pod_name = report.pod.as_ref().map_or("?", |pod| &pod.name);
+    // The pod-scheduling and container-start causes describe the pod themselves.
     let mut text = match &report.cause {
         CrashCause::ContainerCannotStart {
             grace_seconds,
             missing,
-        } => {
-            let container = report.pod.as_ref().and_then(|pod| pod.container.as_ref());
-            let container_name = container.map_or("?", |c| &c.name);
-            let reason = container.and_then(|c| c.reason.as_deref()).unwrap_or("?");
-            let mut text = format!(
-                "Container \"{container_name}\" of pod {}/{pod_name} (Job {}) could not start: \
-                 it has been waiting in {reason} for more than {grace_seconds} s",
-                report.namespace, report.job_name
-            );
-            if let Some(missing) = missing {
-                text.push_str(&format!(" because {missing}"));
-            }
-            text.push('.');
-            if let Some(detail) = container.and_then(|c| c.message.as_deref()) {
-                text.push_str(&format!(" Kubernetes says: {detail}"));
-                end_sentence(&mut text);
-            }
-            return text;
-        }
+        } => return container_cannot_start(report, pod_name, *grace_seconds, missing.as_ref()),
         CrashCause::PodNotScheduled {
             timeout_seconds,
             reason,
             message,
         } => {
-            let mut text = format!(
-                "Pod {}/{pod_name} (Job {}) was not scheduled within {timeout_seconds} s \
-                 (pod_watch_timeout_seconds)",
-                report.namespace, report.job_name
-            );
-            match (reason, message) {
-                (Some(reason), Some(message)) => text.push_str(&format!(": {reason}: {message}")),
-                (Some(only), None) | (None, Some(only)) => text.push_str(&format!(": {only}")),
-                (None, None) => {}
-            }
-            end_sentence(&mut text);
-            return text;
+            return pod_not_scheduled(
+                report,
+                pod_name,
+                *timeout_seconds,
+                reason.as_deref(),
+                message.as_deref(),
+            )
         }
         CrashCause::ScaleUpRefused { signal, scheduler } => {
-            let mut text = format!(
-                "Pod {}/{pod_name} (Job {}) cannot be scheduled and {} will not add a node \
-                 for it: {}: {}",
-                report.namespace, report.job_name, signal.autoscaler, signal.reason, signal.message
-            );
-            push_scheduler(&mut text, scheduler.as_deref());
-            return text;
+            return scale_up_refused(report, pod_name, signal, scheduler.as_deref())
         }
         CrashCause::ScaleUpTimedOut {
             timeout_seconds,
             signal,
             scheduler,
         } => {
-            let mut text = format!(
-                "Pod {}/{pod_name} (Job {}) was not scheduled: {} was bringing a new node \
-                 ({}), but no node took the pod within {timeout_seconds} s \
-                 (scale_up_timeout_seconds)",
-                report.namespace,
-                report.job_name,
-                signal.autoscaler,
-                signal.summary()
-            );
-            push_scheduler(&mut text, scheduler.as_deref());
-            return text;
+            return scale_up_timed_out(
+                report,
+                pod_name,
+                *timeout_seconds,
+                signal,
+                scheduler.as_deref(),
+            )
         }
         CrashCause::PodNotStarted { timeout_seconds } => format!(
             "Pod {}/{pod_name} (Job {}) was scheduled but did not start within {timeout_seconds} s; \
@@ -368,14 +336,7 @@ fn headline(report: &CrashReport) -> String {
             "Kubernetes Job {job} created no pod within {timeout_seconds} s \
              (pod_watch_timeout_seconds); see the Job's FailedCreate events."
         ),
-        CrashCause::JobFailed { reason, message } => {
-            let mut text = format!("Kubernetes Job {job} failed: {reason}");
-            if let Some(message) = message {
-                text.push_str(&format!(" ({message})"));
-            }
-            text.push('.');
-            text
-        }
+        CrashCause::JobFailed { reason, message } => job_failed(&job, reason, message.as_deref()),
         CrashCause::JobCompletedWithoutFinalState => format!(
             "Kubernetes Job {job} completed, but the flow run did not report a final state."
         ),
@@ -400,6 +361,105 @@ fn headline(report: &CrashReport) -> String {
         text.push(' ');
         text.push_str(&describe_pod(pod));
     }
+    text
+}
+
+/// The headline of [`CrashCause::JobFailed`]: the Job's reason and message.
+fn job_failed(job: &str, reason: &str, message: Option<&str>) -> String {
+    let mut text = format!("Kubernetes Job {job} failed: {reason}");
+    if let Some(message) = message {
+        text.push_str(&format!(" ({message})"));
+    }
+    text.push('.');
+    text
+}
+
+/// The headline of [`CrashCause::ContainerCannotStart`]: the container, how long it
+/// waited in which reason, what is missing and what Kubernetes says.
+fn container_cannot_start(
+    report: &CrashReport,
+    pod_name: &str,
+    grace_seconds: u64,
+    missing: Option<&MissingReference>,
+) -> String {
+    let container = report.pod.as_ref().and_then(|pod| pod.container.as_ref());
+    let container_name = container.map_or("?", |c| &c.name);
+    let reason = container.and_then(|c| c.reason.as_deref()).unwrap_or("?");
+    let mut text = format!(
+        "Container \"{container_name}\" of pod {}/{pod_name} (Job {}) could not start: \
+         it has been waiting in {reason} for more than {grace_seconds} s",
+        report.namespace, report.job_name
+    );
+    if let Some(missing) = missing {
+        text.push_str(&format!(" because {missing}"));
+    }
+    text.push('.');
+    if let Some(detail) = container.and_then(|c| c.message.as_deref()) {
+        text.push_str(&format!(" Kubernetes says: {detail}"));
+        end_sentence(&mut text);
+    }
+    text
+}
+
+/// The headline of [`CrashCause::PodNotScheduled`], with the `PodScheduled` reason
+/// and message.
+fn pod_not_scheduled(
+    report: &CrashReport,
+    pod_name: &str,
+    timeout_seconds: u64,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> String {
+    let mut text = format!(
+        "Pod {}/{pod_name} (Job {}) was not scheduled within {timeout_seconds} s \
+         (pod_watch_timeout_seconds)",
+        report.namespace, report.job_name
+    );
+    match (reason, message) {
+        (Some(reason), Some(message)) => text.push_str(&format!(": {reason}: {message}")),
+        (Some(only), None) | (None, Some(only)) => text.push_str(&format!(": {only}")),
+        (None, None) => {}
+    }
+    end_sentence(&mut text);
+    text
+}
+
+/// The headline of [`CrashCause::ScaleUpRefused`]: what the autoscaler and the
+/// scheduler said.
+fn scale_up_refused(
+    report: &CrashReport,
+    pod_name: &str,
+    signal: &ScaleUpSignal,
+    scheduler: Option<&str>,
+) -> String {
+    let mut text = format!(
+        "Pod {}/{pod_name} (Job {}) cannot be scheduled and {} will not add a node \
+         for it: {}: {}",
+        report.namespace, report.job_name, signal.autoscaler, signal.reason, signal.message
+    );
+    push_scheduler(&mut text, scheduler);
+    text
+}
+
+/// The headline of [`CrashCause::ScaleUpTimedOut`]: the node the autoscaler was
+/// bringing and what the scheduler said.
+fn scale_up_timed_out(
+    report: &CrashReport,
+    pod_name: &str,
+    timeout_seconds: u64,
+    signal: &ScaleUpSignal,
+    scheduler: Option<&str>,
+) -> String {
+    let mut text = format!(
+        "Pod {}/{pod_name} (Job {}) was not scheduled: {} was bringing a new node \
+         ({}), but no node took the pod within {timeout_seconds} s \
+         (scale_up_timeout_seconds)",
+        report.namespace,
+        report.job_name,
+        signal.autoscaler,
+        signal.summary()
+    );
+    push_scheduler(&mut text, scheduler);
     text
 }
 

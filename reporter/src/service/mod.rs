@@ -103,31 +103,58 @@ impl Reporter {
     /// Runs until `shutdown`; a leader releases its Lease on the way out. Dropping the
     /// future stops every task at once (as a killed process would, minus the release).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReporterError> {
-        let Reporter {
-            config,
-            prefect,
-            kube,
-            store,
-            leadership,
-            metrics,
-            health,
-        } = self;
-        health.watch_liveness(config.liveness_timeout(), shutdown.clone());
+        self.health
+            .watch_liveness(self.config.liveness_timeout(), shutdown.clone());
         tokio::spawn(report_status(
-            store.clone(),
-            leadership.subscribe(),
-            metrics.clone(),
-            health.clone(),
+            self.store.clone(),
+            self.leadership.subscribe(),
+            self.metrics.clone(),
+            self.health.clone(),
             shutdown.clone(),
         ));
-        let scope = ApiScope {
-            client: kube.clone(),
-            namespace: config.namespace.clone(),
-        };
         // Workers stop on `work_done`; the election stops last, to release the Lease
         // only once no worker can act any more.
         let work_done = shutdown.child_token();
         let mut tasks: JoinSet<&'static str> = JoinSet::new();
+        self.spawn_watches(&mut tasks, &work_done);
+        self.spawn_actors(&mut tasks, &work_done);
+        let lease = self.lease_settings();
+        tracing::info!(
+            work_pool = %self.config.pool.work_pool,
+            namespace = self.config.namespace.as_deref().unwrap_or("<all>"),
+            lease = %format!("{}/{}", lease.namespace, lease.name),
+            identity = %lease.identity,
+            "reporter starting"
+        );
+        let election_stop = CancellationToken::new();
+        let election = {
+            let (kube, stop) = (self.kube.clone(), election_stop.clone());
+            tokio::spawn(lease::run_election(kube, lease, self.leadership, stop))
+        };
+        // Aborts the election if this future is dropped (a "killed" replica).
+        let election = AbortOnDrop(election);
+
+        let mut failure = stop_workers(&shutdown, tasks, &work_done).await;
+        election_stop.cancel();
+        if let Err(source) = election.join().await {
+            failure.get_or_insert(ReporterError::Task {
+                task: "election",
+                source,
+            });
+        }
+        tracing::info!("reporter stopped");
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Spawns the Job and pod watches, the pod-event sender they feed and the
+    /// Kubernetes event watch.
+    fn spawn_watches(&self, tasks: &mut JoinSet<&'static str>, work_done: &CancellationToken) {
+        let (config, prefect, store, metrics) =
+            (&self.config, &self.prefect, &self.store, &self.metrics);
+        let scope = ApiScope {
+            client: self.kube.clone(),
+            namespace: config.namespace.clone(),
+        };
         {
             let (scope, store, token) = (scope.clone(), store.clone(), work_done.clone());
             let metrics = metrics.clone();
@@ -143,7 +170,7 @@ impl Reporter {
             let sender = PodEventSender {
                 scope: scope.clone(),
                 prefect: prefect.clone(),
-                leadership: leadership.subscribe(),
+                leadership: self.leadership.subscribe(),
                 work_pool_label: config.work_pool_label(),
             };
             let token = work_done.clone();
@@ -164,10 +191,10 @@ impl Reporter {
         {
             let metrics = metrics.clone();
             let (scope, store, prefect, leading, token) = (
-                scope.clone(),
+                scope,
                 store.clone(),
                 prefect.clone(),
-                leadership.subscribe(),
+                self.leadership.subscribe(),
                 work_done.clone(),
             );
             let forward = !config.disable_event_logs;
@@ -177,6 +204,19 @@ impl Reporter {
                 "event watch"
             });
         }
+    }
+
+    /// Spawns the tasks that act on what the watches saw: evaluation, cancellation,
+    /// tombstone pruning and, when asked, the finished-Job sweep.
+    fn spawn_actors(&self, tasks: &mut JoinSet<&'static str>, work_done: &CancellationToken) {
+        let (config, prefect, kube, store, leadership, metrics) = (
+            &self.config,
+            &self.prefect,
+            &self.kube,
+            &self.store,
+            &self.leadership,
+            &self.metrics,
+        );
         {
             let evaluator = Evaluator::new(
                 store.clone(),
@@ -190,7 +230,7 @@ impl Reporter {
                 leadership.subscribe(),
             )
             .with_crash_log_lines(config.crash_log_lines)
-            .with_telemetry(metrics.clone(), health.clone());
+            .with_telemetry(metrics.clone(), self.health.clone());
             let token = work_done.clone();
             tasks.spawn(async move {
                 evaluator.run(token).await;
@@ -217,7 +257,7 @@ impl Reporter {
         }
         {
             let (store, token) = (store.clone(), work_done.clone());
-            let keep = tombstone_keep(&config);
+            let keep = tombstone_keep(config);
             tasks.spawn(async move {
                 prune_tombstones(store, keep, token).await;
                 "tombstone pruning"
@@ -237,58 +277,47 @@ impl Reporter {
                 "finished-Job sweep"
             });
         }
-        let lease = LeaseSettings {
-            namespace: config.lease_namespace(),
-            name: config.lease_name(),
-            identity: config.identity(),
-            duration: config.lease_duration(),
-        };
-        tracing::info!(
-            work_pool = %config.pool.work_pool,
-            namespace = config.namespace.as_deref().unwrap_or("<all>"),
-            lease = %format!("{}/{}", lease.namespace, lease.name),
-            identity = %lease.identity,
-            "reporter starting"
-        );
-        let election_stop = CancellationToken::new();
-        let election = {
-            let (kube, stop) = (kube.clone(), election_stop.clone());
-            tokio::spawn(lease::run_election(kube, lease, leadership, stop))
-        };
-        // Aborts the election if this future is dropped (a "killed" replica).
-        let election = AbortOnDrop(election);
+    }
 
-        let mut failure = None;
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {}
-            Some(ended) = tasks.join_next() => {
-                match ended {
-                    Ok(_) if shutdown.is_cancelled() => {}
-                    Ok(task) => tracing::error!(task, "a reporter task ended on its own; stopping"),
-                    Err(source) => failure = Some(ReporterError::Task { task: "worker", source }),
-                }
+    fn lease_settings(&self) -> LeaseSettings {
+        LeaseSettings {
+            namespace: self.config.lease_namespace(),
+            name: self.config.lease_name(),
+            identity: self.config.identity(),
+            duration: self.config.lease_duration(),
+        }
+    }
+}
+
+/// Waits for `shutdown` or for a worker to end, then stops every worker and waits for
+/// them all; the first worker failure, if any.
+async fn stop_workers(
+    shutdown: &CancellationToken,
+    mut tasks: JoinSet<&'static str>,
+    work_done: &CancellationToken,
+) -> Option<ReporterError> {
+    let mut failure = None;
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => {}
+        Some(ended) = tasks.join_next() => {
+            match ended {
+                Ok(_) if shutdown.is_cancelled() => {}
+                Ok(task) => tracing::error!(task, "a reporter task ended on its own; stopping"),
+                Err(source) => failure = Some(ReporterError::Task { task: "worker", source }),
             }
         }
-        work_done.cancel();
-        while let Some(ended) = tasks.join_next().await {
-            if let Err(source) = ended {
-                failure.get_or_insert(ReporterError::Task {
-                    task: "worker",
-                    source,
-                });
-            }
-        }
-        election_stop.cancel();
-        if let Err(source) = election.join().await {
+    }
+    work_done.cancel();
+    while let Some(ended) = tasks.join_next().await {
+        if let Err(source) = ended {
             failure.get_or_insert(ReporterError::Task {
-                task: "election",
+                task: "worker",
                 source,
             });
         }
-        tracing::info!("reporter stopped");
-        failure.map_or(Ok(()), Err)
     }
+    failure
 }
 
 /// How long tombstones are kept: the submission grace, and at least long enough for
