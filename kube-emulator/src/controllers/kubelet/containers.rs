@@ -1,13 +1,14 @@
-//! Running a pod's containers: init containers one at a time, then the main containers
-//! together, with restarts and CrashLoopBackOff, graceful and forced stops, eviction, the pod's
-//! `activeDeadlineSeconds`, and the terminal phase once every container is done.
+//! The main containers: started together once the init containers are done, supervised with
+//! restarts and CrashLoopBackOff, graceful and forced stops, eviction and the pod's
+//! `activeDeadlineSeconds`, then the terminal phase once every container is done.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::env::resolve_env;
 use super::images::normalized_image;
 use super::{final_delete, Interrupt, PodSignal, PodWorker};
 use crate::controllers::pod_status::set_condition;
@@ -16,6 +17,9 @@ use crate::time::now_rfc3339;
 
 const POD_DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
+const EVICTION_MESSAGE: &str =
+    "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. ";
+
 /// Per-container bookkeeping in the worker.
 pub(super) struct ContainerSlot {
     pub(super) spec: Value,
@@ -23,101 +27,196 @@ pub(super) struct ContainerSlot {
     pub(super) exit: Option<ContainerExit>,
 }
 
+/// The main containers while they run: what supervising them keeps track of.
+struct MainRun {
+    slots: Vec<ContainerSlot>,
+    envs: Vec<Vec<(String, String)>>,
+    /// Each container's stop signals (replaced when it restarts).
+    signal_senders: Vec<mpsc::Sender<StopSignal>>,
+    exit_tx: mpsc::Sender<(usize, ContainerExit)>,
+    exit_rx: mpsc::Receiver<(usize, ContainerExit)>,
+    restart_policy: String,
+    crash_backoff: Duration,
+    /// Containers waiting out their back-off, with when they restart.
+    pending_restarts: Vec<(usize, Instant)>,
+    /// When the grace period of a delete is over (SIGKILL).
+    kill_deadline: Option<Instant>,
+    /// When the runtime evicts the pod, if it does.
+    evict_at: Option<Instant>,
+    /// Pod-level activeDeadlineSeconds.
+    pod_deadline_at: Option<Instant>,
+    deleting: bool,
+    evicted: bool,
+    deadline_exceeded: bool,
+}
+
+impl MainRun {
+    fn running(&self) -> usize {
+        self.slots.iter().filter(|s| s.exit.is_none()).count()
+    }
+
+    /// SIGKILL every container still running.
+    fn kill_running(&self) {
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.exit.is_none() {
+                let _ = self.signal_senders[i].try_send(StopSignal::Kill);
+            }
+        }
+    }
+}
+
 impl PodWorker {
-    /// Run init containers in order. Returns false when the pod ended (failed or deleted).
-    pub(super) async fn run_init_containers(&mut self, init_containers: &[Value]) -> bool {
-        let Some(pod) = self.pod() else { return false };
-        let restart_policy = pod
-            .pointer("/spec/restartPolicy")
-            .and_then(Value::as_str)
-            .unwrap_or("Always")
-            .to_string();
-        let mut backoff = self.cluster.config.job_backoff_base;
-        let mut index = 0;
-        let mut restarts = 0i64;
-        while index < init_containers.len() {
-            let spec = &init_containers[index];
-            let cname = spec["name"].as_str().unwrap_or_default().to_string();
-            let env = resolve_env(&self.cluster, &pod, spec).unwrap_or_default();
-            self.event(
-                "Normal",
-                "Created",
-                &format!("Created container: {cname}"),
-                Some(&cname),
+    pub(super) async fn run_containers(
+        mut self,
+        slots: Vec<ContainerSlot>,
+        envs: Vec<Vec<(String, String)>>,
+    ) {
+        let Some(pod) = self.pod() else { return };
+        let restart_policy = restart_policy(&pod);
+        let fate = self.runtime.pod_fate(&pod);
+        let (exit_tx, exit_rx) = mpsc::channel::<(usize, ContainerExit)>(16);
+        let mut run = MainRun {
+            slots,
+            envs,
+            signal_senders: Vec::new(),
+            exit_tx,
+            exit_rx,
+            restart_policy,
+            crash_backoff: self.cluster.config.job_backoff_base,
+            pending_restarts: Vec::new(),
+            kill_deadline: None,
+            evict_at: None,
+            pod_deadline_at: None,
+            deleting: false,
+            evicted: false,
+            deadline_exceeded: false,
+        };
+        for i in 0..run.slots.len() {
+            let (signals, _started_at) = self.start_container(
+                &pod,
+                &run.slots[i],
+                run.envs.get(i).cloned().unwrap_or_default(),
+                i,
+                run.exit_tx.clone(),
             );
-            let log = self.cluster.logs.start_run(&self.uid, &cname);
-            let run = self.runtime.start(ContainerLaunch {
-                pod: pod.clone(),
-                container: spec.clone(),
-                env,
-                log,
-            });
-            self.event(
-                "Normal",
-                "Started",
-                &format!("Started container {cname}"),
-                Some(&cname),
-            );
-            let started = now_rfc3339();
-            let restart_count = restarts;
-            self.write_status(|p| {
-                if let Some(status) =
-                    p.pointer_mut(&format!("/status/initContainerStatuses/{index}"))
-                {
-                    status["state"] = json!({"running": {"startedAt": started}});
-                    status["started"] = json!(true);
-                    status["restartCount"] = json!(restart_count);
-                    status["containerID"] = json!(format!("containerd://{}", random_hex(64)));
-                }
-            });
-            let signals = run.signals.clone();
-            let mut exit_rx = run.exit;
-            let exit = loop {
-                tokio::select! {
-                    exit = &mut exit_rx => break exit.unwrap_or(ContainerExit::from_code(137)),
-                    changed = self.signals.changed() => {
-                        if changed.is_err() || self.interrupt().is_some() {
-                            let _ = signals.try_send(StopSignal::Kill);
-                            let interrupt = self.interrupt().unwrap_or(Interrupt::Removed);
-                            self.stop_before_start(interrupt).await;
-                            return false;
-                        }
-                    }
-                    _ = self.cluster.shutdown.cancelled() => {
-                        let _ = signals.try_send(StopSignal::Kill);
+            run.signal_senders.push(signals);
+        }
+        self.mark_running();
+        run.evict_at = match fate {
+            PodFate::EvictAfterMillis(ms) => Some(Instant::now() + Duration::from_millis(ms)),
+            PodFate::Normal => None,
+        };
+        run.pod_deadline_at = pod_deadline(&pod);
+        if !self.supervise(&mut run).await {
+            return;
+        }
+        // All containers are done: terminal phase.
+        self.write_terminal_status(&run);
+        if run.deleting {
+            final_delete(&self.cluster, &self.namespace, &self.name, &self.uid);
+        } else {
+            self.finish_pending_delete().await;
+        }
+    }
+
+    /// Watch the containers until every one is done (true), or until the worker stops
+    /// without a terminal phase: the pod removed or gone, or shutdown (false).
+    async fn supervise(&mut self, run: &mut MainRun) -> bool {
+        loop {
+            let running = run.running();
+            if running == 0 && run.pending_restarts.is_empty() {
+                return true;
+            }
+            if !run.deleting && self.begin_stop(run) && running == 0 {
+                return true;
+            }
+            let next_restart = run.pending_restarts.iter().map(|(_, at)| *at).min();
+            let kill_at = run.kill_deadline;
+            let evict_at = run.evict_at.filter(|_| !run.evicted);
+            let deadline_at = run
+                .pod_deadline_at
+                .filter(|_| !run.deadline_exceeded && !run.evicted);
+            tokio::select! {
+                Some((index, exit)) = run.exit_rx.recv() => self.container_exited(run, index, exit),
+                _ = sleep_until(next_restart) => {
+                    if !self.restart_due(run) {
                         return false;
                     }
                 }
-            };
-            let finished = now_rfc3339();
-            let started_at = started.clone();
-            self.write_status(|p| {
-                if let Some(status) =
-                    p.pointer_mut(&format!("/status/initContainerStatuses/{index}"))
-                {
-                    status["state"] = json!({"terminated": {
-                        "exitCode": exit.exit_code, "reason": exit.reason,
-                        "startedAt": started_at, "finishedAt": finished,
-                        "containerID": status["containerID"].clone()
-                    }});
-                    status["ready"] = json!(exit.exit_code == 0);
-                    status["started"] = json!(false);
+                _ = sleep_until(kill_at) => {
+                    run.kill_running();
+                    run.kill_deadline = None;
                 }
-            });
-            if exit.exit_code == 0 {
-                index += 1;
-                restarts = 0;
-                continue;
+                _ = sleep_until(evict_at) => self.evict(run),
+                _ = sleep_until(deadline_at) => self.exceed_deadline(run),
+                changed = self.signals.changed() => {
+                    if changed.is_err() { return false; }
+                    if matches!(*self.signals.borrow(), PodSignal::Removed) {
+                        run.kill_running();
+                        return false;
+                    }
+                }
+                _ = self.cluster.shutdown.cancelled() => {
+                    run.kill_running();
+                    return false;
+                }
             }
-            if restart_policy == "Never" {
-                self.write_status(|p| {
-                    p["status"]["phase"] = json!("Failed");
-                    set_condition(p, "Ready", "False", Some("PodFailed"), None);
-                    set_condition(p, "ContainersReady", "False", Some("PodFailed"), None);
+        }
+    }
+
+    /// A delete (or the pod's removal) arrived: stop every running container, SIGTERM with a
+    /// grace period (SIGKILL without), SIGKILL when it is over. Returns whether it did.
+    fn begin_stop(&self, run: &mut MainRun) -> bool {
+        let requested = match self.interrupt() {
+            Some(Interrupt::Deleted(g)) => Some(g),
+            Some(Interrupt::Removed) => Some(0),
+            None => None,
+        };
+        let Some(grace) = requested else {
+            return false;
+        };
+        run.deleting = true;
+        run.pending_restarts.clear();
+        let grace = if grace > 0 { grace } else { 0 };
+        for (i, s) in run.slots.iter().enumerate() {
+            if s.exit.is_none() {
+                let cname = s.spec["name"].as_str().unwrap_or_default().to_string();
+                self.event(
+                    "Normal",
+                    "Killing",
+                    &format!("Stopping container {cname}"),
+                    Some(&cname),
+                );
+                let _ = run.signal_senders[i].try_send(if grace == 0 {
+                    StopSignal::Kill
+                } else {
+                    StopSignal::Terminate
                 });
-                return false;
             }
-            restarts += 1;
+        }
+        run.kill_deadline = Some(Instant::now() + Duration::from_secs(grace as u64));
+        true
+    }
+
+    /// A container exited: record it and, if the restart policy says so, schedule its
+    /// restart after the crash back-off.
+    fn container_exited(&self, run: &mut MainRun, index: usize, exit: ContainerExit) {
+        let failed = exit.exit_code != 0;
+        let restart = !run.deleting
+            && !run.evicted
+            && !run.deadline_exceeded
+            && match run.restart_policy.as_str() {
+                "Always" => true,
+                "OnFailure" => failed,
+                _ => false,
+            };
+        run.slots[index].exit = Some(exit.clone());
+        self.record_exit(index, &run.slots[index], &exit, restart, run.crash_backoff);
+        if restart {
+            let cname = run.slots[index].spec["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             self.event(
                 "Warning",
                 "BackOff",
@@ -127,203 +226,72 @@ impl PodWorker {
                 ),
                 Some(&cname),
             );
-            if let Some(interrupt) = self.sleep(backoff).await {
-                self.stop_before_start(interrupt).await;
-                return false;
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(300));
+            run.pending_restarts
+                .push((index, Instant::now() + run.crash_backoff));
+            run.crash_backoff = (run.crash_backoff * 2).min(Duration::from_secs(300));
         }
-        self.write_status(|p| {
-            set_condition(p, "Initialized", "True", None, None);
-            if let Some(list) = p
-                .pointer_mut("/status/containerStatuses")
-                .and_then(Value::as_array_mut)
-            {
-                for status in list {
-                    status["state"] = json!({"waiting": {"reason": "ContainerCreating"}});
-                }
-            }
-        });
+    }
+
+    /// Restart the containers whose back-off is over. False when the pod is gone.
+    fn restart_due(&self, run: &mut MainRun) -> bool {
+        let now = Instant::now();
+        let due: Vec<usize> = run
+            .pending_restarts
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        run.pending_restarts.retain(|(_, at)| *at > now);
+        let Some(pod) = self.pod() else { return false };
+        for index in due {
+            run.slots[index].restart_count += 1;
+            run.slots[index].exit = None;
+            let (signals, _) = self.start_container(
+                &pod,
+                &run.slots[index],
+                run.envs.get(index).cloned().unwrap_or_default(),
+                index,
+                run.exit_tx.clone(),
+            );
+            run.signal_senders[index] = signals;
+        }
+        self.mark_running();
         true
     }
 
-    pub(super) async fn run_containers(
-        mut self,
-        mut slots: Vec<ContainerSlot>,
-        envs: Vec<Vec<(String, String)>>,
-    ) {
-        let Some(pod) = self.pod() else { return };
-        let restart_policy = pod
-            .pointer("/spec/restartPolicy")
-            .and_then(Value::as_str)
-            .unwrap_or("Always")
-            .to_string();
-        let fate = self.runtime.pod_fate(&pod);
-        let mut runs = Vec::new();
-        let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel::<(usize, ContainerExit)>(16);
-        let mut signal_senders = Vec::new();
-        for (i, slot) in slots.iter().enumerate() {
-            let (signals, started_at) = self.start_container(
-                &pod,
-                slot,
-                envs.get(i).cloned().unwrap_or_default(),
-                i,
-                exit_tx.clone(),
+    /// The runtime's eviction (node memory pressure): kill the containers, DisruptionTarget.
+    fn evict(&self, run: &mut MainRun) {
+        run.evicted = true;
+        let message = EVICTION_MESSAGE;
+        run.kill_running();
+        self.write_status(|p| {
+            set_condition(
+                p,
+                "DisruptionTarget",
+                "True",
+                Some("TerminationByKubelet"),
+                Some(message),
             );
-            signal_senders.push(signals);
-            runs.push(started_at);
-        }
-        self.mark_running();
-        let evict_at = match fate {
-            PodFate::EvictAfterMillis(ms) => {
-                Some(tokio::time::Instant::now() + Duration::from_millis(ms))
-            }
-            PodFate::Normal => None,
-        };
-        // Pod-level activeDeadlineSeconds, measured from status.startTime.
-        let pod_deadline_at = pod
-            .pointer("/spec/activeDeadlineSeconds")
-            .and_then(Value::as_i64)
-            .map(|seconds| {
-                let started = pod
-                    .pointer("/status/startTime")
-                    .and_then(Value::as_str)
-                    .and_then(crate::time::parse_time)
-                    .unwrap_or_else(chrono::Utc::now);
-                let remaining = (started + chrono::Duration::seconds(seconds)) - chrono::Utc::now();
-                tokio::time::Instant::now() + remaining.to_std().unwrap_or_default()
-            });
-        let mut deadline_exceeded = false;
-        let mut crash_backoff = self.cluster.config.job_backoff_base;
-        let mut pending_restarts: Vec<(usize, tokio::time::Instant)> = Vec::new();
-        let mut kill_deadline: Option<tokio::time::Instant> = None;
-        let mut deleting = false;
-        let mut evicted = false;
-        loop {
-            let running = slots.iter().filter(|s| s.exit.is_none()).count();
-            if running == 0 && pending_restarts.is_empty() {
-                break;
-            }
-            if !deleting {
-                let requested = match self.interrupt() {
-                    Some(Interrupt::Deleted(g)) => Some(g),
-                    Some(Interrupt::Removed) => Some(0),
-                    None => None,
-                };
-                if let Some(grace) = requested {
-                    deleting = true;
-                    pending_restarts.clear();
-                    let grace = if grace > 0 { grace } else { 0 };
-                    for (i, s) in slots.iter().enumerate() {
-                        if s.exit.is_none() {
-                            let cname = s.spec["name"].as_str().unwrap_or_default().to_string();
-                            self.event(
-                                "Normal",
-                                "Killing",
-                                &format!("Stopping container {cname}"),
-                                Some(&cname),
-                            );
-                            let _ = signal_senders[i].try_send(if grace == 0 {
-                                StopSignal::Kill
-                            } else {
-                                StopSignal::Terminate
-                            });
-                        }
-                    }
-                    kill_deadline =
-                        Some(tokio::time::Instant::now() + Duration::from_secs(grace as u64));
-                    if running == 0 {
-                        break;
-                    }
-                }
-            }
-            let next_restart = pending_restarts.iter().map(|(_, at)| *at).min();
-            tokio::select! {
-                Some((index, exit)) = exit_rx.recv() => {
-                    let failed = exit.exit_code != 0;
-                    let restart = !deleting && !evicted && !deadline_exceeded && match restart_policy.as_str() {
-                        "Always" => true,
-                        "OnFailure" => failed,
-                        _ => false,
-                    };
-                    slots[index].exit = Some(exit.clone());
-                    self.record_exit(index, &slots[index], &exit, restart, crash_backoff);
-                    if restart {
-                        let cname = slots[index].spec["name"].as_str().unwrap_or_default().to_string();
-                        self.event("Warning", "BackOff", &format!("Back-off restarting failed container {cname} in pod {}_{}({})", self.name, self.namespace, self.uid), Some(&cname));
-                        pending_restarts.push((index, tokio::time::Instant::now() + crash_backoff));
-                        crash_backoff = (crash_backoff * 2).min(Duration::from_secs(300));
-                    }
-                }
-                _ = async { match next_restart { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
-                    let now = tokio::time::Instant::now();
-                    let due: Vec<usize> = pending_restarts.iter().filter(|(_, at)| *at <= now).map(|(i, _)| *i).collect();
-                    pending_restarts.retain(|(_, at)| *at > now);
-                    let Some(pod) = self.pod() else { return };
-                    for index in due {
-                        slots[index].restart_count += 1;
-                        slots[index].exit = None;
-                        let (signals, _) = self.start_container(&pod, &slots[index], envs.get(index).cloned().unwrap_or_default(), index, exit_tx.clone());
-                        signal_senders[index] = signals;
-                    }
-                    self.mark_running();
-                }
-                _ = async { match kill_deadline { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
-                    for (i, s) in slots.iter().enumerate() {
-                        if s.exit.is_none() {
-                            let _ = signal_senders[i].try_send(StopSignal::Kill);
-                        }
-                    }
-                    kill_deadline = None;
-                }
-                _ = async { match evict_at { Some(at) if !evicted => tokio::time::sleep_until(at).await, _ => std::future::pending().await } } => {
-                    evicted = true;
-                    let message = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. ";
-                    for (i, s) in slots.iter().enumerate() {
-                        if s.exit.is_none() {
-                            let _ = signal_senders[i].try_send(StopSignal::Kill);
-                        }
-                    }
-                    self.write_status(|p| {
-                        set_condition(p, "DisruptionTarget", "True", Some("TerminationByKubelet"), Some(message));
-                    });
-                    self.event("Warning", "Evicted", message, None);
-                }
-                _ = async { match pod_deadline_at { Some(at) if !deadline_exceeded && !evicted => tokio::time::sleep_until(at).await, _ => std::future::pending().await } } => {
-                    deadline_exceeded = true;
-                    pending_restarts.clear();
-                    for (i, s) in slots.iter().enumerate() {
-                        if s.exit.is_none() {
-                            let _ = signal_senders[i].try_send(StopSignal::Kill);
-                        }
-                    }
-                    self.event("Normal", "DeadlineExceeded", POD_DEADLINE_MESSAGE, None);
-                }
-                changed = self.signals.changed() => {
-                    if changed.is_err() { return; }
-                    if matches!(*self.signals.borrow(), PodSignal::Removed) {
-                        for (i, s) in slots.iter().enumerate() {
-                            if s.exit.is_none() {
-                                let _ = signal_senders[i].try_send(StopSignal::Kill);
-                            }
-                        }
-                        return;
-                    }
-                }
-                _ = self.cluster.shutdown.cancelled() => {
-                    for (i, s) in slots.iter().enumerate() {
-                        if s.exit.is_none() {
-                            let _ = signal_senders[i].try_send(StopSignal::Kill);
-                        }
-                    }
-                    return;
-                }
-            }
-        }
-        // All containers are done: terminal phase.
-        let all_succeeded = slots
+        });
+        self.event("Warning", "Evicted", message, None);
+    }
+
+    /// The pod's activeDeadlineSeconds passed: kill the containers, no more restarts.
+    fn exceed_deadline(&self, run: &mut MainRun) {
+        run.deadline_exceeded = true;
+        run.pending_restarts.clear();
+        run.kill_running();
+        self.event("Normal", "DeadlineExceeded", POD_DEADLINE_MESSAGE, None);
+    }
+
+    /// Succeeded when every container exited 0 (and the pod was neither evicted nor past its
+    /// deadline), Failed otherwise.
+    fn write_terminal_status(&self, run: &MainRun) {
+        let all_succeeded = run
+            .slots
             .iter()
             .all(|s| s.exit.as_ref().is_some_and(|e| e.exit_code == 0));
+        let (evicted, deadline_exceeded) = (run.evicted, run.deadline_exceeded);
         let phase = if all_succeeded && !evicted && !deadline_exceeded {
             "Succeeded"
         } else {
@@ -342,25 +310,25 @@ impl PodWorker {
             }
             if evicted {
                 p["status"]["reason"] = json!("Evicted");
-                p["status"]["message"] = json!("The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. ");
+                p["status"]["message"] = json!(EVICTION_MESSAGE);
             }
             set_condition(p, "PodReadyToStartContainers", "False", None, None);
             set_condition(p, "Ready", "False", Some(ready_reason), None);
             set_condition(p, "ContainersReady", "False", Some(ready_reason), None);
         });
-        if deleting {
-            final_delete(&self.cluster, &self.namespace, &self.name, &self.uid);
-        } else {
-            // A delete may have arrived while we were finishing.
-            loop {
-                if let Some(Interrupt::Deleted(_)) = self.interrupt() {
-                    final_delete(&self.cluster, &self.namespace, &self.name, &self.uid);
-                    return;
-                }
-                tokio::select! {
-                    changed = self.signals.changed() => if changed.is_err() || matches!(*self.signals.borrow(), PodSignal::Removed) { return },
-                    _ = self.cluster.shutdown.cancelled() => return,
-                }
+    }
+
+    /// The pod is terminal without a delete: finish one if it arrives.
+    async fn finish_pending_delete(&mut self) {
+        // A delete may have arrived while we were finishing.
+        loop {
+            if let Some(Interrupt::Deleted(_)) = self.interrupt() {
+                final_delete(&self.cluster, &self.namespace, &self.name, &self.uid);
+                return;
+            }
+            tokio::select! {
+                changed = self.signals.changed() => if changed.is_err() || matches!(*self.signals.borrow(), PodSignal::Removed) { return },
+                _ = self.cluster.shutdown.cancelled() => return,
             }
         }
     }
@@ -489,7 +457,38 @@ impl PodWorker {
     }
 }
 
-fn random_hex(len: usize) -> String {
+/// The pod's `restartPolicy` (Always when unset).
+pub(super) fn restart_policy(pod: &Value) -> String {
+    pod.pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always")
+        .to_string()
+}
+
+/// Pod-level activeDeadlineSeconds, measured from status.startTime.
+fn pod_deadline(pod: &Value) -> Option<Instant> {
+    pod.pointer("/spec/activeDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .map(|seconds| {
+            let started = pod
+                .pointer("/status/startTime")
+                .and_then(Value::as_str)
+                .and_then(crate::time::parse_time)
+                .unwrap_or_else(chrono::Utc::now);
+            let remaining = (started + chrono::Duration::seconds(seconds)) - chrono::Utc::now();
+            Instant::now() + remaining.to_std().unwrap_or_default()
+        })
+}
+
+/// Sleep until `at`; without one, never wake (a timer that is off in `select!`).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) fn random_hex(len: usize) -> String {
     use rand::RngExt;
     let mut rng = rand::rng();
     (0..len)

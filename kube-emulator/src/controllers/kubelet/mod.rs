@@ -9,6 +9,7 @@
 mod containers;
 mod env;
 mod images;
+mod init_containers;
 mod worker;
 
 use std::collections::HashMap;

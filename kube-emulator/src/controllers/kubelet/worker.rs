@@ -100,25 +100,39 @@ impl PodWorker {
     pub(super) async fn run(mut self) {
         let stage = self.cluster.config.kubelet_stage_delay;
         let Some(pod) = self.pod() else { return };
-        let containers: Vec<Value> = pod
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let names: Vec<String> = containers
-            .iter()
-            .filter_map(|c| c["name"].as_str().map(String::from))
-            .collect();
-        let init_containers: Vec<Value> = pod
-            .pointer("/spec/initContainers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let init_names: Vec<String> = init_containers
-            .iter()
-            .filter_map(|c| c["name"].as_str().map(String::from))
-            .collect();
+        let containers = container_specs(&pod, "/spec/containers");
+        let init_containers = container_specs(&pod, "/spec/initContainers");
         // Stage 1: ContainerCreating (PodInitializing while init containers are pending).
+        self.write_creating_status(&containers, &init_containers);
+        if let Some(i) = self.sleep(stage).await {
+            return self.stop_before_start(i).await;
+        }
+        // Stage 2: image names, configuration, pulls — repeated until all containers can start.
+        let Some(envs) = self.wait_until_startable(&containers).await else {
+            return;
+        };
+        self.report_images_pulled(&containers);
+        // Stage 3: init containers, one at a time.
+        if !init_containers.is_empty() && !self.run_init_containers(&init_containers).await {
+            return;
+        }
+        // Stage 4: run.
+        let slots: Vec<ContainerSlot> = containers
+            .iter()
+            .map(|c| ContainerSlot {
+                spec: c.clone(),
+                restart_count: 0,
+                exit: None,
+            })
+            .collect();
+        self.run_containers(slots, envs).await;
+    }
+
+    /// Stage 1: the pod is Pending with every container waiting (ContainerCreating, or
+    /// PodInitializing behind init containers).
+    fn write_creating_status(&self, containers: &[Value], init_containers: &[Value]) {
+        let names = container_names(containers);
+        let init_names = container_names(init_containers);
         let now = now_rfc3339();
         let unready = format!("containers with unready status: [{}]", names.join(" "));
         let main_waiting = if init_containers.is_empty() {
@@ -169,159 +183,95 @@ impl PodWorker {
                 .map(|c| waiting_status(c, main_waiting, None, 0, None))
                 .collect::<Vec<_>>());
         });
-        if let Some(i) = self.sleep(stage).await {
-            return self.stop_before_start(i).await;
-        }
-        // Stage 2: image names, configuration, pulls — repeated until all containers can start.
+    }
+
+    /// Stage 2, repeated until every container can start: returns each container's
+    /// environment, or None when the pod is gone or was deleted first (then stopped).
+    async fn wait_until_startable(
+        &mut self,
+        containers: &[Value],
+    ) -> Option<Vec<Vec<(String, String)>>> {
         let mut envs: Vec<Vec<(String, String)>> = Vec::new();
         let mut pull_failures = 0u32;
         loop {
-            let Some(pod) = self.pod() else { return };
-            let mut blocked = false;
-            let mut pull_blocked = false;
+            let pod = self.pod()?;
             envs.clear();
-            // Volumes first: a missing Secret/ConfigMap volume keeps the pod in ContainerCreating
-            // and no container is looked at until it appears.
-            let volume_problem = missing_volume_source(&self.cluster, &pod);
-            if let Some(message) = &volume_problem {
-                self.event("Warning", "FailedMount", message, None);
-                blocked = true;
+            let (blocked, pull_blocked) =
+                self.check_containers(&pod, containers, pull_failures, &mut envs);
+            if !blocked {
+                return Some(envs);
             }
-            let to_check = if volume_problem.is_some() {
-                &containers[..0]
-            } else {
-                &containers[..]
-            };
-            for (i, c) in to_check.iter().enumerate() {
-                let cname = c["name"].as_str().unwrap_or_default().to_string();
-                let image = c["image"].as_str().unwrap_or_default().to_string();
-                if !is_valid_image_reference(&image) {
-                    let message = format!("Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": invalid reference format");
-                    if self.set_waiting(i, "InvalidImageName", Some(&message)) {
-                        self.event("Warning", "InspectFailed", &message, Some(&cname));
-                        self.event("Warning", "Failed", "Error: InvalidImageName", Some(&cname));
-                    }
+            pull_failures += 1;
+            let wait = self.retry_wait(pull_blocked, pull_failures);
+            if let Some(i) = self.sleep(wait).await {
+                self.stop_before_start(i).await;
+                return None;
+            }
+        }
+    }
+
+    /// One pass of stage 2: volumes, then each container's image name, configuration and
+    /// pull, pushing the environments of those that get that far. Returns (blocked, blocked
+    /// by an image pull).
+    fn check_containers(
+        &self,
+        pod: &Value,
+        containers: &[Value],
+        pull_failures: u32,
+        envs: &mut Vec<Vec<(String, String)>>,
+    ) -> (bool, bool) {
+        let mut blocked = false;
+        let mut pull_blocked = false;
+        // Volumes first: a missing Secret/ConfigMap volume keeps the pod in ContainerCreating
+        // and no container is looked at until it appears.
+        let volume_problem = missing_volume_source(&self.cluster, pod);
+        if let Some(message) = &volume_problem {
+            self.event("Warning", "FailedMount", message, None);
+            blocked = true;
+        }
+        let to_check = if volume_problem.is_some() {
+            &containers[..0]
+        } else {
+            containers
+        };
+        for (i, c) in to_check.iter().enumerate() {
+            let cname = c["name"].as_str().unwrap_or_default().to_string();
+            let image = c["image"].as_str().unwrap_or_default().to_string();
+            if !is_valid_image_reference(&image) {
+                self.report_invalid_image(i, &cname, &image);
+                blocked = true;
+                continue;
+            }
+            match resolve_env(&self.cluster, pod, c) {
+                Err(message) => {
+                    self.report_config_error(i, &cname, &message);
                     blocked = true;
                     continue;
                 }
-                match resolve_env(&self.cluster, &pod, c) {
-                    Err(message) => {
-                        if self.set_waiting(i, "CreateContainerConfigError", Some(&message)) {
-                            self.event(
-                                "Warning",
-                                "Failed",
-                                &format!("Error: {message}"),
-                                Some(&cname),
-                            );
-                        }
-                        blocked = true;
-                        continue;
-                    }
-                    Ok(env) => envs.push(env),
-                }
-                match self.runtime.pull(&pod, c) {
-                    PullOutcome::Pulled => {}
-                    PullOutcome::Fails(error) => {
-                        blocked = true;
-                        pull_blocked = true;
-                        let (reason, message) = if pull_failures == 0 {
-                            ("ErrImagePull", error.clone())
-                        } else {
-                            (
-                                "ImagePullBackOff",
-                                format!("Back-off pulling image \"{image}\""),
-                            )
-                        };
-                        // Back-off events repeat on every retry (aggregated into `count`).
-                        let changed = self.set_waiting(i, reason, Some(&message));
-                        if changed || reason == "ImagePullBackOff" {
-                            if reason == "ErrImagePull" {
-                                self.event(
-                                    "Normal",
-                                    "Pulling",
-                                    &format!("Pulling image \"{image}\""),
-                                    Some(&cname),
-                                );
-                                self.event(
-                                    "Warning",
-                                    "Failed",
-                                    &format!("Failed to pull image \"{image}\": {error}"),
-                                    Some(&cname),
-                                );
-                                self.event(
-                                    "Warning",
-                                    "Failed",
-                                    "Error: ErrImagePull",
-                                    Some(&cname),
-                                );
-                            } else {
-                                self.event("Normal", "BackOff", &message, Some(&cname));
-                                self.event(
-                                    "Warning",
-                                    "Failed",
-                                    "Error: ImagePullBackOff",
-                                    Some(&cname),
-                                );
-                            }
-                        }
-                    }
+                Ok(env) => envs.push(env),
+            }
+            match self.runtime.pull(pod, c) {
+                PullOutcome::Pulled => {}
+                PullOutcome::Fails(error) => {
+                    blocked = true;
+                    pull_blocked = true;
+                    self.report_pull_failure(i, &cname, &image, &error, pull_failures);
                 }
             }
-            if !blocked {
-                break;
-            }
-            pull_failures += 1;
-            // The kubelet's image back-off doubles up to five minutes; configuration errors are
-            // retried at the base interval.
-            let base = self
-                .cluster
-                .config
-                .image_pull_backoff
-                .max(Duration::from_millis(50));
-            let wait = if pull_blocked {
-                (base * 2u32.saturating_pow(pull_failures.saturating_sub(1).min(16)))
-                    .min(Duration::from_secs(300))
-            } else {
-                base
-            };
-            if let Some(i) = self.sleep(wait).await {
-                return self.stop_before_start(i).await;
-            }
         }
-        for c in &containers {
-            let image = c["image"].as_str().unwrap_or_default();
-            let cname = c["name"].as_str().unwrap_or_default();
-            if c["imagePullPolicy"] == "IfNotPresent" || c["imagePullPolicy"] == "Never" {
-                self.event(
-                    "Normal",
-                    "Pulled",
-                    &format!("Container image \"{image}\" already present on machine"),
-                    Some(cname),
-                );
-            } else {
-                self.event(
-                    "Normal",
-                    "Pulling",
-                    &format!("Pulling image \"{image}\""),
-                    Some(cname),
-                );
-                self.event("Normal", "Pulled", &format!("Successfully pulled image \"{image}\" in 1.2s (1.2s including waiting). Image size: 3623807 bytes."), Some(cname));
-            }
+        (blocked, pull_blocked)
+    }
+
+    /// A container whose `env`/`envFrom` cannot be resolved: CreateContainerConfigError.
+    fn report_config_error(&self, index: usize, cname: &str, message: &str) {
+        if self.set_waiting(index, "CreateContainerConfigError", Some(message)) {
+            self.event(
+                "Warning",
+                "Failed",
+                &format!("Error: {message}"),
+                Some(cname),
+            );
         }
-        // Stage 3: init containers, one at a time.
-        if !init_containers.is_empty() && !self.run_init_containers(&init_containers).await {
-            return;
-        }
-        // Stage 4: run.
-        let slots: Vec<ContainerSlot> = containers
-            .iter()
-            .map(|c| ContainerSlot {
-                spec: c.clone(),
-                restart_count: 0,
-                exit: None,
-            })
-            .collect();
-        self.run_containers(slots, envs).await;
     }
 
     /// Set a container's waiting state; returns true if it changed (so events are not repeated).
@@ -386,4 +336,19 @@ fn waiting_status(
         "imageID": "",
         "started": false,
     })
+}
+
+/// The container specs at `pointer` (`/spec/containers` or `/spec/initContainers`).
+fn container_specs(pod: &Value, pointer: &str) -> Vec<Value> {
+    pod.pointer(pointer)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn container_names(containers: &[Value]) -> Vec<String> {
+    containers
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect()
 }
