@@ -114,84 +114,94 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve {
-            port,
-            kubeconfig,
-            runtime,
-            authorization,
-            tls,
-            node_cpu,
-            node_memory,
-            node_pods,
-            job_backoff_base_ms,
-            kubelet_stage_delay_ms,
-            scripted_run_ms,
-            namespace_deletion_delay_ms,
-            fault_latency_ms,
-            fault_error_rate,
-            fault_error_code,
-            process_workdir,
-            process_env,
-            autoscaler,
-            node_groups,
-            autoscaler_scan_ms,
-        } => {
-            let autoscaler =
-                (autoscaler.is_some() || !node_groups.is_empty()).then(|| AutoscalerConfig {
-                    style: autoscaler.unwrap_or_default(),
-                    node_groups,
-                    scan_interval: Duration::from_millis(autoscaler_scan_ms),
-                });
-            let config = EmulatorConfig {
+    let (config, faults) = cli.command.into_config();
+    let emulator = Emulator::start(config)
+        .await
+        .context("starting kube-emulator")?;
+    if let Some(faults) = faults {
+        emulator.set_faults(faults);
+    }
+    println!(
+        "kube-emulator listening on {} (kubeconfig {})",
+        emulator.url(),
+        emulator.kubeconfig_path().display()
+    );
+    wait_for_termination().await?;
+    tracing::info!("shutting down");
+    emulator.shutdown().await;
+    Ok(())
+}
+
+impl Command {
+    /// The emulator's configuration, and the faults to inject from the start (if any).
+    fn into_config(self) -> (EmulatorConfig, Option<FaultSettings>) {
+        match self {
+            Command::Serve {
                 port,
-                runtime: match runtime {
-                    RuntimeArg::Scripted => RuntimeKind::Scripted,
-                    RuntimeArg::Process => RuntimeKind::Process,
-                },
-                authorization: match authorization {
-                    AuthorizationArg::AlwaysAllow => AuthorizationMode::AlwaysAllow,
-                    AuthorizationArg::Rbac => AuthorizationMode::Rbac,
-                },
+                kubeconfig,
+                runtime,
+                authorization,
                 tls,
-                node_capacity: NodeCapacity {
-                    cpu: node_cpu,
-                    memory: node_memory,
-                    pods: node_pods,
-                },
-                kubeconfig_path: Some(kubeconfig),
-                job_backoff_base: Duration::from_millis(job_backoff_base_ms),
-                kubelet_stage_delay: Duration::from_millis(kubelet_stage_delay_ms),
-                scripted_default_run: Duration::from_millis(scripted_run_ms),
-                namespace_deletion_delay: Duration::from_millis(namespace_deletion_delay_ms),
+                node_cpu,
+                node_memory,
+                node_pods,
+                job_backoff_base_ms,
+                kubelet_stage_delay_ms,
+                scripted_run_ms,
+                namespace_deletion_delay_ms,
+                fault_latency_ms,
+                fault_error_rate,
+                fault_error_code,
                 process_workdir,
                 process_env,
                 autoscaler,
-                ..EmulatorConfig::default()
-            };
-            let emulator = Emulator::start(config)
-                .await
-                .context("starting kube-emulator")?;
-            if fault_latency_ms > 0 || fault_error_rate > 0.0 {
-                emulator.set_faults(FaultSettings {
-                    latency_ms: fault_latency_ms,
-                    error_rate: fault_error_rate,
-                    error_code: fault_error_code,
-                    retry_after_seconds: 1,
-                    ..FaultSettings::default()
-                });
+                node_groups,
+                autoscaler_scan_ms,
+            } => {
+                let autoscaler =
+                    (autoscaler.is_some() || !node_groups.is_empty()).then(|| AutoscalerConfig {
+                        style: autoscaler.unwrap_or_default(),
+                        node_groups,
+                        scan_interval: Duration::from_millis(autoscaler_scan_ms),
+                    });
+                let config = EmulatorConfig {
+                    port,
+                    runtime: match runtime {
+                        RuntimeArg::Scripted => RuntimeKind::Scripted,
+                        RuntimeArg::Process => RuntimeKind::Process,
+                    },
+                    authorization: match authorization {
+                        AuthorizationArg::AlwaysAllow => AuthorizationMode::AlwaysAllow,
+                        AuthorizationArg::Rbac => AuthorizationMode::Rbac,
+                    },
+                    tls,
+                    node_capacity: NodeCapacity {
+                        cpu: node_cpu,
+                        memory: node_memory,
+                        pods: node_pods,
+                    },
+                    kubeconfig_path: Some(kubeconfig),
+                    job_backoff_base: Duration::from_millis(job_backoff_base_ms),
+                    kubelet_stage_delay: Duration::from_millis(kubelet_stage_delay_ms),
+                    scripted_default_run: Duration::from_millis(scripted_run_ms),
+                    namespace_deletion_delay: Duration::from_millis(namespace_deletion_delay_ms),
+                    process_workdir,
+                    process_env,
+                    autoscaler,
+                    ..EmulatorConfig::default()
+                };
+                let faults =
+                    (fault_latency_ms > 0 || fault_error_rate > 0.0).then(|| FaultSettings {
+                        latency_ms: fault_latency_ms,
+                        error_rate: fault_error_rate,
+                        error_code: fault_error_code,
+                        retry_after_seconds: 1,
+                        ..FaultSettings::default()
+                    });
+                (config, faults)
             }
-            println!(
-                "kube-emulator listening on {} (kubeconfig {})",
-                emulator.url(),
-                emulator.kubeconfig_path().display()
-            );
-            wait_for_termination().await?;
-            tracing::info!("shutting down");
-            emulator.shutdown().await;
         }
     }
-    Ok(())
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

@@ -477,29 +477,7 @@ impl Registry {
         options: &DeleteOptions,
     ) -> Result<DeleteOutcome, ApiError> {
         let current = self.get(resource, namespace, name)?;
-        if let Some(uid) = &options.precondition_uid {
-            let actual = current
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if uid != actual {
-                return Err(ApiError::conflict(
-                    resource,
-                    name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
-                ));
-            }
-        }
-        if let Some(rv) = &options.precondition_resource_version {
-            let actual = current_rv_of(&current).to_string();
-            if *rv != actual {
-                return Err(ApiError::conflict(
-                    resource,
-                    name,
-                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"),
-                ));
-            }
-        }
+        check_delete_preconditions(resource, name, &current, options)?;
         let propagation = options.propagation.unwrap_or(if resource.group == "batch" {
             Propagation::Orphan
         } else {
@@ -534,41 +512,13 @@ impl Registry {
         // Graceful or finalizer-gated deletion: mark the object.
         let now = chrono::Utc::now();
         let stored = self.store.update(resource, namespace, name, |obj| {
-            let mut next = obj.clone();
-            let meta = next["metadata"].as_object_mut().expect("metadata");
-            let first_mark = !meta.contains_key("deletionTimestamp");
-            let existing_grace = meta
-                .get("deletionGracePeriodSeconds")
-                .and_then(Value::as_i64);
-            // A shorter grace period may replace a longer one, never the reverse.
-            if first_mark || existing_grace.is_some_and(|g| grace < g) {
-                meta.insert(
-                    "deletionTimestamp".into(),
-                    json!(format_time(now + chrono::Duration::seconds(grace))),
-                );
-                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            }
-            if first_mark {
-                if let Some(generation) = meta.get("generation").and_then(Value::as_i64) {
-                    if generation > 0 {
-                        meta.insert("generation".into(), json!(generation + 1));
-                    }
-                }
-            }
-            if let Some(finalizer) = gc_finalizer {
-                if first_mark {
-                    let list = meta.entry("finalizers").or_insert_with(|| json!([]));
-                    if let Some(list) = list.as_array_mut() {
-                        if !list.iter().any(|f| f == finalizer) {
-                            list.push(json!(finalizer));
-                        }
-                    }
-                }
-            }
-            if is_namespace {
-                next["status"]["phase"] = json!("Terminating");
-            }
-            Ok(Some(next))
+            Ok(Some(mark_for_deletion(
+                obj,
+                grace,
+                gc_finalizer,
+                is_namespace,
+                now,
+            )))
         })?;
         match self.finish_deletion_if_ready(resource, &stored) {
             Some(last) => Ok(DeleteOutcome::Removed(last)),
@@ -636,7 +586,7 @@ impl Registry {
 fn prepare_update(
     resource: &'static ResourceType,
     current: &Value,
-    mut new: Value,
+    new: Value,
     subresource: Option<&str>,
     ctx: &WriteContext,
 ) -> Result<Value, ApiError> {
@@ -644,21 +594,7 @@ fn prepare_update(
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if let Some(uid) = new.pointer("/metadata/uid").and_then(Value::as_str) {
-        let actual = current
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !uid.is_empty() && uid != actual {
-            return Err(ApiError::conflict(
-                resource,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
-                ),
-            ));
-        }
-    }
+    check_uid_precondition(resource, name, current, &new)?;
     let mut next = if subresource == Some("status") {
         let mut next = current.clone();
         next["status"] = new.get("status").cloned().unwrap_or_else(|| json!({}));
@@ -672,35 +608,7 @@ fn prepare_update(
             .unwrap_or_else(|| json!([]));
         next
     } else {
-        admission::carry_system_metadata(&mut new, current);
-        if resource.has_subresource("status") {
-            match current.get("status") {
-                Some(status) => new["status"] = status.clone(),
-                None => {
-                    if let Some(map) = new.as_object_mut() {
-                        map.remove("status");
-                    }
-                }
-            }
-        }
-        if resource.plural == "secrets" {
-            admission::defaults::normalize_secret(&mut new);
-        }
-        if resource.is(resources::namespaces()) {
-            // Only the finalize subresource changes a Namespace's finalizers.
-            new["spec"]["finalizers"] = current
-                .pointer("/spec/finalizers")
-                .cloned()
-                .unwrap_or_else(|| json!([]));
-        }
-        if new.get("spec").is_some() && new.get("spec") != current.get("spec") {
-            let generation = current
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            new["metadata"]["generation"] = json!(generation + 1);
-        }
-        new
+        updated_object(resource, current, new)
     };
     if let Some(meta) = next["metadata"].as_object_mut() {
         if meta
@@ -718,4 +626,146 @@ fn prepare_update(
     admission::record_manager(&mut next, resource, ctx);
     let _ = now_rfc3339;
     Ok(next)
+}
+
+/// DELETE's preconditions: the object's uid and resourceVersion, when given.
+fn check_delete_preconditions(
+    resource: &'static ResourceType,
+    name: &str,
+    current: &Value,
+    options: &DeleteOptions,
+) -> Result<(), ApiError> {
+    if let Some(uid) = &options.precondition_uid {
+        let actual = current
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if uid != actual {
+            return Err(ApiError::conflict(
+                resource,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = &options.precondition_resource_version {
+        let actual = current_rv_of(current).to_string();
+        if *rv != actual {
+            return Err(ApiError::conflict(
+                resource,
+                name,
+                &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The object marked for graceful or finalizer-gated deletion: `deletionTimestamp` and the
+/// grace period, the generation bump, the garbage collector's finalizer, a Namespace
+/// Terminating.
+fn mark_for_deletion(
+    obj: &Value,
+    grace: i64,
+    gc_finalizer: Option<&str>,
+    is_namespace: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    let mut next = obj.clone();
+    let meta = next["metadata"].as_object_mut().expect("metadata");
+    let first_mark = !meta.contains_key("deletionTimestamp");
+    let existing_grace = meta
+        .get("deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    // A shorter grace period may replace a longer one, never the reverse.
+    if first_mark || existing_grace.is_some_and(|g| grace < g) {
+        meta.insert(
+            "deletionTimestamp".into(),
+            json!(format_time(now + chrono::Duration::seconds(grace))),
+        );
+        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    }
+    if first_mark {
+        if let Some(generation) = meta.get("generation").and_then(Value::as_i64) {
+            if generation > 0 {
+                meta.insert("generation".into(), json!(generation + 1));
+            }
+        }
+    }
+    if let Some(finalizer) = gc_finalizer {
+        if first_mark {
+            let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(list) = list.as_array_mut() {
+                if !list.iter().any(|f| f == finalizer) {
+                    list.push(json!(finalizer));
+                }
+            }
+        }
+    }
+    if is_namespace {
+        next["status"]["phase"] = json!("Terminating");
+    }
+    next
+}
+
+/// An update's `metadata.uid`, when set, must be the object's.
+fn check_uid_precondition(
+    resource: &'static ResourceType,
+    name: &str,
+    current: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    if let Some(uid) = new.pointer("/metadata/uid").and_then(Value::as_str) {
+        let actual = current
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !uid.is_empty() && uid != actual {
+            return Err(ApiError::conflict(
+                resource,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The object an update of the object itself (not a subresource) stores: the system metadata
+/// and status carried over, a Secret normalized, a Namespace's finalizers kept, the generation
+/// bumped when the spec changed.
+fn updated_object(resource: &'static ResourceType, current: &Value, mut new: Value) -> Value {
+    admission::carry_system_metadata(&mut new, current);
+    if resource.has_subresource("status") {
+        match current.get("status") {
+            Some(status) => new["status"] = status.clone(),
+            None => {
+                if let Some(map) = new.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+        }
+    }
+    if resource.plural == "secrets" {
+        admission::defaults::normalize_secret(&mut new);
+    }
+    if resource.is(resources::namespaces()) {
+        // Only the finalize subresource changes a Namespace's finalizers.
+        new["spec"]["finalizers"] = current
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+    }
+    if new.get("spec").is_some() && new.get("spec") != current.get("spec") {
+        let generation = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        new["metadata"]["generation"] = json!(generation + 1);
+    }
+    new
 }

@@ -196,34 +196,9 @@ pub fn default_job(job: &mut Value, uid: &str) {
         .get("manualSelector")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if !manual {
-        s.insert("manualSelector".into(), json!(false));
-        s.insert(
-            "selector".into(),
-            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
-        );
-        let template = s.entry("template").or_insert_with(|| json!({}));
-        let Some(t) = template.as_object_mut() else {
-            return;
-        };
-        let meta = t.entry("metadata").or_insert_with(|| json!({}));
-        if meta.is_null() {
-            *meta = json!({});
-        }
-        let labels = meta
-            .as_object_mut()
-            .expect("template metadata")
-            .entry("labels")
-            .or_insert_with(|| json!({}));
-        if labels.is_null() {
-            *labels = json!({});
-        }
-        if let Some(l) = labels.as_object_mut() {
-            l.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
-            l.insert("batch.kubernetes.io/job-name".into(), json!(name));
-            l.insert("controller-uid".into(), json!(uid));
-            l.insert("job-name".into(), json!(name));
-        }
+    // A template that is not an object ends the defaulting here.
+    if !manual && !generate_selector(s, uid, &name) {
+        return;
     }
     if let Some(pod_spec) = s.get_mut("template").and_then(|t| t.get_mut("spec")) {
         default_pod_spec(pod_spec);
@@ -241,6 +216,39 @@ pub fn default_job(job: &mut Value, uid: &str) {
         }
     }
     job["status"] = json!({});
+}
+
+/// The registry's `generateSelector`: select on the controller uid and put the job labels on
+/// the template. False when the template is not an object.
+fn generate_selector(s: &mut Map<String, Value>, uid: &str, name: &str) -> bool {
+    s.insert("manualSelector".into(), json!(false));
+    s.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let template = s.entry("template").or_insert_with(|| json!({}));
+    let Some(t) = template.as_object_mut() else {
+        return false;
+    };
+    let meta = t.entry("metadata").or_insert_with(|| json!({}));
+    if meta.is_null() {
+        *meta = json!({});
+    }
+    let labels = meta
+        .as_object_mut()
+        .expect("template metadata")
+        .entry("labels")
+        .or_insert_with(|| json!({}));
+    if labels.is_null() {
+        *labels = json!({});
+    }
+    if let Some(l) = labels.as_object_mut() {
+        l.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
+        l.insert("batch.kubernetes.io/job-name".into(), json!(name));
+        l.insert("controller-uid".into(), json!(uid));
+        l.insert("job-name".into(), json!(name));
+    }
+    true
 }
 
 /// Namespace defaults.

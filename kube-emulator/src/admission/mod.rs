@@ -418,6 +418,30 @@ fn validate_job(job: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) 
     }
     let template_labels = spec.pointer("/template/metadata/labels");
     validation::validate_labels(template_labels, "spec.template.metadata.labels", causes);
+    validate_job_pod_template(&spec, causes);
+    if let Some(selector) = spec.get("selector") {
+        let selector = crate::selectors::LabelSelector::from_label_selector_object(selector);
+        let labels = crate::selectors::object_labels(
+            &json!({"metadata": {"labels": template_labels.cloned().unwrap_or(json!({}))}}),
+        );
+        if !selector.matches_labels(&labels) {
+            causes.push(FieldCause::invalid(
+                "spec.template.metadata.labels",
+                &template_labels.cloned().unwrap_or(json!({})),
+                "`selector` does not match template `labels`",
+            ));
+        }
+    } else if old.is_none() {
+        causes.push(FieldCause::required("spec.selector", ""));
+    }
+    if let Some(old) = old {
+        validate_job_immutable(job, old, causes);
+    }
+}
+
+/// A Job's pod template: a valid pod spec whose restartPolicy is OnFailure or Never (Never
+/// with a podFailurePolicy).
+fn validate_job_pod_template(spec: &Value, causes: &mut Vec<FieldCause>) {
     match spec.pointer("/template/spec") {
         Some(pod_spec) => {
             validation::validate_pod_spec(pod_spec, "spec.template.spec", causes);
@@ -442,42 +466,29 @@ fn validate_job(job: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) 
         }
         None => causes.push(FieldCause::required("spec.template.spec.containers", "")),
     }
-    if let Some(selector) = spec.get("selector") {
-        let selector = crate::selectors::LabelSelector::from_label_selector_object(selector);
-        let labels = crate::selectors::object_labels(
-            &json!({"metadata": {"labels": template_labels.cloned().unwrap_or(json!({}))}}),
-        );
-        if !selector.matches_labels(&labels) {
+}
+
+/// The fields of a Job that cannot change.
+fn validate_job_immutable(job: &Value, old: &Value, causes: &mut Vec<FieldCause>) {
+    for (field, path) in [
+        ("/spec/selector", "spec.selector"),
+        ("/spec/completions", "spec.completions"),
+        ("/spec/podFailurePolicy", "spec.podFailurePolicy"),
+    ] {
+        if old.pointer(field) != job.pointer(field) {
             causes.push(FieldCause::invalid(
-                "spec.template.metadata.labels",
-                &template_labels.cloned().unwrap_or(json!({})),
-                "`selector` does not match template `labels`",
-            ));
-        }
-    } else if old.is_none() {
-        causes.push(FieldCause::required("spec.selector", ""));
-    }
-    if let Some(old) = old {
-        for (field, path) in [
-            ("/spec/selector", "spec.selector"),
-            ("/spec/completions", "spec.completions"),
-            ("/spec/podFailurePolicy", "spec.podFailurePolicy"),
-        ] {
-            if old.pointer(field) != job.pointer(field) {
-                causes.push(FieldCause::invalid(
-                    path,
-                    job.pointer(field).unwrap_or(&Value::Null),
-                    "field is immutable",
-                ));
-            }
-        }
-        if old.pointer("/spec/template") != job.pointer("/spec/template") {
-            causes.push(FieldCause::invalid(
-                "spec.template",
-                &json!("core.PodTemplateSpec{...}"),
+                path,
+                job.pointer(field).unwrap_or(&Value::Null),
                 "field is immutable",
             ));
         }
+    }
+    if old.pointer("/spec/template") != job.pointer("/spec/template") {
+        causes.push(FieldCause::invalid(
+            "spec.template",
+            &json!("core.PodTemplateSpec{...}"),
+            "field is immutable",
+        ));
     }
 }
 

@@ -119,25 +119,7 @@ pub fn watch(
     let send_initial = query.get("sendInitialEvents").map(|v| v == "true");
     let bookmarks = query.flag("allowWatchBookmarks");
     let rv_param = query.get("resourceVersion").unwrap_or_default().to_string();
-    if send_initial.is_some() {
-        if query.get("resourceVersionMatch") != Some("NotOlderThan") {
-            return Err(ApiError::invalid_options(
-                "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-            ));
-        }
-        if send_initial == Some(true) && !bookmarks {
-            return Err(ApiError::invalid_options(
-                "ListOptions.meta.k8s.io \"\" is invalid: allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
-            ));
-        }
-    } else if query
-        .get("resourceVersionMatch")
-        .is_some_and(|m| !m.is_empty())
-    {
-        return Err(ApiError::invalid_options(
-            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
-        ));
-    }
+    check_watch_options(query, send_initial, bookmarks)?;
     let requested_rv: Option<u64> = if rv_param.is_empty() {
         None
     } else {
@@ -164,7 +146,68 @@ pub fn watch(
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
     let task_cluster = cluster.clone();
     // Subscribe before returning so no change between now and the first poll is lost.
-    let start = if send_initial == Some(true) || requested_rv.is_none() || requested_rv == Some(0) {
+    let start = beginning(&cluster, &rp, send_initial, requested_rv);
+    let cut = cluster.watch_cut.subscribe();
+    tokio::spawn(async move {
+        let stream = WatchStream {
+            cluster: task_cluster,
+            filter,
+            tx,
+            render,
+        };
+        stream.run(start, timeout, bookmarks, cut).await;
+    });
+    let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(response)
+}
+
+/// `sendInitialEvents` needs `resourceVersionMatch=NotOlderThan` (and bookmarks when true);
+/// without it, `resourceVersionMatch` is refused.
+fn check_watch_options(
+    query: &Query,
+    send_initial: Option<bool>,
+    bookmarks: bool,
+) -> Result<(), ApiError> {
+    if send_initial.is_some() {
+        if query.get("resourceVersionMatch") != Some("NotOlderThan") {
+            return Err(ApiError::invalid_options(
+                "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if send_initial == Some(true) && !bookmarks {
+            return Err(ApiError::invalid_options(
+                "ListOptions.meta.k8s.io \"\" is invalid: allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
+            ));
+        }
+    } else if query
+        .get("resourceVersionMatch")
+        .is_some_and(|m| !m.is_empty())
+    {
+        return Err(ApiError::invalid_options(
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
+    }
+    Ok(())
+}
+
+/// Where the watch starts: the current state (subscribed atomically), the history after a
+/// resourceVersion, or Expired when that history is gone.
+fn beginning(
+    cluster: &Cluster,
+    rp: &ResourcePath,
+    send_initial: Option<bool>,
+    requested_rv: Option<u64>,
+) -> WatchBeginning {
+    if send_initial == Some(true) || requested_rv.is_none() || requested_rv == Some(0) {
         let state = cluster
             .store
             .watch_with_state(rp.resource, rp.namespace.as_deref());
@@ -184,32 +227,7 @@ pub fn watch(
             },
             Err(_) => WatchBeginning::Expired(rv),
         }
-    };
-    let cut = cluster.watch_cut.subscribe();
-    tokio::spawn(async move {
-        run_watch(
-            task_cluster,
-            filter,
-            start,
-            tx,
-            timeout,
-            bookmarks,
-            render,
-            cut,
-        )
-        .await;
-    });
-    let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
-    *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, private"),
-    );
-    Ok(response)
+    }
 }
 
 enum WatchBeginning {
@@ -227,121 +245,160 @@ enum WatchBeginning {
     Expired(u64),
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_watch(
+/// The task writing one watch's events into its response body.
+struct WatchStream {
     cluster: Arc<Cluster>,
     filter: WatchFilter,
-    start: WatchBeginning,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
-    timeout: Option<Duration>,
-    bookmarks: bool,
     render: Rendering,
-    mut cut: tokio::sync::watch::Receiver<u64>,
-) {
-    let resource = filter.resource;
-    let send = |event_type: &str, object: &Value| {
+}
+
+impl WatchStream {
+    async fn run(
+        &self,
+        start: WatchBeginning,
+        timeout: Option<Duration>,
+        bookmarks: bool,
+        cut: tokio::sync::watch::Receiver<u64>,
+    ) {
+        let Some((receiver, last_rv)) = self.begin(start).await else {
+            return;
+        };
+        self.follow(receiver, last_rv, timeout, bookmarks, cut)
+            .await;
+    }
+
+    /// An event's line, its object rendered as the client asked (not ERROR or BOOKMARK).
+    fn event_line(&self, event_type: &str, object: &Value) -> Bytes {
         let rendered = if event_type == "ERROR" || event_type == "BOOKMARK" {
             object.clone()
         } else {
-            render_object(object, render, resource)
+            render_object(object, self.render, self.filter.resource)
         };
         line(event_type, &rendered)
-    };
-    let (mut receiver, mut last_rv) = match start {
-        WatchBeginning::Expired(rv) => {
-            if cluster.faults.get().silent_watch_expiry {
-                return;
-            }
-            let _ = tx
-                .send(Ok(send(
-                    "ERROR",
-                    &expired_status(&format!(
+    }
+
+    /// Send a line; false once the client is gone.
+    async fn send(&self, line: Bytes) -> bool {
+        self.tx.send(Ok(line)).await.is_ok()
+    }
+
+    /// The events before the live ones: the current objects (and the initial-events-end
+    /// bookmark) or the history's, or the Expired error. Returns the receiver of live changes
+    /// and the last resourceVersion sent, or None when the watch is over.
+    async fn begin(
+        &self,
+        start: WatchBeginning,
+    ) -> Option<(broadcast::Receiver<Arc<Change>>, u64)> {
+        let resource = self.filter.resource;
+        match start {
+            WatchBeginning::Expired(rv) => {
+                if self.cluster.faults.get().silent_watch_expiry {
+                    return None;
+                }
+                let _ = self
+                    .send(self.event_line(
+                        "ERROR",
+                        &expired_status(&format!(
                         "The resourceVersion for the provided watch is too old. (requested {rv})"
                     )),
-                )))
-                .await;
-            return;
-        }
-        WatchBeginning::State {
-            objects,
-            receiver,
-            rv,
-            initial_events_end,
-        } => {
-            for object in objects.iter().filter(|o| filter.matches(o)) {
-                if tx.send(Ok(send("ADDED", object))).await.is_err() {
-                    return;
-                }
+                    ))
+                    .await;
+                None
             }
-            if initial_events_end
-                && tx
-                    .send(Ok(line("BOOKMARK", &bookmark(resource, rv, true))))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            (receiver, rv)
-        }
-        WatchBeginning::History {
-            backlog,
-            receiver,
-            rv,
-        } => {
-            let mut last = rv;
-            for change in backlog {
-                last = change.resource_version;
-                if let Some((event_type, object)) = filter.event_for(&change) {
-                    if tx.send(Ok(send(event_type, &object))).await.is_err() {
-                        return;
+            WatchBeginning::State {
+                objects,
+                receiver,
+                rv,
+                initial_events_end,
+            } => {
+                for object in objects.iter().filter(|o| self.filter.matches(o)) {
+                    if !self.send(self.event_line("ADDED", object)).await {
+                        return None;
                     }
                 }
+                if initial_events_end
+                    && !self
+                        .send(line("BOOKMARK", &bookmark(resource, rv, true)))
+                        .await
+                {
+                    return None;
+                }
+                Some((receiver, rv))
             }
-            (receiver, last)
-        }
-    };
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut bookmark_timer = tokio::time::interval(cluster.config.watch_bookmark_interval);
-    bookmark_timer.tick().await;
-    loop {
-        let sleep_until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            received = receiver.recv() => match received {
-                Ok(change) => {
-                    if change.resource_version <= last_rv {
-                        continue;
-                    }
-                    last_rv = change.resource_version;
-                    if let Some((event_type, object)) = filter.event_for(&change) {
-                        if tx.send(Ok(send(event_type, &object))).await.is_err() {
-                            return;
+            WatchBeginning::History {
+                backlog,
+                receiver,
+                rv,
+            } => {
+                let mut last = rv;
+                for change in backlog {
+                    last = change.resource_version;
+                    if let Some((event_type, object)) = self.filter.event_for(&change) {
+                        if !self.send(self.event_line(event_type, &object)).await {
+                            return None;
                         }
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // A watcher too slow for the buffer is told to relist, like the apiserver
-                    // closing a blocked cache watcher.
-                    let _ = tx.send(Ok(send("ERROR", &expired_status(&format!(
-                        "too old resource version: {last_rv} ({})", cluster.store.resource_version()
-                    ))))).await;
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = bookmark_timer.tick(), if bookmarks => {
-                if tx.send(Ok(line("BOOKMARK", &bookmark(resource, last_rv, false)))).await.is_err() {
-                    return;
-                }
+                Some((receiver, last))
             }
-            _ = sleep_until_deadline => return,
-            _ = cut.changed() => return,
-            _ = cluster.shutdown.cancelled() => return,
-            _ = tx.closed() => return,
+        }
+    }
+
+    /// Live changes (and periodic bookmarks) until the timeout, a cut, shutdown, the client
+    /// leaving, or a watcher too slow for the buffer.
+    async fn follow(
+        &self,
+        mut receiver: broadcast::Receiver<Arc<Change>>,
+        mut last_rv: u64,
+        timeout: Option<Duration>,
+        bookmarks: bool,
+        mut cut: tokio::sync::watch::Receiver<u64>,
+    ) {
+        let resource = self.filter.resource;
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut bookmark_timer = tokio::time::interval(self.cluster.config.watch_bookmark_interval);
+        bookmark_timer.tick().await;
+        loop {
+            let sleep_until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                received = receiver.recv() => match received {
+                    Ok(change) => {
+                        if change.resource_version <= last_rv {
+                            continue;
+                        }
+                        last_rv = change.resource_version;
+                        if let Some((event_type, object)) = self.filter.event_for(&change) {
+                            if !self.send(self.event_line(event_type, &object)).await {
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // A watcher too slow for the buffer is told to relist, like the apiserver
+                        // closing a blocked cache watcher.
+                        let _ = self.send(self.event_line("ERROR", &expired_status(&format!(
+                            "too old resource version: {last_rv} ({})", self.cluster.store.resource_version()
+                        )))).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = bookmark_timer.tick(), if bookmarks => {
+                    if !self.send(line("BOOKMARK", &bookmark(resource, last_rv, false))).await {
+                        return;
+                    }
+                }
+                _ = sleep_until_deadline => return,
+                _ = cut.changed() => return,
+                _ = self.cluster.shutdown.cancelled() => return,
+                _ = self.tx.closed() => return,
+            }
         }
     }
 }

@@ -58,17 +58,7 @@ pub fn record(
         .unwrap_or_default();
     let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let now = now_rfc3339();
-    let mut involved = json!({
-        "kind": object["kind"],
-        "namespace": namespace,
-        "name": name,
-        "uid": object.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
-        "apiVersion": object["apiVersion"],
-        "resourceVersion": object.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null),
-    });
-    if let Some(path) = field_path {
-        involved["fieldPath"] = json!(path);
-    }
+    let involved = involved_object(object, namespace, name, field_path);
     let mut source = json!({"component": reporter.component()});
     let mut reporting_instance = String::new();
     if matches!(reporter, Reporter::Kubelet) {
@@ -92,17 +82,7 @@ pub fn record(
         "reportingInstance": reporting_instance,
     });
     if matches!(reporter, Reporter::Scheduler) {
-        // The scheduler uses the events.k8s.io recorder: eventTime set, no first/last timestamps.
-        event["eventTime"] = json!(now_micro());
-        event["action"] = json!(if reason == "Scheduled" {
-            "Binding"
-        } else {
-            "Scheduling"
-        });
-        event["firstTimestamp"] = Value::Null;
-        event["lastTimestamp"] = Value::Null;
-        event["reportingInstance"] =
-            json!(format!("default-scheduler-{}", cluster.config.node_name));
+        as_scheduler_event(cluster, &mut event, reason);
     }
     let ctx = WriteContext::update(reporter.component());
     // Like client-go's event correlator: an identical event (same object, reason, message,
@@ -119,13 +99,51 @@ pub fn record(
         event_type,
         reporter.component()
     );
-    let existing = cluster.recorded_events.lock().get(&key).cloned();
+    if bump_existing(cluster, &key, namespace, &ctx) {
+        return;
+    }
+    create_event(cluster, key, namespace, event, &ctx);
+}
+
+/// The event's `involvedObject`.
+fn involved_object(object: &Value, namespace: &str, name: &str, field_path: Option<&str>) -> Value {
+    let mut involved = json!({
+        "kind": object["kind"],
+        "namespace": namespace,
+        "name": name,
+        "uid": object.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+        "apiVersion": object["apiVersion"],
+        "resourceVersion": object.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null),
+    });
+    if let Some(path) = field_path {
+        involved["fieldPath"] = json!(path);
+    }
+    involved
+}
+
+/// The scheduler uses the events.k8s.io recorder: eventTime set, no first/last timestamps.
+fn as_scheduler_event(cluster: &Cluster, event: &mut Value, reason: &str) {
+    event["eventTime"] = json!(now_micro());
+    event["action"] = json!(if reason == "Scheduled" {
+        "Binding"
+    } else {
+        "Scheduling"
+    });
+    event["firstTimestamp"] = Value::Null;
+    event["lastTimestamp"] = Value::Null;
+    event["reportingInstance"] = json!(format!("default-scheduler-{}", cluster.config.node_name));
+}
+
+/// Bump `count` and `lastTimestamp` of the event last recorded under `key`; false when there
+/// is none (or it is gone).
+fn bump_existing(cluster: &Cluster, key: &str, namespace: &str, ctx: &WriteContext) -> bool {
+    let existing = cluster.recorded_events.lock().get(key).cloned();
     if let Some(existing_name) = existing {
         let bumped = cluster.registry.modify(
             resources::core_events(),
             namespace,
             &existing_name,
-            &ctx,
+            ctx,
             |e| {
                 let count = e["count"].as_i64().unwrap_or(1);
                 e["count"] = json!(count + 1);
@@ -133,12 +151,17 @@ pub fn record(
             },
         );
         if matches!(bumped, Ok(Some(_))) {
-            return;
+            return true;
         }
     }
+    false
+}
+
+/// Create the event and remember its name under `key`.
+fn create_event(cluster: &Cluster, key: String, namespace: &str, event: Value, ctx: &WriteContext) {
     match cluster
         .registry
-        .create(resources::core_events(), namespace, event, &ctx, false)
+        .create(resources::core_events(), namespace, event, ctx, false)
     {
         Ok(created) => {
             let created_name = created

@@ -200,68 +200,90 @@ impl GarbageCollector {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
         if has_finalizer(object, ORPHAN_FINALIZER) {
-            for (rid, dns, dname) in &dependents {
-                if let Some(dep_resource) = resource_by_id(rid) {
-                    let owner = uid.clone();
-                    let _ = self.cluster.registry.modify(
-                        dep_resource,
-                        dns,
-                        dname,
-                        &WriteContext::update(MANAGER),
-                        |d| {
-                            if let Some(list) = d
-                                .pointer_mut("/metadata/ownerReferences")
-                                .and_then(Value::as_array_mut)
-                            {
-                                list.retain(|r| r["uid"] != owner.as_str());
-                                if list.is_empty() {
-                                    d["metadata"]
-                                        .as_object_mut()
-                                        .expect("metadata")
-                                        .remove("ownerReferences");
-                                }
-                            }
-                        },
-                    );
-                }
-            }
-            let _ = self.cluster.registry.remove_finalizer(
-                resource,
-                &ns,
-                &name,
-                ORPHAN_FINALIZER,
-                MANAGER,
-            );
+            self.orphan_dependents(resource, &ns, &name, &uid, &dependents);
         } else if has_finalizer(object, FOREGROUND_FINALIZER) {
-            let mut remaining = 0;
-            for (rid, dns, dname) in &dependents {
-                let Some(dep_resource) = resource_by_id(rid) else {
-                    continue;
-                };
-                let Some(dep) = self.cluster.store.get(dep_resource, dns, dname) else {
-                    continue;
-                };
-                remaining += 1;
-                if dep.pointer("/metadata/deletionTimestamp").is_none() {
-                    let options = DeleteOptions {
-                        propagation: Some(Propagation::Foreground),
-                        ..DeleteOptions::default()
-                    };
-                    let _ = self
-                        .cluster
-                        .registry
-                        .delete(dep_resource, dns, dname, &options);
-                }
-            }
-            if remaining == 0 {
-                let _ = self.cluster.registry.remove_finalizer(
-                    resource,
-                    &ns,
-                    &name,
-                    FOREGROUND_FINALIZER,
-                    MANAGER,
+            self.delete_dependents_first(resource, &ns, &name, &dependents);
+        }
+    }
+
+    /// Orphan propagation: drop the owner from its dependents' ownerReferences, then the
+    /// owner's orphan finalizer.
+    fn orphan_dependents(
+        &self,
+        resource: &'static ResourceType,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        dependents: &[Entry],
+    ) {
+        for (rid, dns, dname) in dependents {
+            if let Some(dep_resource) = resource_by_id(rid) {
+                let owner = uid.to_string();
+                let _ = self.cluster.registry.modify(
+                    dep_resource,
+                    dns,
+                    dname,
+                    &WriteContext::update(MANAGER),
+                    |d| {
+                        if let Some(list) = d
+                            .pointer_mut("/metadata/ownerReferences")
+                            .and_then(Value::as_array_mut)
+                        {
+                            list.retain(|r| r["uid"] != owner.as_str());
+                            if list.is_empty() {
+                                d["metadata"]
+                                    .as_object_mut()
+                                    .expect("metadata")
+                                    .remove("ownerReferences");
+                            }
+                        }
+                    },
                 );
             }
+        }
+        let _ =
+            self.cluster
+                .registry
+                .remove_finalizer(resource, ns, name, ORPHAN_FINALIZER, MANAGER);
+    }
+
+    /// Foreground propagation: delete the dependents (in the foreground too) and drop the
+    /// owner's finalizer once none is left.
+    fn delete_dependents_first(
+        &self,
+        resource: &'static ResourceType,
+        ns: &str,
+        name: &str,
+        dependents: &[Entry],
+    ) {
+        let mut remaining = 0;
+        for (rid, dns, dname) in dependents {
+            let Some(dep_resource) = resource_by_id(rid) else {
+                continue;
+            };
+            let Some(dep) = self.cluster.store.get(dep_resource, dns, dname) else {
+                continue;
+            };
+            remaining += 1;
+            if dep.pointer("/metadata/deletionTimestamp").is_none() {
+                let options = DeleteOptions {
+                    propagation: Some(Propagation::Foreground),
+                    ..DeleteOptions::default()
+                };
+                let _ = self
+                    .cluster
+                    .registry
+                    .delete(dep_resource, dns, dname, &options);
+            }
+        }
+        if remaining == 0 {
+            let _ = self.cluster.registry.remove_finalizer(
+                resource,
+                ns,
+                name,
+                FOREGROUND_FINALIZER,
+                MANAGER,
+            );
         }
     }
 

@@ -4,7 +4,7 @@
 //! stdout and stderr go to the pod log; the exit code becomes the terminated state; stop
 //! signals map to SIGTERM/SIGKILL of the process group. The image is ignored.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -147,17 +147,7 @@ async fn run_process(
             message: Some("failed to create containerd task: no command specified".into()),
         };
     };
-    let mut command = Command::new(program);
-    command
-        .args(&argv[1..])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(&workdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    let mut command = container_command(&argv, &env, &workdir);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
@@ -201,6 +191,28 @@ async fn run_process(
     for pump in [stdout, stderr].into_iter().flatten() {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), pump).await;
     }
+    exit_of(status)
+}
+
+/// The child process for `argv` (non-empty): only the given env, its own process group,
+/// stdout and stderr piped, killed when dropped.
+fn container_command(argv: &[String], env: &[(String, String)], workdir: &Path) -> Command {
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+}
+
+/// The terminated state of a process: its exit code, or 128 + the signal that killed it.
+fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> ContainerExit {
     match status {
         Ok(status) => {
             use std::os::unix::process::ExitStatusExt;
