@@ -12,8 +12,10 @@ use service_runtime::options::{PoolOptions, StreamOptions};
 /// Dispatcher settings, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DispatcherConfig {
+    /// The work pool and this replica's worker name.
     #[command(flatten)]
     pub pool: PoolOptions,
+    /// The JetStream streams' settings.
     #[command(flatten)]
     pub streams: StreamOptions,
     /// Most runs this replica handles at once (one batched Prefect read
@@ -59,6 +61,7 @@ pub struct DispatcherConfig {
     /// Seconds the work pool's base job template is cached.
     #[arg(long, env = "PREFECT_K8S_TEMPLATE_CACHE_SECONDS", default_value_t = 30)]
     pub template_cache_seconds: u64,
+    /// Agent-wide Job defaults (the seed agent's options).
     #[command(flatten)]
     pub job: JobOptions,
     /// Credentials forwarded to flow-run pods; set by the binary from the
@@ -74,7 +77,9 @@ pub struct DispatcherConfig {
 /// The Prefect credentials flow-run pods receive when no Secret is named.
 #[derive(Clone, Debug, Default)]
 pub struct FlowCredentials {
+    /// `PREFECT_API_KEY`.
     pub api_key: Option<Secret>,
+    /// `PREFECT_API_AUTH_STRING`.
     pub auth_string: Option<Secret>,
 }
 
@@ -101,16 +106,20 @@ pub struct JobOptions {
     /// `imagePullPolicy` for flow-run containers: Always, IfNotPresent or Never.
     #[arg(long = "image-pull-policy", env = "IMAGE_PULL_POLICY")]
     pub image_pull_policy: Option<String>,
+    /// CPU request of flow-run containers (a Kubernetes quantity).
     #[arg(long = "cpu-request", env = "JOB_CPU_REQUEST")]
     pub cpu_request: Option<String>,
+    /// CPU limit of flow-run containers.
     #[arg(long = "cpu-limit", env = "JOB_CPU_LIMIT")]
     pub cpu_limit: Option<String>,
+    /// Memory request of flow-run containers.
     #[arg(
         long = "mem-request",
         visible_alias = "memory-request",
         env = "JOB_MEM_REQUEST"
     )]
     pub memory_request: Option<String>,
+    /// Memory limit of flow-run containers.
     #[arg(
         long = "mem-limit",
         visible_alias = "memory-limit",
@@ -141,20 +150,24 @@ pub struct JobOptions {
 }
 
 impl DispatcherConfig {
+    /// JetStream's ack wait (at least 5 s).
     pub fn ack_wait(&self) -> Duration {
         Duration::from_secs(self.ack_wait_seconds.max(5))
     }
 
+    /// How long after its claim a run may still get its Job.
     pub fn submission_timeout(&self) -> Duration {
         Duration::from_secs(self.submission_timeout_seconds)
     }
 
+    /// How long the loop may stall before the replica is not live.
     pub fn liveness_timeout(&self) -> Duration {
         Duration::try_from_secs_f64(self.liveness_timeout_seconds)
             .unwrap_or(Duration::from_secs(60))
             .max(Duration::from_millis(100))
     }
 
+    /// The deadline of each Kubernetes call (at least 1 s).
     pub fn kubernetes_timeout(&self) -> Duration {
         Duration::from_secs(self.kubernetes_timeout_seconds.max(1))
     }

@@ -25,6 +25,7 @@
 
 pub mod claim;
 pub mod cli;
+#[warn(missing_docs)]
 pub mod config;
 pub mod dead_letter;
 pub mod intake;

@@ -9,8 +9,10 @@ use service_runtime::options::{PoolOptions, StreamOptions};
 /// Poller settings, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PollerConfig {
+    /// The work pool and the worker name the poller heartbeats as.
     #[command(flatten)]
     pub pool: PoolOptions,
+    /// The JetStream streams' settings.
     #[command(flatten)]
     pub streams: StreamOptions,
     /// Work queues to poll (repeat or comma-separate); none means all queues.
@@ -54,15 +56,19 @@ pub struct PollerConfig {
         env = "PREFECT_K8S_LIVENESS_TIMEOUT_SECONDS"
     )]
     pub liveness_timeout_seconds: Option<f64>,
+    /// A base job template (JSON file) to create the work pool with, or to fill
+    /// its empty template; prefect-kubernetes 0.8's default otherwise.
     #[arg(long = "base-job-template", env = "PREFECT_K8S_BASE_JOB_TEMPLATE")]
     pub base_job_template: Option<PathBuf>,
 }
 
 impl PollerConfig {
+    /// Between polls (at least 50 ms).
     pub fn poll_interval(&self) -> Duration {
         Duration::from_secs_f64(self.poll_interval_seconds.max(0.05))
     }
 
+    /// Between worker heartbeats (at least 1 s).
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_secs(self.heartbeat_seconds.max(1))
     }

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+#[warn(missing_docs)]
 pub mod config;
 pub mod due;
 pub mod metrics;

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod nats;
 pub mod nats_auth;
 mod nats_url;
+#[warn(missing_docs)]
 pub mod options;
 pub mod prefect;
 pub mod serve;

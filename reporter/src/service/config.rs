@@ -13,6 +13,7 @@ use crate::DecisionSettings;
 #[derive(Debug, Clone, clap::Args)]
 #[command(mut_arg("worker_name", |arg| arg.default_value("prefect-k8s-reporter")))]
 pub struct ReporterConfig {
+    /// The work pool and the worker name.
     #[command(flatten)]
     pub pool: PoolOptions,
     /// Namespace whose Jobs, pods and events are watched; all namespaces when unset.
@@ -90,6 +91,7 @@ pub struct ReporterConfig {
         env = "PREFECT_K8S_LIVENESS_TIMEOUT_SECONDS"
     )]
     pub liveness_timeout_seconds: Option<f64>,
+    /// The decision graces that may be overridden.
     #[command(flatten)]
     pub grace: GraceOverrides,
 }
@@ -212,16 +214,19 @@ impl ReporterConfig {
         format!("{host}-{}", std::process::id())
     }
 
+    /// The Lease's duration (at least 2 s).
     pub fn lease_duration(&self) -> Duration {
         Duration::from_secs(self.lease_duration_seconds.max(2))
     }
 
+    /// Between polls for cancelling runs (at least 100 ms).
     pub fn cancel_poll_interval(&self) -> Duration {
         seconds(Some(self.cancel_poll_seconds))
             .unwrap_or(Duration::from_secs(5))
             .max(Duration::from_millis(100))
     }
 
+    /// Between full re-evaluations (at least 500 ms).
     pub fn reconcile_interval(&self) -> Duration {
         seconds(Some(self.reconcile_seconds))
             .unwrap_or(Duration::from_secs(30))
@@ -250,6 +255,7 @@ impl ReporterConfig {
         }
     }
 
+    /// The decision core's settings from these flags.
     pub fn decision_settings(&self) -> DecisionSettings {
         let mut settings = self.grace.settings();
         if let Some(grace) = seconds(Some(self.missing_job_grace_seconds)) {

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod cancel;
+#[warn(missing_docs)]
 pub mod config;
 pub mod evaluate;
 pub mod event_logs;
