@@ -100,6 +100,7 @@ impl Handler {
             worker_name: config.pool.worker_name.clone(),
             work_pool: config.pool.work_pool.clone(),
             jobs: Jobs::new(kube, config.kubernetes_timeout()),
+            claims: prefect.with_retry(prefect_client::RetryPolicy::no_retries()),
             prefect,
             renderer,
             submission_timeout: config.submission_timeout(),

@@ -83,6 +83,8 @@ pub enum Outcome {
 /// What a submission needs.
 pub struct Submitter {
     pub prefect: PrefectClient,
+    /// The claim's client: without HTTP retries (see [`claim_may_be_sent`]).
+    pub claims: PrefectClient,
     pub reads: Reads,
     pub jobs: Jobs,
     /// The work pool whose runs this dispatcher may claim.
@@ -110,7 +112,8 @@ impl Submitter {
 
     async fn try_submit(&self, due: &DueRun, deliveries: u64) -> Step<Outcome> {
         let run = self.read(due.key, deliveries).await?;
-        let resumed = self.claim(due, run.as_ref(), deliveries).await?;
+        let read_at = std::time::Instant::now();
+        let resumed = self.claim(due, run.as_ref(), read_at, deliveries).await?;
         // A claimed run was read (a missing one is skipped by the claim rules).
         let run = run.ok_or(Outcome::Skipped(SkipReason::RunDeleted))?;
         if !resumed {
@@ -181,18 +184,30 @@ impl Submitter {
     }
 
     /// Claims the run; `Ok(true)` when it was already ours (a resumed claim).
-    async fn claim(&self, due: &DueRun, run: Option<&FlowRun>, deliveries: u64) -> Step<bool> {
+    async fn claim(
+        &self,
+        due: &DueRun,
+        run: Option<&FlowRun>,
+        read_at: std::time::Instant,
+        deliveries: u64,
+    ) -> Step<bool> {
         match claim::decide(&due.key, run, &self.work_pool) {
             ClaimDecision::Skip(reason) => Err(Outcome::Skipped(reason)),
             ClaimDecision::Resume => {
                 self.metrics.claim("resumed");
                 Ok(true)
             }
+            ClaimDecision::Propose if !claim_may_be_sent(read_at.elapsed()) => {
+                Err(Outcome::Retry {
+                    after: Duration::ZERO,
+                    error: "the run was read too long ago to claim it on that read".into(),
+                })
+            }
             ClaimDecision::Propose => {
                 let transition_id = due.key.claim_transition_id();
                 let proposal = StateCreate::pending_claim(transition_id);
                 let result = self
-                    .prefect
+                    .claims
                     .set_flow_run_state(due.key.flow_run_id, &proposal, false)
                     .await;
                 let outcome = match &result {
@@ -371,6 +386,24 @@ pub fn backoff(deliveries: u64) -> Duration {
     Duration::from_secs((1u64 << exponent).min(60))
 }
 
+/// Prefect *accepts* `Pending` on a Completed, Failed or Crashed run, and its
+/// duplicate-transition rule only recognises our claim while it is the run's
+/// current state. A claim sent late — an HTTP retry after the first attempt
+/// committed and lost its answer, or a proposal made on a read from before a
+/// pause (SIGSTOP) long enough for the message to be redelivered, resumed by
+/// another replica and its flow run to finish — would reopen a finished run.
+/// So the claim is sent once (no HTTP retries: a failure is redelivered and
+/// decided again from a fresh read), and only on a read younger than this;
+/// an older read is made again first. Another replica gets the message only
+/// after the ack wait (at least 5 s) passed without this one's progress acks,
+/// so within this age no other replica can have resumed it.
+const CLAIM_READ_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// Whether a claim may be proposed on a read this old.
+fn claim_may_be_sent(read_age: Duration) -> bool {
+    read_age < CLAIM_READ_MAX_AGE
+}
+
 fn retry(deliveries: u64, error: String) -> Outcome {
     Outcome::Retry {
         after: backoff(deliveries),
@@ -391,6 +424,15 @@ fn resumed_pid(key: &SubmissionKey, run: &FlowRun, resumed: bool) -> Option<Infr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_goes_out_only_on_a_fresh_read() {
+        assert!(claim_may_be_sent(Duration::from_millis(20)));
+        // Paused (SIGSTOP, a starved process) between the read and the claim:
+        // read again rather than claim a run that may have finished meanwhile.
+        assert!(!claim_may_be_sent(CLAIM_READ_MAX_AGE));
+        assert!(!claim_may_be_sent(Duration::from_secs(15)));
+    }
 
     #[test]
     fn backoff_doubles_and_caps_at_a_minute() {

@@ -223,9 +223,15 @@ fn is_stale(job: &JobView, input: &DecisionInput<'_>) -> bool {
             })
     });
     // Kubernetes times have whole seconds (truncated): a Job that ended within the
-    // second the state began may have ended after it.
+    // second the state began may have ended after it. The reporter's own
+    // `InfrastructurePending` about the Job the pid names is no new submission (it
+    // may land after that Job ended, held up by the network): the Job stays the run's.
+    let own_infrastructure_pending = &*state.name == crate::run_state::INFRASTRUCTURE_PENDING
+        && state.infrastructure_pid.as_ref().is_some_and(named);
     let ended_before_state = match (job_end(job), state.since) {
-        (Some(ended), Some(since)) => ended + TimeDelta::seconds(1) <= since,
+        (Some(ended), Some(since)) => {
+            ended + TimeDelta::seconds(1) <= since && !own_infrastructure_pending
+        }
         _ => false,
     };
     pid_names_another_known_job || claimed_again || ended_before_state

@@ -1171,6 +1171,37 @@ fn a_job_that_ended_before_the_run_was_claimed_again_does_not_crash_the_new_clai
 }
 
 #[test]
+fn a_job_that_failed_before_our_late_infrastructure_pending_landed_still_crashes_the_run() {
+    // The pod exited at 5; the reporter's InfrastructurePending, sent while it was
+    // pending, was held up by the network and landed at 9 (long campaign, seed 20).
+    let job = JobFixture::new()
+        .failed(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            at(5),
+        )
+        .view();
+    let pid = flow_run_proto::InfrastructurePid::new(&*job.namespace, &*job.name);
+    let late = infrastructure_pending()
+        .since(Some(at(9)))
+        .with_pid(Some(pid));
+    assert!(matches!(
+        decide_at(&late, std::slice::from_ref(&job), &[], at(60)),
+        Decision::ProposeCrashed(_)
+    ));
+    // An InfrastructurePending about another Job (the pid names a new submission's)
+    // still makes the old one stale.
+    let other = flow_run_proto::InfrastructurePid::new(&*job.namespace, "second");
+    let about_another = infrastructure_pending()
+        .since(Some(at(9)))
+        .with_pid(Some(other));
+    assert_eq!(
+        decide_at(&about_another, &[job], &[], at(60)),
+        Decision::Nothing
+    );
+}
+
+#[test]
 fn a_job_the_pid_no_longer_names_is_an_earlier_submissions() {
     let old = JobFixture::new()
         .named("first", "uid-first")
