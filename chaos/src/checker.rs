@@ -661,8 +661,10 @@ fn no_event_forwarded_twice(run: &RunFacts, recorder: &Recorder) -> Vec<Violatio
         .collect()
 }
 
-/// Recorded Events with the reason and object a forwarded line names
-/// (`Kubernetes event <reason> on <pod|Job> <name>…`).
+/// Observations (each recorded Event's highest count) with the reason and
+/// object a forwarded line names (`Kubernetes event <reason> on <pod|Job>
+/// <name>…`): the reporter forwards each new count of an Event, and two
+/// observations within one second carry the same timestamp.
 fn distinct_events(recorder: &Recorder, message: &str) -> usize {
     let mut words = message.split_whitespace().skip(2);
     let (Some(reason), Some(_on), Some(_kind), Some(object)) =
@@ -675,7 +677,8 @@ fn distinct_events(recorder: &Recorder, message: &str) -> usize {
         .events
         .values()
         .filter(|event| event.reason == reason && event.object == object)
-        .count()
+        .map(|event| usize::try_from(event.count.max(1)).unwrap_or(1))
+        .sum()
 }
 
 /// (h) Peak resident memory of each service under the limit.
@@ -1017,6 +1020,15 @@ mod tests {
             };
             recorded.events.insert(uid.into(), event);
         }
+        assert_eq!(violations(std::slice::from_ref(&facts), &recorded), []);
+        // One Event seen twice within a second: two lines of one timestamp.
+        recorded.events.remove("e2");
+        facts.logs = vec![line(3), line(3)];
+        assert_eq!(
+            violations(std::slice::from_ref(&facts), &recorded),
+            [Invariant::NoEventForwardedTwice]
+        );
+        recorded.events.get_mut("e1").unwrap().count = 2;
         assert_eq!(violations(&[facts], &recorded), []);
     }
 }

@@ -19,8 +19,9 @@
 //! A line is sent before its Event is annotated: a reporter killed between the two
 //! sends that line again (at least once); every other restart repeats nothing.
 //! Batches are sent without HTTP retries: when a send fails (the answer may have been
-//! lost after Prefect stored the lines), the next attempt first reads the runs' logs
-//! of that time window back and sends only the lines not there. The same check is made
+//! lost after Prefect stored the lines, or the server may still be storing them), the
+//! lines wait one Prefect request timeout, then the runs' logs of that time window
+//! are read back and only the lines not there are sent. The same check is made
 //! for everything pending when a replica starts leading: the previous leader may have
 //! sent lines it did not live to annotate. Those are held for one Prefect request
 //! timeout first, so that a request of the previous leader still on its way (a
@@ -200,11 +201,13 @@ impl EventBacklog {
         }
     }
 
-    /// Records that a send of `log` failed after it may have reached Prefect.
-    fn maybe_sent(&mut self, log: &EventLog) {
+    /// Records that a send of `log` failed after it may have reached Prefect (or
+    /// may still reach it): held until `until`, then read back.
+    fn maybe_sent(&mut self, log: &EventLog, until: Instant) {
         if let Some(pending) = self.pending.get_mut(&log.dedup_key.event) {
             if pending.log.dedup_key == log.dedup_key {
                 pending.maybe_sent = true;
+                pending.held_until = Some(until);
             }
         }
     }
@@ -316,8 +319,10 @@ async fn forward(
             lines
         };
         if let Err(error) = prefect.create_logs(&unsent).await {
+            // The request may still be on its way, or the server still at it.
+            let until = Instant::now() + prefect.request_timeout();
             for (_, pending) in chunk {
-                backlog.maybe_sent(&pending.log);
+                backlog.maybe_sent(&pending.log, until);
             }
             return Err(error);
         }
@@ -477,9 +482,14 @@ mod tests {
             stamped.is_some(),
             "a line keeps one timestamp across attempts"
         );
-        backlog.maybe_sent(&ready[0].1.log);
+        backlog.maybe_sent(&ready[0].1.log, now + Duration::from_secs(30));
+        assert!(
+            backlog.ready(|_| Some(run()), now).is_empty(),
+            "held while the failed request may still land"
+        );
         // The Event is seen again unchanged (a relist): still to be checked.
         backlog.observe(&event(1, None), now);
+        let now = now + Duration::from_secs(30);
         let again = backlog.ready(|_| Some(run()), now);
         assert!(again[0].1.maybe_sent);
         assert_eq!(again[0].1.log.timestamp, stamped);
