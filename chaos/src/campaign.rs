@@ -4,6 +4,7 @@
 //! everything, wait for the system to become quiet (at most the recovery
 //! window), check, report, tear down.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checker;
 use crate::config::CampaignConfig;
 use crate::monitor::{self, Monitor, Observations};
-use crate::nemesis::{self, EpisodeLog, Nemesis};
+use crate::nemesis::{self, EpisodeLog, FaultKind, Nemesis};
 use crate::recorder::{self, Recorder, SharedRecorder};
 use crate::report::{FaultOutcome, Summary};
 use crate::stack::{Stack, StackError};
@@ -335,7 +336,7 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
     let limit_kib = config.rss_limit_mib * 1024;
     let now = chrono::Utc::now();
     let origin = now - chrono::TimeDelta::from_std(parts.elapsed).unwrap_or_default();
-    let impairments = impairments(&parts.phase.episodes, origin);
+    let impairments = impairments(&parts.phase.episodes, origin, &stack.dir.join("logs"));
     let violations = checker::check(
         &parts.facts,
         parts.recorder,
@@ -388,17 +389,59 @@ fn summarize(config: &CampaignConfig, stack: &Stack, parts: SummaryParts<'_>) ->
 
 /// When faults that impair submission held, on the clock of the runs' facts
 /// (`origin` is when the campaign started).
+/// The faults that could hold up a submission (applied ones; a SIGSTOP only of
+/// a dispatcher), and each run's failed attempts from the dispatchers' logs.
 fn impairments(
     episodes: &[EpisodeLog],
     origin: chrono::DateTime<chrono::Utc>,
+    logs: &std::path::Path,
 ) -> checker::Impairments {
-    checker::Impairments(
-        episodes
-            .iter()
-            .filter(|log| log.kind.impairs_submission())
-            .map(|log| (origin + wall(log.started), origin + wall(log.healed)))
-            .collect(),
-    )
+    let windows = episodes
+        .iter()
+        .filter(|log| log.error.is_none() && log.kind.impairs_submission())
+        .filter(|log| log.kind != FaultKind::StopService || log.detail.contains("dispatcher"))
+        .map(|log| (origin + wall(log.started), origin + wall(log.healed)))
+        .collect();
+    checker::Impairments {
+        windows,
+        failed_attempts: failed_attempts(logs),
+    }
+}
+
+/// How many times the dispatchers logged "submission failed; will retry" for
+/// each run.
+fn failed_attempts(logs: &std::path::Path) -> BTreeMap<uuid::Uuid, usize> {
+    let mut attempts = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return attempts;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("dispatcher")
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("submission failed; will retry"))
+        {
+            if let Some(id) = run_id_in(line) {
+                *attempts.entry(id).or_insert(0) += 1;
+            }
+        }
+    }
+    attempts
+}
+
+/// The `flow_run_id="<uuid>"` of a log line.
+fn run_id_in(line: &str) -> Option<uuid::Uuid> {
+    let start = line.find("flow_run_id")?;
+    line[start..]
+        .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+        .find_map(|word| uuid::Uuid::parse_str(word).ok())
 }
 
 /// The notes on outcomes the checker accepts: runs Crashed by a submission timeout
@@ -420,8 +463,9 @@ fn outcome_notes(
         .count();
     [
         format!(
-            "Runs Crashed by the submission timeout while faults held up their submission (faults on for at least {:.0} % of claim to crash; accepted by (b) and (f)): {} [{}]",
+            "Runs Crashed by the submission timeout while faults held up their submission (faults on for at least {:.0} % of claim to crash, at least {} failed attempts in the dispatchers' logs; accepted by (b) and (f)): {} [{}]",
             checker::IMPAIRED_SHARE * 100.0,
+            checker::MIN_FAILED_ATTEMPTS,
             timed_out.len(),
             timed_out.join(", ")
         ),
@@ -509,4 +553,19 @@ fn write_plan(dir: &std::path::Path, plan: &[PlannedRun], schedule: &[nemesis::E
         ));
     }
     let _ = std::fs::write(dir.join("plan.txt"), text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_attempt_is_found_in_a_colored_log_line() {
+        let line = "\u{1b}[2m2026-11-27T22:32:18Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m submission failed; will retry \u{1b}[3mflow_run_id\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"12b59f11-6e40-4d75-9fea-895e157e4a8b\" \u{1b}[3merror\u{1b}[0m=x";
+        assert_eq!(
+            run_id_in(line),
+            uuid::Uuid::parse_str("12b59f11-6e40-4d75-9fea-895e157e4a8b").ok()
+        );
+        assert_eq!(run_id_in("no id here"), None);
+    }
 }

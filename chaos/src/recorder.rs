@@ -51,9 +51,11 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// Could have started the flow: released (or created unsuspended) or had a pod.
-    /// A Job created suspended and deleted without either is a withdrawn create
-    /// (a late or repeated create the dispatcher took back): it never ran anything.
+    /// Could have started the flow: seen released (or created unsuspended) or had a
+    /// pod. A Job created suspended and deleted without either is a withdrawn
+    /// create (a late or repeated create the dispatcher took back): it never ran
+    /// anything. Seen by the recorder's watch: a Job released and deleted within
+    /// a relist gap (after a forced compaction) would look withdrawn.
     pub fn could_run(&self) -> bool {
         self.ever_released || self.had_pod
     }

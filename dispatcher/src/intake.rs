@@ -101,6 +101,7 @@ impl Handler {
             work_pool: config.pool.work_pool.clone(),
             jobs: Jobs::new(kube, config.kubernetes_timeout()),
             claims: prefect.with_retry(prefect_client::RetryPolicy::no_retries()),
+            claim_window: crate::submit::claim_window(config.ack_wait()),
             prefect,
             renderer,
             submission_timeout: config.submission_timeout(),

@@ -83,8 +83,10 @@ pub enum Outcome {
 /// What a submission needs.
 pub struct Submitter {
     pub prefect: PrefectClient,
-    /// The claim's client: without HTTP retries (see [`claim_may_be_sent`]).
+    /// The claim's client: without HTTP retries (see [`claim_window`]).
     pub claims: PrefectClient,
+    /// See [`claim_window`].
+    pub claim_window: Duration,
     pub reads: Reads,
     pub jobs: Jobs,
     /// The work pool whose runs this dispatcher may claim.
@@ -111,8 +113,9 @@ impl Submitter {
     }
 
     async fn try_submit(&self, due: &DueRun, deliveries: u64) -> Step<Outcome> {
-        let run = self.read(due.key, deliveries).await?;
+        // From before the read: a pause while its answer is on the way counts.
         let read_at = std::time::Instant::now();
+        let run = self.read(due.key, deliveries).await?;
         let resumed = self.claim(due, run.as_ref(), read_at, deliveries).await?;
         // A claimed run was read (a missing one is skipped by the claim rules).
         let run = run.ok_or(Outcome::Skipped(SkipReason::RunDeleted))?;
@@ -197,19 +200,25 @@ impl Submitter {
                 self.metrics.claim("resumed");
                 Ok(true)
             }
-            ClaimDecision::Propose if !claim_may_be_sent(read_at.elapsed()) => {
-                Err(Outcome::Retry {
-                    after: Duration::ZERO,
-                    error: "the run was read too long ago to claim it on that read".into(),
-                })
-            }
+            ClaimDecision::Propose if read_at.elapsed() >= self.claim_window => Err(retry(
+                deliveries,
+                "the run was read too long ago to claim it on that read".into(),
+            )),
             ClaimDecision::Propose => {
                 let transition_id = due.key.claim_transition_id();
                 let proposal = StateCreate::pending_claim(transition_id);
-                let result = self
+                let remaining = self.claim_window.saturating_sub(read_at.elapsed());
+                let sent = self
                     .claims
-                    .set_flow_run_state(due.key.flow_run_id, &proposal, false)
-                    .await;
+                    .set_flow_run_state(due.key.flow_run_id, &proposal, false);
+                let result = match tokio::time::timeout(remaining, sent).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        self.metrics.claim("error");
+                        let error = "the claim got no answer within the claim window".into();
+                        return Err(retry(deliveries, error));
+                    }
+                };
                 let outcome = match &result {
                     Ok(result) => match claim::interpret(result, transition_id) {
                         ClaimOutcome::Claimed => "claimed",
@@ -386,22 +395,21 @@ pub fn backoff(deliveries: u64) -> Duration {
     Duration::from_secs((1u64 << exponent).min(60))
 }
 
-/// Prefect *accepts* `Pending` on a Completed, Failed or Crashed run, and its
-/// duplicate-transition rule only recognises our claim while it is the run's
-/// current state. A claim sent late — an HTTP retry after the first attempt
-/// committed and lost its answer, or a proposal made on a read from before a
-/// pause (SIGSTOP) long enough for the message to be redelivered, resumed by
-/// another replica and its flow run to finish — would reopen a finished run.
-/// So the claim is sent once (no HTTP retries: a failure is redelivered and
-/// decided again from a fresh read), and only on a read younger than this;
-/// an older read is made again first. Another replica gets the message only
-/// after the ack wait (at least 5 s) passed without this one's progress acks,
-/// so within this age no other replica can have resumed it.
-const CLAIM_READ_MAX_AGE: Duration = Duration::from_secs(2);
-
-/// Whether a claim may be proposed on a read this old.
-fn claim_may_be_sent(read_age: Duration) -> bool {
-    read_age < CLAIM_READ_MAX_AGE
+/// How long after the read began its claim may still be sent and answered:
+/// half the ack wait. Prefect *accepts* `Pending` on a Completed, Failed or
+/// Crashed run, and its duplicate-transition rule only recognises our claim
+/// while it is the run's current state. A claim sent late — an HTTP retry
+/// after the first attempt committed and lost its answer, or a proposal made
+/// on a read from before a pause (SIGSTOP) long enough for the message to be
+/// redelivered, resumed by another replica and its flow run to finish — would
+/// reopen a finished run. So the claim is sent once (no HTTP retries: a
+/// failure is redelivered and decided again from a fresh read), only within
+/// this window of the read's start, and cut at its end. Another replica gets
+/// the message only after the ack wait passed without this one's progress
+/// acks, so within half of it no other replica can have resumed it. (A
+/// request the network holds past that can still land late.)
+pub fn claim_window(ack_wait: Duration) -> Duration {
+    ack_wait / 2
 }
 
 fn retry(deliveries: u64, error: String) -> Outcome {
@@ -426,12 +434,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_claim_goes_out_only_on_a_fresh_read() {
-        assert!(claim_may_be_sent(Duration::from_millis(20)));
-        // Paused (SIGSTOP, a starved process) between the read and the claim:
-        // read again rather than claim a run that may have finished meanwhile.
-        assert!(!claim_may_be_sent(CLAIM_READ_MAX_AGE));
-        assert!(!claim_may_be_sent(Duration::from_secs(15)));
+    fn a_claim_must_be_answered_before_another_replica_can_have_the_message() {
+        assert_eq!(
+            claim_window(Duration::from_secs(60)),
+            Duration::from_secs(30)
+        );
+        assert!(claim_window(Duration::from_secs(5)) < Duration::from_secs(5));
     }
 
     #[test]

@@ -223,11 +223,14 @@ fn is_stale(job: &JobView, input: &DecisionInput<'_>) -> bool {
             })
     });
     // Kubernetes times have whole seconds (truncated): a Job that ended within the
-    // second the state began may have ended after it. The reporter's own
-    // `InfrastructurePending` about the Job the pid names is no new submission (it
-    // may land after that Job ended, held up by the network): the Job stays the run's.
+    // second the state began may have ended after it. An `InfrastructurePending`
+    // about the Job the pid names is no new submission (the reporter's may land
+    // after that Job failed, held up by the network): a *failed* Job stays the
+    // run's. (A completed one does not: a late InfrastructurePending can land on
+    // the Completed run, and its flow did report.)
     let own_infrastructure_pending = &*state.name == crate::run_state::INFRASTRUCTURE_PENDING
-        && state.infrastructure_pid.as_ref().is_some_and(named);
+        && state.infrastructure_pid.as_ref().is_some_and(named)
+        && job.failure().is_some();
     let ended_before_state = match (job_end(job), state.since) {
         (Some(ended), Some(since)) => {
             ended + TimeDelta::seconds(1) <= since && !own_infrastructure_pending

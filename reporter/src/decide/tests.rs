@@ -1199,6 +1199,17 @@ fn a_job_that_failed_before_our_late_infrastructure_pending_landed_still_crashes
         decide_at(&about_another, &[job], &[], at(60)),
         Decision::Nothing
     );
+    // A completed Job under a late InfrastructurePending (which may have landed
+    // on the Completed run) is not taken for a crash.
+    let completed = JobFixture::new().complete(at(5)).view();
+    let pid = flow_run_proto::InfrastructurePid::new(&*completed.namespace, &*completed.name);
+    let late = infrastructure_pending()
+        .since(Some(at(9)))
+        .with_pid(Some(pid));
+    assert_eq!(
+        decide_at(&late, &[completed], &[], at(60)),
+        Decision::Nothing
+    );
 }
 
 #[test]

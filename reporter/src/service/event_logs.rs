@@ -238,7 +238,9 @@ pub async fn run_event_logs(
     // Sends are not retried by the client: a failed one is checked and redone here.
     let once = prefect.with_retry(prefect_client::RetryPolicy::no_retries());
     let mut retry_at: Option<Instant> = None;
-    let mut was_leading = false;
+    // Whether what was pending when this replica began leading (with the Event
+    // list in and the store in sync) has been marked as maybe sent.
+    let mut took_over = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -262,15 +264,18 @@ pub async fn run_event_logs(
             }
             _ = forward_ticks.tick() => {
                 let leading = leadership.is_leading();
-                if leading && !was_leading {
+                let ready = forward_logs && events_listed && store.is_synced();
+                if !leading {
+                    took_over = false;
+                } else if ready && !took_over {
                     // A previous leader (another replica, or this one before a restart)
                     // may have sent lines whose requests are still on their way (a slow
-                    // network, a proxy): they land within its request timeout.
+                    // network, a proxy): they land within its request timeout. Marked
+                    // once the Event list is in, so that every listed Event counts.
                     backlog.all_maybe_sent(Instant::now() + prefect.request_timeout());
+                    took_over = true;
                 }
-                was_leading = leading;
                 let due = retry_at.is_none_or(|at| Instant::now() >= at);
-                let ready = forward_logs && events_listed && store.is_synced();
                 if due && ready && leadership.is_leading() {
                     match forward(&mut backlog, &store, &once, &scope.client, &leadership).await {
                         Ok(sent) => {

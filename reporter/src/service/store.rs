@@ -356,7 +356,6 @@ impl ViewStore {
         stale_jobs.len() + stale_pods.len()
     }
 
-    /// Whether the run has any view left.
     /// The claim (transition id) of the run's Job of that name, when the store knows
     /// the Job (`Some(None)`: known, without a readable claim).
     pub fn claim_of_job_named(
@@ -374,7 +373,7 @@ impl ViewStore {
             .map(|job| job.claim_transition_id)
     }
 
-    /// Whether the store knows a Job (or pod) of the run made for `claim`; without a
+    /// Whether the store knows a Job of the run made for `claim`; without a
     /// claim to compare, whether it knows the run at all.
     pub fn knows_job_of_claim(&self, flow_run_id: Uuid, claim: Option<Uuid>) -> bool {
         let Some(index) = self.runs.get(&flow_run_id) else {
@@ -390,6 +389,7 @@ impl ViewStore {
             .any(|job| job.claim_transition_id.is_none_or(|ours| ours == claim))
     }
 
+    /// Whether the run has any view left.
     pub fn knows_run(&self, flow_run_id: Uuid) -> bool {
         self.runs.contains_key(&flow_run_id)
     }
