@@ -323,6 +323,11 @@ async fn forward(
         } else {
             lines
         };
+        // The read-back can be slow under faults: a replica that lost the Lease
+        // meanwhile must not send (the next leader will).
+        if !leadership.is_leading() {
+            return Ok(sent);
+        }
         if let Err(error) = prefect.create_logs(&unsent).await {
             // The request may still be on its way, or the server still at it.
             let until = Instant::now() + prefect.request_timeout();
