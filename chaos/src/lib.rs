@@ -6,8 +6,8 @@
 //! invariant with its evidence.
 //!
 //! - [`config`]: the campaign's flags.
-//! - [`stack`], [`process`], [`database`]: the processes (start, SIGKILL,
-//!   SIGSTOP, restart) and the Prefect server's database.
+//! - [`stack`], [`process`]: the processes (start, SIGKILL, SIGSTOP,
+//!   restart); the Prefect server's database is `test_stack::postgres`.
 //! - [`prefect_proxy`], [`tcp_proxy`]: the fault proxies in front of Prefect
 //!   and Kubernetes.
 //! - [`workload`], [`prefect_api`], [`fake_flow`]: the runs, what users do
@@ -21,7 +21,6 @@
 pub mod campaign;
 pub mod checker;
 pub mod config;
-pub mod database;
 pub mod fake_flow;
 pub mod monitor;
 pub mod nemesis;

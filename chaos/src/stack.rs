@@ -14,10 +14,10 @@ use std::time::Duration;
 use test_stack::prefect::{PrefectServer, PrefectServerOptions};
 
 use crate::config::{CampaignConfig, DatabaseChoice};
-use crate::database::Database;
 use crate::prefect_proxy::PrefectProxy;
 use crate::process::{log_tail, Keeper, Managed, Proc, ProcessError, ProcessSpec};
 use crate::tcp_proxy::TcpProxy;
+use test_stack::postgres::Database;
 
 /// The system could not be brought up (or a part could not be restarted).
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@
 //! - [`nats`]: [`nats::NatsServer`], can be killed and restarted on the same port.
 //! - [`prefect`]: [`prefect::PrefectServer`] and the virtualenv lookup.
 //! - [`ports`]: free loopback ports.
+//! - [`postgres`]: a fresh PostgreSQL database for a Prefect server.
 //! - [`http_proxy`]: [`http_proxy::FaultProxy`], request counts and faults in front of a server.
 //! - [`sources`]: product source files and their code lines, for the source checks.
 //! - [`wait`]: `eventually`/`until`, polling until something happens or a deadline.
@@ -17,6 +18,7 @@
 pub mod http_proxy;
 pub mod nats;
 pub mod ports;
+pub mod postgres;
 pub mod prefect;
 pub mod sources;
 pub mod wait;

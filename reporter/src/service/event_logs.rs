@@ -64,6 +64,8 @@ const FORWARD_PERIOD: Duration = Duration::from_millis(500);
 const LOGS_PER_CALL: usize = 200;
 /// Event annotations written at once.
 const PATCHES_IN_FLIGHT: usize = 8;
+/// How far Kubernetes' clock (Event timestamps, to the second) may be behind ours.
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// Pause after a failed forward.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
@@ -89,6 +91,11 @@ pub struct EventBacklog {
     pending: HashMap<Box<str>, PendingEvent>,
     /// Counts this process forwarded whose annotation it has not seen yet.
     forwarded: HashMap<Box<str>, u32>,
+    /// Since the last takeover: a line first seen now but observed (by
+    /// Kubernetes) before `.0` may have been sent by the previous leader
+    /// (this replica's watch lagged or was cut across the takeover); it is
+    /// held until `.1`, then read back, like what was pending at the takeover.
+    takeover: Option<(chrono::DateTime<chrono::Utc>, Instant)>,
 }
 
 fn annotated_count(event: &KubeEvent) -> u32 {
@@ -120,15 +127,21 @@ impl EventBacklog {
         let previous = self.pending.get(&key);
         let first_seen = previous.map_or(now, |pending| pending.first_seen);
         let same_line = previous.filter(|pending| pending.log.dedup_key == log.dedup_key);
-        let maybe_sent = same_line.is_some_and(|pending| pending.maybe_sent);
-        let held_until = same_line.and_then(|pending| pending.held_until);
+        let mut maybe_sent = same_line.is_some_and(|pending| pending.maybe_sent);
+        let mut held_until = same_line.and_then(|pending| pending.held_until);
         let run = previous.and_then(|pending| pending.run);
         let mut log = log;
         // A line's timestamp must not change between attempts (the read-back matches it).
         if let Some(pending) = same_line {
             log.timestamp = pending.log.timestamp;
         }
-        log.timestamp.get_or_insert_with(chrono::Utc::now);
+        let observed = *log.timestamp.get_or_insert_with(chrono::Utc::now);
+        if let Some((before, until)) = self.takeover.filter(|_| same_line.is_none()) {
+            if observed < before {
+                maybe_sent = true;
+                held_until = Some(until);
+            }
+        }
         self.pending.insert(
             key,
             PendingEvent {
@@ -192,13 +205,19 @@ impl EventBacklog {
         *entry = (*entry).max(count);
     }
 
-    /// Everything pending may have been sent by a previous leader, whose requests
-    /// may still be on their way until `until`: held until then, then read back.
-    fn all_maybe_sent(&mut self, until: Instant) {
+    /// This replica starts leading. Everything pending may have been sent by a
+    /// previous leader, whose requests may still be on their way for `quiet`:
+    /// held until then, then read back. So is a line seen later but observed
+    /// (by Kubernetes' clock, stamped to the second) before now: the previous
+    /// leader stopped acting before the Lease came to this replica.
+    fn took_over(&mut self, now: Instant, quiet: Duration) {
+        let until = now + quiet;
         for pending in self.pending.values_mut() {
             pending.maybe_sent = true;
             pending.held_until = Some(until);
         }
+        let before = chrono::Utc::now().checked_add_signed(CLOCK_SKEW);
+        self.takeover = before.map(|before| (before, until));
     }
 
     /// Records that a send of `log` failed after it may have reached Prefect (or
@@ -272,7 +291,7 @@ pub async fn run_event_logs(
                     // may have sent lines whose requests are still on their way (a slow
                     // network, a proxy): they land within its request timeout. Marked
                     // once the Event list is in, so that every listed Event counts.
-                    backlog.all_maybe_sent(Instant::now() + prefect.request_timeout());
+                    backlog.took_over(Instant::now(), prefect.request_timeout());
                     took_over = true;
                 }
                 let due = retry_at.is_none_or(|at| Instant::now() >= at);
@@ -428,8 +447,9 @@ async fn annotate(kube: &kube::Client, pending: &PendingEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_fixtures::rfc3339;
     use k8s_openapi::api::core::v1::ObjectReference;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn event(count: i32, annotated: Option<u32>) -> KubeEvent {
         KubeEvent {
@@ -455,6 +475,13 @@ mod tests {
             count: Some(count),
             ..KubeEvent::default()
         }
+    }
+
+    /// `event` last seen `from_now` from now (to the second, as Kubernetes stamps).
+    fn stamped(mut event: KubeEvent, from_now: chrono::TimeDelta) -> KubeEvent {
+        let at = rfc3339(chrono::Utc::now() + from_now);
+        event.last_timestamp = Some(serde_json::from_value::<Time>(at.into()).unwrap());
+        event
     }
 
     fn run() -> Uuid {
@@ -514,7 +541,7 @@ mod tests {
         let now = Instant::now();
         backlog.observe(&event(1, None), now);
         let quiet = Duration::from_secs(30);
-        backlog.all_maybe_sent(now + quiet);
+        backlog.took_over(now, quiet);
         assert!(
             backlog.ready(|_| Some(run()), now + quiet / 2).is_empty(),
             "a request of the previous leader may still land"
@@ -527,12 +554,32 @@ mod tests {
         assert!(ready[0].1.maybe_sent, "then read back before it is sent");
         // The run resolved while held is kept for when its pod's views are gone.
         backlog.observe(&event(1, None), now);
-        backlog.all_maybe_sent(now + quiet);
+        backlog.took_over(now, quiet);
         assert!(backlog.ready(|_| Some(run()), now).is_empty());
         assert_eq!(backlog.ready(|_| None, now + quiet).len(), 1);
         // A new observation after the takeover is not held.
-        backlog.observe(&event(2, None), now + quiet / 2);
+        let later = stamped(event(2, None), chrono::TimeDelta::seconds(60));
+        backlog.observe(&later, now + quiet / 2);
         assert_eq!(backlog.ready(|_| Some(run()), now + quiet / 2).len(), 1);
+    }
+
+    #[test]
+    fn an_event_first_seen_after_a_takeover_but_observed_before_it_is_checked() {
+        let mut backlog = EventBacklog::default();
+        let now = Instant::now();
+        let quiet = Duration::from_secs(30);
+        backlog.took_over(now, quiet);
+        // This replica's watch lagged (cut, relisted): the Event is older than
+        // the takeover, and the previous leader may have sent it.
+        let old = stamped(event(1, None), chrono::TimeDelta::seconds(-20));
+        backlog.observe(&old, now + quiet / 2);
+        assert!(
+            backlog.ready(|_| Some(run()), now + quiet / 2).is_empty(),
+            "held"
+        );
+        let ready = backlog.ready(|_| Some(run()), now + quiet);
+        assert_eq!(ready.len(), 1);
+        assert!(ready[0].1.maybe_sent, "read back before it is sent");
     }
 
     #[test]

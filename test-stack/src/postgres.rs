@@ -1,9 +1,10 @@
-//! The campaign's own PostgreSQL database for the Prefect server: created
-//! fresh (unique name per campaign) through `psql`, dropped at the end.
+//! A PostgreSQL database of its own for a Prefect server (a campaign, a test
+//! of behaviour SQLite does not show): created fresh (unique name) through
+//! `psql` at 127.0.0.1:5432, dropped at the end.
 
 use std::process::{Command, Stdio};
 
-/// A database at 127.0.0.1:5432 owned by this campaign.
+/// A database at 127.0.0.1:5432 owned by its creator.
 pub struct Database {
     name: String,
 }
@@ -32,14 +33,14 @@ impl Database {
     }
 }
 
-/// Dropped with the campaign, even when it ends early.
+/// Dropped with its owner, even when it ends early.
 impl Drop for Database {
     fn drop(&mut self) {
         if let Err(error) = psql(&format!(
             "drop database if exists {} with (force)",
             self.name
         )) {
-            tracing::warn!(%error, database = %self.name, "could not drop the campaign database");
+            tracing::warn!(%error, database = %self.name, "could not drop a test database");
         }
     }
 }
