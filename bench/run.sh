@@ -13,5 +13,6 @@ if ! pg_isready -h 127.0.0.1 -q 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
 fi
 
-cargo build --release -p benchmarks --bins
+# The services run as separate processes, from the release binaries beside the benchmarks'.
+cargo build --release -p poller -p dispatcher -p reporter -p benchmarks --bins
 ./target/release/submission "$@"

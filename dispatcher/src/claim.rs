@@ -8,7 +8,9 @@
 //!
 //! * A message names the run and the SCHEDULED-type state it was published
 //!   for. The claim is proposed only while the run is still in exactly that
-//!   state (same state id), read in one batched call for all messages at hand.
+//!   state (same state id), read in one batched call for all messages at hand,
+//!   or in the `Late` state Prefect's late-runs service put right after it
+//!   (read in the run's state history): the same due run, not a new one.
 //! * The claim's `transition_id` is derived from (run id, state id), so the
 //!   claim of one message is always the same proposal. Re-proposing it after a
 //!   crash is answered REJECT with our own Pending state (Prefect's duplicate
@@ -22,7 +24,9 @@
 //!   rescheduled) withdraws the Job before it ever had a pod.
 
 use flow_run_proto::{InfrastructurePid, SubmissionKey};
-use prefect_client::{ClaimOutcome as PrefectClaim, FlowRun, OrchestrationResult, StateType};
+use prefect_client::{
+    ClaimOutcome as PrefectClaim, FlowRun, OrchestrationResult, State, StateType,
+};
 use uuid::Uuid;
 
 /// What to do with a message, given the run as it is now.
@@ -30,6 +34,13 @@ use uuid::Uuid;
 pub enum ClaimDecision {
     /// The run is still in the published state: propose the claim.
     Propose,
+    /// The run turned Late after it was published (Prefect's late-runs
+    /// service moves an overdue Scheduled run to a Scheduled state named
+    /// `Late`): the same due run, to be claimed at once if its state history
+    /// shows this Late state directly after the published one
+    /// ([`late_follows`]); anything else in between (a claim, a run, a
+    /// reschedule) makes it another submission's.
+    ProposeIfLateFollows { late_state_id: Uuid },
     /// We claimed this run for this message before; carry on.
     Resume,
     /// Leave the run alone and drop the message.
@@ -90,12 +101,40 @@ pub fn decide(key: &SubmissionKey, run: Option<&FlowRun>, work_pool: &str) -> Cl
     if run.is_still_scheduled_as(key.scheduled_state_id) {
         return ClaimDecision::Propose;
     }
+    if state.state_type == StateType::Scheduled && state.name.as_deref() == Some(LATE) {
+        return ClaimDecision::ProposeIfLateFollows {
+            late_state_id: state.id,
+        };
+    }
     if state.state_type == StateType::Pending
         && state.state_details.transition_id == Some(key.claim_transition_id())
     {
         return ClaimDecision::Resume;
     }
     ClaimDecision::Skip(moved(state.state_type.as_str(), state.display_name()))
+}
+
+/// The name Prefect's late-runs service gives the Scheduled state it sets.
+pub const LATE: &str = "Late";
+
+/// Whether `late_state_id` is the run's latest state and comes right after
+/// the published state in its `history` (any order; sorted here by
+/// timestamp). Latest: a history read after another message's claim of the
+/// Late state would otherwise let this message propose too, on a run that
+/// may have finished meanwhile (Prefect accepts Pending on a finished run).
+pub fn late_follows(key: &SubmissionKey, history: &[State], late_state_id: Uuid) -> bool {
+    let mut history: Vec<&State> = history.iter().collect();
+    history.sort_by_key(|state| state.timestamp);
+    let latest = history.len().checked_sub(1);
+    let late = history.iter().position(|state| state.id == late_state_id);
+    late.is_some_and(|at| {
+        Some(at) == latest && at > 0 && history[at - 1].id == key.scheduled_state_id
+    })
+}
+
+/// The skip of a Late run whose history does not qualify it.
+pub fn late_of_another_submission() -> SkipReason {
+    moved("SCHEDULED", LATE)
 }
 
 fn moved(state_type: &str, state_name: &str) -> SkipReason {
@@ -252,6 +291,55 @@ mod tests {
         assert!(matches!(
             decide(&key, Some(&run), POOL),
             ClaimDecision::Skip(SkipReason::StateMoved { .. })
+        ));
+    }
+
+    fn state(id: Uuid, name: &str, second: u32) -> State {
+        serde_json::from_value(json!({
+            "id": id,
+            "type": "SCHEDULED",
+            "name": name,
+            "timestamp": format!("2026-11-28T01:00:{second:02}Z"),
+        }))
+        .expect("a state")
+    }
+
+    #[test]
+    fn a_run_gone_late_is_claimed_only_when_its_late_state_follows_the_published_one() {
+        let (key, _) = ids();
+        let late = Uuid::from_u128(77);
+        let mut run = run_in("SCHEDULED", late, None);
+        run.state.as_mut().unwrap().name = Some(LATE.into());
+        assert_eq!(
+            decide(&key, Some(&run), POOL),
+            ClaimDecision::ProposeIfLateFollows {
+                late_state_id: late
+            }
+        );
+        let published = state(key.scheduled_state_id, "Scheduled", 1);
+        // Directly after the published state (history in any order): the same due run.
+        let direct = [state(late, LATE, 9), published.clone()];
+        assert!(late_follows(&key, &direct, late));
+        // Claimed, crashed and rescheduled in between: another submission's Late state.
+        let mut claimed = state(Uuid::from_u128(5), "Pending", 3);
+        claimed.state_type = StateType::Pending;
+        let rescheduled = state(Uuid::from_u128(6), "Scheduled", 5);
+        let between = [
+            published.clone(),
+            claimed,
+            rescheduled,
+            state(late, LATE, 9),
+        ];
+        assert!(!late_follows(&key, &between, late));
+        // A history that does not hold the Late state (not read yet) proves nothing.
+        assert!(!late_follows(&key, std::slice::from_ref(&published), late));
+        // Claimed since (by the message published for the Late state): not ours.
+        let mut since = state(Uuid::from_u128(9), "Pending", 12);
+        since.state_type = StateType::Pending;
+        assert!(!late_follows(
+            &key,
+            &[published, state(late, LATE, 9), since],
+            late
         ));
     }
 

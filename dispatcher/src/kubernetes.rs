@@ -32,6 +32,20 @@ pub enum CreateError {
     Transient(String),
 }
 
+/// Reads and conditional deletes a withdrawal tries before giving up for now.
+const WITHDRAW_ATTEMPTS: usize = 3;
+
+/// What [`Jobs::withdraw`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// Deleted while still suspended: it never had a pod.
+    Deleted,
+    /// Already gone.
+    Gone,
+    /// Released meanwhile by another delivery: left alone.
+    Released,
+}
+
 /// The Job that exists for the run after [`Jobs::create_suspended`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExistingJob {
@@ -184,21 +198,45 @@ impl Jobs {
     }
 
     /// Deletes a Job that must not run (its run was cancelled or moved on
-    /// while it was being created). A Job already gone counts as deleted.
-    pub async fn withdraw(&self, pid: &InfrastructurePid) -> Result<(), CreateError> {
-        let params = DeleteParams {
-            propagation_policy: Some(kube::api::PropagationPolicy::Background),
-            ..DeleteParams::default()
-        };
+    /// while it was being created), but only while it is still suspended:
+    /// another delivery of the same message may have released it meanwhile,
+    /// on a read that found the run ours, and then its pod is the run's (a
+    /// fast flow may already be between in-process retries, which looks like
+    /// "moved on"). The delete carries the resourceVersion of the read that
+    /// saw the Job suspended; a change in between is read again.
+    pub async fn withdraw(&self, pid: &InfrastructurePid) -> Result<Withdrawal, CreateError> {
         let api = self.api(&pid.namespace);
-        match self
-            .bounded("deleting the Job", api.delete(&pid.job_name, &params))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(CallError::Kube(kube::Error::Api(status))) if status.code == 404 => Ok(()),
-            Err(error) => Err(error.classify()),
+        for _ in 0..WITHDRAW_ATTEMPTS {
+            let read = self.bounded("reading the Job", api.get_opt(&pid.job_name));
+            let Some(job) = read.await.map_err(CallError::classify)? else {
+                return Ok(Withdrawal::Gone);
+            };
+            if job.data["spec"]["suspend"].as_bool() != Some(true) {
+                return Ok(Withdrawal::Released);
+            }
+            let params = DeleteParams {
+                propagation_policy: Some(kube::api::PropagationPolicy::Background),
+                preconditions: Some(kube::api::Preconditions {
+                    resource_version: job.metadata.resource_version.clone(),
+                    uid: job.metadata.uid.clone(),
+                }),
+                ..DeleteParams::default()
+            };
+            match self
+                .bounded("deleting the Job", api.delete(&pid.job_name, &params))
+                .await
+            {
+                Ok(_) => return Ok(Withdrawal::Deleted),
+                Err(CallError::Kube(kube::Error::Api(status))) if status.code == 404 => {
+                    return Ok(Withdrawal::Gone)
+                }
+                Err(CallError::Kube(kube::Error::Api(status))) if status.code == 409 => continue,
+                Err(error) => return Err(error.classify()),
+            }
         }
+        Err(CreateError::Transient(format!(
+            "Job {pid} kept changing while being withdrawn"
+        )))
     }
 
     /// Whether the Job exists (for a claim that is about to time out).

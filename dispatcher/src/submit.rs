@@ -200,47 +200,61 @@ impl Submitter {
                 self.metrics.claim("resumed");
                 Ok(true)
             }
-            ClaimDecision::Propose if read_at.elapsed() >= self.claim_window => Err(retry(
-                deliveries,
-                "the run was read too long ago to claim it on that read".into(),
-            )),
-            ClaimDecision::Propose => {
-                let transition_id = due.key.claim_transition_id();
-                let proposal = StateCreate::pending_claim(transition_id);
-                let remaining = self.claim_window.saturating_sub(read_at.elapsed());
-                let sent = self
-                    .claims
-                    .set_flow_run_state(due.key.flow_run_id, &proposal, false);
-                let result = match tokio::time::timeout(remaining, sent).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        self.metrics.claim("error");
-                        let error = "the claim got no answer within the claim window".into();
-                        return Err(retry(deliveries, error));
-                    }
-                };
-                let outcome = match &result {
-                    Ok(result) => match claim::interpret(result, transition_id) {
-                        ClaimOutcome::Claimed => "claimed",
-                        ClaimOutcome::Refused(_) => "refused",
-                        ClaimOutcome::Wait(_) => "wait",
-                    },
-                    Err(_) => "error",
-                };
-                self.metrics.claim(outcome);
-                match result {
-                    Ok(result) => match claim::interpret(&result, transition_id) {
-                        ClaimOutcome::Claimed => Ok(false),
-                        ClaimOutcome::Refused(reason) => Err(Outcome::Skipped(reason)),
-                        ClaimOutcome::Wait(after) => Err(Outcome::Retry {
-                            after,
-                            error: "Prefect asked to wait before claiming".into(),
-                        }),
-                    },
-                    Err(e) if e.is_not_found() => Err(Outcome::Skipped(SkipReason::RunDeleted)),
-                    Err(e) => Err(retry(deliveries, format!("claiming the flow run: {e}"))),
+            ClaimDecision::Propose => self.propose(due, read_at, deliveries).await,
+            ClaimDecision::ProposeIfLateFollows { late_state_id } => {
+                let history = self
+                    .prefect
+                    .read_flow_run_states(due.key.flow_run_id)
+                    .await
+                    .map_err(|e| retry(deliveries, format!("reading the run's states: {e}")))?;
+                if !claim::late_follows(&due.key, &history, late_state_id) {
+                    return Err(Outcome::Skipped(claim::late_of_another_submission()));
                 }
+                self.propose(due, read_at, deliveries).await
             }
+        }
+    }
+
+    /// Proposes the claim, within the claim window from `read_at`.
+    async fn propose(
+        &self,
+        due: &DueRun,
+        read_at: std::time::Instant,
+        deliveries: u64,
+    ) -> Step<bool> {
+        if read_at.elapsed() >= self.claim_window {
+            let error = "the run was read too long ago to claim it on that read".into();
+            return Err(retry(deliveries, error));
+        }
+        let transition_id = due.key.claim_transition_id();
+        let proposal = StateCreate::pending_claim(transition_id);
+        let remaining = self.claim_window.saturating_sub(read_at.elapsed());
+        let sent = self
+            .claims
+            .set_flow_run_state(due.key.flow_run_id, &proposal, false);
+        let Ok(result) = tokio::time::timeout(remaining, sent).await else {
+            self.metrics.claim("error");
+            let error = "the claim got no answer within the claim window".into();
+            return Err(retry(deliveries, error));
+        };
+        let interpreted = result
+            .as_ref()
+            .map(|result| claim::interpret(result, transition_id));
+        self.metrics.claim(match &interpreted {
+            Ok(ClaimOutcome::Claimed) => "claimed",
+            Ok(ClaimOutcome::Refused(_)) => "refused",
+            Ok(ClaimOutcome::Wait(_)) => "wait",
+            Err(_) => "error",
+        });
+        match interpreted {
+            Ok(ClaimOutcome::Claimed) => Ok(false),
+            Ok(ClaimOutcome::Refused(reason)) => Err(Outcome::Skipped(reason)),
+            Ok(ClaimOutcome::Wait(after)) => Err(Outcome::Retry {
+                after,
+                error: "Prefect asked to wait before claiming".into(),
+            }),
+            Err(e) if e.is_not_found() => Err(Outcome::Skipped(SkipReason::RunDeleted)),
+            Err(e) => Err(retry(deliveries, format!("claiming the flow run: {e}"))),
         }
     }
 
@@ -354,7 +368,18 @@ impl Submitter {
         let verdict = claim::release(&due.key, &pid, run.as_ref());
         let result = match &verdict {
             Release::Go => self.jobs.release(&pid).await.map(|_| ()),
-            Release::Withdraw(_) => self.jobs.withdraw(&pid).await,
+            Release::Withdraw(_) => match self.jobs.withdraw(&pid).await {
+                // Another delivery of this message released it, on a read that
+                // found the run ours, and wrote the submission lines.
+                Ok(kubernetes::Withdrawal::Released) => {
+                    return Err(Outcome::Submitted {
+                        job: pid,
+                        resumed: true,
+                    })
+                }
+                Ok(_) => Ok(()),
+                Err(error) => Err(error),
+            },
         };
         if let Err(CreateError::Rejected(message) | CreateError::Transient(message)) = result {
             return Err(retry(deliveries, message));

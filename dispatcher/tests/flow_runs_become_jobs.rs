@@ -237,10 +237,15 @@ async fn restarting_nats_server_loses_and_duplicates_nothing() {
     stack.stop_services().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
+/// A stack with a dispatcher and no poller (the test publishes the messages
+/// itself), the streams, the pool and a deployment in it.
+async fn dispatcher_without_poller() -> (
+    Stack,
+    std::sync::Arc<DispatchStats>,
+    jetstream::Context,
+    prefect_client::Deployment,
+) {
     let mut stack = Stack::start(scripted()).await;
-    // No poller: the test publishes the stale messages itself.
     let stats = stack.spawn_dispatcher(stack.dispatcher_config()).await;
     let js = jetstream::new(stack.nats_client().await);
     service_runtime::nats::ensure_streams(&js, 1).await.unwrap();
@@ -255,6 +260,12 @@ async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
         .await
         .unwrap();
     let deployment = stack.deployment(json!({})).await;
+    (stack, stats, js, deployment)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
+    let (mut stack, stats, js, deployment) = dispatcher_without_poller().await;
 
     let finals = [
         StateCreate::new(StateType::Completed, "Completed"),
@@ -272,22 +283,7 @@ async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
             .expect("force the run final");
         let final_state_id = stack.run(run.id).await.state.unwrap().id;
         // A message published while the run was Scheduled, redelivered now.
-        let message = FlowRunDue {
-            flow_run_id: run.id.to_string(),
-            state_id: scheduled.id.to_string(),
-            state_name: "Scheduled".into(),
-            flow_run_name: run.name.clone(),
-            work_pool_name: stack.pool.clone(),
-            ..Default::default()
-        };
-        js.publish(
-            subjects::due_subject(&stack.pool),
-            message.encode_to_vec().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish_due(&stack, &js, &run, scheduled.id).await;
         cases.push((run.id, final_state_id));
     }
     eventually("the dispatcher handled the three messages", || async {
@@ -306,6 +302,105 @@ async fn messages_for_finished_runs_create_no_job_and_change_no_state() {
         );
     }
     assert_eq!(stats.submitted.load(Ordering::Relaxed), 0);
+    stack.stop_services().await;
+}
+
+/// Publishes a message for `run` as the poller would have when the run was in `state`.
+async fn publish_due(
+    stack: &Stack,
+    js: &jetstream::Context,
+    run: &prefect_client::FlowRun,
+    state: uuid::Uuid,
+) {
+    let message = FlowRunDue {
+        flow_run_id: run.id.to_string(),
+        state_id: state.to_string(),
+        state_name: "Scheduled".into(),
+        flow_run_name: run.name.clone(),
+        work_pool_name: stack.pool.clone(),
+        ..Default::default()
+    };
+    js.publish(
+        subjects::due_subject(&stack.pool),
+        message.encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+/// Prefect's late-runs service moves an overdue run to a Scheduled state named Late.
+fn late() -> StateCreate {
+    StateCreate::new(StateType::Scheduled, "Late")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_gone_late_while_queued_is_claimed_at_once_and_a_stale_message_never_claims_a_later_late_state(
+) {
+    let (mut stack, stats, js, deployment) = dispatcher_without_poller().await;
+
+    // Published while Scheduled, Late before a dispatcher took it: the same due run.
+    let queued = stack.run_of(&deployment, None).await;
+    let published = queued.state.clone().unwrap().id;
+    stack
+        .prefect
+        .set_flow_run_state(queued.id, &late(), true)
+        .await
+        .unwrap();
+    publish_due(&stack, &js, &queued, published).await;
+    eventually("the Late run has its Job", || async {
+        stack.jobs_of(queued.id).await.len() == 1
+    })
+    .await;
+    // The message the poller publishes for the Late state finds the run claimed.
+    let late_state = stack.prefect.read_flow_run_states(queued.id).await.unwrap();
+    let late_state = late_state
+        .iter()
+        .find(|s| s.name.as_deref() == Some("Late"))
+        .unwrap()
+        .id;
+    publish_due(&stack, &js, &queued, late_state).await;
+
+    // A stale message: its run was claimed, crashed and rescheduled since, then went Late.
+    let stale = stack.run_of(&deployment, None).await;
+    let first = stale.state.clone().unwrap().id;
+    for state in [
+        StateCreate::pending_claim(uuid::Uuid::new_v4()),
+        StateCreate::crashed("crashed for the test"),
+        StateCreate::new(StateType::Scheduled, "Scheduled"),
+        late(),
+    ] {
+        stack
+            .prefect
+            .set_flow_run_state(stale.id, &state, true)
+            .await
+            .unwrap();
+    }
+    publish_due(&stack, &js, &stale, first).await;
+    eventually("the dispatcher handled the three messages", || async {
+        DispatchStats::get(&stats.submitted) + DispatchStats::get(&stats.skipped) >= 3
+    })
+    .await;
+    assert_eq!(
+        stack.jobs_of(queued.id).await.len(),
+        1,
+        "one Job for the Late run"
+    );
+    assert_eq!(
+        stack.run(queued.id).await.state.unwrap().state_type,
+        StateType::Pending
+    );
+    assert!(
+        stack.jobs_of(stale.id).await.is_empty(),
+        "no Job from the stale message"
+    );
+    let state = stack.run(stale.id).await.state.unwrap();
+    assert_eq!(
+        state.name.as_deref(),
+        Some("Late"),
+        "the stale message did not claim"
+    );
     stack.stop_services().await;
 }
 

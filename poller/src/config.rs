@@ -43,11 +43,19 @@ pub struct PollerConfig {
         default_value_t = 30
     )]
     pub heartbeat_seconds: u64,
+    /// Poll at once when the server's event stream says a run of the pool
+    /// entered Scheduled (`prefect.flow-run.Scheduled` on `/api/events/out`),
+    /// besides the timed polls, which stay as the safety net.
+    #[arg(
+        long = "poll-on-events",
+        env = "PREFECT_K8S_POLL_ON_EVENTS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub poll_on_events: bool,
     /// Most runs asked for in one poll (the server's maximum is 200).
     #[arg(long, env = "PREFECT_K8S_POLL_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub limit: u32,
-    /// A base job template (JSON) to create the pool with, instead of
-    /// prefect-kubernetes 0.8's default.
     /// Seconds without a poll after which the poller reports itself not
     /// live (Kubernetes restarts it). Default: 30 poll intervals, at least 30 s
     /// (the Python worker's rule).

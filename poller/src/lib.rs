@@ -14,6 +14,8 @@
 //! - [`due`]: turns one poll into messages (a message only says which run is
 //!   due; the dispatcher reads what it renders from Prefect).
 //! - [`publish`]: publishes messages and waits for JetStream's acks.
+//! - [`wakeups`]: polls at once when the server's event stream says a run of
+//!   the pool entered Scheduled.
 //! - [`metrics`]: polls, runs found and published, poll duration.
 #![forbid(unsafe_code)]
 
@@ -24,6 +26,7 @@ pub mod due;
 pub mod metrics;
 pub mod pool;
 pub mod publish;
+pub mod wakeups;
 
 use prefect_client::PrefectClient;
 use service_runtime::health::Health;
@@ -126,36 +129,127 @@ async fn run_poller(
     ));
 
     let publisher = publish::Publisher::new(js, config.streams.replicas());
+    let wakeups = config
+        .poll_on_events
+        .then(|| wakeups::spawn(prefect.clone(), pool.id, metrics.clone(), shutdown.clone()));
     let mut interval = tokio::time::interval(config.poll_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = LastPoll::default();
     loop {
-        tokio::select! {
+        let woken = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = interval.tick() => {}
+            _ = interval.tick() => false,
+            _ = woken(wakeups.as_deref()), if last.wakes_help() => true,
+        };
+        if woken {
+            // Runs created together (a burst, a bulk API call) make one poll,
+            // and event-driven polls come at most every WAKEUP_GAP.
+            let now = tokio::time::Instant::now();
+            let earliest = last.at.map_or(now, |at| at + WAKEUP_GAP);
+            tokio::time::sleep_until(earliest.max(now + WAKEUP_DEBOUNCE)).await;
+            forget_pending_wakeup(wakeups.as_deref());
         }
-        // Drain a backlog: poll again at once while full pages bring mostly new runs.
-        // A full page of runs already queued (dispatchers down or behind) waits for
-        // the next tick instead of being polled and re-published in a loop.
-        loop {
-            let started = std::time::Instant::now();
-            let polled = poll_once(&prefect, &publisher, &config, pool.id).await;
-            metrics.record(&polled, started.elapsed());
-            health.beat();
-            health.set_serving(polled.is_ok());
-            match polled {
-                Ok(outcome) if outcome.drains_a_backlog() && !shutdown.is_cancelled() => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "poll failed; retrying at the next interval");
-                    break;
-                }
-            }
+        last = drain(
+            &prefect, &publisher, &config, pool.id, &metrics, &health, &shutdown,
+        )
+        .await;
+        if woken && last.published == Some(0) {
+            // The event can come before the run is committed: look once more.
+            tokio::time::sleep(WAKEUP_RECHECK).await;
+            last = drain(
+                &prefect, &publisher, &config, pool.id, &metrics, &health, &shutdown,
+            )
+            .await;
         }
     }
     heartbeat.abort();
     health.set_serving(false);
     tracing::info!("poller stopped");
     Ok(())
+}
+
+/// After an event asks for a poll, how long to wait for more before polling.
+const WAKEUP_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(25);
+/// The shortest time between the start of a poll and an event-driven one.
+const WAKEUP_GAP: std::time::Duration = std::time::Duration::from_millis(150);
+/// After an event-driven poll that found nothing new, when to look once more.
+const WAKEUP_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Until an event asks for a poll; never without an event stream.
+async fn woken(wakeups: Option<&tokio::sync::Notify>) {
+    match wakeups {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drops a wakeup stored while the poll was being prepared (it is answered by
+/// that poll).
+fn forget_pending_wakeup(wakeups: Option<&tokio::sync::Notify>) {
+    use futures::FutureExt as _;
+    if let Some(notify) = wakeups {
+        let _ = notify.notified().now_or_never();
+    }
+}
+
+/// What the last drain of due runs saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct LastPoll {
+    /// When its first poll started.
+    at: Option<tokio::time::Instant>,
+    /// Runs it published; `None` when a poll failed.
+    published: Option<usize>,
+    /// Its last page was full: a run created now sorts after what is queued.
+    full_page: bool,
+}
+
+impl LastPoll {
+    /// Whether an event-driven poll could find the new run: not while due runs
+    /// fill a whole page (they come first), nor after a failure (the timed
+    /// poll retries).
+    fn wakes_help(&self) -> bool {
+        self.at.is_none() || (self.published.is_some() && !self.full_page)
+    }
+}
+
+/// Polls, and polls again at once while full pages bring mostly new runs. A
+/// full page of runs already queued (dispatchers down or behind) waits for the
+/// next tick instead of being polled and re-published in a loop.
+async fn drain(
+    prefect: &PrefectClient,
+    publisher: &publish::Publisher,
+    config: &PollerConfig,
+    work_pool_id: uuid::Uuid,
+    metrics: &PollerMetrics,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> LastPoll {
+    let mut last = LastPoll {
+        at: Some(tokio::time::Instant::now()),
+        published: Some(0),
+        full_page: false,
+    };
+    loop {
+        let started = std::time::Instant::now();
+        let polled = poll_once(prefect, publisher, config, work_pool_id).await;
+        metrics.record(&polled, started.elapsed());
+        health.beat();
+        health.set_serving(polled.is_ok());
+        match polled {
+            Ok(outcome) => {
+                last.published = last.published.map(|n| n + outcome.published);
+                last.full_page = outcome.full_page;
+                if !outcome.drains_a_backlog() || shutdown.is_cancelled() {
+                    return last;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "poll failed; retrying at the next interval");
+                last.published = None;
+                return last;
+            }
+        }
+    }
 }
 
 /// What one poll did.

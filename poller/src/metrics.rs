@@ -1,5 +1,5 @@
 //! The poller's metrics: polls by outcome and how long they took, runs found
-//! and published. Registered under the `prefect_k8s_poller_` prefix.
+//! and published, and the server's events that woke it. Registered under the `prefect_k8s_poller_` prefix.
 
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ pub struct PollerMetrics {
     runs_found: Counter,
     runs_published: Counter,
     poll_duration: Histogram,
+    event_wakeups: Counter,
 }
 
 impl PollerMetrics {
@@ -35,6 +36,7 @@ impl PollerMetrics {
             runs_found: Counter::default(),
             runs_published: Counter::default(),
             poll_duration: service_runtime::metrics::request_histogram(),
+            event_wakeups: Counter::default(),
         };
         let poller = registry.sub_registry_with_prefix("poller");
         poller.register(
@@ -57,6 +59,11 @@ impl PollerMetrics {
             "How long a poll took, publishing included",
             metrics.poll_duration.clone(),
         );
+        poller.register(
+            "event_wakeups",
+            "Scheduled-run events of the pool from the server's event stream (each asks for a poll)",
+            metrics.event_wakeups.clone(),
+        );
         for outcome in ["ok", "error"] {
             let _ = metrics.polls.get_or_create(&Outcome { outcome });
         }
@@ -66,6 +73,11 @@ impl PollerMetrics {
     /// Metrics kept in a registry nobody serves (tests, embedding).
     pub fn detached() -> Self {
         Self::register(&mut Registry::default())
+    }
+
+    /// Records an event that asks for a poll.
+    pub fn event_wakeup(&self) {
+        self.event_wakeups.inc();
     }
 
     /// Records one poll.

@@ -267,3 +267,63 @@ async fn a_failing_prefect_at_start_is_waited_for_and_a_bad_key_is_not() {
     .expect("shutdown ends the wait");
     assert!(matches!(stopped, Ok(None)), "{stopped:?}");
 }
+
+/// A poller whose timed polls are a minute apart, started on an empty pool,
+/// then a run created due now: how long until it is published (`None`: not
+/// within `wait`).
+async fn publication_delay(poll_on_events: bool, wait: Duration) -> Option<Duration> {
+    let prefect_server = PrefectServer::shared();
+    let nats_server = NatsServer::start();
+    let prefect =
+        PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+    let js = jetstream::new(async_nats::connect(nats_server.url()).await.unwrap());
+    let mut config = PollerConfig::for_pool(unique_name("pool"));
+    config.poll_interval_seconds = 60.0;
+    config.poll_on_events = poll_on_events;
+    let pool = poller::pool::ensure_work_pool(&prefect, &config)
+        .await
+        .unwrap();
+    let flow = prefect.create_flow(&unique_name("flow")).await.unwrap();
+    let deployment = prefect
+        .create_deployment(&DeploymentCreate {
+            work_pool_name: Some(config.pool.work_pool.clone()),
+            ..DeploymentCreate::new(unique_name("deployment"), flow.id)
+        })
+        .await
+        .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let nats = async_nats::connect(nats_server.url()).await.unwrap();
+    let poller = poller::Poller::new(config, prefect.clone(), nats);
+    let running = tokio::spawn(poller.run(shutdown.clone()));
+    // The first timed poll happens at start; the stream opens meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let created = std::time::Instant::now();
+    prefect
+        .create_flow_run_from_deployment(deployment.id, &DeploymentFlowRunCreate::default())
+        .await
+        .unwrap();
+    let mut delay = None;
+    while created.elapsed() < wait {
+        let published = js.get_stream(subjects::FLOW_RUNS_STREAM).await.ok();
+        if let Some(mut stream) = published {
+            if stream.info().await.unwrap().state.messages > 0 {
+                delay = Some(created.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    drop(pool);
+    delay
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_created_due_now_is_published_at_once_through_the_event_stream() {
+    let delay = publication_delay(true, Duration::from_secs(10)).await;
+    let delay = delay.expect("published within 10 s, with the next timed poll a minute away");
+    assert!(delay < Duration::from_secs(2), "published after {delay:?}");
+    // Without the event stream the same run waits for the next timed poll.
+    assert_eq!(publication_delay(false, Duration::from_secs(5)).await, None);
+}

@@ -18,10 +18,10 @@ use crate::transport::{ApiResponse, Transport};
 ///
 /// Endpoint methods live in the modules that define their types:
 /// [`crate::work_pools`], [`crate::flow_runs`], [`crate::deployments`],
-/// [`crate::flows`], [`crate::logs`].
+/// [`crate::flows`], [`crate::logs`], [`crate::events`], [`crate::events_out`].
 #[derive(Clone)]
 pub struct PrefectClient {
-    transport: Arc<Transport>,
+    pub(crate) transport: Arc<Transport>,
 }
 
 impl PrefectClient {

@@ -33,6 +33,10 @@ pub enum PrefectError {
         #[source]
         source: serde_json::Error,
     },
+    /// The event stream (`/events/out`) refused or broke off.
+    #[error("event stream: {0}")]
+    Stream(String),
+
     /// The client was configured with something unusable.
     #[error("invalid client configuration: {0}")]
     Config(String),
@@ -45,7 +49,7 @@ impl PrefectError {
     /// work item.
     pub fn is_retryable(&self) -> bool {
         match self {
-            PrefectError::Transport(_) => true,
+            PrefectError::Transport(_) | PrefectError::Stream(_) => true,
             PrefectError::Server { .. } => true,
             PrefectError::Client { status, .. } => *status == 408 || *status == 429,
             PrefectError::NotFound { .. }
@@ -65,7 +69,7 @@ impl PrefectError {
             | PrefectError::Client { status, .. }
             | PrefectError::Server { status, .. } => Some(*status),
             PrefectError::Transport(err) => err.status().map(|s| s.as_u16()),
-            PrefectError::Decode { .. } | PrefectError::Config(_) => None,
+            PrefectError::Decode { .. } | PrefectError::Stream(_) | PrefectError::Config(_) => None,
         }
     }
 

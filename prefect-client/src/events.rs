@@ -71,12 +71,22 @@ pub struct EventFilter {
     /// `prefect.resource.id` of the event's own resource.
     pub resource_ids: Option<Vec<String>>,
     /// `prefect.resource.id` of a related resource (e.g. `prefect.flow-run.<id>`).
+    /// Stored events only: Prefect's live stream ([`crate::events_out`])
+    /// ignores related-resource criteria; use `any_resource_ids` there.
     pub related_ids: Option<Vec<String>>,
+    /// `prefect.resource.id` of the event's resource or of a related one
+    /// (honoured by the live stream too).
+    pub any_resource_ids: Option<Vec<String>>,
 }
 
 impl EventFilter {
     /// The request body (`{"filter": …, "limit": …}`).
     fn to_body(&self, limit: usize) -> serde_json::Value {
+        serde_json::json!({ "filter": self.to_filter_json(), "limit": limit.min(EVENTS_PAGE_SIZE) })
+    }
+
+    /// The server's `EventFilter` object.
+    pub(crate) fn to_filter_json(&self) -> serde_json::Value {
         let mut filter = serde_json::Map::new();
         let mut occurred = serde_json::Map::new();
         if let Some(since) = self.since {
@@ -105,7 +115,10 @@ impl EventFilter {
         if let Some(related) = &self.related_ids {
             filter.insert("related".into(), serde_json::json!({ "id": related }));
         }
-        serde_json::json!({ "filter": filter, "limit": limit.min(EVENTS_PAGE_SIZE) })
+        if let Some(any) = &self.any_resource_ids {
+            filter.insert("any_resource".into(), serde_json::json!({ "id": any }));
+        }
+        serde_json::Value::Object(filter)
     }
 }
 

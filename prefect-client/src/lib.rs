@@ -9,7 +9,8 @@
 //!   `Retry-After` (SQLite servers answer 503 "database is locked" under
 //!   concurrent writes). Each retry re-sends the same body.
 //! - Endpoints, grouped with their types: [`work_pools`], [`flow_runs`],
-//!   [`deployments`], [`flows`], [`logs`], [`events`].
+//!   [`deployments`], [`flows`], [`logs`], [`events`], and the live event
+//!   stream [`events_out`] (a WebSocket).
 //! - The state-proposal contract and claim helpers: [`states`].
 //! - Failures: [`PrefectError`], with [`PrefectError::is_retryable`].
 //!
@@ -31,6 +32,7 @@ pub mod config;
 pub mod deployments;
 pub mod error;
 pub mod events;
+pub mod events_out;
 pub mod flow_runs;
 pub mod flows;
 pub mod logs;
@@ -48,6 +50,7 @@ pub use config::{
 pub use deployments::{Deployment, DeploymentCreate};
 pub use error::PrefectError;
 pub use events::{Event, EventFilter, ResourceLabels, EVENTS_PAGE_SIZE};
+pub use events_out::EventSubscription;
 pub use flow_runs::{DeploymentFlowRunCreate, FlowRun, FlowRunFilter};
 pub use flows::Flow;
 pub use logs::{log_level, Log, LogCreate};

@@ -79,11 +79,11 @@ impl PrefectClient {
     ///
     /// Prefect sorts logs by timestamp alone, so offset pages over lines that
     /// share a timestamp (Kubernetes Events are stamped to the second) are not
-    /// stable on PostgreSQL: a line can be skipped at a page boundary. A full
-    /// page is therefore never followed by the next offset; the read is split
-    /// instead, the time window in halves, then the runs, until each part fits
-    /// in one page. Only a single run's single microsecond holding more than a
-    /// page of lines falls back to offset pages.
+    /// stable on PostgreSQL: a line can be skipped at a page boundary. The
+    /// read goes by timestamp instead: a full page holds every line stamped
+    /// before its last timestamp, and the next page starts at that timestamp.
+    /// A page all of one timestamp is split by runs; a single run's single
+    /// microsecond holding more than a page of lines falls back to offsets.
     pub async fn read_logs_between(
         &self,
         flow_run_ids: &[Uuid],
@@ -91,7 +91,9 @@ impl PrefectClient {
         before: DateTime<Utc>,
     ) -> Result<Vec<Log>, PrefectError> {
         let (Some(after), Some(before)) = (micros(after, false), micros(before, true)) else {
-            return Ok(Vec::new());
+            return Err(PrefectError::Config(format!(
+                "log window {after} to {before} is out of range"
+            )));
         };
         let mut found = std::collections::HashMap::new();
         let mut parts = vec![(flow_run_ids.to_vec(), after, before)];
@@ -100,13 +102,28 @@ impl PrefectClient {
                 continue;
             }
             let page = self.log_page(&runs, after, before, 0).await?;
-            if page.len() < MAX_PAGE_SIZE {
-                found.extend(page.into_iter().map(|log| (log.id, log)));
-            } else if let Some(halves) = split_log_read(&runs, after, before) {
-                parts.extend(halves);
+            let full = page.len() >= MAX_PAGE_SIZE;
+            let next = if full {
+                next_log_reads(&runs, &page, before)
             } else {
-                let all = self.log_pages(&runs, after, before, page).await?;
-                found.extend(all.into_iter().map(|log| (log.id, log)));
+                None
+            };
+            match next {
+                Some(Next::After { last, reads }) => {
+                    let earlier = page.into_iter().filter(|log| log.timestamp < last);
+                    found.extend(earlier.map(|log| (log.id, log)));
+                    parts.extend(reads);
+                }
+                Some(Next::Split(reads)) => parts.extend(reads),
+                None if !full => found.extend(page.into_iter().map(|log| (log.id, log))),
+                None => {
+                    // One run, one microsecond, more than a page of lines.
+                    let at = page[0].timestamp;
+                    let all = self.log_pages(&runs, at, page).await?;
+                    found.extend(all.into_iter().map(|log| (log.id, log)));
+                    let rest = at + chrono::TimeDelta::microseconds(1);
+                    parts.push((runs, rest, before));
+                }
             }
         }
         Ok(found.into_values().collect())
@@ -133,13 +150,12 @@ impl PrefectClient {
             .await
     }
 
-    /// The last resort: offset pages after `first` (a full page), for a read
-    /// that cannot be split (one run, one microsecond).
+    /// The last resort: offset pages after `first` (a full page), of one
+    /// run's lines stamped at exactly `at`.
     async fn log_pages(
         &self,
         flow_run_ids: &[Uuid],
-        after: DateTime<Utc>,
-        before: DateTime<Utc>,
+        at: DateTime<Utc>,
         first: Vec<Log>,
     ) -> Result<Vec<Log>, PrefectError> {
         tracing::warn!(
@@ -148,10 +164,8 @@ impl PrefectClient {
         );
         let mut logs = first;
         loop {
-            let page = self
-                .log_page(flow_run_ids, after, before, logs.len())
-                .await?;
-            let full = page.len() == MAX_PAGE_SIZE;
+            let page = self.log_page(flow_run_ids, at, at, logs.len()).await?;
+            let full = page.len() >= MAX_PAGE_SIZE;
             logs.extend(page);
             if !full {
                 return Ok(logs);
@@ -190,31 +204,37 @@ fn micros(at: DateTime<Utc>, is_end: bool) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_micros(rounded)
 }
 
-/// Two reads that together cover `[after, before]` of `runs` exactly: the
-/// window's halves, or when it is one microsecond, the runs' halves; `None`
-/// for one run at one microsecond.
-fn split_log_read(
-    runs: &[Uuid],
-    after: DateTime<Utc>,
-    before: DateTime<Utc>,
-) -> Option<[LogRead; 2]> {
-    let width = (before - after).num_microseconds()?;
-    if width >= 1 {
-        let middle = after + chrono::TimeDelta::microseconds(width / 2);
-        let next = middle + chrono::TimeDelta::microseconds(1);
-        return Some([
-            (runs.to_vec(), after, middle),
-            (runs.to_vec(), next, before),
-        ]);
+/// What is left to read after a full page of `runs`' lines up to `before`.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// The page holds every line stamped before `last` (its latest
+    /// timestamp); the rest starts at `last`.
+    After {
+        last: DateTime<Utc>,
+        reads: [LogRead; 1],
+    },
+    /// The page is all of one timestamp: read it again by halves of the runs.
+    Split([LogRead; 2]),
+}
+
+/// `None` when a full page cannot be narrowed (one run, one timestamp).
+fn next_log_reads(runs: &[Uuid], page: &[Log], before: DateTime<Utc>) -> Option<Next> {
+    let first = page.iter().map(|log| log.timestamp).min()?;
+    let last = page.iter().map(|log| log.timestamp).max()?;
+    if first < last {
+        return Some(Next::After {
+            last,
+            reads: [(runs.to_vec(), last, before)],
+        });
     }
     if runs.len() < 2 {
         return None;
     }
     let (left, right) = runs.split_at(runs.len() / 2);
-    Some([
-        (left.to_vec(), after, before),
-        (right.to_vec(), after, before),
-    ])
+    Some(Next::Split([
+        (left.to_vec(), first, before),
+        (right.to_vec(), first, before),
+    ]))
 }
 
 #[cfg(test)]
@@ -233,17 +253,39 @@ mod tests {
         assert_eq!(micros(at(5), false), Some(at(5)));
     }
 
+    fn log(micros: i64) -> Log {
+        Log {
+            id: Uuid::new_v4(),
+            name: "n".into(),
+            level: 20,
+            message: "m".into(),
+            timestamp: at(micros),
+            flow_run_id: None,
+        }
+    }
+
     #[test]
-    fn a_split_covers_the_read_exactly_and_always_shrinks() {
+    fn a_full_page_is_followed_from_its_last_timestamp_or_split_by_runs() {
         let runs = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
-        let [(r1, a1, b1), (r2, a2, b2)] = split_log_read(&runs, at(0), at(9)).unwrap();
-        assert_eq!((r1.len(), a1, b1), (3, at(0), at(4)));
-        assert_eq!((r2.len(), a2, b2), (3, at(5), at(9)));
-        let [(_, a1, b1), (_, a2, b2)] = split_log_read(&runs, at(0), at(1)).unwrap();
-        assert_eq!((a1, b1, a2, b2), (at(0), at(0), at(1), at(1)));
-        // One microsecond: the runs are split instead.
-        let [(r1, a1, b1), (r2, _, _)] = split_log_read(&runs, at(7), at(7)).unwrap();
-        assert_eq!((r1, r2.len(), a1, b1), (vec![runs[0]], 2, at(7), at(7)));
-        assert!(split_log_read(&runs[..1], at(7), at(7)).is_none());
+        let page = [log(3), log(5), log(5)];
+        assert_eq!(
+            next_log_reads(&runs, &page, at(9)),
+            Some(Next::After {
+                last: at(5),
+                reads: [(runs.to_vec(), at(5), at(9))]
+            })
+        );
+        // All of one timestamp: the runs are split, from that timestamp on.
+        let tied = [log(5), log(5)];
+        let Some(Next::Split([(left, a1, b1), (right, a2, _)])) =
+            next_log_reads(&runs, &tied, at(9))
+        else {
+            panic!("split by runs");
+        };
+        assert_eq!(
+            (left, right.len(), a1, b1, a2),
+            (vec![runs[0]], 2, at(5), at(9), at(5))
+        );
+        assert_eq!(next_log_reads(&runs[..1], &tied, at(9)), None);
     }
 }

@@ -76,6 +76,9 @@ pub(crate) struct Transport {
     url_has_credentials: bool,
     observer: Option<std::sync::Arc<dyn crate::RequestObserver>>,
     request_timeout: Duration,
+    /// The credential the event stream's `auth` message carries (the auth
+    /// string, else the API key), as Prefect's own subscriber sends it.
+    stream_token: Option<crate::config::Secret>,
 }
 
 impl Transport {
@@ -127,6 +130,10 @@ impl Transport {
             url_has_credentials: crate::config::url_has_credentials(&config.api_url),
             observer: config.observer.clone(),
             request_timeout: config.request_timeout,
+            stream_token: config
+                .auth_string
+                .clone()
+                .or_else(|| config.api_key.clone()),
         })
     }
 
@@ -151,7 +158,54 @@ impl Transport {
             url_has_credentials: self.url_has_credentials,
             observer: self.observer.clone(),
             request_timeout: self.request_timeout,
+            stream_token: self.stream_token.clone(),
         }
+    }
+
+    pub(crate) fn stream_token(&self) -> Option<&str> {
+        self.stream_token.as_ref().map(|token| token.expose())
+    }
+
+    /// `GET <api_url>/<segments>` upgraded to a WebSocket speaking
+    /// `protocol` (RFC 6455 handshake over this client's HTTP stack: same
+    /// TLS roots, proxies and headers). Not retried.
+    pub(crate) async fn upgrade_to_websocket(
+        &self,
+        segments: &[&str],
+        protocol: &str,
+    ) -> Result<reqwest::Upgraded, PrefectError> {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+        let response = self
+            .http
+            .get(self.url(segments))
+            .header(reqwest::header::CONNECTION, "Upgrade")
+            .header(reqwest::header::UPGRADE, "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", &key)
+            .header("Sec-WebSocket-Protocol", protocol)
+            .send()
+            .await
+            .map_err(|error| self.transport_error(error))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(PrefectError::from_response(status, &body));
+        }
+        let accept = response
+            .headers()
+            .get("Sec-WebSocket-Accept")
+            .and_then(|value| value.to_str().ok());
+        let expected = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        if accept != Some(expected.as_str()) {
+            return Err(PrefectError::Stream(
+                "the server's WebSocket handshake answer does not match the request".into(),
+            ));
+        }
+        response
+            .upgrade()
+            .await
+            .map_err(|error| self.transport_error(error))
     }
 
     pub(crate) fn base_url(&self) -> &Url {

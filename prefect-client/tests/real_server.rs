@@ -883,3 +883,41 @@ async fn runs_are_counted_by_pool_state_and_due_time() {
         1
     );
 }
+
+/// The live event stream brings a run's `prefect.flow-run.Scheduled` event
+/// as it happens, only for the pool the filter names, and stays open past the
+/// client's request timeout (which bounds only its opening).
+#[tokio::test]
+async fn the_event_stream_brings_scheduled_runs_of_one_pool_as_they_happen() {
+    let fixture = Fixture::new("stream").await;
+    let other = Fixture::new("stream-other").await;
+    let pool = fixture.client.read_work_pool(&fixture.pool).await.unwrap();
+    let server = PrefectServer::shared();
+    let short = PrefectClient::new(
+        ClientConfig::new(&server.api_url())
+            .unwrap()
+            .with_request_timeout(std::time::Duration::from_secs(2)),
+    )
+    .unwrap();
+    let filter = prefect_client::EventFilter {
+        names: Some(vec!["prefect.flow-run.Scheduled".into()]),
+        any_resource_ids: Some(vec![format!("prefect.work-pool.{}", pool.id)]),
+        ..Default::default()
+    };
+    let mut stream = short.subscribe_events(&filter).await.unwrap();
+    // Longer than the request timeout: the open stream must survive it.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    other.scheduled_run().await;
+    let run = fixture.scheduled_run().await;
+    let event = stream
+        .next_event(std::time::Duration::from_secs(10))
+        .await
+        .expect("the Scheduled event within 10 s")
+        .expect("an event, not the end of the stream");
+    assert_eq!(event.event, "prefect.flow-run.Scheduled");
+    assert_eq!(
+        event.resource_id(),
+        Some(format!("prefect.flow-run.{}", run.id).as_str()),
+        "the other pool's run is filtered out by the server"
+    );
+}

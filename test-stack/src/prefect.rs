@@ -203,6 +203,12 @@ impl PrefectServer {
         self.port
     }
 
+    /// The server process's id, which is also its process group's (the
+    /// server and every process it starts).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The auth string the server demands, if it was started with one.
     pub fn auth_string(&self) -> Option<&str> {
         self.auth_string.as_deref()

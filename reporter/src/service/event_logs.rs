@@ -64,7 +64,9 @@ const FORWARD_PERIOD: Duration = Duration::from_millis(500);
 const LOGS_PER_CALL: usize = 200;
 /// Event annotations written at once.
 const PATCHES_IN_FLIGHT: usize = 8;
-/// How far Kubernetes' clock (Event timestamps, to the second) may be behind ours.
+/// How far the clock that stamps Events (the kubelet's, the apiserver's) may be
+/// ahead of ours: an Event stamped up to this much after a takeover may still
+/// have been seen, and sent, by the previous leader.
 const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// Pause after a failed forward.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
@@ -135,7 +137,9 @@ impl EventBacklog {
         if let Some(pending) = same_line {
             log.timestamp = pending.log.timestamp;
         }
-        let observed = *log.timestamp.get_or_insert_with(chrono::Utc::now);
+        // To the microsecond, as Prefect stores it (the read-back compares it).
+        let now = || chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+        let observed = *log.timestamp.get_or_insert_with(now);
         if let Some((before, until)) = self.takeover.filter(|_| same_line.is_none()) {
             if observed < before {
                 maybe_sent = true;
@@ -296,7 +300,8 @@ pub async fn run_event_logs(
                 }
                 let due = retry_at.is_none_or(|at| Instant::now() >= at);
                 if due && ready && leadership.is_leading() {
-                    match forward(&mut backlog, &store, &once, &scope.client, &leadership).await {
+                    let clients = Clients { send: &once, read: &prefect, kube: &scope.client };
+                    match forward(&mut backlog, &store, clients, &leadership).await {
                         Ok(sent) => {
                             metrics.event_lines(sent);
                             retry_at = None;
@@ -320,13 +325,27 @@ fn observe_scale_up(store: &SharedStore, event: &KubeEvent) {
     }
 }
 
+/// What forwarding talks to.
+#[derive(Clone, Copy)]
+struct Clients<'a> {
+    /// Sends lines, without HTTP retries (a failed send is checked, then redone).
+    send: &'a PrefectClient,
+    /// Reads lines back, with the client's retries.
+    read: &'a PrefectClient,
+    kube: &'a kube::Client,
+}
+
 async fn forward(
     backlog: &mut EventBacklog,
     store: &SharedStore,
-    prefect: &PrefectClient,
-    kube: &kube::Client,
+    clients: Clients<'_>,
     leadership: &Leadership,
 ) -> Result<usize, PrefectError> {
+    let Clients {
+        send: prefect,
+        read,
+        kube,
+    } = clients;
     let ready = store.read(|store| backlog.ready(|log| store.run_of_event(log), Instant::now()));
     let mut sent = 0;
     for chunk in ready.chunks(LOGS_PER_CALL) {
@@ -338,7 +357,7 @@ async fn forward(
             .map(|(run, pending)| line(*run, pending))
             .collect();
         let unsent = if chunk.iter().any(|(_, pending)| pending.maybe_sent) {
-            not_stored_yet(prefect, lines).await?
+            not_stored_yet(read, lines).await?
         } else {
             lines
         };
@@ -384,7 +403,9 @@ fn line(run: Uuid, pending: &PendingEvent) -> LogCreate {
 }
 
 /// The lines Prefect does not have yet: reads back the runs' logs around the lines'
-/// timestamps and drops every line already stored (same run, logger and message).
+/// timestamps and drops every line already stored (same run, logger, message and
+/// timestamp: a line's timestamp is its Event's, the same on every replica, so
+/// another Event with the same words is not taken for it).
 async fn not_stored_yet(
     prefect: &PrefectClient,
     lines: Vec<LogCreate>,
@@ -402,15 +423,24 @@ async fn not_stored_yet(
     let stored = prefect
         .read_logs_between(&runs, first - margin, last + margin)
         .await?;
-    let stored: std::collections::HashSet<(Option<Uuid>, &str)> = stored
+    let stored: std::collections::HashSet<(Option<Uuid>, &str, i64)> = stored
         .iter()
         .filter(|log| log.name == EVENT_LOGGER)
-        .map(|log| (log.flow_run_id, log.message.as_str()))
+        .map(|log| {
+            (
+                log.flow_run_id,
+                log.message.as_str(),
+                log.timestamp.timestamp_micros(),
+            )
+        })
         .collect();
     let before = lines.len();
     let unsent: Vec<LogCreate> = lines
         .into_iter()
-        .filter(|line| !stored.contains(&(line.flow_run_id, line.message.as_str())))
+        .filter(|line| {
+            let micros = line.timestamp.timestamp_micros();
+            !stored.contains(&(line.flow_run_id, line.message.as_str(), micros))
+        })
         .collect();
     tracing::info!(
         stored = before - unsent.len(),
