@@ -29,11 +29,13 @@ pub struct Endpoints {
 
 /// Our deployment's shape.
 #[derive(Clone, Copy, Debug)]
-pub struct Shape {
+pub struct Shape<'a> {
     pub dispatchers: usize,
     pub concurrency: u16,
     /// `None`: the poller's default.
     pub poll_interval_seconds: Option<f64>,
+    /// More environment for our processes only (e.g. `MALLOC_ARENA_MAX`).
+    pub env: &'a [(String, String)],
 }
 
 /// Processes of one agent.
@@ -87,7 +89,7 @@ pub fn our_binaries() -> anyhow::Result<[PathBuf; 3]> {
 pub fn start_ours(
     endpoints: &Endpoints,
     pool: &str,
-    shape: Shape,
+    shape: Shape<'_>,
     poller_args: &[String],
 ) -> anyhow::Result<Running> {
     let [poller, dispatcher, reporter] = our_binaries()?;
@@ -126,6 +128,7 @@ pub fn start_ours(
             .env("NATS_URL", &endpoints.nats_url)
             .env("KUBECONFIG", &endpoints.kubeconfig)
             .env("PREFECT_K8S_WORK_POOL", pool)
+            .envs(shape.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log_file(&endpoints.logs, &name)?)
             .stderr(log_file(&endpoints.logs, &name)?)
@@ -173,23 +176,33 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
 }
 
 /// The bare claim: `set_state PENDING` for every run, `in_flight` at once,
-/// nothing else. Returns how many claims the server accepted.
+/// and with `record_pid` the `infrastructure_pid` update every agent makes
+/// after it (the Python worker too); nothing else. Returns how many claims
+/// the server accepted.
 pub async fn bare_claims(
     prefect: &PrefectClient,
     runs: &[Uuid],
     in_flight: usize,
+    record_pid: bool,
 ) -> anyhow::Result<usize> {
     let results: Vec<_> = futures::stream::iter(runs)
         .map(|run| async move {
             let claim = StateCreate::pending_claim(Uuid::new_v4());
-            prefect.set_flow_run_state(*run, &claim, false).await
+            let claimed = prefect.set_flow_run_state(*run, &claim, false).await?;
+            if record_pid {
+                let pid = format!("default:bench-{run}");
+                prefect
+                    .update_flow_run_infrastructure_pid(*run, &pid)
+                    .await?;
+            }
+            anyhow::Ok(claimed.new_state_written)
         })
         .buffer_unordered(in_flight.max(1))
         .collect()
         .await;
     let mut accepted = 0;
     for result in results {
-        if result?.new_state_written {
+        if result? {
             accepted += 1;
         }
     }

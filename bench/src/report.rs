@@ -7,8 +7,10 @@ use std::time::Duration;
 use crate::procs::Usage;
 use crate::server_log::Calls;
 
-/// The name of the bare-claim row.
+/// The name of the bare-claim row, the ratios' reference.
 pub const SERVER_LIMIT: &str = "server-limit";
+/// The bare claim followed by the pid update (what any agent must write).
+pub const CLAIM_AND_PID: &str = "claim+pid";
 
 /// One agent draining one backlog.
 #[derive(Clone, Debug)]

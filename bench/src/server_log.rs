@@ -64,11 +64,16 @@ fn endpoint(line: &str) -> Option<String> {
         return None;
     }
     let path = target.split('?').next()?;
-    let normalized: Vec<&str> = path
-        .split('/')
-        .map(|segment| {
+    let segments: Vec<&str> = path.split('/').collect();
+    let normalized: Vec<&str> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, segment)| {
+            let after_pools = i > 0 && segments[i - 1] == "work_pools";
             if uuid::Uuid::parse_str(segment).is_ok() {
                 "{id}"
+            } else if after_pools && !matches!(*segment, "" | "filter" | "count") {
+                "{name}"
             } else {
                 segment
             }
@@ -89,6 +94,11 @@ mod tests {
             Some("POST /api/flow_runs/{id}/set_state")
         );
         assert_eq!(endpoint("INFO something \"quoted\" else"), None);
+        let pool = r#"x - "POST /api/work_pools/bench-1/get_scheduled_flow_runs HTTP/1.1" 200"#;
+        assert_eq!(
+            endpoint(pool).as_deref(),
+            Some("POST /api/work_pools/{name}/get_scheduled_flow_runs")
+        );
         let get = r#"INFO:     127.0.0.1:1 - "GET /api/health?x=1 HTTP/1.1" 200"#;
         assert_eq!(endpoint(get).as_deref(), Some("GET /api/health"));
     }

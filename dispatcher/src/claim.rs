@@ -38,7 +38,7 @@ pub enum ClaimDecision {
     /// service moves an overdue Scheduled run to a Scheduled state named
     /// `Late`): the same due run, to be claimed at once if its state history
     /// shows this Late state directly after the published one
-    /// ([`late_follows`]); anything else in between (a claim, a run, a
+    /// ([`late_history`]); anything else in between (a claim, a run, a
     /// reschedule) makes it another submission's.
     ProposeIfLateFollows { late_state_id: Uuid },
     /// We claimed this run for this message before; carry on.
@@ -117,19 +117,37 @@ pub fn decide(key: &SubmissionKey, run: Option<&FlowRun>, work_pool: &str) -> Cl
 /// The name Prefect's late-runs service gives the Scheduled state it sets.
 pub const LATE: &str = "Late";
 
-/// Whether `late_state_id` is the run's latest state and comes right after
-/// the published state in its `history` (any order; sorted here by
-/// timestamp). Latest: a history read after another message's claim of the
-/// Late state would otherwise let this message propose too, on a run that
-/// may have finished meanwhile (Prefect accepts Pending on a finished run).
-pub fn late_follows(key: &SubmissionKey, history: &[State], late_state_id: Uuid) -> bool {
+/// What a Late run's state history says about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateHistory {
+    /// The Late state is the run's latest and comes right after the published
+    /// state: the same due run, to be claimed under the message's key.
+    Follows,
+    /// The Late state comes after something else (a claim, a run, a
+    /// reschedule): another submission's.
+    Another,
+    /// The run moved on since it was read (the Late state is not its latest,
+    /// or not in the history yet): decide again from a fresh read. It may
+    /// have been claimed under this very message's key by another delivery,
+    /// which then needs this message.
+    Moved,
+}
+
+/// Reads a Late run's `history` (any order; sorted here by timestamp).
+pub fn late_history(key: &SubmissionKey, history: &[State], late_state_id: Uuid) -> LateHistory {
     let mut history: Vec<&State> = history.iter().collect();
     history.sort_by_key(|state| state.timestamp);
-    let latest = history.len().checked_sub(1);
     let late = history.iter().position(|state| state.id == late_state_id);
-    late.is_some_and(|at| {
-        Some(at) == latest && at > 0 && history[at - 1].id == key.scheduled_state_id
-    })
+    match late {
+        Some(at) if at + 1 == history.len() => {
+            if at > 0 && history[at - 1].id == key.scheduled_state_id {
+                LateHistory::Follows
+            } else {
+                LateHistory::Another
+            }
+        }
+        _ => LateHistory::Moved,
+    }
 }
 
 /// The skip of a Late run whose history does not qualify it.
@@ -319,7 +337,7 @@ mod tests {
         let published = state(key.scheduled_state_id, "Scheduled", 1);
         // Directly after the published state (history in any order): the same due run.
         let direct = [state(late, LATE, 9), published.clone()];
-        assert!(late_follows(&key, &direct, late));
+        assert_eq!(late_history(&key, &direct, late), LateHistory::Follows);
         // Claimed, crashed and rescheduled in between: another submission's Late state.
         let mut claimed = state(Uuid::from_u128(5), "Pending", 3);
         claimed.state_type = StateType::Pending;
@@ -330,17 +348,15 @@ mod tests {
             rescheduled,
             state(late, LATE, 9),
         ];
-        assert!(!late_follows(&key, &between, late));
-        // A history that does not hold the Late state (not read yet) proves nothing.
-        assert!(!late_follows(&key, std::slice::from_ref(&published), late));
-        // Claimed since (by the message published for the Late state): not ours.
+        assert_eq!(late_history(&key, &between, late), LateHistory::Another);
+        // Not in the history (not read yet), or claimed since (maybe by another
+        // delivery of this very message): read the run again, never drop the message.
+        let missing = late_history(&key, std::slice::from_ref(&published), late);
+        assert_eq!(missing, LateHistory::Moved);
         let mut since = state(Uuid::from_u128(9), "Pending", 12);
         since.state_type = StateType::Pending;
-        assert!(!late_follows(
-            &key,
-            &[published, state(late, LATE, 9), since],
-            late
-        ));
+        let claimed_since = [published, state(late, LATE, 9), since];
+        assert_eq!(late_history(&key, &claimed_since, late), LateHistory::Moved);
     }
 
     #[test]

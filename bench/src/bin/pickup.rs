@@ -154,6 +154,7 @@ fn start(stack: &BenchStack, args: &Args, agent: &str, pool: &str) -> anyhow::Re
                 dispatchers: args.dispatchers,
                 concurrency: 16,
                 poll_interval_seconds: None,
+                env: &[],
             },
             &args.poller_arg,
         ),

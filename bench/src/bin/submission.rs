@@ -22,7 +22,7 @@ use benchmarks::agents::{self, Running, Shape};
 use benchmarks::backlog::Backlog;
 use benchmarks::jobs::JobClock;
 use benchmarks::procs;
-use benchmarks::report::{self, Measurement, SERVER_LIMIT};
+use benchmarks::report::{self, Measurement, CLAIM_AND_PID, SERVER_LIMIT};
 use benchmarks::server_log::LogMark;
 use benchmarks::stack::BenchStack;
 use clap::Parser;
@@ -39,16 +39,21 @@ struct Args {
     /// Backlog sizes, comma separated; each is measured for every agent.
     #[arg(long, value_delimiter = ',', default_value = "300")]
     runs: Vec<usize>,
-    /// Agents, comma separated: `server-limit` (the bare claim), `prefect-k8s`, `python`.
+    /// Agents, comma separated: `server-limit` (the bare claim), `claim+pid`
+    /// (the bare claim and the pid update), `prefect-k8s`, `python`.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "server-limit,prefect-k8s,python"
+        default_value = "server-limit,claim+pid,prefect-k8s,python"
     )]
     agents: Vec<String>,
     /// Dispatcher replicas of prefect-k8s, comma separated: one row per count.
     #[arg(long, value_delimiter = ',', default_value = "3")]
     dispatchers: Vec<usize>,
+    /// More environment for prefect-k8s's processes only, `KEY=VALUE`
+    /// (repeatable), e.g. `MALLOC_ARENA_MAX=2`.
+    #[arg(long = "service-env", value_parser = parse_key_value)]
+    service_env: Vec<(String, String)>,
     /// Latency the emulator adds to every Job create, in milliseconds.
     #[arg(long, default_value_t = 0)]
     job_create_latency_ms: u64,
@@ -137,11 +142,13 @@ impl Bench {
         let cpu_before = procs::group_cpu(server_pid);
         let mark = LogMark::now(self.stack.server.log_path());
         let started = Instant::now();
-        let (elapsed, done, processes) = if agent == SERVER_LIMIT {
+        let bare = agent == SERVER_LIMIT || agent == CLAIM_AND_PID;
+        let (elapsed, done, processes) = if bare {
             let claimed = agents::bare_claims(
                 &self.stack.prefect,
                 &backlog.runs,
                 self.args.claims_in_flight,
+                agent == CLAIM_AND_PID,
             )
             .await?;
             (started.elapsed(), claimed, Vec::new())
@@ -158,7 +165,7 @@ impl Bench {
         let server_cpu = procs::group_cpu(server_pid).saturating_sub(cpu_before);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let calls = mark.calls_since();
-        if agent != SERVER_LIMIT {
+        if !bare {
             self.check_recorded(&backlog).await?;
         }
         let name = if agent == "prefect-k8s" && self.args.dispatchers.len() > 1 {
@@ -188,11 +195,14 @@ impl Bench {
                     dispatchers,
                     concurrency: self.args.concurrency,
                     poll_interval_seconds: poll,
+                    env: &self.args.service_env,
                 },
                 &[],
             ),
             "python" => agents::start_python(&self.stack.server, &self.stack.endpoints, pool, poll),
-            other => bail!("unknown agent {other:?} (server-limit, prefect-k8s, python)"),
+            other => {
+                bail!("unknown agent {other:?} (server-limit, claim+pid, prefect-k8s, python)")
+            }
         }
     }
 
@@ -212,4 +222,11 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    Ok((key.to_owned(), value.to_owned()))
 }
