@@ -8,9 +8,7 @@
 //!
 //! * A message names the run and the SCHEDULED-type state it was published
 //!   for. The claim is proposed only while the run is still in exactly that
-//!   state (same state id), read in one batched call for all messages at hand,
-//!   or in the `Late` state Prefect's late-runs service put right after it
-//!   (read in the run's state history): the same due run, not a new one.
+//!   state (same state id), read in one batched call for all messages at hand.
 //! * The claim's `transition_id` is derived from (run id, state id), so the
 //!   claim of one message is always the same proposal. Re-proposing it after a
 //!   crash is answered REJECT with our own Pending state (Prefect's duplicate
@@ -24,9 +22,7 @@
 //!   rescheduled) withdraws the Job before it ever had a pod.
 
 use flow_run_proto::{InfrastructurePid, SubmissionKey};
-use prefect_client::{
-    ClaimOutcome as PrefectClaim, FlowRun, OrchestrationResult, State, StateType,
-};
+use prefect_client::{ClaimOutcome as PrefectClaim, FlowRun, OrchestrationResult, StateType};
 use uuid::Uuid;
 
 /// What to do with a message, given the run as it is now.
@@ -34,13 +30,6 @@ use uuid::Uuid;
 pub enum ClaimDecision {
     /// The run is still in the published state: propose the claim.
     Propose,
-    /// The run turned Late after it was published (Prefect's late-runs
-    /// service moves an overdue Scheduled run to a Scheduled state named
-    /// `Late`): the same due run, to be claimed at once if its state history
-    /// shows this Late state directly after the published one
-    /// ([`late_history`]); anything else in between (a claim, a run, a
-    /// reschedule) makes it another submission's.
-    ProposeIfLateFollows { late_state_id: Uuid },
     /// We claimed this run for this message before; carry on.
     Resume,
     /// Leave the run alone and drop the message.
@@ -101,58 +90,12 @@ pub fn decide(key: &SubmissionKey, run: Option<&FlowRun>, work_pool: &str) -> Cl
     if run.is_still_scheduled_as(key.scheduled_state_id) {
         return ClaimDecision::Propose;
     }
-    if state.state_type == StateType::Scheduled && state.name.as_deref() == Some(LATE) {
-        return ClaimDecision::ProposeIfLateFollows {
-            late_state_id: state.id,
-        };
-    }
     if state.state_type == StateType::Pending
         && state.state_details.transition_id == Some(key.claim_transition_id())
     {
         return ClaimDecision::Resume;
     }
     ClaimDecision::Skip(moved(state.state_type.as_str(), state.display_name()))
-}
-
-/// The name Prefect's late-runs service gives the Scheduled state it sets.
-pub const LATE: &str = "Late";
-
-/// What a Late run's state history says about a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LateHistory {
-    /// The Late state is the run's latest and comes right after the published
-    /// state: the same due run, to be claimed under the message's key.
-    Follows,
-    /// The Late state comes after something else (a claim, a run, a
-    /// reschedule): another submission's.
-    Another,
-    /// The run moved on since it was read (the Late state is not its latest,
-    /// or not in the history yet): decide again from a fresh read. It may
-    /// have been claimed under this very message's key by another delivery,
-    /// which then needs this message.
-    Moved,
-}
-
-/// Reads a Late run's `history` (any order; sorted here by timestamp).
-pub fn late_history(key: &SubmissionKey, history: &[State], late_state_id: Uuid) -> LateHistory {
-    let mut history: Vec<&State> = history.iter().collect();
-    history.sort_by_key(|state| state.timestamp);
-    let late = history.iter().position(|state| state.id == late_state_id);
-    match late {
-        Some(at) if at + 1 == history.len() => {
-            if at > 0 && history[at - 1].id == key.scheduled_state_id {
-                LateHistory::Follows
-            } else {
-                LateHistory::Another
-            }
-        }
-        _ => LateHistory::Moved,
-    }
-}
-
-/// The skip of a Late run whose history does not qualify it.
-pub fn late_of_another_submission() -> SkipReason {
-    moved("SCHEDULED", LATE)
 }
 
 fn moved(state_type: &str, state_name: &str) -> SkipReason {
@@ -310,53 +253,6 @@ mod tests {
             decide(&key, Some(&run), POOL),
             ClaimDecision::Skip(SkipReason::StateMoved { .. })
         ));
-    }
-
-    fn state(id: Uuid, name: &str, second: u32) -> State {
-        serde_json::from_value(json!({
-            "id": id,
-            "type": "SCHEDULED",
-            "name": name,
-            "timestamp": format!("2026-11-28T01:00:{second:02}Z"),
-        }))
-        .expect("a state")
-    }
-
-    #[test]
-    fn a_run_gone_late_is_claimed_only_when_its_late_state_follows_the_published_one() {
-        let (key, _) = ids();
-        let late = Uuid::from_u128(77);
-        let mut run = run_in("SCHEDULED", late, None);
-        run.state.as_mut().unwrap().name = Some(LATE.into());
-        assert_eq!(
-            decide(&key, Some(&run), POOL),
-            ClaimDecision::ProposeIfLateFollows {
-                late_state_id: late
-            }
-        );
-        let published = state(key.scheduled_state_id, "Scheduled", 1);
-        // Directly after the published state (history in any order): the same due run.
-        let direct = [state(late, LATE, 9), published.clone()];
-        assert_eq!(late_history(&key, &direct, late), LateHistory::Follows);
-        // Claimed, crashed and rescheduled in between: another submission's Late state.
-        let mut claimed = state(Uuid::from_u128(5), "Pending", 3);
-        claimed.state_type = StateType::Pending;
-        let rescheduled = state(Uuid::from_u128(6), "Scheduled", 5);
-        let between = [
-            published.clone(),
-            claimed,
-            rescheduled,
-            state(late, LATE, 9),
-        ];
-        assert_eq!(late_history(&key, &between, late), LateHistory::Another);
-        // Not in the history (not read yet), or claimed since (maybe by another
-        // delivery of this very message): read the run again, never drop the message.
-        let missing = late_history(&key, std::slice::from_ref(&published), late);
-        assert_eq!(missing, LateHistory::Moved);
-        let mut since = state(Uuid::from_u128(9), "Pending", 12);
-        since.state_type = StateType::Pending;
-        let claimed_since = [published, state(late, LATE, 9), since];
-        assert_eq!(late_history(&key, &claimed_since, late), LateHistory::Moved);
     }
 
     #[test]

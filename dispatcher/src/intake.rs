@@ -417,17 +417,8 @@ impl Handler {
             }
         };
         let pool = &self.config.pool.work_pool;
-        match claim::decide(&due.key, run.as_ref(), pool) {
-            ClaimDecision::Skip(reason) => {
-                return self.settle(message, due, &Outcome::Skipped(reason)).await;
-            }
-            // Not known to be this message's without its history: left to the
-            // poller, which publishes the Late state as a message of its own.
-            ClaimDecision::ProposeIfLateFollows { .. } => {
-                let reason = claim::late_of_another_submission();
-                return self.settle(message, due, &Outcome::Skipped(reason)).await;
-            }
-            ClaimDecision::Propose | ClaimDecision::Resume => {}
+        if let ClaimDecision::Skip(reason) = claim::decide(&due.key, run.as_ref(), pool) {
+            return self.settle(message, due, &Outcome::Skipped(reason)).await;
         }
         let reason = format!("gave up after {deliveries} deliveries");
         let text = format!(

@@ -35,7 +35,7 @@ use std::time::Duration;
 use flow_run_proto::{FlowRunDue, InfrastructurePid, SubmissionKey};
 use prefect_client::{FlowRun, PrefectClient, StateCreate};
 
-use crate::claim::{self, ClaimDecision, ClaimOutcome, LateHistory, Release, SkipReason};
+use crate::claim::{self, ClaimDecision, ClaimOutcome, Release, SkipReason};
 use crate::kubernetes::{self, CreateError, Jobs};
 use crate::metrics::DispatcherMetrics;
 use crate::reads::Reads;
@@ -201,23 +201,6 @@ impl Submitter {
                 Ok(true)
             }
             ClaimDecision::Propose => self.propose(due, read_at, deliveries).await,
-            ClaimDecision::ProposeIfLateFollows { late_state_id } => {
-                let history = self
-                    .prefect
-                    .read_flow_run_states(due.key.flow_run_id)
-                    .await
-                    .map_err(|e| retry(deliveries, format!("reading the run's states: {e}")))?;
-                match claim::late_history(&due.key, &history, late_state_id) {
-                    LateHistory::Follows => self.propose(due, read_at, deliveries).await,
-                    LateHistory::Another => {
-                        Err(Outcome::Skipped(claim::late_of_another_submission()))
-                    }
-                    LateHistory::Moved => Err(retry(
-                        deliveries,
-                        "the run moved on since it was read; deciding again".into(),
-                    )),
-                }
-            }
         }
     }
 
