@@ -93,11 +93,34 @@ pub struct EventBacklog {
     pending: HashMap<Box<str>, PendingEvent>,
     /// Counts this process forwarded whose annotation it has not seen yet.
     forwarded: HashMap<Box<str>, u32>,
-    /// Since the last takeover: a line first seen now but observed (by
-    /// Kubernetes) before `.0` may have been sent by the previous leader
-    /// (this replica's watch lagged or was cut across the takeover); it is
-    /// held until `.1`, then read back, like what was pending at the takeover.
-    takeover: Option<(chrono::DateTime<chrono::Utc>, Instant)>,
+    /// Since the last takeover, for a line first seen after it (this
+    /// replica's watch lagged or was cut across the takeover).
+    takeover: Option<Takeover>,
+}
+
+/// When this replica last began leading.
+#[derive(Clone, Copy, Debug)]
+struct Takeover {
+    /// Its time (our clock).
+    at: chrono::DateTime<chrono::Utc>,
+    /// Until when what the previous leader may have sent is held.
+    quiet_until: Instant,
+}
+
+impl Takeover {
+    /// How a line first seen after the takeover and observed (by Kubernetes'
+    /// clock, to the second) at `observed` is treated: `Some(hold)` to be read
+    /// back first, held until `hold` when the previous leader may still have a
+    /// request for it on its way.
+    fn check(&self, observed: chrono::DateTime<chrono::Utc>) -> Option<Option<Instant>> {
+        // Stamped well before the takeover: the previous leader may have sent it
+        // (and it stopped acting before the Lease came here, so not after).
+        if observed < self.at - chrono::TimeDelta::seconds(1) {
+            return Some(Some(self.quiet_until));
+        }
+        // Around it, or after it within the skew of Kubernetes' clock: read back.
+        (observed < self.at + CLOCK_SKEW).then_some(None)
+    }
 }
 
 fn annotated_count(event: &KubeEvent) -> u32 {
@@ -140,11 +163,10 @@ impl EventBacklog {
         // To the microsecond, as Prefect stores it (the read-back compares it).
         let now = || chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
         let observed = *log.timestamp.get_or_insert_with(now);
-        if let Some((before, until)) = self.takeover.filter(|_| same_line.is_none()) {
-            if observed < before {
-                maybe_sent = true;
-                held_until = Some(until);
-            }
+        let check = self.takeover.filter(|_| same_line.is_none());
+        if let Some(hold) = check.and_then(|takeover| takeover.check(observed)) {
+            maybe_sent = true;
+            held_until = hold;
         }
         self.pending.insert(
             key,
@@ -211,17 +233,20 @@ impl EventBacklog {
 
     /// This replica starts leading. Everything pending may have been sent by a
     /// previous leader, whose requests may still be on their way for `quiet`:
-    /// held until then, then read back. So is a line seen later but observed
-    /// (by Kubernetes' clock, stamped to the second) before now: the previous
-    /// leader stopped acting before the Lease came to this replica.
+    /// held until then, then read back. A line seen later is read back too
+    /// when Kubernetes stamped it before (or around) now, and held as well
+    /// when stamped well before ([`Takeover::check`]); one stamped just after
+    /// the takeover is not held, so a new leader forwards at once.
     fn took_over(&mut self, now: Instant, quiet: Duration) {
         let until = now + quiet;
         for pending in self.pending.values_mut() {
             pending.maybe_sent = true;
             pending.held_until = Some(until);
         }
-        let before = chrono::Utc::now().checked_add_signed(CLOCK_SKEW);
-        self.takeover = before.map(|before| (before, until));
+        self.takeover = Some(Takeover {
+            at: chrono::Utc::now(),
+            quiet_until: until,
+        });
     }
 
     /// Records that a send of `log` failed after it may have reached Prefect (or
@@ -610,6 +635,14 @@ mod tests {
         let ready = backlog.ready(|_| Some(run()), now + quiet);
         assert_eq!(ready.len(), 1);
         assert!(ready[0].1.maybe_sent, "read back before it is sent");
+        // One that happened as this replica took over (stamped to the second, so
+        // maybe a little before): read back, but not held, so it goes at once.
+        let mut fresh = stamped(event(1, None), chrono::TimeDelta::zero());
+        fresh.metadata.uid = Some("another-event".into());
+        backlog.observe(&fresh, now);
+        let ready = backlog.ready(|_| Some(run()), now);
+        assert_eq!(ready.len(), 1, "not held");
+        assert!(ready[0].1.maybe_sent, "read back");
     }
 
     #[test]
