@@ -17,6 +17,18 @@ use serde_json::json;
 use test_stack::nats::NatsServer;
 use test_stack::prefect::{unique_name, PrefectServer};
 
+/// A flow and a deployment of it in `pool`, uniquely named.
+async fn deployment_in(prefect: &PrefectClient, pool: &str) -> prefect_client::Deployment {
+    let flow = prefect.create_flow(&unique_name("flow")).await.unwrap();
+    prefect
+        .create_deployment(&DeploymentCreate {
+            work_pool_name: Some(pool.to_owned()),
+            ..DeploymentCreate::new(unique_name("deployment"), flow.id)
+        })
+        .await
+        .unwrap()
+}
+
 async fn read_all(js: &jetstream::Context) -> Vec<FlowRunDue> {
     let stream = js.get_stream(subjects::FLOW_RUNS_STREAM).await.unwrap();
     // An ephemeral, non-acking view: a WorkQueue allows one consumer per
@@ -183,14 +195,7 @@ async fn a_full_page_of_queued_runs_is_not_polled_in_a_loop() {
     poller::pool::ensure_work_pool(&direct, &config)
         .await
         .unwrap();
-    let flow = direct.create_flow(&unique_name("flow")).await.unwrap();
-    let deployment = direct
-        .create_deployment(&DeploymentCreate {
-            work_pool_name: Some(config.pool.work_pool.clone()),
-            ..DeploymentCreate::new(unique_name("deployment"), flow.id)
-        })
-        .await
-        .unwrap();
+    let deployment = deployment_in(&direct, &config.pool.work_pool).await;
     for _ in 0..6 {
         direct
             .create_flow_run_from_deployment(deployment.id, &DeploymentFlowRunCreate::default())
@@ -283,14 +288,7 @@ async fn publication_delay(poll_on_events: bool, wait: Duration) -> Option<Durat
     let pool = poller::pool::ensure_work_pool(&prefect, &config)
         .await
         .unwrap();
-    let flow = prefect.create_flow(&unique_name("flow")).await.unwrap();
-    let deployment = prefect
-        .create_deployment(&DeploymentCreate {
-            work_pool_name: Some(config.pool.work_pool.clone()),
-            ..DeploymentCreate::new(unique_name("deployment"), flow.id)
-        })
-        .await
-        .unwrap();
+    let deployment = deployment_in(&prefect, &config.pool.work_pool).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let nats = async_nats::connect(nats_server.url()).await.unwrap();
     let poller = poller::Poller::new(config, prefect.clone(), nats);

@@ -224,9 +224,10 @@ impl Bench {
     }
 }
 
+/// One `--service-env` pair, split as the services split theirs.
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
-    Ok((key.to_owned(), value.to_owned()))
+    let mut pairs = service_runtime::options::parse_pairs("--service-env", &[text.to_owned()])?;
+    pairs
+        .pop()
+        .ok_or_else(|| "--service-env expects KEY=VALUE".to_owned())
 }
