@@ -61,6 +61,15 @@ pub struct DispatcherConfig {
     /// Seconds the work pool's base job template is cached.
     #[arg(long, env = "PREFECT_K8S_TEMPLATE_CACHE_SECONDS", default_value_t = 30)]
     pub template_cache_seconds: u64,
+    /// Seconds a deployment read is reused for other runs of it (0: read it
+    /// for every run). An edit of its job variables reaches new Jobs within
+    /// this period.
+    #[arg(
+        long,
+        env = "PREFECT_K8S_DEPLOYMENT_CACHE_SECONDS",
+        default_value_t = 5.0
+    )]
+    pub deployment_cache_seconds: f64,
     /// Agent-wide Job defaults (the seed agent's options).
     #[command(flatten)]
     pub job: JobOptions,
@@ -153,6 +162,12 @@ impl DispatcherConfig {
     /// JetStream's ack wait (at least 5 s).
     pub fn ack_wait(&self) -> Duration {
         Duration::from_secs(self.ack_wait_seconds.max(5))
+    }
+
+    /// How long a deployment read is reused (a negative or non-finite
+    /// setting reads every time).
+    pub fn deployment_cache(&self) -> Duration {
+        Duration::try_from_secs_f64(self.deployment_cache_seconds).unwrap_or_default()
     }
 
     /// How long after its claim a run may still get its Job.

@@ -95,7 +95,7 @@ impl Handler {
         let renderer =
             JobRenderer::new(prefect.clone(), &config).map_err(DispatcherError::Config)?;
         let submitter = Submitter {
-            reads: Reads::spawn(&prefect),
+            reads: Reads::spawn(&prefect, config.deployment_cache()),
             logs: RunLogs::spawn(prefect.clone()),
             worker_name: config.pool.worker_name.clone(),
             work_pool: config.pool.work_pool.clone(),

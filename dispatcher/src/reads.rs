@@ -5,6 +5,11 @@
 //! kind and batch, so a backlog costs a few reads per batch rather than per
 //! run, and a slow read holds up only the submissions waiting for it.
 //!
+//! Deployments are kept for `--deployment-cache-seconds` (5 s): a backlog of
+//! one deployment's runs reads it once per period, and an edit of its job
+//! variables reaches new Jobs within that period. Runs are never kept: every
+//! claim and release decides on a read made for it.
+//!
 //! What is rendered comes from these reads, never from the NATS message: the
 //! message only says which run is due.
 
@@ -16,6 +21,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use prefect_client::{Deployment, Flow, FlowRun, PrefectClient, PrefectError, MAX_PAGE_SIZE};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// How long the first request of a batch waits for others.
@@ -24,6 +30,8 @@ const COALESCE: Duration = Duration::from_millis(5);
 const READS_IN_FLIGHT: usize = 4;
 /// Flow names kept (a flow's name never changes).
 const FLOW_NAMES_KEPT: usize = 10_000;
+/// Deployments kept at most (the cache is emptied when full).
+const DEPLOYMENTS_KEPT: usize = 10_000;
 
 /// An object as read just now: `None` when Prefect does not have it.
 pub type ReadResult<T> = Result<Option<T>, String>;
@@ -126,13 +134,15 @@ where
 #[derive(Clone)]
 pub struct Reads {
     pub runs: BatchReader<FlowRun>,
-    pub deployments: BatchReader<Deployment>,
+    deployments: BatchReader<Deployment>,
     flows: BatchReader<Flow>,
     flow_names: Arc<Mutex<HashMap<Uuid, String>>>,
+    kept_deployments: Arc<Kept<Deployment>>,
 }
 
 impl Reads {
-    pub fn spawn(prefect: &PrefectClient) -> Reads {
+    /// Starts the readers; deployments are kept for `deployment_ttl`.
+    pub fn spawn(prefect: &PrefectClient, deployment_ttl: Duration) -> Reads {
         let client = prefect.clone();
         let runs = BatchReader::spawn(
             "flow runs",
@@ -165,7 +175,22 @@ impl Reads {
             deployments,
             flows,
             flow_names: Arc::default(),
+            kept_deployments: Arc::new(Kept::new(deployment_ttl, DEPLOYMENTS_KEPT)),
         }
+    }
+
+    /// A deployment as read within the last `deployment_ttl`; `None` when
+    /// Prefect does not have it (never kept: it is read again next time).
+    pub async fn deployment(&self, id: Uuid) -> ReadResult<Deployment> {
+        if let Some(deployment) = self.kept_deployments.get(id) {
+            return Ok(Some(deployment));
+        }
+        let read_at = Instant::now();
+        let deployment = self.deployments.read(id).await?;
+        if let Some(deployment) = &deployment {
+            self.kept_deployments.keep(id, read_at, deployment.clone());
+        }
+        Ok(deployment)
     }
 
     /// A flow's name (read once, then remembered: flows are never renamed).
@@ -184,5 +209,77 @@ impl Reads {
         }
         names.insert(flow_id, flow.name.clone());
         Ok(flow.name)
+    }
+}
+
+/// Objects kept for a while after their read, at most `capacity` of them (all
+/// are dropped when it is reached: a cache, not a store).
+struct Kept<T> {
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<Uuid, (Instant, T)>>,
+}
+
+impl<T: Clone> Kept<T> {
+    fn new(ttl: Duration, capacity: usize) -> Self {
+        Kept {
+            ttl,
+            capacity,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The object, if it was read less than `ttl` ago.
+    fn get(&self, id: Uuid) -> Option<T> {
+        let entries = self.entries.lock();
+        let (read_at, object) = entries.get(&id)?;
+        (read_at.elapsed() < self.ttl).then(|| object.clone())
+    }
+
+    /// Keeps an object read at `read_at` (when the read began).
+    fn keep(&self, id: Uuid, read_at: Instant, object: T) {
+        let mut entries = self.entries.lock();
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert(id, (read_at, object));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_object_is_reused_until_its_period_ends() {
+        let kept = Kept::new(Duration::from_secs(5), 10);
+        let id = Uuid::from_u128(1);
+        kept.keep(id, Instant::now(), "v1");
+        tokio::time::advance(Duration::from_millis(4_900)).await;
+        assert_eq!(kept.get(id), Some("v1"));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(kept.get(id), None, "read again once the period is over");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_period_counts_from_the_start_of_the_read() {
+        let kept = Kept::new(Duration::from_secs(5), 10);
+        let read_at = Instant::now();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        kept.keep(Uuid::from_u128(1), read_at, "slow answer");
+        assert_eq!(kept.get(Uuid::from_u128(1)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_period_keeps_nothing_and_a_full_cache_starts_over() {
+        let never = Kept::new(Duration::ZERO, 10);
+        never.keep(Uuid::from_u128(1), Instant::now(), 1);
+        assert_eq!(never.get(Uuid::from_u128(1)), None);
+        let small = Kept::new(Duration::from_secs(5), 2);
+        for n in 1..=3 {
+            small.keep(Uuid::from_u128(n), Instant::now(), n);
+        }
+        assert_eq!(small.get(Uuid::from_u128(1)), None);
+        assert_eq!(small.get(Uuid::from_u128(3)), Some(3));
     }
 }

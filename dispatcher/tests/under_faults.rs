@@ -406,7 +406,8 @@ async fn s5_a_redelivery_never_moves_the_job_prefect_knows() {
             .expect("create namespace");
     }
     let deployment = stack.deployment(json!({"namespace": "team-a"})).await;
-    let _dispatcher = spawn_dispatcher(&stack, &[]);
+    // Every delivery reads the deployment afresh, so the redelivery renders team-b.
+    let _dispatcher = spawn_dispatcher(&stack, &[("PREFECT_K8S_DEPLOYMENT_CACHE_SECONDS", "0")]);
     let run = stack.run_of(&deployment, None).await;
     eventually("the Job exists in team-a", || async {
         let jobs = stack.jobs_of(run.id).await;

@@ -95,6 +95,9 @@ pub struct State {
     pub message: Option<String>,
     #[serde(default)]
     pub state_details: StateDetails,
+    /// The state's result (a persisted result's reference), as the server has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl State {
@@ -115,6 +118,8 @@ pub struct StateCreate {
     pub message: Option<String>,
     #[serde(default)]
     pub state_details: StateDetails,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl StateCreate {
@@ -124,7 +129,21 @@ impl StateCreate {
             name: Some(name.into()),
             message: None,
             state_details: StateDetails::default(),
+            data: None,
         }
+    }
+
+    /// The same state again (type, name, message, details, result) under
+    /// `transition_id`: to put back a state that another proposal replaced.
+    pub fn copy_of(state: &State, transition_id: Uuid) -> Self {
+        StateCreate {
+            state_type: state.state_type,
+            name: state.name.clone(),
+            message: state.message.clone(),
+            state_details: state.state_details.clone(),
+            data: state.data.clone(),
+        }
+        .with_transition_id(transition_id)
     }
 
     /// `PENDING` named `Pending`: the claim a worker makes before creating

@@ -1199,17 +1199,20 @@ fn a_job_that_failed_before_our_late_infrastructure_pending_landed_still_crashes
         decide_at(&about_another, &[job], &[], at(60)),
         Decision::Nothing
     );
-    // A completed Job under a late InfrastructurePending (which may have landed
-    // on the Completed run) is not taken for a crash.
+    // A completed Job under a late InfrastructurePending that replaced the claim
+    // (had it replaced a state the flow reported, the evaluator would have put that
+    // back first): the flow never reported, so the run is crashed like any run
+    // whose Job completed without a final state, never left Pending for good
+    // (campaign seed 22).
     let completed = JobFixture::new().complete(at(5)).view();
     let pid = flow_run_proto::InfrastructurePid::new(&*completed.namespace, &*completed.name);
     let late = infrastructure_pending()
         .since(Some(at(9)))
         .with_pid(Some(pid));
-    assert_eq!(
+    assert!(matches!(
         decide_at(&late, &[completed], &[], at(60)),
-        Decision::Nothing
-    );
+        Decision::ProposeCrashed(_)
+    ));
 }
 
 #[test]

@@ -39,6 +39,8 @@ use prefect_client::{
 use service_runtime::kubernetes::{deadline, is_not_found};
 use tokio_util::sync::CancellationToken;
 
+use super::late_pending;
+
 use super::lease::Leadership;
 use uuid::Uuid;
 
@@ -73,6 +75,11 @@ const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 pub enum ProposalKind {
     InfrastructurePending,
     Crashed,
+    /// Put back the state that the run's current `InfrastructurePending` (this
+    /// transition id, ours) replaced, if it landed late ([`late_pending`]).
+    Restore {
+        infrastructure_pending: Uuid,
+    },
 }
 
 impl ProposalKind {
@@ -80,6 +87,7 @@ impl ProposalKind {
         match self {
             Self::InfrastructurePending => "infrastructure-pending",
             Self::Crashed => "crashed",
+            Self::Restore { .. } => "restore",
         }
     }
 }
@@ -482,7 +490,9 @@ impl Evaluator {
             .map(|proposal| {
                 let context = ProposalContext {
                     prefect: match proposal.kind {
-                        ProposalKind::InfrastructurePending => &self.prefect_once,
+                        ProposalKind::InfrastructurePending | ProposalKind::Restore { .. } => {
+                            &self.prefect_once
+                        }
                         ProposalKind::Crashed => &self.prefect,
                     },
                     kube: &self.kube,
@@ -671,6 +681,27 @@ fn next_step(
     already_sent: Option<&HashSet<Uuid>>,
 ) -> NextStep {
     let state = input.run_state;
+    let own_ip = |job_uid: &str| {
+        transition_id(
+            flow_run_id,
+            job_uid,
+            ProposalKind::InfrastructurePending.as_str(),
+        )
+    };
+    if let Some(job_uid) = late_pending::own_infrastructure_pending(input, own_ip) {
+        let kind = ProposalKind::Restore {
+            infrastructure_pending: own_ip(job_uid),
+        };
+        let check = transition_id(flow_run_id, job_uid, kind.as_str());
+        if !already_sent.is_some_and(|sent| sent.contains(&check)) {
+            return NextStep::Propose(Box::new(Proposal {
+                flow_run_id,
+                kind,
+                transition_id: check,
+                report: None,
+            }));
+        }
+    }
     let decision = decide(input);
     tracing::debug!(%flow_run_id, state = %state.state_type, ?decision, "decided");
     let (kind, job_uid, report) = match decision {
@@ -742,6 +773,12 @@ async fn state_to_propose(
 }
 
 async fn propose(context: &ProposalContext<'_>, proposal: &Proposal) -> Outcome {
+    if let ProposalKind::Restore {
+        infrastructure_pending,
+    } = proposal.kind
+    {
+        return restore_if_late(context, proposal, infrastructure_pending).await;
+    }
     let (state, crash_log) = state_to_propose(context, proposal).await;
     if !context.leadership.is_leading() {
         return Outcome::NotLeader;
@@ -754,7 +791,8 @@ async fn propose(context: &ProposalContext<'_>, proposal: &Proposal) -> Outcome 
         // Prefect accepts PENDING on a Completed run: an InfrastructurePending held up by
         // retries or a slow network could land after the flow finished and undo its
         // final state. It is sent once (the context's client has no retries), briefly;
-        // a failure is decided again from a fresh read of the run.
+        // a failure is decided again from a fresh read of the run. One that still lands
+        // after the flow moved on is undone by [`late_pending`].
         ProposalKind::InfrastructurePending => {
             match tokio::time::timeout(INFRASTRUCTURE_PENDING_DEADLINE, sent).await {
                 Ok(sent) => sent,
@@ -764,11 +802,12 @@ async fn propose(context: &ProposalContext<'_>, proposal: &Proposal) -> Outcome 
                 }
             }
         }
-        ProposalKind::Crashed => sent.await,
+        ProposalKind::Crashed | ProposalKind::Restore { .. } => sent.await,
     };
     let kind = match proposal.kind {
         ProposalKind::InfrastructurePending => "infrastructure_pending",
         ProposalKind::Crashed => "crashed",
+        ProposalKind::Restore { .. } => "restore",
     };
     let status = match &sent {
         Ok(result) => match result.status {
@@ -811,6 +850,42 @@ async fn propose(context: &ProposalContext<'_>, proposal: &Proposal) -> Outcome 
         Err(error) => {
             tracing::warn!(%error, %flow_run_id, kind = ?proposal.kind, "proposing a state failed; will retry");
             Outcome::RetryAfter(retry_delay(&error))
+        }
+    }
+}
+
+/// Checks the run's own `InfrastructurePending` (the current state) against the run's
+/// history, and puts back the state it replaced when that was not `PENDING`.
+async fn restore_if_late(
+    context: &ProposalContext<'_>,
+    proposal: &Proposal,
+    ours: Uuid,
+) -> Outcome {
+    if !context.leadership.is_leading() {
+        return Outcome::NotLeader;
+    }
+    let flow_run_id = proposal.flow_run_id;
+    let checked =
+        late_pending::check(context.prefect, flow_run_id, ours, proposal.transition_id).await;
+    let status = match &checked {
+        late_pending::Checked::InPlace => "in_place",
+        late_pending::Checked::Restored(SetStateStatus::Accept, _) => "accept",
+        late_pending::Checked::Restored(SetStateStatus::Reject, _) => "reject",
+        late_pending::Checked::Restored(SetStateStatus::Abort, _) => "abort",
+        late_pending::Checked::Restored(SetStateStatus::Wait, _) => "wait",
+        late_pending::Checked::RunGone | late_pending::Checked::Failed(_) => "error",
+    };
+    context.metrics.proposal("restore", status);
+    match checked {
+        late_pending::Checked::InPlace => Outcome::Answered,
+        late_pending::Checked::Restored(status, name) => {
+            tracing::warn!(%flow_run_id, restored = %name, ?status, "our InfrastructurePending landed after the flow moved on; proposed its state again");
+            Outcome::Answered
+        }
+        late_pending::Checked::RunGone => Outcome::RunGone,
+        late_pending::Checked::Failed(error) => {
+            tracing::warn!(%flow_run_id, %error, "checking a late InfrastructurePending failed; will retry");
+            Outcome::RetryAfter(RETRY_AFTER_ERROR)
         }
     }
 }

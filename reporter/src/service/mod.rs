@@ -22,6 +22,7 @@ pub mod cancel;
 pub mod config;
 pub mod evaluate;
 pub mod event_logs;
+pub mod late_pending;
 pub mod lease;
 pub mod metrics;
 pub mod pod_events;
