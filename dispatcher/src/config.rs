@@ -61,9 +61,9 @@ pub struct DispatcherConfig {
     /// Seconds the work pool's base job template is cached.
     #[arg(long, env = "PREFECT_K8S_TEMPLATE_CACHE_SECONDS", default_value_t = 30)]
     pub template_cache_seconds: u64,
-    /// Seconds a deployment read is reused for other runs of it (0: read it
-    /// for every run). An edit of its job variables reaches new Jobs within
-    /// this period.
+    /// Seconds a deployment read is reused for other runs of it that were
+    /// created before the read began (0: read it for every run). A run created
+    /// after an edit always gets the edited deployment.
     #[arg(
         long,
         env = "PREFECT_K8S_DEPLOYMENT_CACHE_SECONDS",

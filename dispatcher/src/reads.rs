@@ -5,10 +5,13 @@
 //! kind and batch, so a backlog costs a few reads per batch rather than per
 //! run, and a slow read holds up only the submissions waiting for it.
 //!
-//! Deployments are kept for `--deployment-cache-seconds` (5 s): a backlog of
-//! one deployment's runs reads it once per period, and an edit of its job
-//! variables reaches new Jobs within that period. Runs are never kept: every
-//! claim and release decides on a read made for it.
+//! Deployments are kept for `--deployment-cache-seconds` (5 s), and a kept
+//! read serves only runs created before it began (with a second's margin for
+//! clocks): a backlog of one deployment's runs reads it once per period, a run
+//! created after an edit (deploy, then run) never gets the deployment as it was
+//! before, and an edit made after a run's creation reaches its Job within the
+//! period. Runs are never kept: every claim and release decides on a read made
+//! for it.
 //!
 //! What is rendered comes from these reads, never from the NATS message: the
 //! message only says which run is due.
@@ -18,6 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use prefect_client::{Deployment, Flow, FlowRun, PrefectClient, PrefectError, MAX_PAGE_SIZE};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -179,16 +183,21 @@ impl Reads {
         }
     }
 
-    /// A deployment as read within the last `deployment_ttl`; `None` when
-    /// Prefect does not have it (never kept: it is read again next time).
-    pub async fn deployment(&self, id: Uuid) -> ReadResult<Deployment> {
-        if let Some(deployment) = self.kept_deployments.get(id) {
+    /// The deployment of a run created at `run_created`, from a read made
+    /// within the last `deployment_ttl` and begun after the run was created, or
+    /// read now. `None` when Prefect does not have it (never kept).
+    pub async fn deployment(
+        &self,
+        id: Uuid,
+        run_created: Option<DateTime<Utc>>,
+    ) -> ReadResult<Deployment> {
+        if let Some(deployment) = self.kept_deployments.get(id, run_created) {
             return Ok(Some(deployment));
         }
-        let read_at = Instant::now();
+        let began = Began::now();
         let deployment = self.deployments.read(id).await?;
         if let Some(deployment) = &deployment {
-            self.kept_deployments.keep(id, read_at, deployment.clone());
+            self.kept_deployments.keep(id, began, deployment.clone());
         }
         Ok(deployment)
     }
@@ -212,12 +221,31 @@ impl Reads {
     }
 }
 
+/// When a read began: for its age, and (wall clock) for what it can have seen.
+#[derive(Clone, Copy, Debug)]
+struct Began {
+    at: Instant,
+    wall: DateTime<Utc>,
+}
+
+impl Began {
+    fn now() -> Self {
+        Began {
+            at: Instant::now(),
+            wall: Utc::now(),
+        }
+    }
+}
+
+/// How much the Prefect server's clock may differ from ours.
+const CLOCK_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
 /// Objects kept for a while after their read, at most `capacity` of them (all
 /// are dropped when it is reached: a cache, not a store).
 struct Kept<T> {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<Uuid, (Instant, T)>>,
+    entries: Mutex<HashMap<Uuid, (Began, T)>>,
 }
 
 impl<T: Clone> Kept<T> {
@@ -229,20 +257,23 @@ impl<T: Clone> Kept<T> {
         }
     }
 
-    /// The object, if it was read less than `ttl` ago.
-    fn get(&self, id: Uuid) -> Option<T> {
+    /// The object, if its read began less than `ttl` ago and after `since`
+    /// (when given), so that it cannot predate a change made before `since`.
+    fn get(&self, id: Uuid, since: Option<DateTime<Utc>>) -> Option<T> {
         let entries = self.entries.lock();
-        let (read_at, object) = entries.get(&id)?;
-        (read_at.elapsed() < self.ttl).then(|| object.clone())
+        let (began, object) = entries.get(&id)?;
+        let fresh = began.at.elapsed() < self.ttl;
+        let after = since.is_none_or(|since| began.wall > since + CLOCK_MARGIN);
+        (fresh && after).then(|| object.clone())
     }
 
-    /// Keeps an object read at `read_at` (when the read began).
-    fn keep(&self, id: Uuid, read_at: Instant, object: T) {
+    /// Keeps an object whose read began at `began`.
+    fn keep(&self, id: Uuid, began: Began, object: T) {
         let mut entries = self.entries.lock();
         if entries.len() >= self.capacity {
             entries.clear();
         }
-        entries.insert(id, (read_at, object));
+        entries.insert(id, (began, object));
     }
 }
 
@@ -254,32 +285,52 @@ mod tests {
     async fn a_kept_object_is_reused_until_its_period_ends() {
         let kept = Kept::new(Duration::from_secs(5), 10);
         let id = Uuid::from_u128(1);
-        kept.keep(id, Instant::now(), "v1");
+        kept.keep(id, Began::now(), "v1");
         tokio::time::advance(Duration::from_millis(4_900)).await;
-        assert_eq!(kept.get(id), Some("v1"));
+        assert_eq!(kept.get(id, None), Some("v1"));
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert_eq!(kept.get(id), None, "read again once the period is over");
+        assert_eq!(
+            kept.get(id, None),
+            None,
+            "read again once the period is over"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_period_counts_from_the_start_of_the_read() {
         let kept = Kept::new(Duration::from_secs(5), 10);
-        let read_at = Instant::now();
+        let began = Began::now();
         tokio::time::advance(Duration::from_secs(5)).await;
-        kept.keep(Uuid::from_u128(1), read_at, "slow answer");
-        assert_eq!(kept.get(Uuid::from_u128(1)), None);
+        kept.keep(Uuid::from_u128(1), began, "slow answer");
+        assert_eq!(kept.get(Uuid::from_u128(1), None), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_serves_only_runs_created_before_it_began() {
+        // Deploy, then run: a run created after the kept read may follow an
+        // edit that read does not have.
+        let kept = Kept::new(Duration::from_secs(5), 10);
+        let id = Uuid::from_u128(1);
+        let began = Began::now();
+        kept.keep(id, began, "as read");
+        let backlog_run = began.wall - chrono::TimeDelta::minutes(3);
+        assert_eq!(kept.get(id, Some(backlog_run)), Some("as read"));
+        let new_run = began.wall + chrono::TimeDelta::milliseconds(10);
+        assert_eq!(kept.get(id, Some(new_run)), None);
+        let within_the_margin = began.wall - chrono::TimeDelta::milliseconds(500);
+        assert_eq!(kept.get(id, Some(within_the_margin)), None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_zero_period_keeps_nothing_and_a_full_cache_starts_over() {
         let never = Kept::new(Duration::ZERO, 10);
-        never.keep(Uuid::from_u128(1), Instant::now(), 1);
-        assert_eq!(never.get(Uuid::from_u128(1)), None);
+        never.keep(Uuid::from_u128(1), Began::now(), 1);
+        assert_eq!(never.get(Uuid::from_u128(1), None), None);
         let small = Kept::new(Duration::from_secs(5), 2);
         for n in 1..=3 {
-            small.keep(Uuid::from_u128(n), Instant::now(), n);
+            small.keep(Uuid::from_u128(n), Began::now(), n);
         }
-        assert_eq!(small.get(Uuid::from_u128(1)), None);
-        assert_eq!(small.get(Uuid::from_u128(3)), Some(3));
+        assert_eq!(small.get(Uuid::from_u128(1), None), None);
+        assert_eq!(small.get(Uuid::from_u128(3), None), Some(3));
     }
 }

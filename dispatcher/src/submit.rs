@@ -30,7 +30,6 @@
 //! A claim older than the submission timeout whose Job does not exist is
 //! Crashed with that reason instead of being tried again.
 
-use std::future::Future;
 use std::time::Duration;
 
 use flow_run_proto::{FlowRunDue, InfrastructurePid, SubmissionKey};
@@ -222,7 +221,7 @@ impl Submitter {
         let sent = self
             .claims
             .set_flow_run_state(due.key.flow_run_id, &proposal, false);
-        let Some(result) = before(deadline, sent).await else {
+        let Some(result) = service_runtime::deadline::before(deadline, sent).await else {
             self.metrics.claim("error");
             let error = "the claim got no answer within the claim window".into();
             return Err(retry(deliveries, error));
@@ -258,7 +257,7 @@ impl Submitter {
         deliveries: u64,
     ) -> Step<RenderedJob> {
         let deployment = match run.deployment_id {
-            Some(id) => self.reads.deployment(id).await,
+            Some(id) => self.reads.deployment(id, run.created).await,
             None => Ok(None),
         }
         .map_err(|error| retry(deliveries, error))?;
@@ -427,18 +426,6 @@ pub fn claim_window(ack_wait: Duration) -> Duration {
     ack_wait / 2
 }
 
-/// `work`'s output, unless `deadline` passes first. Unlike
-/// `tokio::time::timeout`, which polls its future before its timer, the
-/// deadline is checked first: a task frozen (SIGSTOP, a starved runtime) past
-/// the deadline before the request was written never writes it.
-async fn before<T>(deadline: tokio::time::Instant, work: impl Future<Output = T>) -> Option<T> {
-    tokio::select! {
-        biased;
-        _ = tokio::time::sleep_until(deadline) => None,
-        done = work => Some(done),
-    }
-}
-
 fn retry(deliveries: u64, error: String) -> Outcome {
     Outcome::Retry {
         after: backoff(deliveries),
@@ -467,29 +454,6 @@ mod tests {
             Duration::from_secs(30)
         );
         assert!(claim_window(Duration::from_secs(5)) < Duration::from_secs(5));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_claim_whose_window_passed_while_frozen_is_never_sent() {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        // The task wakes only after the window (a SIGSTOP, a starved runtime).
-        tokio::time::advance(Duration::from_secs(6)).await;
-        let sent = std::sync::atomic::AtomicBool::new(false);
-        let request = async {
-            sent.store(true, std::sync::atomic::Ordering::SeqCst);
-        };
-        assert_eq!(before(deadline, request).await, None);
-        assert!(!sent.load(std::sync::atomic::Ordering::SeqCst));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_claim_within_its_window_is_sent_and_answered() {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let answer = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            7
-        };
-        assert_eq!(before(deadline, answer).await, Some(7));
     }
 
     #[test]

@@ -12,12 +12,15 @@
 //!   stream replicas), flattened into each config.
 //! - [`prefect`]: Prefect connection options (`PREFECT_API_URL`, `PREFECT_API_KEY`, ...).
 //! - [`kubernetes`]: a `kube::Client` from in-cluster config or `KUBECONFIG`.
+//! - [`deadline`]: deadlines checked before a call starts, for calls that must
+//!   not land late.
 //! - [`health`]: the gRPC health service every Deployment probes.
 //! - [`metrics`]: the Prometheus registry, `/metrics`, and the metrics all services share.
 //! - [`serve`]: the one shape of a service binary: telemetry, command line,
 //!   signals, health, metrics, exit code.
 #![forbid(unsafe_code)]
 
+pub mod deadline;
 pub mod health;
 pub mod kubernetes;
 pub mod metrics;

@@ -225,11 +225,13 @@ fn is_stale(job: &JobView, input: &DecisionInput<'_>) -> bool {
     // Kubernetes times have whole seconds (truncated): a Job that ended within the
     // second the state began may have ended after it. An `InfrastructurePending`
     // about the Job the pid names is no new submission (the reporter's may land
-    // after that Job ended, held up by the network): the Job stays the run's. (When
-    // it landed on a state the flow reported, AwaitingRetry or final, the evaluator
-    // has put that state back before deciding: `service::late_pending`.)
+    // after that Job failed, held up by the network): a *failed* Job stays the
+    // run's. (A completed one does not: the InfrastructurePending may have landed
+    // on a new claim of the run, which a crash would take away. One that landed on
+    // a state the flow reported is put back by `service::late_pending`.)
     let own_infrastructure_pending = &*state.name == crate::run_state::INFRASTRUCTURE_PENDING
-        && state.infrastructure_pid.as_ref().is_some_and(named);
+        && state.infrastructure_pid.as_ref().is_some_and(named)
+        && job.failure().is_some();
     let ended_before_state = match (job_end(job), state.since) {
         (Some(ended), Some(since)) => {
             ended + TimeDelta::seconds(1) <= since && !own_infrastructure_pending

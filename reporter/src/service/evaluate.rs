@@ -688,7 +688,7 @@ fn next_step(
             ProposalKind::InfrastructurePending.as_str(),
         )
     };
-    if let Some(job_uid) = late_pending::own_infrastructure_pending(input, own_ip) {
+    if let Some(job_uid) = late_pending::own_infrastructure_pending_of_ended_job(input, own_ip) {
         let kind = ProposalKind::Restore {
             infrastructure_pending: own_ip(job_uid),
         };
@@ -865,8 +865,15 @@ async fn restore_if_late(
         return Outcome::NotLeader;
     }
     let flow_run_id = proposal.flow_run_id;
-    let checked =
-        late_pending::check(context.prefect, flow_run_id, ours, proposal.transition_id).await;
+    let leading = || context.leadership.is_leading();
+    let checked = late_pending::check(
+        context.prefect,
+        flow_run_id,
+        ours,
+        proposal.transition_id,
+        leading,
+    )
+    .await;
     let status = match &checked {
         late_pending::Checked::InPlace => "in_place",
         late_pending::Checked::Restored(SetStateStatus::Accept, _) => "accept",
@@ -878,6 +885,10 @@ async fn restore_if_late(
     context.metrics.proposal("restore", status);
     match checked {
         late_pending::Checked::InPlace => Outcome::Answered,
+        late_pending::Checked::Restored(SetStateStatus::Wait, name) => {
+            tracing::info!(%flow_run_id, restored = %name, "Prefect asked to wait before putting the state back");
+            Outcome::RetryAfter(RETRY_AFTER_ERROR)
+        }
         late_pending::Checked::Restored(status, name) => {
             tracing::warn!(%flow_run_id, restored = %name, ?status, "our InfrastructurePending landed after the flow moved on; proposed its state again");
             Outcome::Answered

@@ -9,26 +9,34 @@
 //! for good, its flow done, its new submission never made (the campaign's seed 22
 //! found it: `Running → AwaitingRetry → InfrastructurePending`).
 //!
-//! So whenever a run's current state is the reporter's own `InfrastructurePending`
-//! (its transition id names one of the run's Jobs), the evaluator reads the run's
-//! state history once and, when the state it replaced was not a `PENDING` one, proposes
-//! a copy of that state (type, name, message, details, result), sent once with a
-//! deadline like the `InfrastructurePending` itself, so that it cannot land late either.
+//! So when a run's current state is the reporter's own `InfrastructurePending` (its
+//! transition id names one of the run's Jobs) and that Job has ended (the flow, if it
+//! ran, is done with the run), the evaluator reads the run's state history once and,
+//! when our `InfrastructurePending` is still the newest state and the one it replaced
+//! was not `PENDING`, proposes a copy of that state (type, name, message, details,
+//! result). The read and the proposal share one deadline that is checked before
+//! each is sent, and leadership is checked just before the proposal, so a frozen or
+//! deposed leader does not send it late. (Between the read and the proposal's
+//! arrival, milliseconds, another change to the run would be overwritten: Prefect
+//! offers nothing to close that.)
 
 use std::time::Duration;
 
 use prefect_client::{PrefectClient, SetStateStatus, State, StateCreate, StateType};
+use service_runtime::deadline::before;
 use uuid::Uuid;
 
 use crate::decide::DecisionInput;
+use crate::observe::JobView;
 use crate::INFRASTRUCTURE_PENDING;
 
 /// How long the history read and the restoring proposal may take, together.
 pub const RESTORE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The uid of the Job whose `InfrastructurePending` is the run's current state, when
-/// it is the reporter's own (`ip_transition_id(job)` is the state's transition id).
-pub fn own_infrastructure_pending<'a>(
+/// The uid of the ended Job whose `InfrastructurePending` is the run's current
+/// state, when that state is the reporter's own (`ip_transition_id(job)` is its
+/// transition id): the one case worth a look at the history.
+pub fn own_infrastructure_pending_of_ended_job<'a>(
     input: &'a DecisionInput<'_>,
     ip_transition_id: impl Fn(&str) -> Uuid,
 ) -> Option<&'a str> {
@@ -40,19 +48,29 @@ pub fn own_infrastructure_pending<'a>(
     input
         .jobs
         .iter()
+        .filter(|job| has_ended(job))
         .map(|job| &*job.uid)
         .find(|uid| ip_transition_id(uid) == current)
 }
 
+fn has_ended(job: &JobView) -> bool {
+    job.gone_at().is_some()
+        || job.failure().is_some()
+        || job.backoff_exhausted()
+        || job.completion().is_some()
+}
+
 /// The state our `InfrastructurePending` (transition id `ours`) replaced, when it
-/// must be put back: one that was not `PENDING`.
+/// must be put back: ours is still the newest state, and the one before it was not
+/// `PENDING`.
 pub fn replaced_state(history: &[State], ours: Uuid) -> Option<&State> {
     let mut sorted: Vec<&State> = history.iter().collect();
     sorted.sort_by_key(|state| state.timestamp);
-    let position = sorted
-        .iter()
-        .rposition(|state| state.state_details.transition_id == Some(ours))?;
-    let before = sorted.get(position.checked_sub(1)?)?;
+    let (newest, earlier) = sorted.split_last()?;
+    if newest.state_details.transition_id != Some(ours) {
+        return None;
+    }
+    let before = earlier.last()?;
     (before.state_type != StateType::Pending).then_some(*before)
 }
 
@@ -70,41 +88,43 @@ pub enum Checked {
 }
 
 /// Reads the run's history and puts back the state our `InfrastructurePending`
-/// replaced, if it was not `PENDING`. `prefect` must not retry (the restoring
-/// proposal must not land late).
+/// replaced, if it must be ([`replaced_state`]). `prefect` must not retry (the
+/// restoring proposal must not land late); `leading` is asked just before it is
+/// sent.
 pub async fn check(
     prefect: &PrefectClient,
     flow_run_id: Uuid,
     ours: Uuid,
     restore_transition_id: Uuid,
+    leading: impl Fn() -> bool,
 ) -> Checked {
-    let work = check_now(prefect, flow_run_id, ours, restore_transition_id);
-    match tokio::time::timeout(RESTORE_DEADLINE, work).await {
-        Ok(checked) => checked,
-        Err(_) => Checked::Failed("no answer in time".into()),
-    }
-}
-
-async fn check_now(
-    prefect: &PrefectClient,
-    flow_run_id: Uuid,
-    ours: Uuid,
-    restore_transition_id: Uuid,
-) -> Checked {
-    let history = match prefect.read_flow_run_states(flow_run_id).await {
-        Ok(history) => history,
-        Err(error) if error.is_not_found() => return Checked::RunGone,
-        Err(error) => return Checked::Failed(format!("reading the run's states: {error}")),
+    let deadline = tokio::time::Instant::now() + RESTORE_DEADLINE;
+    let late = || Checked::Failed("no answer in time".into());
+    let read = before(deadline, prefect.read_flow_run_states(flow_run_id)).await;
+    let history = match read {
+        None => return late(),
+        Some(Ok(history)) => history,
+        Some(Err(error)) if error.is_not_found() => return Checked::RunGone,
+        Some(Err(error)) => return Checked::Failed(format!("reading the run's states: {error}")),
     };
     let Some(replaced) = replaced_state(&history, ours) else {
         return Checked::InPlace;
     };
+    if !leading() {
+        return Checked::Failed("no longer the leader".into());
+    }
     let state = StateCreate::copy_of(replaced, restore_transition_id);
     let name = replaced.display_name().to_owned();
-    match prefect.set_flow_run_state(flow_run_id, &state, false).await {
-        Ok(result) => Checked::Restored(result.status, name),
-        Err(error) if error.is_not_found() => Checked::RunGone,
-        Err(error) => Checked::Failed(format!("proposing {name} again: {error}")),
+    let sent = before(
+        deadline,
+        prefect.set_flow_run_state(flow_run_id, &state, false),
+    )
+    .await;
+    match sent {
+        None => late(),
+        Some(Ok(result)) => Checked::Restored(result.status, name),
+        Some(Err(error)) if error.is_not_found() => Checked::RunGone,
+        Some(Err(error)) => Checked::Failed(format!("proposing {name} again: {error}")),
     }
 }
 
@@ -173,21 +193,35 @@ mod tests {
 
     #[test]
     fn the_history_is_read_in_time_order_and_only_our_proposal_counts() {
-        // Returned out of order; another InfrastructurePending (not ours) is ignored.
+        // Returned out of order.
         let history = [
             state("PENDING", INFRASTRUCTURE_PENDING, 4, Some(OURS)),
             state("COMPLETED", "Completed", 3, None),
-            state(
-                "PENDING",
-                INFRASTRUCTURE_PENDING,
-                5,
-                Some(Uuid::from_u128(2)),
-            ),
         ];
         assert_eq!(
             replaced_state(&history, OURS).map(State::display_name),
             Some("Completed")
         );
         assert!(replaced_state(&history, Uuid::from_u128(3)).is_none());
+    }
+
+    #[test]
+    fn nothing_is_put_back_once_the_run_moved_past_our_infrastructure_pending() {
+        // An in-process retry: the engine's Running landed on our InfrastructurePending
+        // after the evaluator saw it; putting AwaitingRetry back would run it twice.
+        let history = [
+            state("RUNNING", "Running", 2, None),
+            state("SCHEDULED", "AwaitingRetry", 3, None),
+            state("PENDING", INFRASTRUCTURE_PENDING, 4, Some(OURS)),
+            state("RUNNING", "Running", 5, None),
+        ];
+        assert!(replaced_state(&history, OURS).is_none());
+        // A user's cancel, likewise.
+        let cancelled = [
+            state("COMPLETED", "Completed", 3, None),
+            state("PENDING", INFRASTRUCTURE_PENDING, 4, Some(OURS)),
+            state("CANCELLED", "Cancelled", 5, None),
+        ];
+        assert!(replaced_state(&cancelled, OURS).is_none());
     }
 }
