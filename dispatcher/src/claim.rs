@@ -19,7 +19,9 @@
 //! * The Job is created suspended and released only if a read made after it
 //!   existed still shows the run ours ([`release`]): Pending or Running with
 //!   our `infrastructure_pid`. Anything else (cancelled, crashed, deleted,
-//!   rescheduled) withdraws the Job before it ever had a pod.
+//!   rescheduled) withdraws the Job before it ever had a pod, except another
+//!   pid under our own claim: only the claim's holder writes the pid, so that
+//!   is an earlier submission's update landing late, and ours is recorded again.
 
 use flow_run_proto::{InfrastructurePid, SubmissionKey};
 use prefect_client::{ClaimOutcome as PrefectClaim, FlowRun, OrchestrationResult, StateType};
@@ -113,6 +115,11 @@ pub enum Release {
     Go,
     /// The run is not ours any more: delete the Job before it has a pod.
     Withdraw(SkipReason),
+    /// The run is in our claim but its `infrastructure_pid` names another Job (or
+    /// none): only the current claim's holder writes the pid, so this is an
+    /// earlier submission's write landing late (a retried or held PATCH). Record
+    /// ours again and read again; never withdraw for it.
+    Rerecord,
 }
 
 /// The run is ours while it is Pending or Running with our pid recorded, and
@@ -144,6 +151,11 @@ pub fn release(key: &SubmissionKey, pid: &InfrastructurePid, run: Option<&FlowRu
     }
     if active && recorded.as_ref() == Some(pid) {
         return Release::Go;
+    }
+    let our_claim = state.state_type == StateType::Pending
+        && state.state_details.transition_id == Some(key.claim_transition_id());
+    if our_claim {
+        return Release::Rerecord;
     }
     if active {
         return Release::Withdraw(SkipReason::NotClaimed {
@@ -325,14 +337,23 @@ mod tests {
                 "{gone} must withdraw the Job"
             );
         }
+        // In our claim, only we write the pid: another one (or none) is a stale
+        // write of an earlier submission, and ours is recorded again.
         let elsewhere = with_pid(run_in("PENDING", state, Some(transition)), "other:job-1");
+        assert_eq!(release(&key, &pid, Some(&elsewhere)), Release::Rerecord);
+        let unrecorded = run_in("PENDING", state, Some(transition));
+        assert_eq!(release(&key, &pid, Some(&unrecorded)), Release::Rerecord);
+        // Not in our claim (the reporter's InfrastructurePending, Running), a pid
+        // of another Job withdraws ours.
+        let mut moved_on = with_pid(run_in("RUNNING", state, None), "other:job-1");
         assert!(matches!(
-            release(&key, &pid, Some(&elsewhere)),
+            release(&key, &pid, Some(&moved_on)),
             Release::Withdraw(_)
         ));
-        let unrecorded = run_in("PENDING", state, Some(transition));
+        moved_on.state.as_mut().unwrap().state_type = StateType::Pending;
+        moved_on.state.as_mut().unwrap().name = Some("InfrastructurePending".into());
         assert!(matches!(
-            release(&key, &pid, Some(&unrecorded)),
+            release(&key, &pid, Some(&moved_on)),
             Release::Withdraw(_)
         ));
         assert_eq!(
@@ -353,6 +374,34 @@ mod tests {
         // The reporter's InfrastructurePending (our Job's pod) is still ours.
         claimed_again.state.as_mut().unwrap().name = Some("InfrastructurePending".into());
         assert_eq!(release(&key, &pid, Some(&claimed_again)), Release::Go);
+    }
+
+    #[test]
+    fn an_earlier_submissions_late_pid_under_our_claim_is_overwritten_not_obeyed() {
+        // Short campaign (seed 9): a run rescheduled by its user right after the
+        // first claim; the first submission's pid update, retried, lands after the
+        // second claim recorded its own. Both Jobs used to be withdrawn and the run
+        // stayed Pending with no Job.
+        let first = SubmissionKey::new(ids().0.flow_run_id, Uuid::from_u128(7));
+        let second = SubmissionKey::new(first.flow_run_id, Uuid::from_u128(8));
+        let first_pid =
+            InfrastructurePid::new("prefect", format!("otter-{}", first.job_name_suffix()));
+        let second_pid =
+            InfrastructurePid::new("prefect", format!("otter-{}", second.job_name_suffix()));
+        let mut run = with_pid(
+            run_in(
+                "PENDING",
+                Uuid::from_u128(8),
+                Some(second.claim_transition_id()),
+            ),
+            &first_pid.to_string(),
+        );
+        run.state.as_mut().unwrap().name = Some("Pending".into());
+        assert_eq!(release(&second, &second_pid, Some(&run)), Release::Rerecord);
+        assert!(matches!(
+            release(&first, &first_pid, Some(&run)),
+            Release::Withdraw(_)
+        ));
     }
 
     fn result(value: serde_json::Value) -> OrchestrationResult {

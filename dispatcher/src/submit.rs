@@ -16,7 +16,8 @@
 //!    of an earlier submission (the run rescheduled or retried, claimed again,
 //!    and the claim's answer lost) is not ours: its Job belongs to that one.
 //! 3. Record `infrastructure_pid = <namespace>:<job name>` *before* creating
-//!    the Job, so there is never a Job that Prefect cannot cancel.
+//!    the Job, so there is never a Job that Prefect cannot cancel; once, within
+//!    the claim window, so that it cannot land on a later claim of the run.
 //! 4. Create the Job suspended; AlreadyExists with our claim means an earlier
 //!    attempt created it. A permanent Kubernetes refusal Crashes the run.
 //! 5. Read the run again (batched) and release the Job, or withdraw it.
@@ -128,7 +129,7 @@ impl Submitter {
         if resumed {
             self.check_timeout(due, &run, &pid, deliveries).await?;
         }
-        self.record(due, &run, &pid, deliveries).await?;
+        self.record(due, &run, &pid, read_at, deliveries).await?;
         if !resumed {
             self.logs.info(run.id, run_logs::CREATING.into());
         }
@@ -328,21 +329,43 @@ impl Submitter {
         due: &DueRun,
         run: &FlowRun,
         pid: &InfrastructurePid,
+        read_at: std::time::Instant,
+        deliveries: u64,
+    ) -> Step<()> {
+        if run.infrastructure_pid.as_deref() == Some(pid.to_string().as_str()) {
+            return Ok(());
+        }
+        self.write_pid(due, pid, read_at, deliveries).await
+    }
+
+    /// Writes the pid once, like the claim: without HTTP retries and only
+    /// within the claim window of `read_at`. A pid update that lands late,
+    /// after the run was rescheduled and claimed again for another submission,
+    /// would make that submission's release read find another pid under its
+    /// claim (it records its own again: [`Release::Rerecord`]) or, after its
+    /// release, point Prefect and the reporter at this submission's withdrawn
+    /// Job. A failure is redelivered and decided from a fresh read.
+    async fn write_pid(
+        &self,
+        due: &DueRun,
+        pid: &InfrastructurePid,
+        read_at: std::time::Instant,
         deliveries: u64,
     ) -> Step<()> {
         let text = pid.to_string();
-        if run.infrastructure_pid.as_deref() == Some(text.as_str()) {
-            return Ok(());
-        }
-        self.prefect
-            .update_flow_run_infrastructure_pid(due.key.flow_run_id, &text)
-            .await
-            .map_err(|e| {
-                retry(
-                    deliveries,
-                    format!("recording infrastructure_pid {text}: {e}"),
-                )
-            })
+        let deadline = tokio::time::Instant::from_std(read_at + self.claim_window);
+        let sent = self
+            .claims
+            .update_flow_run_infrastructure_pid(due.key.flow_run_id, &text);
+        let error = match service_runtime::deadline::before(deadline, sent).await {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(e)) => e.to_string(),
+            None => "not done within the claim window".into(),
+        };
+        Err(retry(
+            deliveries,
+            format!("recording infrastructure_pid {text}: {error}"),
+        ))
     }
 
     /// Reads the run again now that its Job exists; releases or withdraws.
@@ -354,10 +377,21 @@ impl Submitter {
         deliveries: u64,
     ) -> Step<Outcome> {
         let run = self.read(due.key, deliveries).await?;
-        let verdict = claim::release(&due.key, &pid, run.as_ref());
-        let result = match &verdict {
-            Release::Go => self.jobs.release(&pid).await.map(|_| ()),
-            Release::Withdraw(_) => match self.jobs.withdraw(&pid).await {
+        let mut verdict = claim::release(&due.key, &pid, run.as_ref());
+        if verdict == Release::Rerecord {
+            verdict = self.record_again(due, &pid, deliveries).await?;
+        }
+        let withdrawn = match verdict {
+            Release::Go => None,
+            Release::Withdraw(reason) => Some(reason),
+            Release::Rerecord => {
+                let error = "the run's infrastructure_pid is still not ours under our claim".into();
+                return Err(retry(deliveries, error));
+            }
+        };
+        let result = match &withdrawn {
+            None => self.jobs.release(&pid).await.map(|_| ()),
+            Some(_) => match self.jobs.withdraw(&pid).await {
                 // Another delivery of this message released it, on a read that
                 // found the run ours, and wrote the submission lines.
                 Ok(kubernetes::Withdrawal::Released) => {
@@ -373,10 +407,27 @@ impl Submitter {
         if let Err(CreateError::Rejected(message) | CreateError::Transient(message)) = result {
             return Err(retry(deliveries, message));
         }
-        Ok(match verdict {
-            Release::Go => Outcome::Submitted { job: pid, resumed },
-            Release::Withdraw(reason) => Outcome::Withdrawn { job: pid, reason },
+        Ok(match withdrawn {
+            None => Outcome::Submitted { job: pid, resumed },
+            Some(reason) => Outcome::Withdrawn { job: pid, reason },
         })
+    }
+
+    /// The run is in our claim but an earlier submission's pid update landed
+    /// after ours (only the claim's holder writes the pid): records ours again
+    /// and decides on a fresh read. (Still not ours: the message is tried again
+    /// later, the Job staying suspended.)
+    async fn record_again(
+        &self,
+        due: &DueRun,
+        pid: &InfrastructurePid,
+        deliveries: u64,
+    ) -> Step<Release> {
+        tracing::warn!(flow_run_id = %due.key.flow_run_id, %pid, "the run's infrastructure_pid was overwritten under our claim; recording ours again");
+        let read_at = std::time::Instant::now();
+        self.write_pid(due, pid, read_at, deliveries).await?;
+        let run = self.read(due.key, deliveries).await?;
+        Ok(claim::release(&due.key, pid, run.as_ref()))
     }
 
     /// Proposes `Crashed`. An ABORT (the run is already final) is fine.
