@@ -120,6 +120,11 @@ pub enum Release {
     /// earlier submission's write landing late (a retried or held PATCH). Record
     /// ours again and read again; never withdraw for it.
     Rerecord,
+    /// The run is in our claim and its pid names another Job of this same
+    /// submission (two deliveries at once, rendered apart): delete ours before
+    /// it has a pod and try the message again, which resumes under the
+    /// recorded pid.
+    Yield,
 }
 
 /// The run is ours while it is Pending or Running with our pid recorded, and
@@ -154,6 +159,12 @@ pub fn release(key: &SubmissionKey, pid: &InfrastructurePid, run: Option<&FlowRu
     }
     let our_claim = state.state_type == StateType::Pending
         && state.state_details.transition_id == Some(key.claim_transition_id());
+    let same_submission = recorded.as_ref().is_some_and(|r| key.named(&r.job_name));
+    if our_claim && same_submission {
+        // Another delivery of this very submission rendered the Job elsewhere
+        // (the template changed between them): its Job is the one Prefect knows.
+        return Release::Yield;
+    }
     if our_claim {
         return Release::Rerecord;
     }
@@ -343,6 +354,19 @@ mod tests {
         assert_eq!(release(&key, &pid, Some(&elsewhere)), Release::Rerecord);
         let unrecorded = run_in("PENDING", state, Some(transition));
         assert_eq!(release(&key, &pid, Some(&unrecorded)), Release::Rerecord);
+        // Another delivery of this submission recorded its Job in another
+        // namespace: that one stays, ours goes and the message is tried again.
+        let name = format!("crimson-otter-{}", key.job_name_suffix());
+        let ours_in_a = InfrastructurePid::new("team-a", name.clone());
+        let same_key_elsewhere = InfrastructurePid::new("team-b", name);
+        let rendered_apart = with_pid(
+            run_in("PENDING", state, Some(transition)),
+            &same_key_elsewhere.to_string(),
+        );
+        assert_eq!(
+            release(&key, &ours_in_a, Some(&rendered_apart)),
+            Release::Yield
+        );
         // Not in our claim (the reporter's InfrastructurePending, Running), a pid
         // of another Job withdraws ours.
         let mut moved_on = with_pid(run_in("RUNNING", state, None), "other:job-1");

@@ -129,7 +129,7 @@ impl Submitter {
         if resumed {
             self.check_timeout(due, &run, &pid, deliveries).await?;
         }
-        self.record(due, &run, &pid, read_at, deliveries).await?;
+        self.record(due, &run, &pid, deliveries).await?;
         if !resumed {
             self.logs.info(run.id, run_logs::CREATING.into());
         }
@@ -329,31 +329,24 @@ impl Submitter {
         due: &DueRun,
         run: &FlowRun,
         pid: &InfrastructurePid,
-        read_at: std::time::Instant,
         deliveries: u64,
     ) -> Step<()> {
         if run.infrastructure_pid.as_deref() == Some(pid.to_string().as_str()) {
             return Ok(());
         }
-        self.write_pid(due, pid, read_at, deliveries).await
+        self.write_pid(due, pid, deliveries).await
     }
 
-    /// Writes the pid once, like the claim: without HTTP retries and only
-    /// within the claim window of `read_at`. A pid update that lands late,
-    /// after the run was rescheduled and claimed again for another submission,
-    /// would make that submission's release read find another pid under its
-    /// claim (it records its own again: [`Release::Rerecord`]) or, after its
-    /// release, point Prefect and the reporter at this submission's withdrawn
-    /// Job. A failure is redelivered and decided from a fresh read.
-    async fn write_pid(
-        &self,
-        due: &DueRun,
-        pid: &InfrastructurePid,
-        read_at: std::time::Instant,
-        deliveries: u64,
-    ) -> Step<()> {
+    /// Writes the pid once, like the claim: without HTTP retries, and not
+    /// started or waited for longer than the claim window. A pid update that
+    /// lands late, after the run was rescheduled and claimed again for another
+    /// submission, would make that submission's release read find another pid
+    /// under its claim (it records its own again: [`Release::Rerecord`]) or,
+    /// after its release, point Prefect at this submission's withdrawn Job. A
+    /// failure is redelivered and decided from a fresh read.
+    async fn write_pid(&self, due: &DueRun, pid: &InfrastructurePid, deliveries: u64) -> Step<()> {
         let text = pid.to_string();
-        let deadline = tokio::time::Instant::from_std(read_at + self.claim_window);
+        let deadline = tokio::time::Instant::now() + self.claim_window;
         let sent = self
             .claims
             .update_flow_run_infrastructure_pid(due.key.flow_run_id, &text);
@@ -384,6 +377,19 @@ impl Submitter {
         let withdrawn = match verdict {
             Release::Go => None,
             Release::Withdraw(reason) => Some(reason),
+            Release::Yield => {
+                let error = match self.jobs.withdraw(&pid).await {
+                    Ok(kubernetes::Withdrawal::Released) => {
+                        return Err(Outcome::Submitted {
+                            job: pid,
+                            resumed: true,
+                        })
+                    }
+                    Ok(_) => "another delivery of this submission recorded its Job elsewhere; resuming under it".into(),
+                    Err(CreateError::Rejected(message) | CreateError::Transient(message)) => message,
+                };
+                return Err(retry(deliveries, error));
+            }
             Release::Rerecord => {
                 let error = "the run's infrastructure_pid is still not ours under our claim".into();
                 return Err(retry(deliveries, error));
@@ -424,8 +430,7 @@ impl Submitter {
         deliveries: u64,
     ) -> Step<Release> {
         tracing::warn!(flow_run_id = %due.key.flow_run_id, %pid, "the run's infrastructure_pid was overwritten under our claim; recording ours again");
-        let read_at = std::time::Instant::now();
-        self.write_pid(due, pid, read_at, deliveries).await?;
+        self.write_pid(due, pid, deliveries).await?;
         let run = self.read(due.key, deliveries).await?;
         Ok(claim::release(&due.key, pid, run.as_ref()))
     }

@@ -214,12 +214,16 @@ fn is_stale(job: &JobView, input: &DecisionInput<'_>) -> bool {
     let named = |pid: &flow_run_proto::InfrastructurePid| {
         *job.namespace == pid.namespace && *job.name == pid.job_name
     };
+    // A Job withdrawn before it ever had a pod (deleted while suspended) serves no
+    // run: a pid naming it (an earlier submission's pid update that landed late)
+    // does not make the Job that runs stale.
     let pid_names_another_known_job = state.infrastructure_pid.as_ref().is_some_and(|pid| {
         !named(pid)
             && input.jobs.iter().any(|other| {
                 *other.namespace == pid.namespace
                     && *other.name == pid.job_name
                     && !other.never_observed
+                    && !(other.gone_at().is_some() && other.is_suspended())
             })
     });
     // Kubernetes times have whole seconds (truncated): a Job that ended within the

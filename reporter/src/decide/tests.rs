@@ -1237,6 +1237,32 @@ fn a_job_the_pid_no_longer_names_is_an_earlier_submissions() {
 }
 
 #[test]
+fn a_pid_naming_a_withdrawn_job_does_not_hide_the_job_that_runs() {
+    // An earlier submission's pid update landed after the run's current claim
+    // recorded its own and released its Job; the earlier Job was withdrawn while
+    // suspended. The Job that runs still decides: its failure crashes the run.
+    let withdrawn = JobFixture::new()
+        .named("first", "uid-first")
+        .suspended()
+        .deleting(at(12))
+        .view();
+    let runs = JobFixture::new()
+        .named("second", "uid-second")
+        .failed(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            at(30),
+        )
+        .view();
+    let pid = flow_run_proto::InfrastructurePid::new(&*withdrawn.namespace, &*withdrawn.name);
+    let state = running().since(Some(at(10))).with_pid(Some(pid));
+    assert!(matches!(
+        decide_at(&state, &[withdrawn, runs], &[], at(90)),
+        Decision::ProposeCrashed(_)
+    ));
+}
+
+#[test]
 fn a_run_claimed_again_while_its_rescheduled_job_finishes_is_not_crashed_by_that_job() {
     // The flow rescheduled itself (AwaitingRetry) and exited; a dispatcher claimed the
     // new submission at 20, before the first Job's completion was recorded at 21 and
