@@ -179,6 +179,28 @@ pub fn release(key: &SubmissionKey, pid: &InfrastructurePid, run: Option<&FlowRu
     Release::Withdraw(moved(state.state_type.as_str(), state.display_name()))
 }
 
+/// Whether the run is still in our claim and that claim is `limit` old at
+/// `now`: its Job must not start any more (the reporter crashes a Job left
+/// suspended past its own, longer, grace; a release racing that crash would
+/// run a flow the reporter has just crashed).
+pub fn claim_expired(
+    key: &SubmissionKey,
+    run: Option<&FlowRun>,
+    limit: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let Some(state) = run.and_then(|run| run.state.as_ref()) else {
+        return false;
+    };
+    let ours = state.state_type == StateType::Pending
+        && state.state_details.transition_id == Some(key.claim_transition_id());
+    let age = state
+        .timestamp
+        .and_then(|claimed| (now - claimed).to_std().ok())
+        .unwrap_or_default();
+    ours && age >= limit
+}
+
 /// The answer to a claim proposal, in the dispatcher's terms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClaimOutcome {
@@ -426,6 +448,24 @@ mod tests {
             release(&first, &first_pid, Some(&run)),
             Release::Withdraw(_)
         ));
+    }
+
+    #[test]
+    fn a_claim_past_the_submission_timeout_never_starts_its_job() {
+        let (key, transition) = ids();
+        let limit = std::time::Duration::from_secs(600);
+        let mut run = run_in("PENDING", key.scheduled_state_id, Some(transition));
+        let claimed = chrono::DateTime::parse_from_rfc3339("2027-01-15T08:00:00Z")
+            .unwrap()
+            .to_utc();
+        run.state.as_mut().unwrap().timestamp = Some(claimed);
+        let at = |seconds| claimed + chrono::TimeDelta::seconds(seconds);
+        assert!(!claim_expired(&key, Some(&run), limit, at(599)));
+        assert!(claim_expired(&key, Some(&run), limit, at(600)));
+        // Not our claim (moved on, or another's): the release rules decide.
+        run.state.as_mut().unwrap().state_details.transition_id = Some(Uuid::from_u128(3));
+        assert!(!claim_expired(&key, Some(&run), limit, at(900)));
+        assert!(!claim_expired(&key, None, limit, at(900)));
     }
 
     fn result(value: serde_json::Value) -> OrchestrationResult {

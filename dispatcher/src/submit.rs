@@ -395,6 +395,15 @@ impl Submitter {
                 return Err(retry(deliveries, error));
             }
         };
+        let expired = claim::claim_expired(
+            &due.key,
+            run.as_ref(),
+            self.submission_timeout,
+            chrono::Utc::now(),
+        );
+        if withdrawn.is_none() && expired {
+            return Err(self.expire(due, &pid, deliveries).await);
+        }
         let result = match &withdrawn {
             None => self.jobs.release(&pid).await.map(|_| ()),
             Some(_) => match self.jobs.withdraw(&pid).await {
@@ -417,6 +426,31 @@ impl Submitter {
             None => Outcome::Submitted { job: pid, resumed },
             Some(reason) => Outcome::Withdrawn { job: pid, reason },
         })
+    }
+
+    /// Our claim is past the submission timeout and its Job still suspended:
+    /// withdraw the Job and crash the run, as a claim whose Job was never
+    /// created is (the reporter would crash it too, a little later).
+    async fn expire(&self, due: &DueRun, pid: &InfrastructurePid, deliveries: u64) -> Outcome {
+        match self.jobs.withdraw(pid).await {
+            Ok(kubernetes::Withdrawal::Released) => {
+                return Outcome::Submitted {
+                    job: pid.clone(),
+                    resumed: true,
+                }
+            }
+            Ok(_) => {}
+            Err(CreateError::Rejected(message) | CreateError::Transient(message)) => {
+                return retry(deliveries, message)
+            }
+        }
+        let text = format!(
+            "The prefect-k8s dispatcher could not start Kubernetes Job {}/{} within {} s of claiming the flow run.",
+            pid.namespace,
+            pid.job_name,
+            self.submission_timeout.as_secs()
+        );
+        self.crash(due, deliveries, text).await
     }
 
     /// The run is in our claim but an earlier submission's pid update landed

@@ -277,7 +277,11 @@ fn decide_for_job(job: &JobView, input: &DecisionInput<'_>) -> Decision {
     }
     let may_crash = input.run_state.may_crash();
     if job.is_suspended() {
-        return unreleased_job(job, may_crash, input);
+        // A Running flow means its pod started: the view of a suspended Job is
+        // behind (the long campaign, seed 20: a release the watch had not shown
+        // yet, and the run crashed while its flow ran).
+        let waiting = input.run_state.state_type == StateType::Pending;
+        return unreleased_job(job, may_crash && waiting, input);
     }
     let pod_watch_timeout = pod_watch_timeout(job, input.settings);
     let mut pods = pods_of(job, input.pods).peekable();

@@ -1085,6 +1085,19 @@ fn a_suspended_job_waits_for_its_release_and_crashes_only_after_the_submission_g
 }
 
 #[test]
+fn a_suspended_job_of_a_running_run_is_a_view_behind_its_release() {
+    // The dispatcher released the Job and the flow reports Running before the
+    // watch shows the release: never crash it as never released.
+    let jobs = [JobFixture::new().suspended().view()];
+    let grace = DecisionSettings::default().submission_grace.as_secs() as i64;
+    let decision = decide_at(&running(), &jobs, &[], at(grace + 5));
+    assert!(
+        !matches!(decision, Decision::ProposeCrashed(_)),
+        "{decision:?}"
+    );
+}
+
+#[test]
 fn a_released_job_counts_its_pod_watch_timeout_from_the_release() {
     let jobs = [JobFixture::new().released(at(50)).view()];
     assert_eq!(
