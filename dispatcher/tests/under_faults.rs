@@ -243,12 +243,21 @@ async fn s1_a_run_cancelled_while_its_job_is_slowly_created_never_gets_a_pod() {
     );
 }
 
-/// Scenario 2: a brownout of Job creation longer than the reporter's grace.
-/// The reporter crashes the run (the Job "does not exist"); when creation
-/// recovers, the late Job must never run the Crashed run, and the message
-/// must not claim the Job was deleted.
+/// Scenario 2: Job creation slower than the reporter's grace. The reporter
+/// crashes the run (the Job "does not exist"); when the held create lands, the
+/// late Job must never run the Crashed run, and the message must not claim the
+/// Job was deleted.
+///
+/// The create is held by the emulator (latency before it is served) for
+/// longer than the reporter takes to crash the run, within the dispatcher's
+/// Kubernetes deadline, so the Job lands after the crash on every run. (An
+/// earlier version cut creation with 503s and cleared them once the run was
+/// Crashed: whether a create landed afterwards then depended on kube-client's
+/// own 503 retries still being under way, and on a loaded machine they were
+/// not; the dispatcher's next delivery read Crashed and never created the Job.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s2_a_job_created_after_its_run_was_crashed_never_runs() {
+    const HELD: Duration = Duration::from_secs(60);
     let stack = started(RuntimeKind::Scripted).await;
     let _reporter = spawn_reporter(&stack, |config| {
         config.missing_job_grace_seconds = 3.0;
@@ -258,21 +267,25 @@ async fn s2_a_job_created_after_its_run_was_crashed_never_runs() {
     let pods = Witness::start::<Pod>(&stack.kube).await;
     let jobs = Witness::start::<Job>(&stack.kube).await;
     stack.emulator.set_faults(FaultSettings {
-        error_rate: 1.0,
-        error_code: 503,
+        latency_ms: HELD.as_millis() as u64,
+        latency_next: 1,
         verb: Some("create".into()),
         resource: Some("jobs".into()),
         ..FaultSettings::default()
     });
-    let _dispatcher = spawn_dispatcher(&stack, &[]);
+    let _dispatcher =
+        spawn_dispatcher(&stack, &[("PREFECT_K8S_KUBERNETES_TIMEOUT_SECONDS", "120")]);
     let run = stack.run_of(&deployment, None).await.id;
     eventually(
         "the reporter crashes the run whose Job does not appear",
         || async { state_of(&stack, run).await.0 == StateType::Crashed },
     )
     .await;
-    stack.emulator.set_faults(FaultSettings::default());
-    eventually("the dispatcher's retried create lands", || async {
+    assert!(
+        jobs.of(run).is_empty(),
+        "the test's premise: the run was crashed while its create was held, before the Job existed"
+    );
+    eventually("the dispatcher's held create lands", || async {
         !jobs.of(run).is_empty()
     })
     .await;
