@@ -57,9 +57,11 @@ impl Stack {
         // The test's own set-up calls (creating hundreds of runs while
         // services poll a SQLite server on a loaded machine) get a longer
         // retry budget than the services' default: "database is locked"
-        // answers (503) are expected and must not fail the set-up.
+        // answers (503) are expected and must not fail the set-up. 30 retries
+        // of at most 5 s ride out about two minutes of them (12 did not, once,
+        // in a full test run).
         let patient = prefect_client::RetryPolicy {
-            max_retries: 12,
+            max_retries: 30,
             max_delay: Duration::from_secs(5),
             ..Default::default()
         };

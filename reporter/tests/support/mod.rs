@@ -137,8 +137,19 @@ impl Stack {
         let emulator = kube_emulator::Emulator::start(emulator)
             .await
             .expect("start the Kubernetes API emulator");
-        let prefect =
-            PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+        // The test's own calls ride out a loaded SQLite server's "database is
+        // locked" answers (503) for about two minutes.
+        let patient = prefect_client::RetryPolicy {
+            max_retries: 30,
+            max_delay: std::time::Duration::from_secs(5),
+            ..Default::default()
+        };
+        let prefect = PrefectClient::new(
+            ClientConfig::new(&prefect_server.api_url())
+                .unwrap()
+                .with_retry(patient),
+        )
+        .unwrap();
         let kube = emulator.client().expect("emulator client");
         let pool = unique_name("reporter-pool");
         prefect
