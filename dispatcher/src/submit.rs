@@ -9,7 +9,8 @@
 //!    transition id) — see [`crate::claim`]. Only a run of this dispatcher's
 //!    pool is claimed.
 //! 2. Render from what Prefect says (the run's and its deployment's job
-//!    variables, read in batches; never the message's) — a bad job variable
+//!    variables, read in batches while the claim is on its way; never the
+//!    message's) — a bad job variable
 //!    Crashes the run with a message naming it.
 //!    A resumed claim whose pid is already recorded for this submission keeps
 //!    that pid: the Job's identity never changes once Prefect knows it. A pid
@@ -105,6 +106,12 @@ pub struct Submitter {
 /// Early return of a step: the outcome to settle the message with.
 type Step<T> = Result<T, Outcome>;
 
+/// What the render reads besides the run.
+struct Sources {
+    deployment: Option<prefect_client::Deployment>,
+    flow_name: String,
+}
+
 impl Submitter {
     /// Handles one message; `deliveries` is how many times NATS delivered it.
     pub async fn submit(&self, due: &DueRun, deliveries: u64) -> Outcome {
@@ -117,14 +124,27 @@ impl Submitter {
         // From before the read: a pause while its answer is on the way counts.
         let read_at = std::time::Instant::now();
         let run = self.read(due.key, deliveries).await?;
-        let resumed = self.claim(due, run.as_ref(), read_at, deliveries).await?;
-        // A claimed run was read (a missing one is skipped by the claim rules).
+        let decision = claim::decide(&due.key, run.as_ref(), &self.work_pool);
+        if let ClaimDecision::Skip(reason) = decision {
+            return Err(Outcome::Skipped(reason));
+        }
+        // A run to claim or resume was read (a missing one is skipped above).
         let run = run.ok_or(Outcome::Skipped(SkipReason::RunDeleted))?;
+        // The claim and the reads the render needs go out together: the
+        // reads change nothing in Prefect, and one run's path to its Job is a
+        // call shorter. Both are settled before anything else happens.
+        let (claimed, sources) = tokio::join!(
+            self.claim(due, decision, read_at, deliveries),
+            self.sources(&run, deliveries),
+        );
+        let resumed = claimed?;
         if !resumed {
             let line = run_logs::submitting(&self.worker_name, run.id);
             self.logs.info(run.id, line);
         }
-        let rendered = self.render(due, &run, resumed, deliveries).await?;
+        let rendered = self
+            .render(due, &run, sources?, resumed, deliveries)
+            .await?;
         let pid = rendered.pid.clone();
         if resumed {
             self.check_timeout(due, &run, &pid, deliveries).await?;
@@ -187,15 +207,16 @@ impl Submitter {
             .map_err(|error| retry(deliveries, error))
     }
 
-    /// Claims the run; `Ok(true)` when it was already ours (a resumed claim).
+    /// Carries out the claim rules' decision; `Ok(true)` when the run was
+    /// already ours (a resumed claim).
     async fn claim(
         &self,
         due: &DueRun,
-        run: Option<&FlowRun>,
+        decision: ClaimDecision,
         read_at: std::time::Instant,
         deliveries: u64,
     ) -> Step<bool> {
-        match claim::decide(&due.key, run, &self.work_pool) {
+        match decision {
             ClaimDecision::Skip(reason) => Err(Outcome::Skipped(reason)),
             ClaimDecision::Resume => {
                 self.metrics.claim("resumed");
@@ -248,15 +269,8 @@ impl Submitter {
         }
     }
 
-    /// Renders the Job from the run, its deployment and its flow as Prefect has
-    /// them. A resumed claim with a recorded pid keeps it.
-    async fn render(
-        &self,
-        due: &DueRun,
-        run: &FlowRun,
-        resumed: bool,
-        deliveries: u64,
-    ) -> Step<RenderedJob> {
+    /// The run's deployment and flow name, as Prefect has them.
+    async fn sources(&self, run: &FlowRun, deliveries: u64) -> Step<Sources> {
         let deployment = match run.deployment_id {
             Some(id) => self.reads.deployment(id, run.created).await,
             None => Ok(None),
@@ -267,10 +281,26 @@ impl Submitter {
             .flow_name(run.flow_id)
             .await
             .map_err(|error| retry(deliveries, error))?;
+        Ok(Sources {
+            deployment,
+            flow_name,
+        })
+    }
+
+    /// Renders the Job from the run and its sources. A resumed claim with a
+    /// recorded pid keeps it.
+    async fn render(
+        &self,
+        due: &DueRun,
+        run: &FlowRun,
+        sources: Sources,
+        resumed: bool,
+        deliveries: u64,
+    ) -> Step<RenderedJob> {
         let inputs = RunInputs {
             run,
-            deployment: deployment.as_ref(),
-            flow_name: &flow_name,
+            deployment: sources.deployment.as_ref(),
+            flow_name: &sources.flow_name,
         };
         let mut rendered = match self.renderer.render(&inputs, &due.key).await {
             Ok(rendered) => rendered,
