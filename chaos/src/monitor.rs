@@ -240,7 +240,14 @@ pub fn unsettled(run: &FlowRun, now: DateTime<Utc>) -> bool {
     if state.state_type.is_final() {
         return false;
     }
-    state.state_type != StateType::Scheduled || due_at(run).is_none_or(|due| due <= now)
+    // An in-process retry's AwaitingRetry is carried on by the run's own pod
+    // once its delay is over: the run is under way, not waiting for a later
+    // time. (Counted as settled, a 2 s retry delay let the campaign call the
+    // system quiet and check a run that was Running a moment later: short
+    // campaign, seed 9.)
+    state.state_type != StateType::Scheduled
+        || in_process_retry(run)
+        || due_at(run).is_none_or(|due| due <= now)
 }
 
 /// When a SCHEDULED run is due.
@@ -334,6 +341,27 @@ async fn stopped(stop: &CancellationToken, period: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_in_process_retry_waiting_for_its_delay_is_unsettled() {
+        let now = Utc::now();
+        let retry_at = now + chrono::Duration::seconds(2);
+        let awaiting = |retry_type: &str| -> FlowRun {
+            serde_json::from_value(json!({
+                "id": Uuid::from_u128(1), "flow_id": Uuid::nil(),
+                "empirical_policy": {"retries": 1, "retry_delay": 2, "retry_type": retry_type},
+                "state": {
+                    "id": Uuid::from_u128(2), "type": "SCHEDULED", "name": "AwaitingRetry",
+                    "timestamp": now, "state_details": {"scheduled_time": retry_at},
+                },
+            }))
+            .unwrap()
+        };
+        assert!(unsettled(&awaiting("in_process"), now));
+        // A run rescheduled for later (a worker will pick it up) is settled.
+        assert!(!unsettled(&awaiting("reschedule"), now));
+    }
 
     fn probe(at: u64, stuck: &[u128]) -> Probe {
         Probe {
