@@ -448,7 +448,7 @@ fn lost_while_unsettled(
         return None;
     }
     let waiting = if in_process_retry(current) {
-        " (an in-process retry, carried on by its own pod)"
+        " (an in-process retry, which only its own pod could carry on)"
     } else {
         ""
     };

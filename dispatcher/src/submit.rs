@@ -132,12 +132,13 @@ impl Submitter {
         let run = run.ok_or(Outcome::Skipped(SkipReason::RunDeleted))?;
         // The claim and the reads the render needs go out together: the
         // reads change nothing in Prefect, and one run's path to its Job is a
-        // call shorter. Both are settled before anything else happens.
-        let (claimed, sources) = tokio::join!(
+        // call shorter. A failed claim settles the message at once; the
+        // reads are then dropped, not waited for.
+        let (resumed, sources) = claim_beside(
             self.claim(due, decision, read_at, deliveries),
             self.sources(&run, deliveries),
-        );
-        let resumed = claimed?;
+        )
+        .await?;
         if !resumed {
             let line = run_logs::submitting(&self.worker_name, run.id);
             self.logs.info(run.id, line);
@@ -516,6 +517,28 @@ impl Submitter {
 }
 
 /// How long after its scheduled time the run's Job came (zero when early).
+/// Runs `claim` and `reads` together: the claim's failure is returned as
+/// soon as it is known (the reads dropped); once the claim succeeded, the
+/// reads are awaited.
+async fn claim_beside<C, R>(
+    claim: impl std::future::Future<Output = Step<C>>,
+    reads: impl std::future::Future<Output = R>,
+) -> Step<(C, R)> {
+    tokio::pin!(claim, reads);
+    let mut read = None;
+    let claimed = loop {
+        tokio::select! {
+            claimed = &mut claim => break claimed?,
+            done = &mut reads, if read.is_none() => read = Some(done),
+        }
+    };
+    let read = match read {
+        Some(read) => read,
+        None => reads.await,
+    };
+    Ok((claimed, read))
+}
+
 fn late_by(run: &FlowRun) -> Duration {
     run.next_scheduled_start_time
         .or(run.expected_start_time)
@@ -574,6 +597,39 @@ mod tests {
             Duration::from_secs(30)
         );
         assert!(claim_window(Duration::from_secs(5)) < Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_claim_does_not_wait_for_the_reads() {
+        let claim = async { Err::<bool, _>(Outcome::Skipped(SkipReason::RunDeleted)) };
+        let reads = tokio::time::sleep(Duration::from_secs(3600));
+        let started = tokio::time::Instant::now();
+        let result = claim_beside(claim, reads).await;
+        assert!(matches!(
+            result,
+            Err(Outcome::Skipped(SkipReason::RunDeleted))
+        ));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_waits_for_reads_still_under_way_and_keeps_reads_done_first() {
+        let slow_claim = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok::<bool, Outcome>(true)
+        };
+        let fast_reads = async { 7 };
+        let result = claim_beside(slow_claim, fast_reads).await;
+        assert!(matches!(result, Ok((true, 7))));
+        let fast_claim = async { Ok::<bool, Outcome>(false) };
+        let slow_reads = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            8
+        };
+        let started = tokio::time::Instant::now();
+        let result = claim_beside(fast_claim, slow_reads).await;
+        assert!(matches!(result, Ok((false, 8))));
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
 
     #[test]

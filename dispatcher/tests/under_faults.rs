@@ -108,7 +108,7 @@ fn spawn_reporter(stack: &Stack, tune: impl FnOnce(&mut ReporterConfig)) -> Canc
     config.cancel_poll_seconds = 0.5;
     config.reconcile_seconds = 1.0;
     tune(&mut config);
-    let reporter = Reporter::new(config, stack.prefect.clone(), stack.kube.clone());
+    let reporter = Reporter::new(config, stack.services_prefect(), stack.kube.clone());
     let shutdown = CancellationToken::new();
     tokio::spawn(reporter.run(shutdown.clone()));
     shutdown
@@ -248,16 +248,17 @@ async fn s1_a_run_cancelled_while_its_job_is_slowly_created_never_gets_a_pod() {
 /// late Job must never run the Crashed run, and the message must not claim the
 /// Job was deleted.
 ///
-/// The create is held by the emulator (latency before it is served) for
-/// longer than the reporter takes to crash the run, within the dispatcher's
-/// Kubernetes deadline, so the Job lands after the crash on every run. (An
+/// The create is held by the emulator (latency before it is served) for 90 s,
+/// within the dispatcher's Kubernetes deadline; the reporter crashes the run
+/// about 20 s after the claim, so the Job lands after the crash with a wide
+/// margin (the test checks that premise rather than assume it). (An
 /// earlier version cut creation with 503s and cleared them once the run was
 /// Crashed: whether a create landed afterwards then depended on kube-client's
 /// own 503 retries still being under way, and on a loaded machine they were
 /// not; the dispatcher's next delivery read Crashed and never created the Job.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s2_a_job_created_after_its_run_was_crashed_never_runs() {
-    const HELD: Duration = Duration::from_secs(60);
+    const HELD: Duration = Duration::from_secs(90);
     let stack = started(RuntimeKind::Scripted).await;
     let _reporter = spawn_reporter(&stack, |config| {
         config.missing_job_grace_seconds = 3.0;
@@ -274,7 +275,7 @@ async fn s2_a_job_created_after_its_run_was_crashed_never_runs() {
         ..FaultSettings::default()
     });
     let _dispatcher =
-        spawn_dispatcher(&stack, &[("PREFECT_K8S_KUBERNETES_TIMEOUT_SECONDS", "120")]);
+        spawn_dispatcher(&stack, &[("PREFECT_K8S_KUBERNETES_TIMEOUT_SECONDS", "150")]);
     let run = stack.run_of(&deployment, None).await.id;
     eventually(
         "the reporter crashes the run whose Job does not appear",
@@ -289,16 +290,18 @@ async fn s2_a_job_created_after_its_run_was_crashed_never_runs() {
         !jobs.of(run).is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    eventually("the late Job is deleted", || async {
+        live_jobs(&stack, run).await == 0
+    })
+    .await;
+    // The witness saw every pod from the start: one created at any time
+    // before the Job's deletion (a release, by mistake) would be here.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         pods.of(run),
         BTreeSet::new(),
         "the late Job ran a Crashed run"
     );
-    eventually("the late Job is deleted", || async {
-        live_jobs(&stack, run).await == 0
-    })
-    .await;
     let message = stack
         .run(run)
         .await

@@ -59,7 +59,7 @@ fn spawn_reporter(stack: &Stack) -> tokio_util::sync::DropGuard {
     config.lease_namespace = Some("default".into());
     config.lease_duration_seconds = 3;
     config.reconcile_seconds = 2.0;
-    let reporter = Reporter::new(config, stack.prefect.clone(), stack.kube.clone());
+    let reporter = Reporter::new(config, stack.services_prefect(), stack.kube.clone());
     let shutdown = CancellationToken::new();
     tokio::spawn(reporter.run(shutdown.clone()));
     shutdown.drop_guard()

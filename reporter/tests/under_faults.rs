@@ -53,7 +53,7 @@ async fn s8_tombstones_go_on_standbys_and_for_other_pools() {
     for identity in ["leader", "standby"] {
         let reporter = Reporter::new(
             stack.reporter_config(identity),
-            stack.prefect.clone(),
+            stack.services_prefect(),
             stack.kube.clone(),
         );
         stores.push(reporter.store());

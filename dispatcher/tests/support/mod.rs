@@ -59,7 +59,8 @@ impl Stack {
         // retry budget than the services' default: "database is locked"
         // answers (503) are expected and must not fail the set-up. 30 retries
         // of at most 5 s ride out about two minutes of them (12 did not, once,
-        // in a full test run).
+        // in a full test run). The services started in this process keep the
+        // 12 they always had here ([`Stack::services_prefect`]).
         let patient = prefect_client::RetryPolicy {
             max_retries: 30,
             max_delay: Duration::from_secs(5),
@@ -105,10 +106,20 @@ impl Stack {
         .expect("connect to the test nats-server")
     }
 
+    /// The Prefect client of the services started in this process: the
+    /// test's, with the retry budget they were tuned with (not the set-up's).
+    pub fn services_prefect(&self) -> PrefectClient {
+        self.prefect.with_retry(prefect_client::RetryPolicy {
+            max_retries: 12,
+            max_delay: Duration::from_secs(5),
+            ..Default::default()
+        })
+    }
+
     /// Starts a poller in this process.
     pub async fn spawn_poller(&mut self, config: PollerConfig) {
         let token = CancellationToken::new();
-        let (prefect, nats) = (self.prefect.clone(), self.nats_client().await);
+        let (prefect, nats) = (self.services_prefect(), self.nats_client().await);
         let child = token.clone();
         let handle = tokio::spawn(async move {
             poller::Poller::new(config, prefect, nats)
@@ -123,7 +134,7 @@ impl Stack {
     pub async fn spawn_dispatcher(&mut self, config: DispatcherConfig) -> Arc<DispatchStats> {
         let token = CancellationToken::new();
         let (prefect, kube, nats) = (
-            self.prefect.clone(),
+            self.services_prefect(),
             self.kube.clone(),
             self.nats_client().await,
         );

@@ -197,8 +197,15 @@ impl Stack {
         config
     }
 
+    /// The Prefect client of a reporter started in this process: the test's,
+    /// with the services' own retry budget (not the set-up's).
+    pub fn services_prefect(&self) -> PrefectClient {
+        self.prefect
+            .with_retry(prefect_client::RetryPolicy::default())
+    }
+
     pub fn spawn_reporter(&self, config: ReporterConfig) -> RunningReporter {
-        self.spawn_reporter_with(config, self.prefect.clone())
+        self.spawn_reporter_with(config, self.services_prefect())
     }
 
     /// A reporter replica reaching Prefect through `prefect` (e.g. a proxy).
