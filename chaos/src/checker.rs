@@ -301,6 +301,30 @@ fn first_line(text: &str) -> String {
         .collect()
 }
 
+/// The flow ended on its own while its cancellation was under way: its final
+/// state (the run's current one) is stamped after the `Cancelling` and before
+/// any `Cancelled`. Prefect has no compare-and-set, so the reporter's forced
+/// `Cancelled` (sent after a fresh read still showed `Cancelling`) and the
+/// flow's own `Completed` or `Failed`, stamped in the pod before it and
+/// delayed on its way, can land in either order; whichever lands last is the
+/// run's state. The flow's own end is a true outcome, not a lost run (long
+/// campaign, ninth run).
+fn finished_while_cancelling(run: &RunFacts, current: &State) -> bool {
+    if !matches!(current.state_type, StateType::Completed | StateType::Failed) {
+        return false;
+    }
+    let Some(stamped) = current.timestamp else {
+        return false;
+    };
+    let cancelling = run.states.iter().any(|s| {
+        s.state_type == StateType::Cancelling && s.timestamp.is_some_and(|at| at < stamped)
+    });
+    let cancelled_before = run.states.iter().any(|s| {
+        s.state_type == StateType::Cancelled && s.timestamp.is_some_and(|at| at <= stamped)
+    });
+    cancelling && !cancelled_before
+}
+
 fn history(run: &RunFacts) -> String {
     run.states
         .iter()
@@ -419,7 +443,9 @@ fn no_run_lost(run: &RunFacts, now: DateTime<Utc>) -> Option<Violation> {
     let ok = match &expected {
         Expected::Completed => state.state_type == StateType::Completed,
         Expected::Failed => state.state_type == StateType::Failed,
-        Expected::Cancelled => state.state_type == StateType::Cancelled,
+        Expected::Cancelled => {
+            state.state_type == StateType::Cancelled || finished_while_cancelling(run, state)
+        }
         Expected::Deleted => false,
         Expected::Crashed(keyword) => {
             state.state_type == StateType::Crashed
@@ -966,6 +992,48 @@ mod tests {
             found.contains(&Invariant::NoPendingOrRunningWithoutJob),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn a_flow_that_ended_on_its_own_while_being_cancelled_keeps_its_end() {
+        let cancel = ActionRecord {
+            at: at(3),
+            what: "cancel",
+            seen_before: "Running".into(),
+            outcome: ActionOutcome::Answered {
+                status: "Accept".into(),
+                state: StateType::Cancelling,
+                state_name: "Cancelling".into(),
+            },
+        };
+        let completed = state("COMPLETED", "Completed", 9, "");
+        // Stamped in the pod before the reporter's Cancelled, landed after it.
+        let mut raced = run(
+            RunKind::CancelRunning,
+            vec![
+                state("RUNNING", "Running", 2, ""),
+                state("CANCELLING", "Cancelling", 3, ""),
+                completed.clone(),
+                state("CANCELLED", "Cancelled", 10, ""),
+            ],
+        );
+        raced.current.as_mut().unwrap().state = Some(completed);
+        raced.record.action = Some(cancel.clone());
+        assert_eq!(violations(&[raced], &recorder(vec![])), []);
+        // A Completed stamped after the Cancelled is something after Cancelled.
+        let late = state("COMPLETED", "Completed", 12, "");
+        let mut after = run(
+            RunKind::CancelRunning,
+            vec![
+                state("RUNNING", "Running", 2, ""),
+                state("CANCELLING", "Cancelling", 3, ""),
+                state("CANCELLED", "Cancelled", 10, ""),
+                late,
+            ],
+        );
+        after.record.action = Some(cancel);
+        let found = violations(&[after], &recorder(vec![]));
+        assert!(found.contains(&Invariant::NoRunLost), "{found:?}");
     }
 
     #[test]
