@@ -994,9 +994,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_flow_that_ended_on_its_own_while_being_cancelled_keeps_its_end() {
-        let cancel = ActionRecord {
+    /// The user's cancel of a Running run, accepted (Cancelling) at 3 s.
+    fn accepted_cancel() -> ActionRecord {
+        ActionRecord {
             at: at(3),
             what: "cancel",
             seen_before: "Running".into(),
@@ -1005,7 +1005,12 @@ mod tests {
                 state: StateType::Cancelling,
                 state_name: "Cancelling".into(),
             },
-        };
+        }
+    }
+
+    #[test]
+    fn a_flow_that_ended_on_its_own_while_being_cancelled_keeps_its_end() {
+        let cancel = accepted_cancel();
         let completed = state("COMPLETED", "Completed", 9, "");
         // Stamped in the pod before the reporter's Cancelled, landed after it.
         let mut raced = run(
@@ -1045,16 +1050,7 @@ mod tests {
                 state("COMPLETED", "Completed", 9, ""),
             ],
         );
-        cancelled.record.action = Some(ActionRecord {
-            at: at(3),
-            what: "cancel",
-            seen_before: "Running".into(),
-            outcome: ActionOutcome::Answered {
-                status: "Accept".into(),
-                state: StateType::Cancelling,
-                state_name: "Cancelling".into(),
-            },
-        });
+        cancelled.record.action = Some(accepted_cancel());
         assert_eq!(expected(&cancelled.record), Expected::Cancelled);
         let mut deleted = run(
             RunKind::Delete,
