@@ -27,8 +27,11 @@ static IPV6_HOST: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\[[a-fA-F0-9:]+\]$").expect("valid regex"));
 static PATH_COMPONENT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$").expect("valid regex"));
+// The grammar's `\w` is Go's, ASCII only. Rust's `\w` is Unicode: it would
+// accept tags the kubelet rejects, and its 128 bounded copies of the Unicode
+// class compiled to about 20 MB of heap, the dispatcher's peak memory.
 static TAG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[\w][\w.-]{0,127}$").expect("valid regex"));
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("valid regex"));
 static DIGEST: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$")
         .expect("valid regex")
@@ -187,6 +190,8 @@ mod tests {
             ("prefecthq/prefect@sha256:xyz", "digest"),
             ("prefect..hq/x", "may only contain"),
             (":tag", "repository name is missing"),
+            ("prefecthq/prefect:caf\u{e9}", "tag"),
+            ("prefecthq/prefect:\u{661}", "tag"),
         ];
         for (image, reason) in cases {
             let err = check_image_reference("job_variables.image", image).expect_err(image);
