@@ -36,6 +36,9 @@ pub struct Shape<'a> {
     pub poll_interval_seconds: Option<f64>,
     /// More environment for our processes only (e.g. `MALLOC_ARENA_MAX`).
     pub env: &'a [(String, String)],
+    /// Where our binaries are (`prefect-k8s@DIR`, another build side by side);
+    /// `None`: beside this benchmark's own.
+    pub binaries: Option<&'a Path>,
 }
 
 /// Processes of one agent.
@@ -68,12 +71,16 @@ impl Running {
     }
 }
 
-/// The release binaries of our services, beside this benchmark's own.
-pub fn our_binaries() -> anyhow::Result<[PathBuf; 3]> {
-    let dir = std::env::current_exe()?
-        .parent()
-        .context("the benchmark's directory")?
-        .to_owned();
+/// The release binaries of our services: in `dir`, or beside this
+/// benchmark's own.
+pub fn our_binaries(dir: Option<&Path>) -> anyhow::Result<[PathBuf; 3]> {
+    let dir = match dir {
+        Some(dir) => dir.to_owned(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the benchmark's directory")?
+            .to_owned(),
+    };
     let binaries = ["poller", "dispatcher", "reporter"].map(|name| dir.join(name));
     if let Some(missing) = binaries.iter().find(|path| !path.exists()) {
         bail!(
@@ -84,6 +91,15 @@ pub fn our_binaries() -> anyhow::Result<[PathBuf; 3]> {
     Ok(binaries)
 }
 
+/// An agent named `kind` or `kind@DIR` (our services built elsewhere, e.g. the
+/// commit before a change, measured beside this one in one invocation).
+pub fn agent_kind(agent: &str) -> (&str, Option<&Path>) {
+    match agent.split_once('@') {
+        Some((kind, dir)) => (kind, Some(Path::new(dir))),
+        None => (agent, None),
+    }
+}
+
 /// Starts one poller (with `poller_args` besides the shape's), `shape.dispatchers`
 /// dispatchers and one reporter for `pool`.
 pub fn start_ours(
@@ -92,7 +108,7 @@ pub fn start_ours(
     shape: Shape<'_>,
     poller_args: &[String],
 ) -> anyhow::Result<Running> {
-    let [poller, dispatcher, reporter] = our_binaries()?;
+    let [poller, dispatcher, reporter] = our_binaries(shape.binaries)?;
     let concurrency = shape.concurrency.to_string();
     let poll = shape
         .poll_interval_seconds

@@ -21,6 +21,7 @@ use anyhow::bail;
 use benchmarks::agents::{self, Running, Shape};
 use benchmarks::backlog::Backlog;
 use benchmarks::jobs::JobClock;
+use benchmarks::procs;
 use benchmarks::stack::BenchStack;
 use clap::Parser;
 use prefect_client::{DeploymentFlowRunCreate, StateCreate, StateType};
@@ -41,7 +42,8 @@ struct Args {
     /// Each run scheduled this far ahead (0: due now).
     #[arg(long, default_value_t = 0.0)]
     scheduled_ahead_seconds: f64,
-    /// Agents, comma separated: `prefect-k8s`, `python`.
+    /// Agents, comma separated: `prefect-k8s`, `python`; `prefect-k8s@DIR`
+    /// runs the services built in DIR (another commit, side by side).
     #[arg(long, value_delimiter = ',', default_value = "prefect-k8s,python")]
     agents: Vec<String>,
     /// Dispatcher replicas of prefect-k8s.
@@ -59,20 +61,21 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let stack = BenchStack::start(&args.database, None).await?;
-    println!("| agent | runs | runs/s | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | Jobs before their time |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| agent | runs | runs/s | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | Jobs before their time | Prefect server busy |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for agent in &args.agents {
-        let mut latencies = measure(&stack, &args, agent).await?;
+        let (mut latencies, server_busy) = measure(&stack, &args, agent).await?;
         latencies.sort_unstable_by(f64::total_cmp);
         let early = latencies.iter().filter(|l| **l < 0.0).count();
         println!(
-            "| {agent} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {early} |",
+            "| {agent} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {early} | {:.0} % |",
             latencies.len(),
             args.rate,
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.9),
             percentile(&latencies, 0.99),
             percentile(&latencies, 1.0),
+            server_busy * 100.0,
         );
     }
     let what = if args.scheduled_ahead_seconds > 0.0 {
@@ -87,14 +90,18 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each run's latency in milliseconds (see the module's doc).
-async fn measure(stack: &BenchStack, args: &Args, agent: &str) -> anyhow::Result<Vec<f64>> {
+/// Each run's latency in milliseconds (see the module's doc), and the Prefect
+/// server's CPU time over the arrivals and the drain as a share of one core
+/// (the server is one process on one core: near 100 % it is saturated, and
+/// runs queue at the server whatever the agent does).
+async fn measure(stack: &BenchStack, args: &Args, agent: &str) -> anyhow::Result<(Vec<f64>, f64)> {
     let backlog = Backlog::create(&stack.prefect, 0).await?;
     let clock = JobClock::start(stack.kube.clone(), &backlog.pool);
     let running = start(stack, args, agent, &backlog.pool)?;
     tokio::time::sleep(WARM_UP).await;
     let total = (args.rate * args.seconds as f64).round() as usize;
     let started = Instant::now();
+    let cpu_before = procs::group_cpu(stack.server.pid());
     let mut creations = Vec::with_capacity(total);
     for n in 0..total {
         let at = started + Duration::from_secs_f64(n as f64 / args.rate);
@@ -127,6 +134,8 @@ async fn measure(stack: &BenchStack, args: &Args, agent: &str) -> anyhow::Result
         references.push(creation.await??);
     }
     let drained = clock.wait_for(total, DRAIN_LIMIT).await;
+    let server_cpu = procs::group_cpu(stack.server.pid()).saturating_sub(cpu_before);
+    let server_busy = server_cpu.as_secs_f64() / started.elapsed().as_secs_f64();
     running.stop().await;
     drained?;
     if clock.count() > clock.runs() {
@@ -136,17 +145,19 @@ async fn measure(stack: &BenchStack, args: &Args, agent: &str) -> anyhow::Result
             clock.runs()
         );
     }
-    Ok(references
+    let latencies = references
         .iter()
         .map(|(run, reference)| {
             let appeared = clock.appeared(run).expect("every run has a Job");
             signed_millis(appeared, *reference)
         })
-        .collect())
+        .collect();
+    Ok((latencies, server_busy))
 }
 
 fn start(stack: &BenchStack, args: &Args, agent: &str, pool: &str) -> anyhow::Result<Running> {
-    match agent {
+    let (kind, binaries) = agents::agent_kind(agent);
+    match kind {
         "prefect-k8s" => agents::start_ours(
             &stack.endpoints,
             pool,
@@ -155,11 +166,12 @@ fn start(stack: &BenchStack, args: &Args, agent: &str, pool: &str) -> anyhow::Re
                 concurrency: 16,
                 poll_interval_seconds: None,
                 env: &[],
+                binaries,
             },
             &args.poller_arg,
         ),
         "python" => agents::start_python(&stack.server, &stack.endpoints, pool, None),
-        other => bail!("unknown agent {other:?} (prefect-k8s, python)"),
+        other => bail!("unknown agent {other:?} (prefect-k8s, prefect-k8s@DIR, python)"),
     }
 }
 

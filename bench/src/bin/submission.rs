@@ -40,7 +40,9 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "300")]
     runs: Vec<usize>,
     /// Agents, comma separated: `server-limit` (the bare claim), `claim+pid`
-    /// (the bare claim and the pid update), `prefect-k8s`, `python`.
+    /// (the bare claim and the pid update), `prefect-k8s`, `python`;
+    /// `prefect-k8s@DIR` runs the services built in DIR (another commit,
+    /// side by side in one invocation).
     #[arg(
         long,
         value_delimiter = ',',
@@ -96,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     let mut measurements = Vec::new();
     for &runs in &bench.args.runs {
         for agent in &bench.args.agents {
-            let replicas: &[usize] = if agent == "prefect-k8s" {
+            let replicas: &[usize] = if agents::agent_kind(agent).0 == "prefect-k8s" {
                 &bench.args.dispatchers
             } else {
                 &[0]
@@ -168,11 +170,12 @@ impl Bench {
         if !bare {
             self.check_recorded(&backlog).await?;
         }
-        let name = if agent == "prefect-k8s" && self.args.dispatchers.len() > 1 {
-            format!("{agent} ×{dispatchers}")
-        } else {
-            agent.to_owned()
-        };
+        let name =
+            if agents::agent_kind(agent).0 == "prefect-k8s" && self.args.dispatchers.len() > 1 {
+                format!("{agent} ×{dispatchers}")
+            } else {
+                agent.to_owned()
+            };
         Ok(Measurement {
             agent: name,
             runs,
@@ -187,7 +190,8 @@ impl Bench {
 
     fn start(&self, agent: &str, pool: &str, dispatchers: usize) -> anyhow::Result<Running> {
         let poll = Some(self.args.poll_interval_seconds);
-        match agent {
+        let (kind, binaries) = agents::agent_kind(agent);
+        match kind {
             "prefect-k8s" => agents::start_ours(
                 &self.stack.endpoints,
                 pool,
@@ -196,12 +200,13 @@ impl Bench {
                     concurrency: self.args.concurrency,
                     poll_interval_seconds: poll,
                     env: &self.args.service_env,
+                    binaries,
                 },
                 &[],
             ),
             "python" => agents::start_python(&self.stack.server, &self.stack.endpoints, pool, poll),
             other => {
-                bail!("unknown agent {other:?} (server-limit, claim+pid, prefect-k8s, python)")
+                bail!("unknown agent {other:?} (server-limit, claim+pid, prefect-k8s, prefect-k8s@DIR, python)")
             }
         }
     }
