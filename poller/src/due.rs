@@ -2,9 +2,28 @@
 //! scheduled state: the dispatcher reads everything it renders from Prefect
 //! itself, so a poll is one Prefect call whatever the number of runs.
 
+use chrono::{DateTime, Utc};
 use flow_run_proto::FlowRunDue;
 use prefect_client::WorkerFlowRunResponse;
 use uuid::Uuid;
+
+/// The runs due by `publish_before` (or without a scheduled time), and the
+/// earliest scheduled time of the others, the runs seen ahead.
+pub fn split_ahead(
+    runs: Vec<WorkerFlowRunResponse>,
+    publish_before: DateTime<Utc>,
+) -> (Vec<WorkerFlowRunResponse>, Option<DateTime<Utc>>) {
+    let (due, ahead): (Vec<_>, Vec<_>) = runs
+        .into_iter()
+        .partition(|response| scheduled_time(response).is_none_or(|at| at <= publish_before));
+    let earliest = ahead.iter().filter_map(scheduled_time).min();
+    (due, earliest)
+}
+
+fn scheduled_time(response: &WorkerFlowRunResponse) -> Option<DateTime<Utc>> {
+    let run = &response.flow_run;
+    run.next_scheduled_start_time.or(run.expected_start_time)
+}
 
 /// Builds one message per run.
 pub fn messages_for(
@@ -16,6 +35,7 @@ pub fn messages_for(
     let published_at = chrono::Utc::now().to_rfc3339();
     runs.into_iter()
         .map(|response| {
+            let scheduled = scheduled_time(&response);
             let run = response.flow_run;
             let state = run.state.as_ref();
             FlowRunDue {
@@ -29,14 +49,55 @@ pub fn messages_for(
                 work_pool_id: work_pool_id.to_string(),
                 work_queue_name: run.work_queue_name.clone().unwrap_or_default(),
                 work_queue_id: response.work_queue_id.to_string(),
-                scheduled_time: run
-                    .next_scheduled_start_time
-                    .or(run.expected_start_time)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default(),
+                scheduled_time: scheduled.map(|t| t.to_rfc3339()).unwrap_or_default(),
                 published_at: published_at.clone(),
                 poller_name: poller_name.to_string(),
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run_at(scheduled: Option<&str>) -> WorkerFlowRunResponse {
+        serde_json::from_value(json!({
+            "work_pool_id": Uuid::new_v4(),
+            "work_queue_id": Uuid::new_v4(),
+            "flow_run": {
+                "id": Uuid::new_v4(),
+                "name": "crimson-otter",
+                "flow_id": Uuid::new_v4(),
+                "next_scheduled_start_time": scheduled,
+            },
+        }))
+        .expect("a worker flow run response")
+    }
+
+    #[test]
+    fn runs_after_the_prefetch_are_kept_back_and_the_earliest_of_them_is_next() {
+        let publish_before: DateTime<Utc> = "2026-11-28T12:00:10Z".parse().unwrap();
+        let runs = vec![
+            run_at(Some("2026-11-28T12:00:00Z")),
+            run_at(Some("2026-11-28T12:00:10Z")),
+            run_at(None),
+            run_at(Some("2026-11-28T12:00:14Z")),
+            run_at(Some("2026-11-28T12:00:12Z")),
+        ];
+        let (due, next) = split_ahead(runs, publish_before);
+        assert_eq!(due.len(), 3, "due by the prefetch, or without a time");
+        assert!(due
+            .iter()
+            .all(|r| scheduled_time(r).is_none_or(|t| t <= publish_before)));
+        assert_eq!(next, Some("2026-11-28T12:00:12Z".parse().unwrap()));
+    }
+
+    #[test]
+    fn nothing_ahead_sets_no_time() {
+        let publish_before: DateTime<Utc> = "2026-11-28T12:00:10Z".parse().unwrap();
+        let (due, next) = split_ahead(vec![run_at(Some("2026-11-28T11:00:00Z"))], publish_before);
+        assert_eq!((due.len(), next), (1, None));
+    }
 }

@@ -140,6 +140,9 @@ async fn run_poller(
             _ = shutdown.cancelled() => break,
             _ = interval.tick() => false,
             _ = woken(wakeups.as_deref()), if last.wakes_help() => true,
+            // A run seen ahead becomes due (minus the prefetch): poll then,
+            // not at the next tick.
+            _ = due_at(last.next_due) => false,
         };
         if woken {
             // Runs created together (a burst, a bulk API call) make one poll,
@@ -175,6 +178,17 @@ const WAKEUP_GAP: std::time::Duration = std::time::Duration::from_millis(150);
 /// After an event-driven poll that found nothing new, when to look once more.
 const WAKEUP_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Until `next_due` (a wall-clock time); never without one.
+async fn due_at(next_due: Option<chrono::DateTime<chrono::Utc>>) {
+    match next_due {
+        Some(at) => {
+            let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Until an event asks for a poll; never without an event stream.
 async fn woken(wakeups: Option<&tokio::sync::Notify>) {
     match wakeups {
@@ -201,6 +215,9 @@ struct LastPoll {
     published: Option<usize>,
     /// Its last page was full: a run created now sorts after what is queued.
     full_page: bool,
+    /// When the earliest run it saw ahead of time becomes due (minus the
+    /// prefetch).
+    next_due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl LastPoll {
@@ -228,6 +245,7 @@ async fn drain(
         at: Some(tokio::time::Instant::now()),
         published: Some(0),
         full_page: false,
+        next_due: None,
     };
     loop {
         let started = std::time::Instant::now();
@@ -239,6 +257,7 @@ async fn drain(
             Ok(outcome) => {
                 last.published = last.published.map(|n| n + outcome.published);
                 last.full_page = outcome.full_page;
+                last.next_due = outcome.next_due;
                 if !outcome.drains_a_backlog() || shutdown.is_cancelled() {
                     return last;
                 }
@@ -259,8 +278,12 @@ pub struct PollOutcome {
     pub found: usize,
     /// Runs stored as new messages (the rest were duplicates).
     pub published: usize,
-    /// Prefect returned as many runs as asked for: more may be waiting.
+    /// Prefect returned as many runs as asked for, all of them due: more may
+    /// be waiting.
     pub full_page: bool,
+    /// When the earliest run seen ahead (scheduled within the look-ahead,
+    /// after the prefetch) is to be published.
+    pub next_due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PollOutcome {
@@ -271,27 +294,40 @@ impl PollOutcome {
     }
 }
 
-/// One poll: a batched read of due runs and their deployments and flows,
-/// then one message per run.
+/// One poll: one read of the runs due within the prefetch, and of those due
+/// within one more poll interval (the look-ahead), then one message per due
+/// run. The earliest run ahead sets [`PollOutcome::next_due`], so a run
+/// scheduled for later is published at its time (minus the prefetch), not up
+/// to a poll interval after it.
 pub async fn poll_once(
     prefect: &PrefectClient,
     publisher: &publish::Publisher,
     config: &PollerConfig,
     work_pool_id: uuid::Uuid,
 ) -> Result<PollOutcome, publish::PollError> {
-    let before = chrono::Utc::now() + chrono::Duration::seconds(config.prefetch_seconds as i64);
+    let prefetch = chrono::Duration::seconds(config.prefetch_seconds as i64);
+    let look_ahead =
+        chrono::Duration::from_std(config.poll_interval().min(MAX_LOOK_AHEAD)).unwrap_or_default();
+    let publish_before = chrono::Utc::now() + prefetch;
     let runs = prefect
         .get_scheduled_flow_runs(
             &config.pool.work_pool,
             &config.work_queues,
-            before,
+            publish_before + look_ahead,
             Some(config.limit as usize),
         )
         .await?;
     let found = runs.len();
-    let full_page = found >= config.limit as usize;
+    let (runs, ahead) = due::split_ahead(runs, publish_before);
+    let next_due = ahead.map(|at| at - prefetch);
+    // Runs come earliest first: a page with a run ahead holds every due run.
+    let full_page = found >= config.limit as usize && next_due.is_none();
     if runs.is_empty() {
-        return Ok(PollOutcome::default());
+        return Ok(PollOutcome {
+            found,
+            next_due,
+            ..PollOutcome::default()
+        });
     }
     let messages = due::messages_for(
         &config.pool.work_pool,
@@ -309,5 +345,9 @@ pub async fn poll_once(
         found,
         published,
         full_page,
+        next_due,
     })
 }
+
+/// The longest look-ahead, whatever the poll interval.
+const MAX_LOOK_AHEAD: std::time::Duration = std::time::Duration::from_secs(60);

@@ -10,7 +10,8 @@ use flow_run_proto::{subjects, FlowRunDue};
 use futures::StreamExt;
 use poller::{publish::Publisher, PollerConfig};
 use prefect_client::{
-    ClientConfig, DeploymentCreate, DeploymentFlowRunCreate, PrefectClient, WorkQueueCreate,
+    ClientConfig, DeploymentCreate, DeploymentFlowRunCreate, PrefectClient, StateCreate, StateType,
+    WorkQueueCreate,
 };
 use prost::Message;
 use serde_json::json;
@@ -324,4 +325,66 @@ async fn a_run_created_due_now_is_published_at_once_through_the_event_stream() {
     assert!(delay < Duration::from_secs(2), "published after {delay:?}");
     // Without the event stream the same run waits for the next timed poll.
     assert_eq!(publication_delay(false, Duration::from_secs(5)).await, None);
+}
+
+/// A run scheduled a few seconds ahead, seen by the poll at start (the
+/// look-ahead), with timed polls 30 s apart, no prefetch and no event
+/// stream: it is published at its time, not at the next timed poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_seen_ahead_is_published_at_its_time_not_at_the_next_poll() {
+    let prefect_server = PrefectServer::shared();
+    let nats_server = NatsServer::start();
+    let prefect =
+        PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+    let js = jetstream::new(async_nats::connect(nats_server.url()).await.unwrap());
+    let mut config = PollerConfig::for_pool(unique_name("pool"));
+    config.poll_interval_seconds = 30.0;
+    config.poll_on_events = false;
+    config.prefetch_seconds = 0;
+    poller::pool::ensure_work_pool(&prefect, &config)
+        .await
+        .unwrap();
+    let deployment = deployment_in(&prefect, &config.pool.work_pool).await;
+    let due = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let mut scheduled = StateCreate::new(StateType::Scheduled, "Scheduled");
+    scheduled.state_details.scheduled_time = Some(due);
+    let run = DeploymentFlowRunCreate {
+        state: Some(scheduled),
+        ..DeploymentFlowRunCreate::default()
+    };
+    prefect
+        .create_flow_run_from_deployment(deployment.id, &run)
+        .await
+        .unwrap();
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let nats = async_nats::connect(nats_server.url()).await.unwrap();
+    let poller = poller::Poller::new(config, prefect.clone(), nats);
+    let running = tokio::spawn(poller.run(shutdown.clone()));
+    let mut published_at = None;
+    let give_up = due + chrono::Duration::seconds(15);
+    while chrono::Utc::now() < give_up {
+        let stream = js.get_stream(subjects::FLOW_RUNS_STREAM).await.ok();
+        if let Some(mut stream) = stream {
+            if stream.info().await.unwrap().state.messages > 0 {
+                published_at = Some(chrono::Utc::now());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    let published_at = published_at
+        .expect("published within 15 s of its time; the next timed poll is 30 s after the first");
+    let early = due - published_at;
+    let late = published_at - due;
+    assert!(
+        early < chrono::Duration::milliseconds(500),
+        "published {early} before its time with no prefetch"
+    );
+    assert!(
+        late < chrono::Duration::seconds(5),
+        "published {late} after its time"
+    );
 }
