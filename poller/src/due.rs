@@ -7,17 +7,9 @@ use flow_run_proto::FlowRunDue;
 use prefect_client::WorkerFlowRunResponse;
 use uuid::Uuid;
 
-/// The runs due by `publish_before` (or without a scheduled time), and the
-/// earliest scheduled time of the others, the runs seen ahead.
-pub fn split_ahead(
-    runs: Vec<WorkerFlowRunResponse>,
-    publish_before: DateTime<Utc>,
-) -> (Vec<WorkerFlowRunResponse>, Option<DateTime<Utc>>) {
-    let (due, ahead): (Vec<_>, Vec<_>) = runs
-        .into_iter()
-        .partition(|response| scheduled_time(response).is_none_or(|at| at <= publish_before));
-    let earliest = ahead.iter().filter_map(scheduled_time).min();
-    (due, earliest)
+/// The earliest scheduled time among `runs`.
+pub fn earliest(runs: &[WorkerFlowRunResponse]) -> Option<DateTime<Utc>> {
+    runs.iter().filter_map(scheduled_time).min()
 }
 
 fn scheduled_time(response: &WorkerFlowRunResponse) -> Option<DateTime<Utc>> {
@@ -77,27 +69,18 @@ mod tests {
     }
 
     #[test]
-    fn runs_after_the_prefetch_are_kept_back_and_the_earliest_of_them_is_next() {
-        let publish_before: DateTime<Utc> = "2026-11-28T12:00:10Z".parse().unwrap();
+    fn the_earliest_time_whatever_the_order() {
         let runs = vec![
-            run_at(Some("2026-11-28T12:00:00Z")),
-            run_at(Some("2026-11-28T12:00:10Z")),
-            run_at(None),
             run_at(Some("2026-11-28T12:00:14Z")),
+            run_at(None),
             run_at(Some("2026-11-28T12:00:12Z")),
+            run_at(Some("2026-11-28T12:00:13Z")),
         ];
-        let (due, next) = split_ahead(runs, publish_before);
-        assert_eq!(due.len(), 3, "due by the prefetch, or without a time");
-        assert!(due
-            .iter()
-            .all(|r| scheduled_time(r).is_none_or(|t| t <= publish_before)));
-        assert_eq!(next, Some("2026-11-28T12:00:12Z".parse().unwrap()));
-    }
-
-    #[test]
-    fn nothing_ahead_sets_no_time() {
-        let publish_before: DateTime<Utc> = "2026-11-28T12:00:10Z".parse().unwrap();
-        let (due, next) = split_ahead(vec![run_at(Some("2026-11-28T11:00:00Z"))], publish_before);
-        assert_eq!((due.len(), next), (1, None));
+        assert_eq!(
+            earliest(&runs),
+            Some("2026-11-28T12:00:12Z".parse().unwrap())
+        );
+        assert_eq!(earliest(&[run_at(None)]), None);
+        assert_eq!(earliest(&[]), None);
     }
 }

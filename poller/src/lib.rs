@@ -142,8 +142,9 @@ async fn run_poller(
             _ = woken(wakeups.as_deref()), if last.wakes_help() => true,
             // A run seen ahead becomes due (minus the prefetch): poll then,
             // not at the next tick.
-            _ = due_at(last.next_due) => false,
+            _ = due_at(last.next_due, last.at.map(|at| at + WAKEUP_GAP)) => false,
         };
+        let seen_ahead = last.next_due.filter(|at| *at > chrono::Utc::now());
         if woken {
             // Runs created together (a burst, a bulk API call) make one poll,
             // and event-driven polls come at most every WAKEUP_GAP.
@@ -164,6 +165,11 @@ async fn run_poller(
             )
             .await;
         }
+        last.next_due = if last.looks_ahead(woken) {
+            look_ahead(&prefect, &config).await
+        } else {
+            seen_ahead
+        };
     }
     heartbeat.abort();
     health.set_serving(false);
@@ -178,16 +184,52 @@ const WAKEUP_GAP: std::time::Duration = std::time::Duration::from_millis(150);
 /// After an event-driven poll that found nothing new, when to look once more.
 const WAKEUP_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Until `next_due` (a wall-clock time); never without one.
-async fn due_at(next_due: Option<chrono::DateTime<chrono::Utc>>) {
-    match next_due {
-        Some(at) => {
-            let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
-            tokio::time::sleep(wait).await;
+/// Until `next_due` (a wall-clock time), and not before `not_before`; never
+/// without a `next_due`.
+async fn due_at(
+    next_due: Option<chrono::DateTime<chrono::Utc>>,
+    not_before: Option<tokio::time::Instant>,
+) {
+    let Some(at) = next_due else {
+        return std::future::pending().await;
+    };
+    let now = tokio::time::Instant::now();
+    let due = now + (at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep_until(not_before.map_or(due, |gap| due.max(gap))).await;
+}
+
+/// When the earliest run due within one more poll interval (at most
+/// [`MAX_LOOK_AHEAD`]) after the prefetch is to be published: its scheduled
+/// time minus the prefetch. One read of those runs; `None` when there is
+/// none or the read failed (the timed polls remain).
+async fn look_ahead(
+    prefect: &PrefectClient,
+    config: &PollerConfig,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let prefetch = chrono::Duration::seconds(config.prefetch_seconds as i64);
+    let span = config.poll_interval().min(MAX_LOOK_AHEAD);
+    let after = chrono::Utc::now() + prefetch;
+    let before = after + chrono::Duration::from_std(span).unwrap_or_default();
+    let runs = prefect
+        .get_scheduled_flow_runs_between(
+            &config.pool.work_pool,
+            &config.work_queues,
+            Some(after),
+            before,
+            Some(prefect_client::MAX_PAGE_SIZE),
+        )
+        .await;
+    match runs {
+        Ok(runs) => due::earliest(&runs).map(|at| at - prefetch),
+        Err(error) => {
+            tracing::debug!(%error, "reading the runs ahead failed; the timed polls remain");
+            None
         }
-        None => std::future::pending().await,
     }
 }
+
+/// The longest look-ahead, whatever the poll interval.
+const MAX_LOOK_AHEAD: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Until an event asks for a poll; never without an event stream.
 async fn woken(wakeups: Option<&tokio::sync::Notify>) {
@@ -215,8 +257,8 @@ struct LastPoll {
     published: Option<usize>,
     /// Its last page was full: a run created now sorts after what is queued.
     full_page: bool,
-    /// When the earliest run it saw ahead of time becomes due (minus the
-    /// prefetch).
+    /// When the earliest run seen ahead is to be published (its scheduled
+    /// time minus the prefetch).
     next_due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -226,6 +268,14 @@ impl LastPoll {
     /// poll retries).
     fn wakes_help(&self) -> bool {
         self.at.is_none() || (self.published.is_some() && !self.full_page)
+    }
+
+    /// Whether to read the runs ahead after this drain: not after a failure
+    /// or a full page (due runs come first), and after an event-driven poll
+    /// only when it found nothing new (the event may be of a run scheduled
+    /// for later; a poll that published leaves the hot path at one call).
+    fn looks_ahead(&self, woken: bool) -> bool {
+        self.published.is_some() && !self.full_page && (!woken || self.published == Some(0))
     }
 }
 
@@ -257,7 +307,6 @@ async fn drain(
             Ok(outcome) => {
                 last.published = last.published.map(|n| n + outcome.published);
                 last.full_page = outcome.full_page;
-                last.next_due = outcome.next_due;
                 if !outcome.drains_a_backlog() || shutdown.is_cancelled() {
                     return last;
                 }
@@ -278,12 +327,8 @@ pub struct PollOutcome {
     pub found: usize,
     /// Runs stored as new messages (the rest were duplicates).
     pub published: usize,
-    /// Prefect returned as many runs as asked for, all of them due: more may
-    /// be waiting.
+    /// Prefect returned as many runs as asked for: more may be waiting.
     pub full_page: bool,
-    /// When the earliest run seen ahead (scheduled within the look-ahead,
-    /// after the prefetch) is to be published.
-    pub next_due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PollOutcome {
@@ -294,40 +339,27 @@ impl PollOutcome {
     }
 }
 
-/// One poll: one read of the runs due within the prefetch, and of those due
-/// within one more poll interval (the look-ahead), then one message per due
-/// run. The earliest run ahead sets [`PollOutcome::next_due`], so a run
-/// scheduled for later is published at its time (minus the prefetch), not up
-/// to a poll interval after it.
+/// One poll: a batched read of due runs and their deployments and flows,
+/// then one message per run.
 pub async fn poll_once(
     prefect: &PrefectClient,
     publisher: &publish::Publisher,
     config: &PollerConfig,
     work_pool_id: uuid::Uuid,
 ) -> Result<PollOutcome, publish::PollError> {
-    let prefetch = chrono::Duration::seconds(config.prefetch_seconds as i64);
-    let look_ahead =
-        chrono::Duration::from_std(config.poll_interval().min(MAX_LOOK_AHEAD)).unwrap_or_default();
-    let publish_before = chrono::Utc::now() + prefetch;
+    let before = chrono::Utc::now() + chrono::Duration::seconds(config.prefetch_seconds as i64);
     let runs = prefect
         .get_scheduled_flow_runs(
             &config.pool.work_pool,
             &config.work_queues,
-            publish_before + look_ahead,
+            before,
             Some(config.limit as usize),
         )
         .await?;
     let found = runs.len();
-    let (runs, ahead) = due::split_ahead(runs, publish_before);
-    let next_due = ahead.map(|at| at - prefetch);
-    // Runs come earliest first: a page with a run ahead holds every due run.
-    let full_page = found >= config.limit as usize && next_due.is_none();
+    let full_page = found >= config.limit as usize;
     if runs.is_empty() {
-        return Ok(PollOutcome {
-            found,
-            next_due,
-            ..PollOutcome::default()
-        });
+        return Ok(PollOutcome::default());
     }
     let messages = due::messages_for(
         &config.pool.work_pool,
@@ -345,9 +377,5 @@ pub async fn poll_once(
         found,
         published,
         full_page,
-        next_due,
     })
 }
-
-/// The longest look-ahead, whatever the poll interval.
-const MAX_LOOK_AHEAD: std::time::Duration = std::time::Duration::from_secs(60);

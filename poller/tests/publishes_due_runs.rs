@@ -274,47 +274,92 @@ async fn a_failing_prefect_at_start_is_waited_for_and_a_bad_key_is_not() {
     assert!(matches!(stopped, Ok(None)), "{stopped:?}");
 }
 
+/// A pool with one deployment, a nats-server, and a poller configured by
+/// `configure` (not started).
+struct Fixture {
+    _nats_server: NatsServer,
+    nats_url: String,
+    prefect: PrefectClient,
+    js: jetstream::Context,
+    config: PollerConfig,
+    deployment: prefect_client::Deployment,
+}
+
+impl Fixture {
+    async fn new(configure: impl FnOnce(&mut PollerConfig)) -> Fixture {
+        let prefect_server = PrefectServer::shared();
+        let nats_server = NatsServer::start();
+        let nats_url = nats_server.url().to_owned();
+        let prefect =
+            PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
+        let js = jetstream::new(async_nats::connect(&nats_url).await.unwrap());
+        let mut config = PollerConfig::for_pool(unique_name("pool"));
+        configure(&mut config);
+        poller::pool::ensure_work_pool(&prefect, &config)
+            .await
+            .unwrap();
+        let deployment = deployment_in(&prefect, &config.pool.work_pool).await;
+        Fixture {
+            _nats_server: nats_server,
+            nats_url,
+            prefect,
+            js,
+            config,
+            deployment,
+        }
+    }
+
+    /// Starts the poller; cancel the token and await the handle to stop it.
+    async fn start_poller(
+        &self,
+    ) -> (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<Result<(), poller::PollerError>>,
+    ) {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let nats = async_nats::connect(&self.nats_url).await.unwrap();
+        let poller = poller::Poller::new(self.config.clone(), self.prefect.clone(), nats);
+        (shutdown.clone(), tokio::spawn(poller.run(shutdown)))
+    }
+
+    /// Whether a message was published within `wait`; polls every 20 ms.
+    async fn first_message_within(&self, wait: Duration) -> bool {
+        let started = std::time::Instant::now();
+        while started.elapsed() < wait {
+            let published = self.js.get_stream(subjects::FLOW_RUNS_STREAM).await.ok();
+            if let Some(mut stream) = published {
+                if stream.info().await.unwrap().state.messages > 0 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
 /// A poller whose timed polls are a minute apart, started on an empty pool,
 /// then a run created due now: how long until it is published (`None`: not
 /// within `wait`).
 async fn publication_delay(poll_on_events: bool, wait: Duration) -> Option<Duration> {
-    let prefect_server = PrefectServer::shared();
-    let nats_server = NatsServer::start();
-    let prefect =
-        PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
-    let js = jetstream::new(async_nats::connect(nats_server.url()).await.unwrap());
-    let mut config = PollerConfig::for_pool(unique_name("pool"));
-    config.poll_interval_seconds = 60.0;
-    config.poll_on_events = poll_on_events;
-    let pool = poller::pool::ensure_work_pool(&prefect, &config)
-        .await
-        .unwrap();
-    let deployment = deployment_in(&prefect, &config.pool.work_pool).await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let nats = async_nats::connect(nats_server.url()).await.unwrap();
-    let poller = poller::Poller::new(config, prefect.clone(), nats);
-    let running = tokio::spawn(poller.run(shutdown.clone()));
+    let fixture = Fixture::new(|config| {
+        config.poll_interval_seconds = 60.0;
+        config.poll_on_events = poll_on_events;
+    })
+    .await;
+    let (shutdown, running) = fixture.start_poller().await;
     // The first timed poll happens at start; the stream opens meanwhile.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let created = std::time::Instant::now();
-    prefect
-        .create_flow_run_from_deployment(deployment.id, &DeploymentFlowRunCreate::default())
+    fixture
+        .prefect
+        .create_flow_run_from_deployment(fixture.deployment.id, &DeploymentFlowRunCreate::default())
         .await
         .unwrap();
-    let mut delay = None;
-    while created.elapsed() < wait {
-        let published = js.get_stream(subjects::FLOW_RUNS_STREAM).await.ok();
-        if let Some(mut stream) = published {
-            if stream.info().await.unwrap().state.messages > 0 {
-                delay = Some(created.elapsed());
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let published = fixture.first_message_within(wait).await;
+    let delay = published.then(|| created.elapsed());
     shutdown.cancel();
     running.await.unwrap().unwrap();
-    drop(pool);
     delay
 }
 
@@ -327,56 +372,53 @@ async fn a_run_created_due_now_is_published_at_once_through_the_event_stream() {
     assert_eq!(publication_delay(false, Duration::from_secs(5)).await, None);
 }
 
-/// A run scheduled a few seconds ahead, seen by the poll at start (the
-/// look-ahead), with timed polls 30 s apart, no prefetch and no event
-/// stream: it is published at its time, not at the next timed poll.
+/// A run scheduled 20 s ahead, seen by the poll at start (the look-ahead),
+/// with timed polls a minute apart, no prefetch and no event stream: it is
+/// published at its time, not at the next timed poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_seen_ahead_is_published_at_its_time_not_at_the_next_poll() {
-    let prefect_server = PrefectServer::shared();
-    let nats_server = NatsServer::start();
-    let prefect =
-        PrefectClient::new(ClientConfig::new(&prefect_server.api_url()).unwrap()).unwrap();
-    let js = jetstream::new(async_nats::connect(nats_server.url()).await.unwrap());
-    let mut config = PollerConfig::for_pool(unique_name("pool"));
-    config.poll_interval_seconds = 30.0;
-    config.poll_on_events = false;
-    config.prefetch_seconds = 0;
-    poller::pool::ensure_work_pool(&prefect, &config)
-        .await
-        .unwrap();
-    let deployment = deployment_in(&prefect, &config.pool.work_pool).await;
-    let due = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let fixture = Fixture::new(|config| {
+        config.poll_interval_seconds = 60.0;
+        config.poll_on_events = false;
+        config.prefetch_seconds = 0;
+    })
+    .await;
+    let due = chrono::Utc::now() + chrono::Duration::seconds(20);
     let mut scheduled = StateCreate::new(StateType::Scheduled, "Scheduled");
     scheduled.state_details.scheduled_time = Some(due);
     let run = DeploymentFlowRunCreate {
         state: Some(scheduled),
         ..DeploymentFlowRunCreate::default()
     };
-    prefect
-        .create_flow_run_from_deployment(deployment.id, &run)
+    fixture
+        .prefect
+        .create_flow_run_from_deployment(fixture.deployment.id, &run)
         .await
         .unwrap();
 
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let nats = async_nats::connect(nats_server.url()).await.unwrap();
-    let poller = poller::Poller::new(config, prefect.clone(), nats);
-    let running = tokio::spawn(poller.run(shutdown.clone()));
-    let mut published_at = None;
-    let give_up = due + chrono::Duration::seconds(15);
-    while chrono::Utc::now() < give_up {
-        let stream = js.get_stream(subjects::FLOW_RUNS_STREAM).await.ok();
-        if let Some(mut stream) = stream {
-            if stream.info().await.unwrap().state.messages > 0 {
-                published_at = Some(chrono::Utc::now());
-                break;
-            }
-        }
+    let (shutdown, running) = fixture.start_poller().await;
+    // The poller makes its streams just before its first poll.
+    while fixture
+        .js
+        .get_stream(subjects::FLOW_RUNS_STREAM)
+        .await
+        .is_err()
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let margin = due - chrono::Utc::now();
+    assert!(
+        margin > chrono::Duration::seconds(10),
+        "premise: the first poll comes well before the run is due (only {margin} left)"
+    );
+    let published = fixture.first_message_within(Duration::from_secs(35)).await;
+    let published_at = chrono::Utc::now();
     shutdown.cancel();
     running.await.unwrap().unwrap();
-    let published_at = published_at
-        .expect("published within 15 s of its time; the next timed poll is 30 s after the first");
+    assert!(
+        published,
+        "published within 15 s of its time; the next timed poll is a minute after the first"
+    );
     let early = due - published_at;
     let late = published_at - due;
     assert!(

@@ -116,6 +116,8 @@ fn is_empty_template(template: &serde_json::Value) -> bool {
 #[derive(Serialize)]
 struct ScheduledFlowRunsBody<'a> {
     work_queue_names: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_after: Option<String>,
     scheduled_before: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     limit: Option<usize>,
@@ -221,9 +223,27 @@ impl PrefectClient {
         scheduled_before: DateTime<Utc>,
         limit: Option<usize>,
     ) -> Result<Vec<WorkerFlowRunResponse>, PrefectError> {
+        self.get_scheduled_flow_runs_between(pool, work_queue_names, None, scheduled_before, limit)
+            .await
+    }
+
+    /// `POST /work_pools/{pool}/get_scheduled_flow_runs` for the runs
+    /// scheduled from `scheduled_after` (inclusive, when given) to
+    /// `scheduled_before` (inclusive). Ordered as the server orders them:
+    /// by work queue priority, then scheduled time.
+    pub async fn get_scheduled_flow_runs_between(
+        &self,
+        pool: &str,
+        work_queue_names: &[String],
+        scheduled_after: Option<DateTime<Utc>>,
+        scheduled_before: DateTime<Utc>,
+        limit: Option<usize>,
+    ) -> Result<Vec<WorkerFlowRunResponse>, PrefectError> {
+        let timestamp = |at: DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Micros, true);
         let body = ScheduledFlowRunsBody {
             work_queue_names,
-            scheduled_before: scheduled_before.to_rfc3339_opts(SecondsFormat::Micros, true),
+            scheduled_after: scheduled_after.map(timestamp),
+            scheduled_before: timestamp(scheduled_before),
             limit: limit.map(|limit| limit.min(MAX_PAGE_SIZE)),
         };
         self.send_json(
