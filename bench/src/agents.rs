@@ -84,7 +84,7 @@ pub fn our_binaries(dir: Option<&Path>) -> anyhow::Result<[PathBuf; 3]> {
     let binaries = ["poller", "dispatcher", "reporter"].map(|name| dir.join(name));
     if let Some(missing) = binaries.iter().find(|path| !path.exists()) {
         bail!(
-            "{} not found: build the services with the benchmark (`cargo build --release --bins -p poller -p dispatcher -p reporter -p benchmarks`)",
+            "{} not found: build the services (`cargo build --release --bins -p poller -p dispatcher -p reporter`) and copy them there, or beside the benchmark",
             missing.display()
         );
     }
@@ -93,10 +93,12 @@ pub fn our_binaries(dir: Option<&Path>) -> anyhow::Result<[PathBuf; 3]> {
 
 /// An agent named `kind` or `kind@DIR` (our services built elsewhere, e.g. the
 /// commit before a change, measured beside this one in one invocation).
-pub fn agent_kind(agent: &str) -> (&str, Option<&Path>) {
+/// Only `prefect-k8s` takes a DIR.
+pub fn agent_kind(agent: &str) -> anyhow::Result<(&str, Option<&Path>)> {
     match agent.split_once('@') {
-        Some((kind, dir)) => (kind, Some(Path::new(dir))),
-        None => (agent, None),
+        Some(("prefect-k8s", dir)) => Ok(("prefect-k8s", Some(Path::new(dir)))),
+        Some((kind, _)) => bail!("{kind}@DIR: only prefect-k8s runs binaries from a directory"),
+        None => Ok((agent, None)),
     }
 }
 

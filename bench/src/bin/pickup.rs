@@ -92,8 +92,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// Each run's latency in milliseconds (see the module's doc), and the Prefect
 /// server's CPU time over the arrivals and the drain as a share of one core
-/// (the server is one process on one core: near 100 % it is saturated, and
-/// runs queue at the server whatever the agent does).
+/// (the server is one Python process, on one core for its request handling:
+/// near 100 % it is saturated, and runs queue at the server whatever the
+/// agent does). PostgreSQL's own CPU is not in it.
 async fn measure(stack: &BenchStack, args: &Args, agent: &str) -> anyhow::Result<(Vec<f64>, f64)> {
     let backlog = Backlog::create(&stack.prefect, 0).await?;
     let clock = JobClock::start(stack.kube.clone(), &backlog.pool);
@@ -156,7 +157,7 @@ async fn measure(stack: &BenchStack, args: &Args, agent: &str) -> anyhow::Result
 }
 
 fn start(stack: &BenchStack, args: &Args, agent: &str, pool: &str) -> anyhow::Result<Running> {
-    let (kind, binaries) = agents::agent_kind(agent);
+    let (kind, binaries) = agents::agent_kind(agent)?;
     match kind {
         "prefect-k8s" => agents::start_ours(
             &stack.endpoints,

@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     let mut measurements = Vec::new();
     for &runs in &bench.args.runs {
         for agent in &bench.args.agents {
-            let replicas: &[usize] = if agents::agent_kind(agent).0 == "prefect-k8s" {
+            let replicas: &[usize] = if agents::agent_kind(agent)?.0 == "prefect-k8s" {
                 &bench.args.dispatchers
             } else {
                 &[0]
@@ -171,7 +171,7 @@ impl Bench {
             self.check_recorded(&backlog).await?;
         }
         let name =
-            if agents::agent_kind(agent).0 == "prefect-k8s" && self.args.dispatchers.len() > 1 {
+            if agents::agent_kind(agent)?.0 == "prefect-k8s" && self.args.dispatchers.len() > 1 {
                 format!("{agent} ×{dispatchers}")
             } else {
                 agent.to_owned()
@@ -190,7 +190,7 @@ impl Bench {
 
     fn start(&self, agent: &str, pool: &str, dispatchers: usize) -> anyhow::Result<Running> {
         let poll = Some(self.args.poll_interval_seconds);
-        let (kind, binaries) = agents::agent_kind(agent);
+        let (kind, binaries) = agents::agent_kind(agent)?;
         match kind {
             "prefect-k8s" => agents::start_ours(
                 &self.stack.endpoints,
