@@ -7,9 +7,12 @@ use flow_run_proto::FlowRunDue;
 use prefect_client::WorkerFlowRunResponse;
 use uuid::Uuid;
 
-/// The earliest scheduled time among `runs`.
-pub fn earliest(runs: &[WorkerFlowRunResponse]) -> Option<DateTime<Utc>> {
-    runs.iter().filter_map(scheduled_time).min()
+/// The scheduled times of `runs`, earliest first, each once.
+pub fn times(runs: &[WorkerFlowRunResponse]) -> Vec<DateTime<Utc>> {
+    let mut times: Vec<_> = runs.iter().filter_map(scheduled_time).collect();
+    times.sort_unstable();
+    times.dedup();
+    times
 }
 
 fn scheduled_time(response: &WorkerFlowRunResponse) -> Option<DateTime<Utc>> {
@@ -69,18 +72,23 @@ mod tests {
     }
 
     #[test]
-    fn the_earliest_time_whatever_the_order() {
+    fn times_earliest_first_whatever_the_order() {
+        let at = |text: &str| -> DateTime<Utc> { text.parse().unwrap() };
         let runs = vec![
             run_at(Some("2026-11-28T12:00:14Z")),
             run_at(None),
             run_at(Some("2026-11-28T12:00:12Z")),
+            run_at(Some("2026-11-28T12:00:14Z")),
             run_at(Some("2026-11-28T12:00:13Z")),
         ];
         assert_eq!(
-            earliest(&runs),
-            Some("2026-11-28T12:00:12Z".parse().unwrap())
+            times(&runs),
+            [
+                at("2026-11-28T12:00:12Z"),
+                at("2026-11-28T12:00:13Z"),
+                at("2026-11-28T12:00:14Z")
+            ]
         );
-        assert_eq!(earliest(&[run_at(None)]), None);
-        assert_eq!(earliest(&[]), None);
+        assert!(times(&[run_at(None)]).is_empty());
     }
 }

@@ -136,15 +136,16 @@ async fn run_poller(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = LastPoll::default();
     loop {
-        let woken = tokio::select! {
+        let wake = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = interval.tick() => false,
-            _ = woken(wakeups.as_deref()), if last.wakes_help() => true,
+            _ = interval.tick() => Wake::Tick,
+            _ = woken(wakeups.as_deref()), if last.wakes_help() => Wake::Event,
             // A run seen ahead becomes due (minus the prefetch): poll then,
             // not at the next tick.
-            _ = due_at(last.next_due, last.at.map(|at| at + WAKEUP_GAP)) => false,
+            _ = due_at(last.ahead.first().copied(), last.at.map(|at| at + WAKEUP_GAP)) => Wake::Due,
         };
-        let seen_ahead = last.next_due.filter(|at| *at > chrono::Utc::now());
+        let woken = wake == Wake::Event;
+        let mut ahead = std::mem::take(&mut last.ahead);
         if woken {
             // Runs created together (a burst, a bulk API call) make one poll,
             // and event-driven polls come at most every WAKEUP_GAP.
@@ -165,11 +166,12 @@ async fn run_poller(
             )
             .await;
         }
-        last.next_due = if last.looks_ahead(woken) {
-            look_ahead(&prefect, &config).await
-        } else {
-            seen_ahead
-        };
+        if last.looks_ahead(wake) {
+            ahead = look_ahead(&prefect, &config).await;
+        }
+        let now = chrono::Utc::now();
+        ahead.retain(|at| *at > now);
+        last.ahead = ahead;
     }
     heartbeat.abort();
     health.set_serving(false);
@@ -198,14 +200,26 @@ async fn due_at(
     tokio::time::sleep_until(not_before.map_or(due, |gap| due.max(gap))).await;
 }
 
-/// When the earliest run due within one more poll interval (at most
-/// [`MAX_LOOK_AHEAD`]) after the prefetch is to be published: its scheduled
-/// time minus the prefetch. One read of those runs; `None` when there is
-/// none or the read failed (the timed polls remain).
+/// What started a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The poll interval.
+    Tick,
+    /// The server's event stream.
+    Event,
+    /// A run seen ahead is due.
+    Due,
+}
+
+/// When the runs due within one more poll interval (at most
+/// [`MAX_LOOK_AHEAD`]) after the prefetch are to be published: their
+/// scheduled times minus the prefetch, earliest first. One read of those
+/// runs; empty when there is none or the read failed (the timed polls
+/// remain).
 async fn look_ahead(
     prefect: &PrefectClient,
     config: &PollerConfig,
-) -> Option<chrono::DateTime<chrono::Utc>> {
+) -> Vec<chrono::DateTime<chrono::Utc>> {
     let prefetch = chrono::Duration::seconds(config.prefetch_seconds as i64);
     let span = config.poll_interval().min(MAX_LOOK_AHEAD);
     let after = chrono::Utc::now() + prefetch;
@@ -220,10 +234,13 @@ async fn look_ahead(
         )
         .await;
     match runs {
-        Ok(runs) => due::earliest(&runs).map(|at| at - prefetch),
+        Ok(runs) => due::times(&runs)
+            .into_iter()
+            .map(|at| at - prefetch)
+            .collect(),
         Err(error) => {
             tracing::debug!(%error, "reading the runs ahead failed; the timed polls remain");
-            None
+            Vec::new()
         }
     }
 }
@@ -249,7 +266,7 @@ fn forget_pending_wakeup(wakeups: Option<&tokio::sync::Notify>) {
 }
 
 /// What the last drain of due runs saw.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct LastPoll {
     /// When its first poll started.
     at: Option<tokio::time::Instant>,
@@ -257,9 +274,9 @@ struct LastPoll {
     published: Option<usize>,
     /// Its last page was full: a run created now sorts after what is queued.
     full_page: bool,
-    /// When the earliest run seen ahead is to be published (its scheduled
-    /// time minus the prefetch).
-    next_due: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the runs seen ahead are to be published (their scheduled times
+    /// minus the prefetch), earliest first.
+    ahead: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 impl LastPoll {
@@ -270,12 +287,18 @@ impl LastPoll {
         self.at.is_none() || (self.published.is_some() && !self.full_page)
     }
 
-    /// Whether to read the runs ahead after this drain: not after a failure
-    /// or a full page (due runs come first), and after an event-driven poll
-    /// only when it found nothing new (the event may be of a run scheduled
-    /// for later; a poll that published leaves the hot path at one call).
-    fn looks_ahead(&self, woken: bool) -> bool {
-        self.published.is_some() && !self.full_page && (!woken || self.published == Some(0))
+    /// Whether to read the runs ahead after this drain: after a timed poll,
+    /// and after an event-driven poll that found nothing new (the event may
+    /// be of a run scheduled for later); not after a poll at a run's time (the
+    /// times read before still hold), a poll that published on an event (the
+    /// hot path stays at one call), a failure or a full page.
+    fn looks_ahead(&self, wake: Wake) -> bool {
+        let reads = match wake {
+            Wake::Tick => true,
+            Wake::Event => self.published == Some(0),
+            Wake::Due => false,
+        };
+        reads && self.published.is_some() && !self.full_page
     }
 }
 
@@ -295,7 +318,7 @@ async fn drain(
         at: Some(tokio::time::Instant::now()),
         published: Some(0),
         full_page: false,
-        next_due: None,
+        ahead: Vec::new(),
     };
     loop {
         let started = std::time::Instant::now();
