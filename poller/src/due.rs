@@ -7,12 +7,9 @@ use flow_run_proto::FlowRunDue;
 use prefect_client::WorkerFlowRunResponse;
 use uuid::Uuid;
 
-/// The scheduled times of `runs`, earliest first, each once.
+/// The scheduled times of `runs`.
 pub fn times(runs: &[WorkerFlowRunResponse]) -> Vec<DateTime<Utc>> {
-    let mut times: Vec<_> = runs.iter().filter_map(scheduled_time).collect();
-    times.sort_unstable();
-    times.dedup();
-    times
+    runs.iter().filter_map(scheduled_time).collect()
 }
 
 fn scheduled_time(response: &WorkerFlowRunResponse) -> Option<DateTime<Utc>> {
@@ -72,23 +69,16 @@ mod tests {
     }
 
     #[test]
-    fn times_earliest_first_whatever_the_order() {
+    fn times_of_the_runs_that_have_one() {
         let at = |text: &str| -> DateTime<Utc> { text.parse().unwrap() };
         let runs = vec![
             run_at(Some("2026-11-28T12:00:14Z")),
             run_at(None),
             run_at(Some("2026-11-28T12:00:12Z")),
-            run_at(Some("2026-11-28T12:00:14Z")),
-            run_at(Some("2026-11-28T12:00:13Z")),
         ];
         assert_eq!(
             times(&runs),
-            [
-                at("2026-11-28T12:00:12Z"),
-                at("2026-11-28T12:00:13Z"),
-                at("2026-11-28T12:00:14Z")
-            ]
+            [at("2026-11-28T12:00:14Z"), at("2026-11-28T12:00:12Z")]
         );
-        assert!(times(&[run_at(None)]).is_empty());
     }
 }

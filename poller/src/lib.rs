@@ -11,6 +11,7 @@
 //! - [`cli`]: the binary's command line and start-up.
 //! - [`config`]: the poller's flags.
 //! - [`pool`]: makes sure the work pool exists, and heartbeats it.
+//! - [`ahead`]: the runs due within one more interval, polled at their time.
 //! - [`due`]: turns one poll into messages (a message only says which run is
 //!   due; the dispatcher reads what it renders from Prefect).
 //! - [`publish`]: publishes messages and waits for JetStream's acks.
@@ -19,6 +20,7 @@
 //! - [`metrics`]: polls, runs found and published, poll duration.
 #![forbid(unsafe_code)]
 
+pub mod ahead;
 pub mod cli;
 #[warn(missing_docs)]
 pub mod config;
@@ -142,10 +144,10 @@ async fn run_poller(
             _ = woken(wakeups.as_deref()), if last.wakes_help() => Wake::Event,
             // A run seen ahead becomes due (minus the prefetch): poll then,
             // not at the next tick.
-            _ = due_at(last.ahead.first().copied(), last.at.map(|at| at + WAKEUP_GAP)) => Wake::Due,
+            _ = due_at(last.ahead.next(), last.at.map(|at| at + WAKEUP_GAP)), if last.wakes_help() => Wake::Due,
         };
         let woken = wake == Wake::Event;
-        let mut ahead = std::mem::take(&mut last.ahead);
+        let seen_ahead = std::mem::take(&mut last.ahead);
         if woken {
             // Runs created together (a burst, a bulk API call) make one poll,
             // and event-driven polls come at most every WAKEUP_GAP.
@@ -166,12 +168,7 @@ async fn run_poller(
             )
             .await;
         }
-        if last.looks_ahead(wake) {
-            ahead = look_ahead(&prefect, &config).await;
-        }
-        let now = chrono::Utc::now();
-        ahead.retain(|at| *at > now);
-        last.ahead = ahead;
+        last.ahead = follow_ahead(&prefect, &config, &last, wake, seen_ahead).await;
     }
     heartbeat.abort();
     health.set_serving(false);
@@ -211,42 +208,27 @@ enum Wake {
     Due,
 }
 
-/// When the runs due within one more poll interval (at most
-/// [`MAX_LOOK_AHEAD`]) after the prefetch are to be published: their
-/// scheduled times minus the prefetch, earliest first. One read of those
-/// runs; empty when there is none or the read failed (the timed polls
-/// remain).
-async fn look_ahead(
+/// The runs ahead after a drain: read again when [`LastPoll::looks_ahead`]
+/// says so (a failed read keeps `seen`), less what the drain covered; none
+/// after a failure or a full page (the timed poll comes first).
+async fn follow_ahead(
     prefect: &PrefectClient,
     config: &PollerConfig,
-) -> Vec<chrono::DateTime<chrono::Utc>> {
-    let prefetch = chrono::Duration::seconds(config.prefetch_seconds as i64);
-    let span = config.poll_interval().min(MAX_LOOK_AHEAD);
-    let after = chrono::Utc::now() + prefetch;
-    let before = after + chrono::Duration::from_std(span).unwrap_or_default();
-    let runs = prefect
-        .get_scheduled_flow_runs_between(
-            &config.pool.work_pool,
-            &config.work_queues,
-            Some(after),
-            before,
-            Some(prefect_client::MAX_PAGE_SIZE),
-        )
-        .await;
-    match runs {
-        Ok(runs) => due::times(&runs)
-            .into_iter()
-            .map(|at| at - prefetch)
-            .collect(),
-        Err(error) => {
-            tracing::debug!(%error, "reading the runs ahead failed; the timed polls remain");
-            Vec::new()
+    last: &LastPoll,
+    wake: Wake,
+    mut seen: ahead::Ahead,
+) -> ahead::Ahead {
+    let Some(covered) = last.covered.filter(|_| !last.full_page) else {
+        return ahead::Ahead::default();
+    };
+    if last.looks_ahead(wake, seen.partial) {
+        if let Some(read) = ahead::read(prefect, config, covered).await {
+            seen = read;
         }
     }
+    seen.covered_until(covered);
+    seen
 }
-
-/// The longest look-ahead, whatever the poll interval.
-const MAX_LOOK_AHEAD: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Until an event asks for a poll; never without an event stream.
 async fn woken(wakeups: Option<&tokio::sync::Notify>) {
@@ -274,9 +256,11 @@ struct LastPoll {
     published: Option<usize>,
     /// Its last page was full: a run created now sorts after what is queued.
     full_page: bool,
-    /// When the runs seen ahead are to be published (their scheduled times
-    /// minus the prefetch), earliest first.
-    ahead: Vec<chrono::DateTime<chrono::Utc>>,
+    /// The wall time its last successful poll began (`None` after a
+    /// failure): its due read covered runs up to this + prefetch.
+    covered: Option<chrono::DateTime<chrono::Utc>>,
+    /// The runs seen ahead, polled at their time.
+    ahead: ahead::Ahead,
 }
 
 impl LastPoll {
@@ -289,14 +273,15 @@ impl LastPoll {
 
     /// Whether to read the runs ahead after this drain: after a timed poll,
     /// and after an event-driven poll that found nothing new (the event may
-    /// be of a run scheduled for later); not after a poll at a run's time (the
-    /// times read before still hold), a poll that published on an event (the
-    /// hot path stays at one call), a failure or a full page.
-    fn looks_ahead(&self, wake: Wake) -> bool {
+    /// be of a run scheduled for later); after a poll at a run's time only
+    /// when the last read was a full page (`partial`); never after a poll
+    /// that published on an event (the hot path stays at one call), a
+    /// failure or a full page.
+    fn looks_ahead(&self, wake: Wake, partial: bool) -> bool {
         let reads = match wake {
             Wake::Tick => true,
             Wake::Event => self.published == Some(0),
-            Wake::Due => false,
+            Wake::Due => partial,
         };
         reads && self.published.is_some() && !self.full_page
     }
@@ -318,10 +303,12 @@ async fn drain(
         at: Some(tokio::time::Instant::now()),
         published: Some(0),
         full_page: false,
-        ahead: Vec::new(),
+        covered: None,
+        ahead: ahead::Ahead::default(),
     };
     loop {
         let started = std::time::Instant::now();
+        let began = chrono::Utc::now();
         let polled = poll_once(prefect, publisher, config, work_pool_id).await;
         metrics.record(&polled, started.elapsed());
         health.beat();
@@ -330,6 +317,7 @@ async fn drain(
             Ok(outcome) => {
                 last.published = last.published.map(|n| n + outcome.published);
                 last.full_page = outcome.full_page;
+                last.covered = Some(began);
                 if !outcome.drains_a_backlog() || shutdown.is_cancelled() {
                     return last;
                 }
@@ -337,6 +325,7 @@ async fn drain(
             Err(error) => {
                 tracing::warn!(%error, "poll failed; retrying at the next interval");
                 last.published = None;
+                last.covered = None;
                 return last;
             }
         }
@@ -401,4 +390,36 @@ pub async fn poll_once(
         published,
         full_page,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(published: Option<usize>, full_page: bool) -> LastPoll {
+        LastPoll {
+            published,
+            full_page,
+            ..LastPoll::default()
+        }
+    }
+
+    #[test]
+    fn the_runs_ahead_are_read_after_a_tick_an_empty_event_poll_or_a_partial_read() {
+        let ok = after(Some(0), false);
+        assert!(ok.looks_ahead(Wake::Tick, false));
+        assert!(ok.looks_ahead(Wake::Event, false));
+        assert!(!ok.looks_ahead(Wake::Due, false));
+        assert!(ok.looks_ahead(Wake::Due, true));
+        assert!(!after(Some(3), false).looks_ahead(Wake::Event, false));
+        assert!(after(Some(3), false).looks_ahead(Wake::Tick, false));
+    }
+
+    #[test]
+    fn never_after_a_failure_or_a_full_page() {
+        for wake in [Wake::Tick, Wake::Event, Wake::Due] {
+            assert!(!after(None, false).looks_ahead(wake, true));
+            assert!(!after(Some(0), true).looks_ahead(wake, true));
+        }
+    }
 }

@@ -372,18 +372,18 @@ async fn a_run_created_due_now_is_published_at_once_through_the_event_stream() {
     assert_eq!(publication_delay(false, Duration::from_secs(5)).await, None);
 }
 
-/// A run scheduled 20 s ahead, seen by the poll at start (the look-ahead),
-/// with timed polls a minute apart, no prefetch and no event stream: it is
-/// published at its time, not at the next timed poll.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_seen_ahead_is_published_at_its_time_not_at_the_next_poll() {
+/// A run scheduled `prefetch` + 20 s ahead, seen by the poll at start (the
+/// look-ahead), with timed polls a minute apart and no event stream: it is
+/// published at its time minus the prefetch, not at the next timed poll.
+async fn published_ahead_at_its_time(prefetch: u64) {
     let fixture = Fixture::new(|config| {
         config.poll_interval_seconds = 60.0;
         config.poll_on_events = false;
-        config.prefetch_seconds = 0;
+        config.prefetch_seconds = prefetch;
     })
     .await;
-    let due = chrono::Utc::now() + chrono::Duration::seconds(20);
+    let prefetch = chrono::Duration::seconds(prefetch as i64);
+    let due = chrono::Utc::now() + prefetch + chrono::Duration::seconds(20);
     let mut scheduled = StateCreate::new(StateType::Scheduled, "Scheduled");
     scheduled.state_details.scheduled_time = Some(due);
     let run = DeploymentFlowRunCreate {
@@ -406,7 +406,8 @@ async fn a_run_seen_ahead_is_published_at_its_time_not_at_the_next_poll() {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let margin = due - chrono::Utc::now();
+    let publish_at = due - prefetch;
+    let margin = publish_at - chrono::Utc::now();
     assert!(
         margin > chrono::Duration::seconds(10),
         "premise: the first poll comes well before the run is due (only {margin} left)"
@@ -419,14 +420,24 @@ async fn a_run_seen_ahead_is_published_at_its_time_not_at_the_next_poll() {
         published,
         "published within 15 s of its time; the next timed poll is a minute after the first"
     );
-    let early = due - published_at;
-    let late = published_at - due;
+    let early = publish_at - published_at;
+    let late = published_at - publish_at;
     assert!(
         early < chrono::Duration::milliseconds(500),
-        "published {early} before its time with no prefetch"
+        "published {early} before its time minus the prefetch"
     );
     assert!(
         late < chrono::Duration::seconds(5),
-        "published {late} after its time"
+        "published {late} after its time minus the prefetch"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_seen_ahead_is_published_at_its_time_not_at_the_next_poll() {
+    published_ahead_at_its_time(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_seen_ahead_is_published_at_its_time_minus_the_prefetch() {
+    published_ahead_at_its_time(5).await;
 }
